@@ -1,0 +1,102 @@
+"""`localflow serve | api | worker | migrate`: flags from shared.settings.FIELDS, each also an
+environment variable; a flag wins over its variable."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from shared import logs, migrate
+from shared.settings import FIELDS, Settings, is_loopback, settings_from
+
+_COMMANDS = {
+    "serve": "API, worker and scheduler in one process (the embedded default)",
+    "api": "the HTTP API and dashboard only",
+    "worker": "the worker pool and cron scheduler only",
+    "migrate": "bring the database schema up to date and exit",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="localflow",
+        description="LocalFlow: a durable local task queue with a worker pool, cron "
+        "schedules, a REST API and a dashboard.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in _COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        for field in FIELDS:
+            if not field.flag:
+                continue
+            # The seed's Go flags are spelled -addr; accept that spelling too.
+            names = (field.option, "-" + field.option.lstrip("-"))
+            if field.parse.__name__ == "_parse_bool":
+                sub.add_argument(
+                    *names, dest=field.name, action="store_true", default=None,
+                    help=f"{field.help} [env {field.env}]",
+                )
+            else:
+                default = getattr(Settings(), field.name)
+                sub.add_argument(
+                    *names, dest=field.name, type=_argparse_type(field.parse),
+                    metavar=field.name.upper(),
+                    help=f"{field.help} [env {field.env}, default {default}]",
+                )
+    return parser
+
+
+def _argparse_type(parse):  # argparse shows ValueError messages only for ArgumentTypeError
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    overrides = {f.name: getattr(args, f.name, None) for f in FIELDS}
+    try:
+        settings = settings_from(os.environ, overrides)
+        host, _ = settings.host_port
+    except ValueError as exc:
+        parser.error(str(exc))
+    logs.configure(settings.log_format)
+
+    if args.command == "migrate":
+        version = migrate.migrate(settings.db)
+        print(f"{settings.db}: schema version {version}")
+        return 0
+
+    serves_http = args.command in ("serve", "api")
+    if serves_http and not is_loopback(host) and not settings.api_token and not settings.insecure:
+        print(
+            f"localflow: refusing to listen on {settings.addr} without an API token: anyone who "
+            "can reach it could run commands on this machine. Set LOCALFLOW_API_TOKEN, or listen "
+            "on 127.0.0.1, or pass --insecure if the network is yours alone.",
+            file=sys.stderr,
+        )
+        return 2
+
+    from localflow.runtime import run  # imported late: `migrate` needs none of it
+
+    try:
+        asyncio.run(
+            run(settings, api=serves_http, worker=args.command in ("serve", "worker"))
+        )
+    except migrate.SchemaTooNew as exc:
+        print(f"localflow: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Opens the database and runs the API server and/or the worker until a signal stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+
+import structlog
+import uvicorn
+
+from api.app import create_app
+from shared import migrate
+from shared.db import Database
+from shared.queue import Queue
+from shared.settings import Settings
+from shared.wake import WakeNotifier
+from worker.handlers.http import close_client
+from worker.pool import Worker
+
+log = structlog.get_logger("localflow")
+
+
+class _Server(uvicorn.Server):
+    # We handle SIGTERM/SIGINT ourselves so one signal stops the API and the worker together.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def open_queue(settings: Settings) -> Queue:
+    migrate.migrate(settings.db)
+    db = await Database.open(settings.db, synchronous=settings.synchronous)
+    return Queue(db, settings=settings, on_runnable=WakeNotifier(settings.db))
+
+
+async def run(settings: Settings, *, api: bool, worker: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    queue = await open_queue(settings)
+    parts: list[Callable[[], Awaitable[None]]] = []
+    if api:
+        parts.append(lambda: _serve_api(queue, settings, stop))
+    if worker:
+        parts.append(lambda: Worker(queue, settings).run(stop))
+    try:
+        await _run_together(parts, stop)
+    finally:
+        await close_client()
+        await queue.db.close()
+
+
+async def _run_together(parts: list[Callable[[], Awaitable[None]]], stop: asyncio.Event) -> None:
+    """Run every part; if one ends (or fails), stop the others."""
+    tasks = [asyncio.create_task(p()) for p in parts]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _serve_api(queue: Queue, settings: Settings, stop: asyncio.Event) -> None:
+    host, port = settings.host_port
+    config = uvicorn.Config(
+        create_app(queue, settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    server = _Server(config)
+    watcher = asyncio.create_task(_exit_on(stop, server))
+    try:
+        log.info("api listening", url=f"http://{settings.addr}")
+        await server.serve()
+        if not server.started:
+            raise SystemExit(f"could not listen on {settings.addr}")
+    finally:
+        watcher.cancel()
+
+
+async def _exit_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
+    await stop.wait()
+    server.should_exit = True

@@ -1,0 +1,137 @@
+"""Every setting LocalFlow reads, its default, and its environment variable: one place.
+
+The command line (localflow/cli.py) builds flags from FIELDS, so a flag and its variable can
+never drift apart; flags win over the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from shared.durations import parse_duration
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    addr: str = "127.0.0.1:8080"
+    db: str = "localflow.db"
+    workers: int = 8
+    poll: float = 0.25
+    schedule_interval: float = 10.0
+    debug: bool = False
+    grace: float = 30.0
+    lease: float = 30.0
+    metrics_addr: str = "127.0.0.1:9091"
+    api_token: str | None = None
+    insecure: bool = False
+    # FULL: a task is on disk before the API answers 201 (group commit keeps that cheap).
+    synchronous: str = "FULL"
+    log_format: str = "auto"
+    retry_base: float = 2.0
+    retry_max: float = 3600.0
+    default_timeout: float = 300.0
+    default_max_attempts: int = 3
+    max_payload_bytes: int = 256 * 1024
+    output_limit: int = 64 * 1024
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_addr(self.addr)
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """"127.0.0.1:8080" -> ("127.0.0.1", 8080); ":8080" binds every interface, as in Go."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"invalid address {addr!r}: expected HOST:PORT, like 127.0.0.1:8080")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ":8080" means all interfaces, as the seed
+    return host, int(port)
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"invalid boolean {text!r}: use true or false")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"invalid value {text!r}: expected one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    flag: bool = True  # False: environment only (secrets do not belong in `ps` output)
+
+    @property
+    def env(self) -> str:
+        return "LOCALFLOW_" + self.name.upper()
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("addr", str, "HTTP bind address, HOST:PORT"),
+    Field("db", str, "SQLite database file"),
+    Field("workers", _positive_int, "concurrent task slots in the worker"),
+    Field("poll", parse_duration, "longest wait between queue checks (wake-ups come sooner)"),
+    Field("schedule_interval", parse_duration, "longest wait between schedule checks"),
+    Field("debug", _parse_bool, "enable /debug profiling endpoints"),
+    Field("grace", parse_duration, "on SIGTERM, how long running tasks may take to finish"),
+    Field("lease", parse_duration, "visibility window of a claimed task; heartbeats extend it"),
+    Field("metrics_addr", str, "worker's own /health and /metrics address, HOST:PORT"),
+    Field("api_token", str, "bearer token required by /api, /metrics and /debug", flag=False),
+    Field("insecure", _parse_bool, "allow listening beyond loopback without an API token"),
+    Field("synchronous", _choice("FULL", "NORMAL"), "SQLite synchronous mode"),
+    Field("log_format", _choice("auto", "json", "console"), "log format"),
+)
+
+_BOOL_FIELDS = {"debug", "insecure"}
+
+
+def settings_from(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Settings from the environment, then explicit overrides (parsed flags) on top."""
+    values: dict[str, Any] = {}
+    for field in FIELDS:
+        raw = env.get(field.env)
+        if raw is None or (raw == "" and field.name not in _BOOL_FIELDS):
+            continue
+        try:
+            values[field.name] = field.parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"{field.env}: {exc}") from None
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    return Settings(**values)
+
+
+def settings_from_environ() -> Settings:
+    return settings_from(os.environ)
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")

@@ -1,0 +1,154 @@
+-- Queries of the task queue. Every transition out of a state names that state in its WHERE,
+-- and every transition out of 'running' also names the claim token: a worker whose lease
+-- expired (and whose task another worker re-claimed) changes nothing. See docs/state_machine.md.
+
+-- name: insert_task
+INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
+                   idempotency_key, request_hash, created_at, updated_at)
+VALUES (:id, :type, :payload, 'queued', :priority, :run_at, :max_attempts, :timeout,
+        :idempotency_key, :request_hash, :now, :now)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+
+-- name: get_task
+SELECT * FROM tasks WHERE id = ?
+
+-- name: get_task_by_key
+SELECT * FROM tasks WHERE idempotency_key = ?
+
+-- name: claim
+-- queued -> running, the most urgent runnable tasks first. One statement, so two workers
+-- can never claim the same task; each row gets its own token.
+UPDATE tasks
+SET status = 'running',
+    attempts = attempts + 1,
+    claim_token = lower(hex(randomblob(8))),
+    lease_until = :lease_until,
+    worker_id = :worker_id,
+    started_at = coalesce(started_at, :now),
+    updated_at = :now
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE status = 'queued' AND run_at <= :now
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+RETURNING *
+
+-- name: insert_attempt
+INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
+VALUES (?, ?, ?, ?)
+
+-- name: extend_leases
+-- Heartbeat for every task a worker holds; answers which it still holds and which a
+-- person asked to cancel.
+UPDATE tasks
+SET lease_until = :lease_until, updated_at = :now
+WHERE status = 'running'
+  AND claim_token IN (SELECT value FROM json_each(:tokens))
+RETURNING id, claim_token, cancel_requested
+
+-- name: complete
+-- running -> succeeded
+UPDATE tasks
+SET status = 'succeeded', result = :result, last_error = NULL,
+    claim_token = NULL, lease_until = NULL, finished_at = :now, updated_at = :now
+WHERE id = :id AND status = 'running' AND claim_token = :token
+
+-- name: fail
+-- running -> queued (attempts left, retried at :retry_at) or failed (none left)
+UPDATE tasks
+SET status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,
+    run_at = CASE WHEN attempts < max_attempts THEN :retry_at ELSE run_at END,
+    finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE :now END,
+    result = :result, last_error = :error,
+    claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = :now
+WHERE id = :id AND status = 'running' AND claim_token = :token
+RETURNING status
+
+-- name: release
+-- running -> queued without spending an attempt: the worker is shutting down.
+UPDATE tasks
+SET status = 'queued', attempts = attempts - 1, run_at = :now,
+    claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = :now
+WHERE id = :id AND status = 'running' AND claim_token = :token
+
+-- name: finish_cancelled
+-- running -> cancelled, after the worker stopped the task a person cancelled
+UPDATE tasks
+SET status = 'cancelled', last_error = :error, result = :result,
+    claim_token = NULL, lease_until = NULL, finished_at = :now, updated_at = :now
+WHERE id = :id AND status = 'running' AND claim_token = :token
+
+-- name: finish_attempt
+UPDATE task_attempts
+SET finished_at = :now, outcome = :outcome, error = :error, output = :output
+WHERE task_id = :id AND attempt = :attempt AND finished_at IS NULL
+
+-- name: cancel_queued
+-- queued -> cancelled: it will never run
+UPDATE tasks
+SET status = 'cancelled', finished_at = :now, updated_at = :now, last_error = 'cancelled'
+WHERE id = :id AND status = 'queued'
+
+-- name: request_cancel
+-- a running task is stopped by the worker that holds it, which then marks it cancelled
+UPDATE tasks
+SET cancel_requested = 1, updated_at = :now
+WHERE id = :id AND status = 'running'
+
+-- name: rescue_expired
+-- running -> queued (attempts left) or failed: the worker holding it stopped heartbeating.
+-- A task someone asked to cancel is cancelled instead of retried.
+UPDATE tasks
+SET status = CASE
+        WHEN cancel_requested THEN 'cancelled'
+        WHEN attempts < max_attempts THEN 'queued'
+        ELSE 'failed' END,
+    finished_at = CASE
+        WHEN cancel_requested OR attempts >= max_attempts THEN :now ELSE NULL END,
+    run_at = :now,
+    last_error = 'lease expired: the worker running attempt ' || attempts
+                 || ' stopped heartbeating (crashed or killed)',
+    claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = :now
+WHERE status = 'running' AND lease_until < :now
+RETURNING id, attempts, status
+
+-- name: lose_attempt
+UPDATE task_attempts
+SET finished_at = :now, outcome = 'lost',
+    error = 'lease expired: the worker stopped heartbeating (crashed or killed)'
+WHERE task_id = :id AND attempt = :attempt AND finished_at IS NULL
+
+-- name: next_run_at
+SELECT min(run_at) FROM tasks WHERE status = 'queued'
+
+-- name: counts_by_status
+SELECT status, count(*) AS n FROM tasks GROUP BY status
+
+-- name: list_attempts
+SELECT * FROM task_attempts WHERE task_id = ? ORDER BY attempt
+
+-- name: list_all
+SELECT * FROM tasks WHERE id < :cursor ORDER BY id DESC LIMIT :limit
+
+-- name: list_by_status
+SELECT * FROM tasks WHERE status = :status AND id < :cursor ORDER BY id DESC LIMIT :limit
+
+-- name: list_by_type
+SELECT * FROM tasks WHERE type = :type AND id < :cursor ORDER BY id DESC LIMIT :limit
+
+-- name: list_by_status_and_type
+SELECT * FROM tasks INDEXED BY tasks_status_id
+WHERE status = :status AND type = :type AND id < :cursor ORDER BY id DESC LIMIT :limit
+
+-- name: upsert_worker
+INSERT INTO workers (id, hostname, pid, slots, started_at, last_seen)
+VALUES (:id, :hostname, :pid, :slots, :now, :now)
+ON CONFLICT (id) DO UPDATE SET last_seen = :now, stopped_at = NULL
+
+-- name: stop_worker
+UPDATE workers SET stopped_at = :now, last_seen = :now WHERE id = :id
+
+-- name: cancel_requests_for_worker
+SELECT id FROM tasks INDEXED BY tasks_leases
+WHERE status = 'running' AND worker_id = ? AND cancel_requested = 1

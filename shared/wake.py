@@ -1,0 +1,110 @@
+"""Cross-process wake-ups through Unix datagram sockets beside the database file.
+
+The API and the worker may run in two containers; what they share is the volume holding the
+database. Each worker binds a socket in `<db>.wake/`; whoever commits runnable work sends one
+byte to every socket there. A worker so wakes within a millisecond instead of at its next
+poll, and an idle worker sleeps in the kernel, using no CPU. If anything here fails (say, a
+path too long for a socket), workers still poll, so this only ever makes things faster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("localflow.wake")
+_MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the NUL
+
+
+def wake_dir(db_path: str) -> Path:
+    return Path(os.path.abspath(db_path) + ".wake")
+
+
+class WakeNotifier:
+    """Sends wake-ups; coalesces many calls in one event-loop turn into one send."""
+
+    def __init__(self, db_path: str) -> None:
+        self.dir = wake_dir(db_path)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)
+        self._scheduled = False
+
+    def __call__(self) -> None:
+        if self._scheduled:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._send)
+            self._scheduled = True
+        except RuntimeError:  # no loop (a synchronous caller): send now
+            self._send()
+
+    def _send(self) -> None:
+        self._scheduled = False
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return
+        for name in names:
+            path = str(self.dir / name)
+            try:
+                self._sock.sendto(b"!", path)
+            except BlockingIOError:
+                pass  # its buffer is full of wake-ups already: it will wake
+            except OSError as exc:
+                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                    # The worker that bound it is gone (killed without cleanup).
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class WakeListener:
+    """A worker's socket: `on_wake` is called whenever someone sends a wake-up."""
+
+    def __init__(self, db_path: str, name: str, on_wake: Callable[[], None]) -> None:
+        self.path = wake_dir(db_path) / name
+        self.on_wake = on_wake
+        self._sock: socket.socket | None = None
+
+    def start(self) -> bool:
+        if len(str(self.path)) > _MAX_SOCKET_PATH:
+            log.warning("wake socket path too long; relying on polling", path=str(self.path))
+            return False
+        try:
+            self.path.parent.mkdir(exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.bind(str(self.path))
+        except OSError as exc:
+            log.warning("cannot bind wake socket; relying on polling", error=str(exc))
+            return False
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+        return True
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        with contextlib.suppress(BlockingIOError):
+            while self._sock.recv(64):
+                pass
+        self.on_wake()
+
+    def stop(self) -> None:
+        if self._sock is None:
+            return
+        asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        self._sock.close()
+        self._sock = None
+        with contextlib.suppress(OSError):
+            self.path.unlink()

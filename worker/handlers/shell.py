@@ -1,0 +1,69 @@
+"""The `shell` handler: runs argv directly (never through a shell) in its own process group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from typing import Any
+
+from shared.schemas import ShellPayload
+from worker.handlers.base import HandlerContext, TaskFailed, clip
+
+# A clean environment: the worker's own secrets (the API token, say) are not passed on.
+_BASE_ENV = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C.UTF-8"}
+
+
+async def run_shell(payload: ShellPayload, ctx: HandlerContext) -> dict[str, Any]:
+    timeout = min(payload.timeout or ctx.timeout, ctx.timeout)
+    started = time.monotonic()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            payload.command,
+            *payload.args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**_BASE_ENV, **payload.env},
+            start_new_session=True,  # its own process group, so we can kill all it started
+        )
+    except OSError as exc:
+        raise TaskFailed(f"cannot start {payload.command!r}: {exc.strerror or exc}") from None
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        await _kill_group(proc)
+        raise TaskFailed(
+            f"timed out after {timeout:g}s; killed process group {proc.pid}",
+            {"exit_code": None, "duration_ms": _ms(started)},
+        ) from None
+    except asyncio.CancelledError:
+        await _kill_group(proc)  # cancelled by a person, or the worker is stopping
+        raise
+    result = {
+        "exit_code": proc.returncode,
+        "stdout": clip(stdout, ctx.output_limit),
+        "stderr": clip(stderr, ctx.output_limit),
+        "duration_ms": _ms(started),
+    }
+    if proc.returncode != 0:
+        if proc.returncode < 0:
+            reason = f"killed by signal {signal.Signals(-proc.returncode).name}"
+        else:
+            reason = f"exited with status {proc.returncode}"
+        raise TaskFailed(f"{payload.command} {reason}", result)
+    return result
+
+
+async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        # Reap the child; pipes close once every process of the group is dead.
+        await asyncio.wait_for(proc.communicate(), 5)
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)

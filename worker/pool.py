@@ -1,0 +1,255 @@
+"""The worker: claims tasks into free slots and runs each in its own asyncio task.
+
+Loop: wait for (wake-up | slot freed | poll interval | stop) -> claim up to the free slots ->
+start each. Side loops (heartbeat, rescuer) are small `*_once` methods that tests call directly.
+On stop: claim nothing more, give running tasks `grace` seconds, then stop them and return them
+to the queue without spending their attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from shared.clock import Clock, SystemClock
+from shared.queue import Claimed, Queue
+from shared.schemas import PayloadError, validate_payload
+from shared.settings import Settings
+from shared.wake import WakeListener
+from worker.handlers import HANDLERS, Handler, HandlerContext, TaskFailed
+
+log = structlog.get_logger("localflow.worker")
+
+# Why an in-flight task was stopped from outside, which decides what is written back.
+_CANCELLED, _SHUTDOWN, _LOST = "cancelled", "shutdown", "lost"
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: Queue,
+        settings: Settings,
+        *,
+        handlers: dict[str, Handler] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.queue = queue
+        self.settings = settings
+        self.handlers = handlers or HANDLERS
+        self.clock = clock or SystemClock()
+        self.slots = settings.workers
+        suffix = secrets.token_hex(3)
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{suffix}"
+        self._wake_name = f"{os.getpid()}-{suffix}"
+        self.inflight: dict[str, tuple[Claimed, asyncio.Task[None]]] = {}
+        self._stop_reason: dict[str, str] = {}
+        self._nudge = asyncio.Event()
+        self._peer_woke = False
+        self._idle_until: float | None = None  # skip claims until then if nothing changed
+        self._seen_version: int | None = None
+        # Hooks for metrics (issue: metrics); each gets the Claimed and a label.
+        self.on_event: Callable[[str, Claimed, float], None] = lambda *_: None
+
+    # -- main loop -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener = WakeListener(self.settings.db, self._wake_name, self._on_peer_wake)
+        listener.start()
+        stop_watch = asyncio.create_task(self._nudge_on(stop))
+        side = [
+            asyncio.create_task(self._every(self.heartbeat_interval, self.heartbeat_once)),
+            asyncio.create_task(self._every(self.rescue_interval, self.rescue_once)),
+        ]
+        await self.queue.worker_seen(self.id, socket.gethostname(), os.getpid(), self.slots)
+        await self.rescue_once()  # tasks left by a worker that died while we were down
+        log.info("worker started", worker_id=self.id, slots=self.slots)
+        try:
+            while not stop.is_set():
+                started = await self.claim_once()
+                if started and len(self.inflight) < self.slots:
+                    continue  # the queue may hold more than we took
+                await self._wait(self._wait_timeout())
+                if self._peer_woke:
+                    self._peer_woke = False
+                    await self.cancel_requested_once()
+        finally:
+            listener.stop()
+            stop_watch.cancel()
+            await self._drain()
+            for task in side:
+                task.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            await self.queue.worker_stopped(self.id)
+            log.info("worker stopped", worker_id=self.id)
+
+    async def claim_once(self) -> int:
+        """Claim into free slots and start the tasks; returns how many started."""
+        free = self.slots - len(self.inflight)
+        if free <= 0 or await self._nothing_changed():
+            return 0
+        claimed = await self.queue.claim(self.id, free, self.settings.lease)
+        for c in claimed:
+            self.inflight[c.id] = (c, asyncio.create_task(self._execute(c), name=f"task-{c.id}"))
+        if not claimed:
+            await self._remember_idle()
+        return len(claimed)
+
+    async def _nothing_changed(self) -> bool:
+        # While idle, a poll costs one read of PRAGMA data_version instead of a write
+        # transaction: no commit anywhere and no delayed task due means nothing to claim.
+        if self._idle_until is None or self.clock.now() >= self._idle_until:
+            return False
+        return await self.queue.db.data_version() == self._seen_version
+
+    async def _remember_idle(self) -> None:
+        self._seen_version = await self.queue.db.data_version()
+        due = await self.queue.next_run_at()
+        self._idle_until = due if due is not None else float("inf")
+
+    def _wait_timeout(self) -> float:
+        timeout = self.settings.poll
+        if self._idle_until is not None and len(self.inflight) < self.slots:
+            timeout = min(timeout, max(0.0, self._idle_until - self.clock.now()))
+        return timeout
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._nudge.wait()
+        self._nudge.clear()
+
+    def _on_peer_wake(self) -> None:
+        self._peer_woke = True
+        self._idle_until = None
+        self._nudge.set()
+
+    async def _nudge_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._nudge.set()
+
+    # -- one task ------------------------------------------------------------------------
+
+    async def _execute(self, c: Claimed) -> None:
+        bound = log.bind(task_id=c.id, task_type=c.type, attempt=c.attempt)
+        started = self.clock.now()
+        self.on_event("started", c, 0.0)
+        try:
+            result = await self._run_handler(c)
+        except asyncio.CancelledError:
+            await self._stopped_from_outside(c, bound)
+        except TaskFailed as exc:
+            status = await self.queue.fail(c, str(exc), exc.result)
+            bound.info("task attempt failed", error=str(exc), now=status or "lease lost")
+            self.on_event("retried" if status == "queued" else "failed", c, self._since(started))
+        except TimeoutError:
+            status = await self.queue.fail(c, f"timed out after {c.timeout:g}s", None, "timeout")
+            bound.info("task attempt timed out", timeout=c.timeout, now=status or "lease lost")
+            self.on_event("retried" if status == "queued" else "failed", c, self._since(started))
+        except Exception as exc:
+            error = f"handler error: {exc!r}"
+            status = await self.queue.fail(c, error)
+            bound.exception("task handler crashed", now=status or "lease lost")
+            self.on_event("retried" if status == "queued" else "failed", c, self._since(started))
+        else:
+            if await self.queue.complete(c, result):
+                bound.debug("task succeeded")
+                self.on_event("succeeded", c, self._since(started))
+            else:
+                bound.warning("task finished after its lease was lost; result not recorded")
+        finally:
+            self.inflight.pop(c.id, None)
+            self._stop_reason.pop(c.id, None)
+            self._nudge.set()  # a slot is free
+
+    async def _run_handler(self, c: Claimed) -> dict[str, Any]:
+        handler = self.handlers.get(c.type)
+        if handler is None:
+            raise TaskFailed(f"this worker has no handler for task type {c.type!r}")
+        try:
+            payload = validate_payload(c.type, c.payload)
+        except PayloadError as exc:
+            raise TaskFailed(str(exc)) from None
+        ctx = HandlerContext(c.id, c.attempt, c.timeout, self.settings.output_limit)
+        # Handlers enforce the timeout themselves (the shell handler kills its process
+        # group); this is the backstop for one that does not.
+        async with asyncio.timeout(c.timeout + 1.0):
+            return await handler(payload, ctx)
+
+    async def _stopped_from_outside(self, c: Claimed, bound: Any) -> None:
+        reason = self._stop_reason.get(c.id, _SHUTDOWN)
+        if reason == _CANCELLED:
+            await self.queue.finish_cancelled(c)
+            bound.info("task cancelled")
+            self.on_event("cancelled", c, 0.0)
+        elif reason == _SHUTDOWN:
+            await self.queue.release(c)
+            bound.info("task returned to the queue: worker stopping")
+        else:
+            bound.warning("task stopped: its lease was lost to another worker")
+
+    def _stop_task(self, task_id: str, reason: str) -> None:
+        entry = self.inflight.get(task_id)
+        if entry is not None and task_id not in self._stop_reason:
+            self._stop_reason[task_id] = reason
+            entry[1].cancel()
+
+    def _since(self, started: float) -> float:
+        return max(0.0, self.clock.now() - started)
+
+    # -- side loops ----------------------------------------------------------------------
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return max(0.05, min(self.settings.lease / 3, 10.0))
+
+    @property
+    def rescue_interval(self) -> float:
+        return max(0.1, min(self.settings.lease / 2, 15.0))
+
+    async def heartbeat_once(self) -> None:
+        """Extend our leases; stop what a person cancelled and what we no longer hold."""
+        held = [c for c, _ in self.inflight.values()]
+        beat = await self.queue.heartbeat(held, self.settings.lease)
+        for c in held:
+            if c.id not in beat.held and c.id in self.inflight:
+                self._stop_task(c.id, _LOST)
+            elif c.id in beat.cancel:
+                self._stop_task(c.id, _CANCELLED)
+        await self.queue.worker_seen(self.id, socket.gethostname(), os.getpid(), self.slots)
+
+    async def cancel_requested_once(self) -> None:
+        if self.inflight:
+            for task_id in await self.queue.cancel_requests(self.id):
+                self._stop_task(task_id, _CANCELLED)
+
+    async def rescue_once(self) -> None:
+        rescued = await self.queue.rescue_expired()
+        if rescued:
+            log.warning("rescued tasks whose lease expired", count=len(rescued), ids=rescued[:20])
+
+    async def _every(self, interval: float, once: Callable[[], Awaitable[None]]) -> None:
+        """Run `once` forever; an error is logged and retried, never fatal to the worker."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await once()
+            except Exception:
+                log.exception("background step failed", step=once.__name__)
+
+    async def _drain(self) -> None:
+        if not self.inflight:
+            return
+        tasks = [t for _, t in self.inflight.values()]
+        log.info("waiting for running tasks", count=len(tasks), grace=self.settings.grace)
+        _, pending = await asyncio.wait(tasks, timeout=self.settings.grace)
+        for task_id in list(self.inflight):
+            self._stop_task(task_id, _SHUTDOWN)
+        if pending:
+            await asyncio.wait(pending)

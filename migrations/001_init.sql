@@ -37,7 +37,10 @@ CREATE INDEX tasks_leases ON tasks (lease_until) WHERE status = 'running';
 CREATE INDEX tasks_status_id ON tasks (status, id);
 CREATE INDEX tasks_type_id ON tasks (type, id);
 
+-- One row per claim. `attempt` is the task's attempt number at that claim; a released attempt
+-- (worker shut down) is not spent, so the next claim may carry the same number.
 CREATE TABLE task_attempts (
+    id          INTEGER PRIMARY KEY,
     task_id     TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
     attempt     INTEGER NOT NULL,
     worker_id   TEXT,
@@ -46,9 +49,9 @@ CREATE TABLE task_attempts (
     outcome     TEXT CHECK (outcome IN
                 ('succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'released')),
     error       TEXT,
-    output      TEXT,                          -- JSON, bounded by the worker
-    PRIMARY KEY (task_id, attempt)
-) STRICT, WITHOUT ROWID;
+    output      TEXT                           -- JSON, bounded by the worker
+) STRICT;
+CREATE INDEX task_attempts_task ON task_attempts (task_id, id);
 
 CREATE TABLE workers (
     id         TEXT PRIMARY KEY,

@@ -126,7 +126,7 @@ SELECT min(run_at) FROM tasks WHERE status = 'queued'
 SELECT status, count(*) AS n FROM tasks GROUP BY status
 
 -- name: list_attempts
-SELECT * FROM task_attempts WHERE task_id = ? ORDER BY attempt
+SELECT * FROM task_attempts WHERE task_id = ? ORDER BY id
 
 -- name: list_all
 SELECT * FROM tasks WHERE id < :cursor ORDER BY id DESC LIMIT :limit

@@ -1,0 +1,314 @@
+"""Contract of the queue operations, on real SQLite files, with a clock the test moves.
+
+Written against the Queue's public methods only, so a second backend could run the same suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.clock import FakeClock
+from shared.db import Database
+from shared.queue import Conflict, InvalidTask, NotFound, Queue
+from shared.schemas import TaskCreate
+from shared.settings import Settings
+
+
+def shell(*args: str, **fields) -> TaskCreate:
+    return TaskCreate(type="shell", payload={"command": "echo", "args": list(args)}, **fields)
+
+
+async def test_enqueued_task_is_claimed_once_and_recorded(queue: Queue):
+    task, created = await queue.enqueue(shell("a"))
+    assert created and task.status == "queued" and task.attempts == 0
+
+    claimed = await queue.claim("w1", 10, lease=30)
+    assert [c.id for c in claimed] == [task.id]
+    assert claimed[0].attempt == 1
+    assert await queue.claim("w2", 10, lease=30) == []
+
+    running = await queue.get(task.id)
+    assert running.status == "running" and running.attempts == 1
+    attempts = await queue.attempts(task.id)
+    assert [(a.attempt, a.worker_id, a.outcome) for a in attempts] == [(1, "w1", None)]
+
+
+async def test_claim_orders_by_priority_then_run_at_and_respects_limit(queue, clock):
+    low, _ = await queue.enqueue(shell("low", priority=-5))
+    clock.advance(1)
+    first_normal, _ = await queue.enqueue(shell("n1"))
+    clock.advance(1)
+    second_normal, _ = await queue.enqueue(shell("n2"))
+    high, _ = await queue.enqueue(shell("high", priority=10))
+
+    claimed = await queue.claim("w", 3, lease=30)
+    assert [c.id for c in claimed] == [high.id, first_normal.id, second_normal.id]
+    assert [c.id for c in await queue.claim("w", 3, lease=30)] == [low.id]
+
+
+async def test_delayed_task_is_claimable_exactly_from_run_at(queue, clock):
+    task, _ = await queue.enqueue(shell("later", delay=60))
+    clock.advance(59.999)
+    assert await queue.claim("w", 1, lease=30) == []
+    assert await queue.next_run_at() == pytest.approx(clock.now() + 0.001)
+    clock.advance(0.001)
+    assert [c.id for c in await queue.claim("w", 1, lease=30)] == [task.id]
+
+
+async def test_run_at_in_the_past_runs_now(queue, clock):
+    past = datetime.fromtimestamp(clock.now() - 3600, UTC)
+    task, _ = await queue.enqueue(shell("x", run_at=past))
+    assert [c.id for c in await queue.claim("w", 1, lease=30)] == [task.id]
+
+
+async def test_complete_records_result_and_closes_attempt(queue):
+    await queue.enqueue(shell("a"))
+    (c,) = await queue.claim("w", 1, lease=30)
+    assert await queue.complete(c, {"exit_code": 0, "stdout": "a\n"})
+    task = await queue.get(c.id)
+    assert task.status == "succeeded" and task.result == {"exit_code": 0, "stdout": "a\n"}
+    assert task.finished_at is not None
+    (attempt,) = await queue.attempts(c.id)
+    assert attempt.outcome == "succeeded" and attempt.output == {"exit_code": 0, "stdout": "a\n"}
+
+
+async def test_failures_back_off_exponentially_with_jitter_then_fail(queue, clock, settings):
+    task, _ = await queue.enqueue(shell("x", max_attempts=4))
+    expected_bases = [2.0, 4.0, 8.0]
+    for attempt, base in enumerate(expected_bases, start=1):
+        (c,) = await queue.claim("w", 1, lease=30)
+        assert c.attempt == attempt
+        assert await queue.fail(c, f"boom {attempt}") == "queued"
+        queued = await queue.get(task.id)
+        delay = queued.run_at.timestamp() - clock.now()
+        assert 0.75 * base <= delay <= 1.25 * base, (attempt, delay)
+        assert queued.last_error == f"boom {attempt}"
+        assert await queue.claim("w", 1, lease=30) == []  # not before its backoff
+        clock.advance(delay + 0.001)  # run_at is shown to the microsecond
+    (c,) = await queue.claim("w", 1, lease=30)
+    assert await queue.fail(c, "boom 4", {"exit_code": 1}) == "failed"
+    final = await queue.get(task.id)
+    assert final.status == "failed" and final.attempts == 4 and final.result == {"exit_code": 1}
+    outcomes = [(a.attempt, a.outcome, a.error) for a in await queue.attempts(task.id)]
+    assert outcomes == [(n, "failed", f"boom {n}") for n in range(1, 5)]
+
+
+async def test_backoff_is_capped(queue, settings):
+    settings.retry_max = 10.0
+    for attempt in (5, 20, 60):
+        assert 7.5 <= queue.backoff(attempt) <= 12.5
+
+
+async def test_lease_expiry_boundary_and_rescue(queue, clock):
+    task, _ = await queue.enqueue(shell("x"))
+    (c,) = await queue.claim("w1", 1, lease=30)
+    clock.advance(30)  # lease_until == now: still held
+    assert await queue.rescue_expired() == []
+    clock.advance(0.001)
+    assert await queue.rescue_expired() == [task.id]
+    rescued = await queue.get(task.id)
+    assert rescued.status == "queued" and rescued.attempts == 1
+    assert "lease expired" in rescued.last_error
+    (attempt,) = await queue.attempts(task.id)
+    assert attempt.outcome == "lost"
+
+
+async def test_heartbeat_extends_lease(queue, clock):
+    await queue.enqueue(shell("x"))
+    (c,) = await queue.claim("w1", 1, lease=30)
+    clock.advance(25)
+    beat = await queue.heartbeat([c], lease=30)
+    assert beat.held == {c.id} and beat.cancel == set()
+    clock.advance(25)
+    assert await queue.rescue_expired() == []
+
+
+async def test_stale_worker_cannot_overwrite_the_newer_attempt(queue, clock):
+    task, _ = await queue.enqueue(shell("x"))
+    (stale,) = await queue.claim("w1", 1, lease=30)
+    clock.advance(31)
+    await queue.rescue_expired()
+    (fresh,) = await queue.claim("w2", 1, lease=30)
+    assert fresh.attempt == 2 and fresh.token != stale.token
+
+    assert not await queue.complete(stale, {"late": True})
+    assert await queue.fail(stale, "late failure") is None
+    assert not await queue.release(stale)
+    assert not await queue.finish_cancelled(stale)
+    assert (await queue.heartbeat([stale], lease=30)).held == set()
+
+    current = await queue.get(task.id)
+    assert current.status == "running" and current.result is None
+    assert await queue.complete(fresh, {"ok": True})
+    assert (await queue.get(task.id)).result == {"ok": True}
+
+
+async def test_rescue_fails_task_without_attempts_left(queue, clock):
+    task, _ = await queue.enqueue(shell("x", max_attempts=1))
+    await queue.claim("w", 1, lease=5)
+    clock.advance(6)
+    await queue.rescue_expired()
+    assert (await queue.get(task.id)).status == "failed"
+
+
+async def test_cancel_queued_task_never_runs(queue):
+    task, _ = await queue.enqueue(shell("x"))
+    cancelled = await queue.cancel(task.id)
+    assert cancelled.status == "cancelled"
+    assert await queue.claim("w", 1, lease=30) == []
+    assert (await queue.cancel(task.id)).status == "cancelled"  # cancelling twice is fine
+
+
+async def test_cancel_running_task_is_requested_then_finished_by_its_worker(queue):
+    task, _ = await queue.enqueue(shell("x"))
+    (c,) = await queue.claim("w", 1, lease=30)
+    requested = await queue.cancel(task.id)
+    assert requested.status == "running" and requested.cancel_requested
+    assert await queue.cancel_requests("w") == {task.id}
+    assert (await queue.heartbeat([c], lease=30)).cancel == {task.id}
+    assert await queue.finish_cancelled(c)
+    assert (await queue.get(task.id)).status == "cancelled"
+
+
+async def test_cancel_finished_or_unknown_task_is_refused(queue):
+    task, _ = await queue.enqueue(shell("x"))
+    (c,) = await queue.claim("w", 1, lease=30)
+    await queue.complete(c, {})
+    with pytest.raises(Conflict, match="already succeeded"):
+        await queue.cancel(task.id)
+    with pytest.raises(NotFound):
+        await queue.cancel("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+
+
+async def test_release_returns_task_without_spending_an_attempt(queue):
+    task, _ = await queue.enqueue(shell("x"))
+    (c,) = await queue.claim("w", 1, lease=30)
+    assert await queue.release(c)
+    released = await queue.get(task.id)
+    assert released.status == "queued" and released.attempts == 0
+    (again,) = await queue.claim("w", 1, lease=30)
+    assert again.attempt == 1
+    assert [a.outcome for a in await queue.attempts(task.id)] == ["released", None]
+
+
+async def test_idempotency_same_request_returns_original(queue):
+    first, created = await queue.enqueue(shell("x", idempotency_key="k1"))
+    again, created_again = await queue.enqueue(shell("x", idempotency_key="k1"))
+    assert created and not created_again and again.id == first.id
+    with pytest.raises(Conflict, match="different request"):
+        await queue.enqueue(shell("y", idempotency_key="k1"))
+    page = await queue.list()
+    assert [t.id for t in page.items] == [first.id]
+
+
+async def test_idempotency_race_yields_one_task_across_connections(db_path, clock, settings):
+    """50 submissions with one key, from 5 separate connections at once: exactly one task."""
+    dbs = [await Database.open(str(db_path)) for _ in range(5)]
+    try:
+        queues = [Queue(d, clock, settings) for d in dbs]
+        results = await asyncio.gather(
+            *(queues[i % 5].enqueue(shell("x", idempotency_key="race")) for i in range(50))
+        )
+        assert len({task.id for task, _ in results}) == 1
+        assert sum(created for _, created in results) == 1
+        conn = sqlite3.connect(db_path)
+        assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 1
+    finally:
+        for d in dbs:
+            await d.close()
+
+
+async def test_enqueue_many_is_all_or_nothing(queue):
+    with pytest.raises(InvalidTask, match="command"):
+        await queue.enqueue_many([shell("ok"), TaskCreate(type="shell", payload={})])
+    assert (await queue.counts())["queued"] == 0
+    results = await queue.enqueue_many([shell("a"), shell("b")])
+    assert [created for _, created in results] == [True, True]
+    assert (await queue.counts())["queued"] == 2
+
+
+async def test_invalid_payloads_are_refused_with_the_field_named(queue):
+    cases = [
+        (TaskCreate(type="nope", payload={}), "unknown task type 'nope'"),
+        (TaskCreate(type="shell", payload={"args": []}), "command"),
+        (TaskCreate(type="shell", payload={"command": "echo", "args": [1]}), "args[0]"),
+        (TaskCreate(type="http", payload={"url": "ftp://x"}), "http:// or https://"),
+        (TaskCreate(type="http", payload={"url": "http://x", "timeout": -1}), "timeout"),
+    ]
+    for create, message in cases:
+        with pytest.raises(InvalidTask, match=message.replace("[", r"\[").replace("]", r"\]")):
+            await queue.enqueue(create)
+    assert sum((await queue.counts()).values()) == 0
+
+
+async def test_oversize_payload_is_refused(queue, settings):
+    settings.max_payload_bytes = 1000
+    with pytest.raises(InvalidTask, match="limit is 1000"):
+        await queue.enqueue(shell("x" * 2000))
+
+
+async def test_list_filters_and_keyset_pagination(queue, clock):
+    ids = []
+    for i in range(7):
+        clock.advance(0.01)
+        kind = TaskCreate(type="http", payload={"url": "http://127.0.0.1:1/"}) if i % 2 else shell()
+        task, _ = await queue.enqueue(kind)
+        ids.append(task.id)
+    (c,) = await queue.claim("w", 1, lease=30)  # the oldest task (a shell task) is now running
+
+    seen, cursor = [], None
+    while True:
+        page = await queue.list(cursor=cursor, limit=3)
+        seen += [t.id for t in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == list(reversed(ids))
+
+    http_ids = [t.id for t in (await queue.list(type="http")).items]
+    assert http_ids == [ids[5], ids[3], ids[1]]
+    assert [t.id for t in (await queue.list(status="running")).items] == [c.id]
+    queued_shell = (await queue.list(status="queued", type="shell")).items
+    assert [t.id for t in queued_shell] == [ids[6], ids[4], ids[2]]
+    with pytest.raises(InvalidTask, match="unknown status"):
+        await queue.list(status="done")
+    assert await queue.counts() == {
+        "queued": 6, "running": 1, "succeeded": 0, "failed": 0, "cancelled": 0,
+    }
+
+
+async def test_locked_database_is_waited_for_not_reported(queue, db_path):
+    """Another process holding the write lock delays a submission; it never fails it."""
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    pending = asyncio.create_task(queue.enqueue(shell("waits")))
+    await asyncio.sleep(0.3)
+    assert not pending.done()
+    other.execute("COMMIT")
+    task, created = await asyncio.wait_for(pending, 5)
+    assert created and task.status == "queued"
+    other.close()
+
+
+async def test_one_failing_write_does_not_fail_the_others_in_its_batch(queue):
+    await queue.enqueue(shell("x", idempotency_key="k"))
+    results = await asyncio.gather(
+        queue.enqueue(shell("a")),
+        queue.enqueue(shell("conflict", idempotency_key="k")),
+        queue.enqueue(shell("b")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], Conflict)
+    assert results[0][1] and results[2][1]
+    assert (await queue.counts())["queued"] == 3
+
+
+async def test_clock_is_injected(db, settings):
+    clock = FakeClock(start=1_000_000.0)
+    queue = Queue(db, clock, Settings(db=settings.db))
+    task, _ = await queue.enqueue(shell("x"))
+    assert task.created_at.timestamp() == pytest.approx(1_000_000.0)

@@ -105,7 +105,7 @@ async def test_backoff_is_capped(queue, settings):
 
 async def test_lease_expiry_boundary_and_rescue(queue, clock):
     task, _ = await queue.enqueue(shell("x"))
-    (c,) = await queue.claim("w1", 1, lease=30)
+    (_c,) = await queue.claim("w1", 1, lease=30)
     clock.advance(30)  # lease_until == now: still held
     assert await queue.rescue_expired() == []
     clock.advance(0.001)

@@ -2,7 +2,8 @@ from tests import procs
 
 
 def test_serve_runs_a_shell_task_end_to_end(client):
-    r = client.post("/api/tasks", json={"type": "shell", "payload": {"command": "echo", "args": ["hi"]}})
+    body = {"type": "shell", "payload": {"command": "echo", "args": ["hi"]}}
+    r = client.post("/api/tasks", json=body)
     assert r.status_code == 201, r.text
     task = procs.wait_for_status(client, r.json()["id"], {"succeeded", "failed"})
     assert task["status"] == "succeeded"

@@ -1,0 +1,212 @@
+"""The worker with its real handlers, on a real database file, in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from threading import Thread
+
+import pytest
+
+from shared.db import Database
+from shared.queue import Queue
+from shared.schemas import TaskCreate
+from shared.settings import Settings
+from shared.wake import WakeNotifier
+from worker.pool import Worker
+
+
+def shell(command: str, *args: str, **fields) -> TaskCreate:
+    return TaskCreate(type="shell", payload={"command": command, "args": list(args)}, **fields)
+
+
+@pytest.fixture
+async def live_queue(db: Database, db_path) -> Queue:
+    settings = Settings(db=str(db_path), workers=4, lease=5, grace=2, retry_base=0.05,
+                        poll=0.25)
+    return Queue(db, settings=settings, on_runnable=WakeNotifier(str(db_path)))
+
+
+@asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.sleep(0.05)
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def until(queue: Queue, task_id: str, statuses: set[str], timeout: float = 15) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = await queue.get(task_id)
+        if task.status in statuses:
+            return task
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{task_id} never reached {statuses}: {await queue.get(task_id)}")
+
+
+async def test_shell_success_failure_and_retry(live_queue):
+    ok, _ = await live_queue.enqueue(shell("echo", "hello", "; rm -rf /", "$(id)"))
+    bad, _ = await live_queue.enqueue(shell("sh", "-c", "echo oops >&2; exit 3", max_attempts=2))
+    missing, _ = await live_queue.enqueue(shell("no-such-command-xyz", max_attempts=1))
+    async with running(Worker(live_queue, live_queue.settings)):
+        done = await until(live_queue, ok.id, {"succeeded", "failed"})
+        assert done.status == "succeeded"
+        assert done.result["stdout"] == "hello ; rm -rf / $(id)\n"  # metacharacters literal
+        failed = await until(live_queue, bad.id, {"failed"})
+        assert failed.attempts == 2 and failed.last_error == "sh exited with status 3"
+        assert failed.result["stderr"] == "oops\n" and failed.result["exit_code"] == 3
+        attempts = await live_queue.attempts(bad.id)
+        assert [a.outcome for a in attempts] == ["failed", "failed"]
+        not_found = await until(live_queue, missing.id, {"failed"})
+        assert "cannot start 'no-such-command-xyz'" in not_found.last_error
+
+
+async def test_timeout_kills_the_whole_process_group(live_queue, tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    # The child starts a grandchild in the background and waits: both must die on timeout.
+    script = f"sleep 60 & echo $! > {pid_file}; wait"
+    task, _ = await live_queue.enqueue(shell("sh", "-c", script, timeout=0.5, max_attempts=1))
+    async with running(Worker(live_queue, live_queue.settings)):
+        failed = await until(live_queue, task.id, {"failed"})
+    assert "timed out after 0.5s" in failed.last_error
+    grandchild = int(pid_file.read_text())
+    await asyncio.sleep(0.1)
+    assert not _alive(grandchild)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan may wait a while for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_output_is_bounded(live_queue):
+    live_queue.settings.output_limit = 100
+    code = "import sys; sys.stdout.write('x' * 5000)"
+    task, _ = await live_queue.enqueue(shell(sys.executable, "-c", code))
+    async with running(Worker(live_queue, live_queue.settings)):
+        done = await until(live_queue, task.id, {"succeeded"})
+    assert done.result["stdout"].startswith("x" * 100)
+    assert "4900 more bytes not kept" in done.result["stdout"]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        status = 200 if self.path == "/ok" else 503
+        body = b'{"hello": "world"}'
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        length = int(self.headers["content-length"])
+        body = self.rfile.read(length)
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+async def test_http_handler_success_non_2xx_and_body(live_queue, http_server):
+    ok, _ = await live_queue.enqueue(
+        TaskCreate(type="http", payload={"url": f"{http_server}/ok", "method": "get"})
+    )
+    echo, _ = await live_queue.enqueue(
+        TaskCreate(type="http", payload={"url": f"{http_server}/e", "method": "POST",
+                                         "json": {"a": 1}})
+    )
+    down, _ = await live_queue.enqueue(
+        TaskCreate(type="http", payload={"url": f"{http_server}/down"}, max_attempts=1)
+    )
+    async with running(Worker(live_queue, live_queue.settings)):
+        done = await until(live_queue, ok.id, {"succeeded", "failed"})
+        assert done.status == "succeeded"
+        assert done.result["status_code"] == 200 and done.result["body"] == '{"hello": "world"}'
+        assert done.result["latency_ms"] >= 0
+        echoed = await until(live_queue, echo.id, {"succeeded"})
+        assert echoed.result["body"] == '{"a":1}'
+        failed = await until(live_queue, down.id, {"failed"})
+        assert "answered 503" in failed.last_error
+        assert failed.result["status_code"] == 503
+
+
+async def test_http_connection_refused_is_a_failed_attempt(live_queue):
+    task, _ = await live_queue.enqueue(
+        TaskCreate(type="http", payload={"url": "http://127.0.0.1:9/"}, max_attempts=1)
+    )
+    async with running(Worker(live_queue, live_queue.settings)):
+        failed = await until(live_queue, task.id, {"failed"})
+    assert "failed" in failed.last_error
+
+
+async def test_cancel_running_task_stops_its_process(live_queue):
+    task, _ = await live_queue.enqueue(shell("sleep", "30"))
+    async with running(Worker(live_queue, live_queue.settings)):
+        await until(live_queue, task.id, {"running"})
+        started = time.monotonic()
+        await live_queue.cancel(task.id)
+        cancelled = await until(live_queue, task.id, {"cancelled"}, timeout=5)
+        assert time.monotonic() - started < 5  # the wake-up reaches the worker, not a poll
+    assert cancelled.finished_at is not None
+    assert [a.outcome for a in await live_queue.attempts(task.id)] == ["cancelled"]
+
+
+async def test_stop_lets_short_tasks_finish_and_returns_long_ones(live_queue):
+    live_queue.settings.grace = 1.0
+    short, _ = await live_queue.enqueue(shell("sleep", "0.3"))
+    long, _ = await live_queue.enqueue(shell("sleep", "30"))
+    worker = Worker(live_queue, live_queue.settings)
+    async with running(worker):
+        await until(live_queue, long.id, {"running"})
+        await until(live_queue, short.id, {"running", "succeeded"})
+    assert (await live_queue.get(short.id)).status == "succeeded"
+    returned = await live_queue.get(long.id)
+    assert returned.status == "queued" and returned.attempts == 0
+    assert [a.outcome for a in await live_queue.attempts(long.id)] == ["released"]
+    assert worker.inflight == {}
+
+
+async def test_worker_claims_no_more_than_its_free_slots(live_queue):
+    live_queue.settings.workers = 2
+    ids = [(await live_queue.enqueue(shell("sleep", "0.5")))[0].id for _ in range(5)]
+    async with running(Worker(live_queue, live_queue.settings)):
+        await asyncio.sleep(0.2)
+        counts = await live_queue.counts()
+        assert counts["running"] == 2 and counts["queued"] == 3
+        for task_id in ids:
+            await until(live_queue, task_id, {"succeeded"})
+
+
+async def test_worker_rescues_tasks_of_a_dead_worker_at_start(live_queue):
+    task, _ = await live_queue.enqueue(shell("echo", "again"))
+    (_held,) = await live_queue.claim("dead-worker", 1, lease=0.01)
+    await asyncio.sleep(0.05)
+    async with running(Worker(live_queue, live_queue.settings)):
+        done = await until(live_queue, task.id, {"succeeded"})
+    assert done.attempts == 2
+    assert [a.outcome for a in await live_queue.attempts(task.id)] == ["lost", "succeeded"]

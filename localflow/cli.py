@@ -71,12 +71,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     logs.configure(settings.log_format)
 
-    if args.command == "migrate":
+    try:
+        return _run_command(args.command, settings, host)
+    except migrate.SchemaTooNew as exc:
+        print(f"localflow: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_command(command: str, settings: Settings, host: str) -> int:
+    if command == "migrate":
         version = migrate.migrate(settings.db)
         print(f"{settings.db}: schema version {version}")
         return 0
 
-    serves_http = args.command in ("serve", "api")
+    serves_http = command in ("serve", "api")
     if serves_http and not is_loopback(host) and not settings.api_token and not settings.insecure:
         print(
             f"localflow: refusing to listen on {settings.addr} without an API token: anyone who "
@@ -88,13 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from localflow.runtime import run  # imported late: `migrate` needs none of it
 
-    try:
-        asyncio.run(
-            run(settings, api=serves_http, worker=args.command in ("serve", "worker"))
-        )
-    except migrate.SchemaTooNew as exc:
-        print(f"localflow: {exc}", file=sys.stderr)
-        return 2
+    asyncio.run(run(settings, api=serves_http, worker=command in ("serve", "worker")))
     return 0
 
 

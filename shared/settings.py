@@ -6,7 +6,9 @@ never drift apart; flags win over the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,12 +33,20 @@ class Settings(msgspec.Struct, kw_only=True):
     # FULL: a task is on disk before the API answers 201 (group commit keeps that cheap).
     synchronous: str = "FULL"
     log_format: str = "auto"
+    access_log: bool = False
     retry_base: float = 2.0
     retry_max: float = 3600.0
     default_timeout: float = 300.0
     default_max_attempts: int = 3
     max_payload_bytes: int = 256 * 1024
     output_limit: int = 64 * 1024
+    # Task policy (shared/policy.py, docs/security.md). Empty allowlists mean "anything".
+    shell_allow: tuple[str, ...] = ()
+    shell_workdir: str = ""  # empty: the system temporary directory
+    http_allow_hosts: tuple[str, ...] = ()
+    http_deny_hosts: tuple[str, ...] = ()
+    http_max_redirects: int = 5
+    http_max_response_bytes: int = 10 * 1024 * 1024
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -44,9 +54,10 @@ class Settings(msgspec.Struct, kw_only=True):
 
 
 def split_addr(addr: str) -> tuple[str, int]:
-    """"127.0.0.1:8080" -> ("127.0.0.1", 8080); ":8080" binds every interface, as in Go."""
+    """"127.0.0.1:8080" -> ("127.0.0.1", 8080); ":8080" binds every interface, as in Go;
+    port 0 lets the system choose."""
     host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"invalid address {addr!r}: expected HOST:PORT, like 127.0.0.1:8080")
     host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ":8080" means all interfaces, as the seed
     return host, int(port)
@@ -66,6 +77,47 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise ValueError(f"must be at least 1, got {value}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _commands(text: str) -> tuple[str, ...]:
+    """"echo,/usr/local/bin/report": program names (looked up on PATH) or absolute paths."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    for name in names:
+        if "/" in name and not name.startswith("/"):
+            raise ValueError(f"{name!r}: give a program name or an absolute path")
+    return names
+
+
+_HOST_NAME = re.compile(r"^(\*\.)?[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
+
+
+def _hosts(text: str) -> tuple[str, ...]:
+    """"example.com,*.internal,10.0.0.0/8,::1": host names, *.suffix wildcards, IPs, CIDRs."""
+    entries = tuple(part.strip().lower().rstrip(".") for part in text.split(",") if part.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if not _HOST_NAME.match(entry):
+                raise ValueError(
+                    f"{entry!r} is neither a host name, a *.domain wildcard, an IP address "
+                    "nor a CIDR range like 10.0.0.0/8"
+                ) from None
+    return entries
+
+
+def _addr_or_off(text: str) -> str:
+    if text.strip().lower() == "off":
+        return "off"
+    split_addr(text)  # raises ValueError naming the expected form
+    return text
 
 
 def _choice(*options: str) -> Callable[[str], str]:
@@ -102,14 +154,28 @@ FIELDS: tuple[Field, ...] = (
     Field("debug", _parse_bool, "enable /debug profiling endpoints"),
     Field("grace", parse_duration, "on SIGTERM, how long running tasks may take to finish"),
     Field("lease", parse_duration, "visibility window of a claimed task; heartbeats extend it"),
-    Field("metrics_addr", str, "worker's own /health and /metrics address, HOST:PORT"),
+    Field("metrics_addr", _addr_or_off,
+          "worker's own /health and /metrics address, HOST:PORT, or 'off'"),
     Field("api_token", str, "bearer token required by /api, /metrics and /debug", flag=False),
     Field("insecure", _parse_bool, "allow listening beyond loopback without an API token"),
     Field("synchronous", _choice("FULL", "NORMAL"), "SQLite synchronous mode"),
     Field("log_format", _choice("auto", "json", "console"), "log format"),
+    Field("access_log", _parse_bool, "log every API request (method, route, status, time)"),
+    Field("shell_allow", _commands,
+          "comma list of programs shell tasks may run (names on PATH or absolute paths); "
+          "empty: any"),
+    Field("shell_workdir", str, "working directory of every shell task (default: system temp)"),
+    Field("http_allow_hosts", _hosts,
+          "comma list of hosts/IPs/CIDRs http tasks may call; empty: any not denied"),
+    Field("http_deny_hosts", _hosts,
+          "comma list of hosts/IPs/CIDRs http tasks may never call (169.254.0.0/16 always is)"),
+    Field("http_max_redirects", _non_negative_int,
+          "redirects an http task follows, each hop checked against the host lists"),
+    Field("http_max_response_bytes", _positive_int,
+          "largest response body an http task accepts; larger fails the attempt"),
 )
 
-_BOOL_FIELDS = {"debug", "insecure"}
+_BOOL_FIELDS = {"debug", "insecure", "access_log"}
 
 
 def settings_from(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:

@@ -40,8 +40,8 @@ def test_seed_example_submit_and_status(api):
 
 
 def test_seed_http_example_against_own_health(api):
-    body = {"type": "http", "payload": {"url": f"{str(api.base_url).rstrip('/')}/health", "method": "GET",
-                                        "timeout": 10}}
+    url = f"{str(api.base_url).rstrip('/')}/health"
+    body = {"type": "http", "payload": {"url": url, "method": "GET", "timeout": 10}}
     r = api.post("/api/tasks", json=body)
     assert r.status_code == 201
     done = procs.wait_for_status(api, r.json()["id"], {"succeeded", "failed"})

@@ -1,0 +1,34 @@
+# Two commands matter: `make run` starts LocalFlow, `make test` runs every test.
+# uv installs the locked dependencies on first use; if uv is missing we bootstrap it into
+# .uv/ with the machine's own Python, so a fresh Debian with Python 3.11 needs nothing else.
+
+UV := $(shell command -v uv 2>/dev/null || echo .uv/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: run test lint tidy bench migrate compose-up
+
+run: $(UV)
+	$(UV) run localflow serve
+
+test: $(UV)
+	$(UV) run pytest $(PYTEST_ARGS)
+
+lint: $(UV)
+	$(UV) run ruff check .
+
+tidy: $(UV)
+	$(UV) lock
+	$(UV) sync
+
+bench: $(UV)
+	$(UV) run python bench/run.py
+
+migrate: $(UV)
+	$(UV) run localflow migrate
+
+compose-up:
+	docker compose up --build
+
+.uv/bin/uv:
+	python3 -m venv .uv
+	.uv/bin/pip install --quiet uv

@@ -4,11 +4,13 @@ environment variable; a flag wins over its variable."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
 
+import uvloop
+
+from localflow import client_cli
 from shared import logs, migrate
 from shared.settings import FIELDS, Settings, is_loopback, settings_from
 
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                     metavar=field.name.upper(),
                     help=f"{field.help} [env {field.env}, default {default}]",
                 )
+    client_cli.add_commands(commands)  # submit, status, tasks, schedules: talk to the API
     return parser
 
 
@@ -62,14 +65,17 @@ def _argparse_type(parse):  # argparse shows ValueError messages only for Argume
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv, command_words = client_cli.split_command(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if hasattr(args, "client_run"):
+        return client_cli.run(args, command_words)
     overrides = {f.name: getattr(args, f.name, None) for f in FIELDS}
     try:
         settings = settings_from(os.environ, overrides)
         host, _ = settings.host_port
     except ValueError as exc:
         parser.error(str(exc))
-    logs.configure(settings.log_format)
+    logs.configure(settings.log_format, secrets=[settings.api_token])
 
     try:
         return _run_command(args.command, settings, host)
@@ -96,7 +102,8 @@ def _run_command(command: str, settings: Settings, host: str) -> int:
 
     from localflow.runtime import run  # imported late: `migrate` needs none of it
 
-    asyncio.run(run(settings, api=serves_http, worker=command in ("serve", "worker")))
+    # uvloop: a faster event loop for the HTTP server and the worker's many small awaits.
+    uvloop.run(run(settings, api=serves_http, worker=command in ("serve", "worker")))
     return 0
 
 

@@ -6,18 +6,24 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import structlog
 import uvicorn
 
 from api.app import create_app
+from api.debug import start_tracing
 from shared import migrate
 from shared.db import Database
 from shared.queue import Queue
+from shared.schedules import Schedules
 from shared.settings import Settings
 from shared.wake import WakeNotifier
 from worker.handlers.http import close_client
+from worker.health_server import HealthServer
+from worker.metrics import WorkerMetrics
 from worker.pool import Worker
+from worker.scheduler import Scheduler
 
 log = structlog.get_logger("localflow")
 
@@ -36,16 +42,31 @@ async def open_queue(settings: Settings) -> Queue:
 
 
 async def run(settings: Settings, *, api: bool, worker: bool) -> None:
+    if settings.debug:
+        start_tracing()  # before anything is allocated, so /debug/memory sees it all
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     queue = await open_queue(settings)
     parts: list[Callable[[], Awaitable[None]]] = []
+    pool = Worker(queue, settings) if worker else None
+    # `serve`: the worker's metrics are part of the API's /metrics (one port, one scrape).
+    # `worker`: they are served with the worker's /health on settings.metrics_addr.
+    worker_metrics = WorkerMetrics(process_metrics=not api)
+    if pool is not None:
+        worker_metrics.attach(pool).install()
     if api:
-        parts.append(lambda: _serve_api(queue, settings, stop))
+        extra = [worker_metrics.registry] if pool is not None else []
+        parts.append(lambda: _serve_api(queue, settings, stop, extra))
+    if pool is not None:
+        parts.append(lambda: pool.run(stop))
+        if not api and settings.metrics_addr != "off":
+            health = HealthServer(queue, pool, settings, worker_metrics.render)
+            parts.append(lambda: health.serve(stop))
     if worker:
-        parts.append(lambda: Worker(queue, settings).run(stop))
+        # The cron scheduler lives beside the worker; any number may share one database.
+        parts.append(lambda: Scheduler(Schedules(queue), settings).run(stop))
     try:
         await _run_together(parts, stop)
     finally:
@@ -66,14 +87,17 @@ async def _run_together(parts: list[Callable[[], Awaitable[None]]], stop: asynci
             raise result
 
 
-async def _serve_api(queue: Queue, settings: Settings, stop: asyncio.Event) -> None:
+async def _serve_api(
+    queue: Queue, settings: Settings, stop: asyncio.Event, extra_metrics: list[Any]
+) -> None:
     host, port = settings.host_port
     config = uvicorn.Config(
-        create_app(queue, settings),
+        create_app(queue, settings, extra_metrics=extra_metrics),
         host=host,
         port=port,
         log_level="warning",
         access_log=False,
+        log_config=None,  # uvicorn's own lines go through shared/logs.py (JSON or console)
         lifespan="on",
         timeout_graceful_shutdown=10,
     )

@@ -1,42 +1,113 @@
-"""structlog set-up: JSON lines in containers (no TTY), readable lines in a terminal."""
+"""structlog set-up: JSON lines in containers (no TTY), readable lines in a terminal.
+
+Standard-library logging (uvicorn, asyncio, httpx) goes through the same processors and
+renderer, so in JSON mode every line LocalFlow writes is one JSON object.
+
+Context: the API binds `request_id` for each request (api/observe.py); the worker binds
+`task_id`, `task_type` and `attempt` on every line about a task (worker/pool.py).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import Iterable
+from typing import Any
 
 import structlog
 
-_SECRET_KEYS = frozenset({"authorization", "token", "api_token", "password", "cookie"})
+_SECRET_KEYS = frozenset({
+    "authorization", "proxy-authorization", "token", "api_token", "password", "cookie",
+    "set-cookie", "secret", "x-api-key",
+})
+# A credential written inline: "Authorization: Bearer abc", "bearer abc", "Basic dXNlcg==".
+_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]+")
+_REDACTED = "[redacted]"
+_MAX_DEPTH = 6
+# Exact secret values (the API token) that must never appear, wherever they turn up.
+_secret_values: tuple[str, ...] = ()
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        for secret in _secret_values:
+            if secret in value:
+                value = value.replace(secret, _REDACTED)
+        if _CREDENTIAL.search(value):
+            value = _CREDENTIAL.sub(rf"\1\2{_REDACTED}", value)
+        return value
+    if depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: _REDACTED if isinstance(k, str) and k.lower() in _SECRET_KEYS
+            else _scrub(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(v, depth + 1) for v in value]
+    return value
 
 
 def _redact(_: object, __: str, event: dict) -> dict:
-    # Secrets never reach a log line, whoever passed them.
-    for key in event.keys() & _SECRET_KEYS:
-        event[key] = "[redacted]"
+    # Secrets never reach a log line, whoever passed them: by key (also inside nested dicts,
+    # such as an http task's headers), by the inline "Bearer ..." form, and by value.
+    for key, value in event.items():
+        if key.lower() in _SECRET_KEYS:
+            event[key] = _REDACTED
+        elif isinstance(value, str | dict | list | tuple):
+            event[key] = _scrub(value)
     return event
 
 
-def configure(fmt: str = "auto", level: int = logging.INFO) -> None:
+def configure(
+    fmt: str = "auto", level: int = logging.INFO, secrets: Iterable[str | None] = ()
+) -> None:
+    """secrets: values (such as the API token) to blank out of every line."""
+    global _secret_values
+    # Short strings would blank out ordinary words; a real token is long.
+    _secret_values = tuple(s for s in secrets if s and len(s) >= 8)
     json_lines = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer = (
+    renderer: Any = (
         structlog.processors.JSONRenderer()
         if json_lines
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
+            timestamper,
             structlog.processors.format_exc_info,
+            _redact,  # after format_exc_info: a traceback's text is scrubbed too
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.stdlib.add_logger_name,
+                timestamper,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                _redact,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
     # httpx logs every request at INFO through the standard library; that is our handlers'
     # business to report, not noise for every line.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,0 +1,201 @@
+"""GET /metrics: Prometheus text for the API process.
+
+- Requests and latency by route template (never the raw path), method and status, counted by
+  api/observe.py for every request at the cost of a few dictionary lookups.
+- Queue state (depth by status and type, age of the oldest runnable task, live workers),
+  read from the database when Prometheus scrapes: no request ever pays for it. Those reads
+  run on a connection of their own, so a slow count on a big table never delays an API read,
+  and are shared by scrapes that come within MIN_REFRESH of each other.
+
+Each app gets its own CollectorRegistry (not prometheus-client's global one), so tests can
+build several apps in one process. In `serve`, the worker's registry is folded in here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import aiosqlite
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from shared.queue import Queue
+from shared.schemas import STATUSES
+from shared.sql import Queries
+
+Q = Queries("metrics")
+REQUEST_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                   10)
+MIN_REFRESH = 1.0  # seconds: scrapes closer together than this share one set of reads
+# The classic text format every Prometheus reads (Litestar adds the charset).
+TEXT_FORMAT = "text/plain; version=0.0.4"
+# No `*_created` series next to every counter and histogram: noise for a dashboard.
+disable_created_metrics()
+
+
+class ApiMetrics:
+    def __init__(self, queue: Queue, extra: Iterable[CollectorRegistry] = ()) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        self.requests = Counter(
+            "localflow_http_requests", "HTTP requests answered, by route template",
+            ["method", "route", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "localflow_http_request_duration_seconds",
+            "Time from request to the end of the response, by route template",
+            ["method", "route", "status"], buckets=REQUEST_SECONDS, registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "localflow_http_requests_in_flight", "HTTP requests being handled now",
+            registry=self.registry,
+        )
+        self.state = QueueState(queue)
+        self.registry.register(self.state)
+        for registry in extra:
+            self.registry.register(_Forward(registry))
+        # (method, route, status) -> (counter child, histogram child): .labels() takes a lock
+        # and builds a tuple; a request should pay for neither twice.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            labels = (method, route, str(status))
+            children = (self.requests.labels(*labels), self.latency.labels(*labels))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    async def render(self) -> bytes:
+        await self.state.refresh()
+        return generate_latest(self.registry)
+
+    async def close(self) -> None:
+        await self.state.close()
+
+
+class QueueState(Collector):
+    """Queue depth, oldest runnable task and live workers, as of the last refresh()."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self._conn: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._refreshed = float("-inf")
+        self._live: list[sqlite3.Row] = []
+        self._totals: dict[str, int] = {}
+        self._oldest_age = 0.0
+        self._workers = 0
+        self._read_seconds = 0.0
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._refreshed < MIN_REFRESH:
+                return
+            began = time.perf_counter()
+            conn = await self._connection()
+            now = self.queue.clock.now()
+            self._live = list(await conn.execute_fetchall(Q.live_depth))
+            totals = await conn.execute_fetchall(Q.totals_by_status)
+            self._totals = {row["status"]: row["n"] for row in totals}
+            oldest = await conn.execute_fetchall(Q.oldest_runnable, {"now": now})
+            run_at = next(iter(oldest))["run_at"]
+            self._oldest_age = 0.0 if run_at is None else max(0.0, now - run_at)
+            # A worker heartbeats every lease/3 at most; two missed leases mean it is gone.
+            since = now - 2 * self.queue.settings.lease
+            workers = await conn.execute_fetchall(Q.workers_alive, {"since": since})
+            self._workers = next(iter(workers))["n"]
+            self._refreshed = time.monotonic()
+            self._read_seconds = time.perf_counter() - began
+
+    async def _connection(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            conn = await aiosqlite.connect(self.queue.db.path, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            await conn.execute("PRAGMA query_only=1")
+            await conn.execute("PRAGMA busy_timeout=5000")
+            self._conn = conn
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "localflow_queue_depth", "Unfinished tasks by status (queued, running) and type",
+            labels=["status", "type"],
+        )
+        for row in self._live:
+            depth.add_metric([row["status"], row["type"]], row["n"])
+        yield depth
+        totals = GaugeMetricFamily(
+            "localflow_tasks", "Tasks in the database by status, finished ones included",
+            labels=["status"],
+        )
+        for status in STATUSES:
+            totals.add_metric([status], self._totals.get(status, 0))
+        yield totals
+        yield GaugeMetricFamily(
+            "localflow_queue_oldest_task_age_seconds",
+            "How long the longest-waiting runnable queued task has been waiting (0 if none)",
+            value=self._oldest_age,
+        )
+        yield GaugeMetricFamily(
+            "localflow_workers_alive", "Workers that heartbeated recently, in any process",
+            value=self._workers,
+        )
+        yield GaugeMetricFamily(
+            "localflow_metrics_queue_read_seconds",
+            "How long the last scrape's database reads took", value=self._read_seconds,
+        )
+        yield CounterMetricFamily(
+            "localflow_db_write_transactions",
+            "Write transactions this process committed (each may carry many writes)",
+            value=self.queue.db.batches,
+        )
+
+
+class _Forward(Collector):
+    """Exports another registry's metrics (the worker's, in `serve`) as part of this one."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.registry.collect()
+
+    def describe(self) -> list[Metric]:
+        return []  # names are checked in the worker's own registry
+
+
+class MetricsController(Controller):
+    tags = ["system"]
+
+    @get("/metrics", summary="Prometheus metrics", media_type=TEXT_FORMAT,
+         description="Prometheus text exposition format. Needs the API token when one is set.")
+    async def metrics(self, state: State) -> Response[bytes]:
+        body = await state.metrics.render()
+        return Response(body, media_type=TEXT_FORMAT,
+                        headers={"Cache-Control": "no-store"})

@@ -1,0 +1,380 @@
+"""A small typed client for LocalFlow's REST API (httpx + msgspec), for scripts and services.
+
+    from shared.client import Client
+
+    with Client("http://127.0.0.1:8080", token=None) as lf:
+        task = lf.submit("shell", {"command": "echo", "args": ["hi"]})
+        done = lf.wait(task.id, timeout=60)
+        print(done.status, done.result)
+
+`Client.from_env()` reads LOCALFLOW_URL and LOCALFLOW_API_TOKEN. `AsyncClient` has the same
+methods for asyncio code. Every error answer becomes a ClientError carrying the server's
+problem+json (status, title, detail, per-field errors); a server that cannot be reached is a
+ClientError with status None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, Generic, NamedTuple, TypeVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from shared.schedule_schemas import Schedule, ScheduleCreate, ScheduleUpdate
+from shared.schemas import TERMINAL, Attempt, Task, TaskCreate, TaskPage
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+T = TypeVar("T")
+
+
+class ClientError(Exception):
+    """The server refused the request (status >= 400), or could not be reached (status None)."""
+
+    def __init__(self, status: int | None, detail: str, problem: Mapping[str, Any] | None = None):
+        self.status = status
+        self.detail = detail
+        self.problem: dict[str, Any] = dict(problem or {})
+        self.title: str = self.problem.get("title", "")
+        super().__init__(f"{status} {self.title}: {detail}" if status else detail)
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """Per-field errors of a 400/422 answer: [{"field": ..., "message": ...}]."""
+        return list(self.problem.get("errors") or [])
+
+
+class WaitTimeout(ClientError):
+    """wait() gave up before the task reached a final state; `task` is the last one seen."""
+
+    def __init__(self, task: Task, timeout: float) -> None:
+        super().__init__(None, f"task {task.id} is still {task.status} after {timeout:g}s")
+        self.task = task
+
+
+class _Call(NamedTuple, Generic[T]):
+    """One API request, built once and sent by either client."""
+
+    method: str
+    path: str
+    out: type[T] | None
+    params: dict[str, Any] | None = None
+    body: Any = None
+
+
+def _drop_none(value: msgspec.Struct) -> dict[str, Any]:
+    return {k: v for k, v in msgspec.to_builtins(value).items() if v is not None}
+
+
+# -- request builders (shared by Client and AsyncClient) ----------------------------------
+
+
+def _submit(
+    task: str | TaskCreate | Mapping[str, Any], payload: Mapping[str, Any] | None,
+    options: dict[str, Any],
+) -> _Call[Task]:
+    if not isinstance(task, str):
+        if payload is not None or options:
+            raise TypeError("give a whole task alone, or a type with payload and options")
+        # A mapping goes as it is: the server validates it and names any wrong field.
+        body = _drop_none(task) if isinstance(task, TaskCreate) else dict(task)
+        return _Call("POST", "/api/tasks", Task, body=body)
+    create = TaskCreate(type=task, payload=dict(payload or {}), **options)
+    return _Call("POST", "/api/tasks", Task, body=_drop_none(create))
+
+
+def _list(
+    status: str | None, type: str | None, cursor: str | None, limit: int
+) -> _Call[TaskPage]:
+    params = {"status": status, "type": type, "cursor": cursor, "limit": limit}
+    return _Call("GET", "/api/tasks", TaskPage,
+                 params={k: v for k, v in params.items() if v is not None})
+
+
+def _retry(task_id: str, attempts: int) -> _Call[Task]:
+    return _Call("POST", _task_path(task_id, "/retry"), Task, params={"attempts": attempts})
+
+
+def _schedule_body(value: ScheduleCreate | ScheduleUpdate | Mapping[str, Any]) -> Any:
+    if isinstance(value, msgspec.Struct):
+        return msgspec.to_builtins(value)  # UNSET fields are left out
+    return dict(value)
+
+
+def _task_path(task_id: str, suffix: str = "") -> str:
+    return f"/api/tasks/{_segment(task_id)}{suffix}"
+
+
+def _schedule_path(schedule_id: str) -> str:
+    return f"/api/schedules/{_segment(schedule_id)}"
+
+
+def _segment(value: str) -> str:
+    # Quoted, so an id can never reach another route ("x/cancel", "../", "?limit=").
+    if not value or value in (".", ".."):
+        raise ValueError(f"not an id: {value!r}")
+    return quote(value, safe="")
+
+
+def _decode(response: httpx.Response, out: type[T] | None) -> T:
+    if response.status_code >= 400:
+        raise _error(response)
+    if out is None or response.status_code == 204 or not response.content:
+        return None  # type: ignore[return-value]
+    try:
+        return msgspec.json.decode(response.content, type=out)
+    except msgspec.DecodeError as exc:
+        raise ClientError(
+            response.status_code, f"unexpected answer from {response.request.url}: {exc}"
+        ) from None
+
+
+def _error(response: httpx.Response) -> ClientError:
+    problem: dict[str, Any] = {}
+    try:
+        decoded = response.json()
+        if isinstance(decoded, dict):
+            problem = decoded
+    except ValueError:
+        pass
+    detail = problem.get("detail") or response.text[:500] or response.reason_phrase
+    return ClientError(response.status_code, str(detail), problem)
+
+
+def _unreachable(url: str, exc: httpx.HTTPError) -> ClientError:
+    return ClientError(None, f"cannot reach LocalFlow at {url}: {exc or type(exc).__name__}")
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _env_url_token() -> tuple[str, str | None]:
+    return (os.environ.get("LOCALFLOW_URL") or DEFAULT_URL,
+            os.environ.get("LOCALFLOW_API_TOKEN") or None)
+
+
+# -- the clients --------------------------------------------------------------------------
+
+
+class Client:
+    def __init__(
+        self, url: str = DEFAULT_URL, token: str | None = None, *, timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url, headers=_headers(token), timeout=timeout, transport=transport
+        )
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> Client:
+        url, token = _env_url_token()
+        return cls(url, token, **kwargs)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _send(self, call: _Call[T]) -> T:
+        try:
+            response = self._http.request(
+                call.method, call.path, params=call.params,
+                content=None if call.body is None else msgspec.json.encode(call.body),
+                headers=None if call.body is None else {"Content-Type": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from None
+        return _decode(response, call.out)
+
+    # tasks
+
+    def submit(
+        self, task: str | TaskCreate | Mapping[str, Any],
+        payload: Mapping[str, Any] | None = None, **options: Any,
+    ) -> Task:
+        """Submit a task: submit("shell", {"command": "echo"}, priority=5), or a whole task
+        as a TaskCreate or a dict. options: priority, max_attempts, idempotency_key, run_at,
+        delay, timeout."""
+        return self._send(_submit(task, payload, options))
+
+    def get(self, task_id: str) -> Task:
+        return self._send(_Call("GET", _task_path(task_id), Task))
+
+    def list(
+        self, *, status: str | None = None, type: str | None = None, cursor: str | None = None,
+        limit: int = 50,
+    ) -> TaskPage:
+        """One page, newest first; pass page.next_cursor back for the next."""
+        return self._send(_list(status, type, cursor, limit))
+
+    def attempts(self, task_id: str) -> list[Attempt]:
+        return self._send(_Call("GET", _task_path(task_id, "/attempts"), list[Attempt]))
+
+    def cancel(self, task_id: str) -> Task:
+        return self._send(_Call("POST", _task_path(task_id, "/cancel"), Task))
+
+    def retry(self, task_id: str, attempts: int = 1) -> Task:
+        """Run a failed or cancelled task again now, with `attempts` more attempts."""
+        return self._send(_retry(task_id, attempts))
+
+    def delete(self, task_id: str) -> None:
+        """Delete a task that is not running, with its attempts."""
+        self._send(_Call("DELETE", _task_path(task_id), None))
+
+    def wait(self, task_id: str, timeout: float | None = None, poll: float = 0.2) -> Task:
+        """Poll until the task is succeeded, failed or cancelled; WaitTimeout after timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(0.02, poll)
+        while True:
+            task = self.get(task_id)
+            if task.status in TERMINAL:
+                return task
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(task, timeout or 0.0)
+            time.sleep(delay)
+            delay = min(delay * 2, poll)  # quick tasks are seen quickly, long ones cheaply
+
+    # schedules
+
+    def schedules(self) -> list[Schedule]:
+        return self._send(_Call("GET", "/api/schedules", list[Schedule]))
+
+    def create_schedule(self, schedule: ScheduleCreate | Mapping[str, Any]) -> Schedule:
+        return self._send(_Call("POST", "/api/schedules", Schedule, body=_schedule_body(schedule)))
+
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        return self._send(_Call("GET", _schedule_path(schedule_id), Schedule))
+
+    def update_schedule(
+        self, schedule_id: str, changes: ScheduleUpdate | Mapping[str, Any]
+    ) -> Schedule:
+        return self._send(
+            _Call("PUT", _schedule_path(schedule_id), Schedule, body=_schedule_body(changes))
+        )
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._send(_Call("DELETE", _schedule_path(schedule_id), None))
+
+    # system
+
+    def health(self) -> dict[str, Any]:
+        return self._send(_Call("GET", "/health", dict[str, Any]))
+
+
+class AsyncClient:
+    """Client's methods as coroutines, for asyncio code."""
+
+    def __init__(
+        self, url: str = DEFAULT_URL, token: str | None = None, *, timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=_headers(token), timeout=timeout, transport=transport
+        )
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> AsyncClient:
+        url, token = _env_url_token()
+        return cls(url, token, **kwargs)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def _send(self, call: _Call[T]) -> T:
+        try:
+            response = await self._http.request(
+                call.method, call.path, params=call.params,
+                content=None if call.body is None else msgspec.json.encode(call.body),
+                headers=None if call.body is None else {"Content-Type": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from None
+        return _decode(response, call.out)
+
+    async def submit(
+        self, task: str | TaskCreate | Mapping[str, Any],
+        payload: Mapping[str, Any] | None = None, **options: Any,
+    ) -> Task:
+        return await self._send(_submit(task, payload, options))
+
+    async def get(self, task_id: str) -> Task:
+        return await self._send(_Call("GET", _task_path(task_id), Task))
+
+    async def list(
+        self, *, status: str | None = None, type: str | None = None, cursor: str | None = None,
+        limit: int = 50,
+    ) -> TaskPage:
+        return await self._send(_list(status, type, cursor, limit))
+
+    async def attempts(self, task_id: str) -> list[Attempt]:
+        return await self._send(_Call("GET", _task_path(task_id, "/attempts"), list[Attempt]))
+
+    async def cancel(self, task_id: str) -> Task:
+        return await self._send(_Call("POST", _task_path(task_id, "/cancel"), Task))
+
+    async def retry(self, task_id: str, attempts: int = 1) -> Task:
+        return await self._send(_retry(task_id, attempts))
+
+    async def delete(self, task_id: str) -> None:
+        await self._send(_Call("DELETE", _task_path(task_id), None))
+
+    async def wait(
+        self,
+        task_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - the same signature as Client.wait
+        poll: float = 0.2,
+    ) -> Task:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(0.02, poll)
+        while True:
+            task = await self.get(task_id)
+            if task.status in TERMINAL:
+                return task
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(task, timeout or 0.0)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, poll)
+
+    async def schedules(self) -> list[Schedule]:
+        return await self._send(_Call("GET", "/api/schedules", list[Schedule]))
+
+    async def create_schedule(self, schedule: ScheduleCreate | Mapping[str, Any]) -> Schedule:
+        return await self._send(
+            _Call("POST", "/api/schedules", Schedule, body=_schedule_body(schedule))
+        )
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        return await self._send(_Call("GET", _schedule_path(schedule_id), Schedule))
+
+    async def update_schedule(
+        self, schedule_id: str, changes: ScheduleUpdate | Mapping[str, Any]
+    ) -> Schedule:
+        return await self._send(
+            _Call("PUT", _schedule_path(schedule_id), Schedule, body=_schedule_body(changes))
+        )
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        await self._send(_Call("DELETE", _schedule_path(schedule_id), None))
+
+    async def health(self) -> dict[str, Any]:
+        return await self._send(_Call("GET", "/health", dict[str, Any]))

@@ -1,0 +1,183 @@
+"""The worker's own HTTP endpoint (settings.metrics_addr): GET /health and GET /metrics.
+
+A deliberately tiny HTTP/1.1 server on asyncio streams, one request per connection: the
+worker container needs no web framework for two read-only routes, and it runs in the worker's
+own event loop, so a /health answer also proves that loop is not stuck.
+
+/health: 200 when the database answers and is migrated and the worker loop goes round;
+503 with the reason otherwise. Always open (Docker's healthcheck calls it).
+/metrics: Prometheus text; needs `Authorization: Bearer <token>` when an API token is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+
+import structlog
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from shared import migrate
+from shared.queue import Queue
+from shared.settings import Settings, is_loopback, split_addr
+from worker.pool import Worker
+
+log = structlog.get_logger("localflow.worker")
+
+MAX_REQUEST_LINE = 8192
+MAX_HEADERS = 100
+READ_TIMEOUT = 5.0
+DB_TIMEOUT = 2.0
+_REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 400: "Bad Request", 503: "Service Unavailable"}
+
+
+class HealthServer:
+    def __init__(
+        self, queue: Queue, worker: Worker, settings: Settings, render_metrics: Callable[[], bytes]
+    ) -> None:
+        self.queue = queue
+        self.worker = worker
+        self.settings = settings
+        self.render_metrics = render_metrics
+        # The loop goes round at least every poll interval; a claim can wait on a busy
+        # database for a while. Past this, the loop counts as stuck.
+        self.stuck_after = max(30.0, 4 * settings.poll)
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Listen on settings.metrics_addr until stop is set."""
+        host, port = split_addr(self.settings.metrics_addr)
+        try:
+            server = await asyncio.start_server(
+                self._connection, host, port, limit=MAX_REQUEST_LINE
+            )
+        except OSError as exc:
+            raise SystemExit(
+                f"worker: could not listen on {self.settings.metrics_addr} for /health and "
+                f"/metrics ({exc.strerror}); set LOCALFLOW_METRICS_ADDR (--metrics-addr) to a "
+                "free HOST:PORT, or to 'off'"
+            ) from None
+        if not is_loopback(host) and not self.settings.api_token:
+            log.warning("worker /metrics is reachable beyond loopback without an API token",
+                        addr=self.settings.metrics_addr)
+        log.info("worker health and metrics listening", url=f"http://{self.settings.metrics_addr}")
+        async with server:
+            await stop.wait()
+
+    async def health(self) -> tuple[int, dict[str, object]]:
+        body: dict[str, object] = {"status": "ok"}
+        problems: list[str] = []
+        try:
+            async with asyncio.timeout(DB_TIMEOUT):
+                version = await self.queue.db.schema_version()
+            body["schema_version"] = version
+            expected = migrate.newest_version()
+            if version != expected:
+                problems.append(f"schema version {version}, expected {expected}")
+        except Exception as exc:
+            problems.append(f"database unavailable: {exc!r}")
+        w = self.worker
+        silent = time.monotonic() - w.last_loop
+        body["worker"] = {"id": w.id, "running": w.running, "in_flight": len(w.inflight),
+                          "slots": w.slots}
+        if not w.running:
+            problems.append("worker loop is not running")
+        elif silent > self.stuck_after:
+            problems.append(f"worker loop has not gone round for {silent:.0f}s")
+        if problems:
+            body["status"] = "unavailable"
+            body["error"] = "; ".join(problems)
+        return (503 if problems else 200), body
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                async with asyncio.timeout(READ_TIMEOUT):
+                    method, path, headers = await _read_request(reader)
+            except (ValueError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
+                await _respond(writer, 400, *_problem(400, "malformed HTTP request"))
+                return
+            status, content_type, body = await self._route(method, path, headers)
+            extra = {"Allow": "GET, HEAD"} if status == 405 else {}
+            await _respond(writer, status, content_type, body, extra, head_only=method == "HEAD")
+        except (TimeoutError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("worker health endpoint failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _route(
+        self, method: str, path: str, headers: dict[str, str]
+    ) -> tuple[int, str, bytes]:
+        if path not in ("/health", "/metrics"):
+            detail = f"no route {path}; this endpoint serves /health and /metrics"
+            return 404, *_problem(404, detail)
+        if method not in ("GET", "HEAD"):
+            return 405, *_problem(405, f"{method} is not allowed here; use GET")
+        if path == "/health":
+            status, body = await self.health()
+            return status, "application/json", json.dumps(body).encode()
+        denied = self._check_token(headers.get("authorization"))
+        if denied:
+            return denied
+        return 200, CONTENT_TYPE_PLAIN_0_0_4, self.render_metrics()
+
+    def _check_token(self, authorization: str | None) -> tuple[int, str, bytes] | None:
+        token = self.settings.api_token
+        if not token:
+            return None
+        if not authorization:
+            return 401, *_problem(401, "this endpoint needs an API token: send "
+                                       "'Authorization: Bearer <token>'")
+        scheme, _, given = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            return 403, *_problem(403, "the API token is not valid")
+        return None
+
+
+def _problem(status: int, detail: str) -> tuple[str, bytes]:
+    body = {"type": "about:blank", "title": _REASONS.get(status, "Error"), "status": status,
+            "detail": detail}
+    return "application/problem+json", json.dumps(body).encode()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
+    line = (await reader.readuntil(b"\n")).decode("latin-1").strip()
+    parts = line.split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise ValueError(line)
+    headers: dict[str, str] = {}
+    for _ in range(MAX_HEADERS + 1):
+        raw = (await reader.readuntil(b"\n")).decode("latin-1").strip()
+        if not raw:
+            return parts[0].upper(), parts[1].split("?", 1)[0], headers
+        name, sep, value = raw.partition(":")
+        if not sep:
+            raise ValueError(raw)
+        headers[name.strip().lower()] = value.strip()
+    raise ValueError("too many headers")
+
+
+async def _respond(
+    writer: asyncio.StreamWriter, status: int, content_type: str, body: bytes,
+    extra: dict[str, str] | None = None, *, head_only: bool = False,
+) -> None:
+    head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+            f"Content-Type: {content_type}", f"Content-Length: {len(body)}",
+            "Connection: close", "Cache-Control: no-store"]
+    head += [f"{k}: {v}" for k, v in (extra or {}).items()]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+    if not head_only:
+        writer.write(body)
+    await writer.drain()

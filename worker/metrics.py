@@ -1,0 +1,155 @@
+"""The worker's Prometheus metrics, fed by the Worker's hooks; nothing here touches the database.
+
+Each WorkerMetrics owns its CollectorRegistry (not prometheus-client's global one), so a test
+can build several workers in one process, and `serve` can fold the worker's metrics into the
+API's /metrics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from shared.queue import Claimed
+from shared.schedules import Fire
+from worker.pool import Worker
+
+TASK_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900,
+                3600)
+WAIT_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+                300)
+CLAIM_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+# No `*_created` series next to every counter and histogram: noise for a dashboard.
+disable_created_metrics()
+
+LATENESS_SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+# The schedule engine reports through the module-level observe_schedule_lateness(); this is
+# the WorkerMetrics it reports to (the one the composition root installed), if any.
+_installed: WorkerMetrics | None = None
+
+
+class WorkerMetrics:
+    def __init__(self, *, process_metrics: bool = True) -> None:
+        """process_metrics: add CPU/memory/GC collectors. Off when another registry (the
+        API's, in `serve`) already has them, so no metric is exported twice."""
+        self.registry = CollectorRegistry(auto_describe=True)
+        if process_metrics:
+            for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+                self.registry.register(collector)
+        r = self.registry
+        self.started = Counter(
+            "localflow_worker_tasks_started", "Task attempts this worker started", ["type"],
+            registry=r,
+        )
+        self.succeeded = Counter(
+            "localflow_worker_tasks_succeeded", "Task attempts that succeeded", ["type"],
+            registry=r,
+        )
+        self.failed = Counter(
+            "localflow_worker_tasks_failed",
+            "Task attempts that failed with no attempts left (or whose lease was lost)",
+            ["type"], registry=r,
+        )
+        self.retried = Counter(
+            "localflow_worker_tasks_retried",
+            "Task attempts that failed and were queued again for a retry", ["type"], registry=r,
+        )
+        self.cancelled = Counter(
+            "localflow_worker_tasks_cancelled", "Running tasks stopped because a person cancelled",
+            ["type"], registry=r,
+        )
+        self.duration = Histogram(
+            "localflow_worker_task_duration_seconds",
+            "How long one attempt ran, by outcome (succeeded, failed, retried)",
+            ["type", "outcome"], buckets=TASK_SECONDS, registry=r,
+        )
+        self.wait = Histogram(
+            "localflow_worker_task_wait_seconds",
+            "From when a task became runnable (run_at) to when an attempt started",
+            ["type"], buckets=WAIT_SECONDS, registry=r,
+        )
+        self.claim = Histogram(
+            "localflow_worker_claim_duration_seconds",
+            "How long one claim (a write transaction taking up to the free slots) took",
+            buckets=CLAIM_SECONDS, registry=r,
+        )
+        self.claimed = Counter(
+            "localflow_worker_claimed_tasks", "Tasks taken by claims", registry=r
+        )
+        self.in_flight = Gauge(
+            "localflow_worker_tasks_in_flight", "Tasks running in this worker now", registry=r
+        )
+        self.slots = Gauge("localflow_worker_slots", "Concurrent task slots", registry=r)
+        self.lateness = Histogram(
+            "localflow_scheduler_lateness_seconds",
+            "How long after its cron time a schedule's fire was handled",
+            buckets=LATENESS_SECONDS, registry=r,
+        )
+        self.fires = Counter(
+            "localflow_scheduler_fires",
+            "Schedule fires handled by this process's scheduler, by outcome (fired, or why not)",
+            ["outcome"], registry=r,
+        )
+        self._by_outcome = {
+            "succeeded": self.succeeded, "failed": self.failed, "retried": self.retried,
+            "cancelled": self.cancelled,
+        }
+
+    def attach(self, worker: Worker) -> WorkerMetrics:
+        """Feed these metrics from the worker's hooks."""
+        worker.on_event = lambda kind, c, seconds: self.on_event(worker, kind, c, seconds)
+        worker.on_claim = self.on_claim
+        self.in_flight.set_function(lambda: len(worker.inflight))
+        self.slots.set(worker.slots)
+        return self
+
+    def install(self) -> WorkerMetrics:
+        """Make this the target of the module-level observe_schedule_lateness()."""
+        global _installed
+        _installed = self
+        return self
+
+    def on_event(self, worker: Worker, kind: str, c: Claimed, seconds: float) -> None:
+        if kind == "started":
+            self.started.labels(c.type).inc()
+            self.wait.labels(c.type).observe(max(0.0, worker.clock.now() - c.run_at))
+            return
+        counter = self._by_outcome.get(kind)
+        if counter is None:
+            return
+        counter.labels(c.type).inc()
+        if kind != "cancelled":  # the pool reports no duration for a cancelled attempt
+            self.duration.labels(c.type, kind).observe(seconds)
+
+    def on_claim(self, count: int, seconds: float) -> None:
+        self.claim.observe(seconds)
+        if count:
+            self.claimed.inc(count)
+
+    def observe_schedule_lateness(self, seconds: float) -> None:
+        self.lateness.observe(max(0.0, seconds))
+
+    def on_fire(self, fire: Fire) -> None:
+        """The scheduler's on_fire hook."""
+        self.fires.labels(fire.outcome).inc()
+        self.observe_schedule_lateness(fire.late)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def observe_schedule_lateness(seconds: float) -> None:
+    """For the schedule engine: a due schedule's task was enqueued `seconds` after its cron
+    time. A no-op when no metrics are installed (tests, or metrics turned off)."""
+    if _installed is not None:
+        _installed.observe_schedule_lateness(seconds)

@@ -46,7 +46,7 @@ _INDEX = """<!doctype html>
 
 
 def start_tracing() -> None:
-    """Debug mode traces allocations from the start, so /debug/memory sees them all."""
+    """Trace allocations from now on, for /debug/memory (debug mode calls this at start)."""
     if not tracemalloc.is_tracing():
         tracemalloc.start(TRACEMALLOC_FRAMES)
 
@@ -106,9 +106,13 @@ def dump_tasks_and_threads() -> str:
     out = io.StringIO()
     tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
     out.write(f"{len(tasks)} asyncio tasks\n\n")
+    current = asyncio.current_task()
     for task in tasks:
-        out.write(f"--- task {task.get_name()}: {task.get_coro()!r}\n")
-        task.print_stack(file=out)
+        out.write(f"--- task {task.get_name()}: {task!r}\n")
+        if task is current:
+            out.write("".join(traceback.format_stack()))
+        else:
+            out.write("".join(traceback.format_list(_await_chain(task))))
         out.write("\n")
     frames = sys._current_frames()
     threads = threading.enumerate()
@@ -120,6 +124,27 @@ def dump_tasks_and_threads() -> str:
             out.write("".join(traceback.format_stack(frame)))
         out.write("\n")
     return out.getvalue()
+
+
+def _await_chain(task: asyncio.Task) -> traceback.StackSummary:
+    """Where a suspended task waits, outermost call first.
+
+    Task.print_stack shows a suspended task's outermost coroutine only; following cr_await
+    from coroutine to coroutine gives the whole chain down to the awaited future.
+    """
+    frames = []
+    awaitable: object = task.get_coro()
+    for _ in range(200):  # bounded: a chain is never this deep, a cycle must not hang us
+        frame = (getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+                 or getattr(awaitable, "ag_frame", None))
+        if frame is not None:
+            frames.append((frame, frame.f_lineno))
+        awaitable = (getattr(awaitable, "cr_await", None)
+                     or getattr(awaitable, "gi_yieldfrom", None)
+                     or getattr(awaitable, "ag_await", None))
+        if awaitable is None:
+            break
+    return traceback.StackSummary.extract(frames)
 
 
 def top_allocations(limit: int, group_by: str) -> str:

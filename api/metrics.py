@@ -107,10 +107,11 @@ class QueueState(Collector):
         self._oldest_age = 0.0
         self._workers = 0
         self._read_seconds = 0.0
+        self.min_refresh = MIN_REFRESH
 
     async def refresh(self) -> None:
         async with self._lock:
-            if time.monotonic() - self._refreshed < MIN_REFRESH:
+            if time.monotonic() - self._refreshed < self.min_refresh:
                 return
             began = time.perf_counter()
             conn = await self._connection()

@@ -12,7 +12,6 @@ import structlog
 import uvicorn
 
 from api.app import create_app
-from api.debug import start_tracing
 from shared import migrate
 from shared.db import Database
 from shared.queue import Queue
@@ -42,8 +41,6 @@ async def open_queue(settings: Settings) -> Queue:
 
 
 async def run(settings: Settings, *, api: bool, worker: bool) -> None:
-    if settings.debug:
-        start_tracing()  # before anything is allocated, so /debug/memory sees it all
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -66,7 +63,9 @@ async def run(settings: Settings, *, api: bool, worker: bool) -> None:
             parts.append(lambda: health.serve(stop))
     if worker:
         # The cron scheduler lives beside the worker; any number may share one database.
-        parts.append(lambda: Scheduler(Schedules(queue), settings).run(stop))
+        scheduler = Scheduler(Schedules(queue), settings)
+        scheduler.on_fire = worker_metrics.on_fire
+        parts.append(lambda: scheduler.run(stop))
     try:
         await _run_together(parts, stop)
     finally:

@@ -49,18 +49,24 @@ class HealthServer:
         self.stuck_after = max(30.0, 4 * settings.poll)
 
     async def serve(self, stop: asyncio.Event) -> None:
-        """Listen on settings.metrics_addr until stop is set."""
+        """Listen on settings.metrics_addr until stop is set.
+
+        A port already taken (say, a second worker on one machine) is logged as an error, not
+        fatal: the worker's job is running tasks, and an orchestrator probing /health notices.
+        """
         host, port = split_addr(self.settings.metrics_addr)
         try:
             server = await asyncio.start_server(
                 self._connection, host, port, limit=MAX_REQUEST_LINE
             )
         except OSError as exc:
-            raise SystemExit(
-                f"worker: could not listen on {self.settings.metrics_addr} for /health and "
-                f"/metrics ({exc.strerror}); set LOCALFLOW_METRICS_ADDR (--metrics-addr) to a "
-                "free HOST:PORT, or to 'off'"
-            ) from None
+            log.error(
+                "worker /health and /metrics are off: could not listen; set "
+                "LOCALFLOW_METRICS_ADDR (--metrics-addr) to a free HOST:PORT, or to 'off'",
+                addr=self.settings.metrics_addr, error=exc.strerror or str(exc),
+            )
+            await stop.wait()
+            return
         if not is_loopback(host) and not self.settings.api_token:
             log.warning("worker /metrics is reachable beyond loopback without an API token",
                         addr=self.settings.metrics_addr)

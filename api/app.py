@@ -9,6 +9,7 @@ from litestar.openapi import OpenAPIConfig
 
 from api.deps import provide_queue
 from api.errors import EXCEPTION_HANDLERS
+from api.schedules import ScheduleController
 from api.system import SystemController
 from api.tasks import TaskController
 from shared.queue import Queue
@@ -20,7 +21,7 @@ MAX_BODY_BYTES = 1024 * 1024
 def create_app(queue: Queue, settings: Settings | None = None) -> Litestar:
     settings = settings or queue.settings
     return Litestar(
-        route_handlers=[TaskController, SystemController],
+        route_handlers=[TaskController, SystemController, ScheduleController],
         dependencies={"queue": Provide(provide_queue, sync_to_thread=False)},
         state=State({"queue": queue, "settings": settings}),
         exception_handlers=EXCEPTION_HANDLERS,

@@ -99,6 +99,7 @@ def _task(row: sqlite3.Row) -> Task:
         updated_at=to_datetime(row["updated_at"]),
         started_at=to_datetime(row["started_at"]),
         finished_at=to_datetime(row["finished_at"]),
+        schedule_id=row["schedule_id"],
     )
 
 

@@ -122,6 +122,7 @@ class Task(msgspec.Struct, kw_only=True):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    schedule_id: str | None = None  # the schedule that made it (kept if that is deleted)
 
 
 class Attempt(msgspec.Struct, kw_only=True):

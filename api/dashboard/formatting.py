@@ -1,0 +1,116 @@
+"""Jinja filters: times relative to now (exact time on hover), sizes, durations, JSON."""
+
+from __future__ import annotations
+
+import shlex
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from markupsafe import Markup, escape
+
+
+def _ts(value: datetime | float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value)
+
+
+def exact(value: datetime | float | None) -> str:
+    ts = _ts(value)
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def iso(value: datetime | float | None) -> str:
+    ts = _ts(value)
+    return "" if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def span(seconds: float) -> str:
+    """A human length of time: 850 ms, 12 s, 4 min 5 s, 3 h 20 min, 2 d 4 h."""
+    seconds = abs(seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs and minutes < 10 else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def ago(value: datetime | float | None, now: float) -> str:
+    ts = _ts(value)
+    if ts is None:
+        return "—"
+    delta = now - ts
+    if abs(delta) < 1:
+        return "just now"
+    return f"{span(delta)} ago" if delta > 0 else f"in {span(delta)}"
+
+
+def when(value: datetime | float | None, now: float) -> Markup:
+    """<time> showing "12 s ago", with the exact UTC time as its hover title."""
+    if value is None:
+        return Markup('<span class="muted">—</span>')
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        iso(value), exact(value), ago(value, now)
+    )
+
+
+def took(start: datetime | float | None, end: datetime | float | None, now: float) -> str:
+    """Duration from start to end (or to now, while it is still going)."""
+    s = _ts(start)
+    if s is None:
+        return "—"
+    e = _ts(end)
+    return span((now if e is None else e) - s) + ("" if e is not None else " so far")
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "—"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover - the loop returns at GiB
+
+
+def pretty(value: Any) -> str:
+    """Indented JSON, as a person reads it; strings pass through unquoted."""
+    if isinstance(value, str):
+        return value
+    return msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
+
+
+def summary(task: Any) -> str:
+    """One line saying what a task does: the command line, or the method and URL."""
+    p = task.payload if isinstance(task.payload, dict) else {}
+    if task.type == "shell":
+        return shlex.join([str(p.get("command", "")), *(str(a) for a in p.get("args", []))])
+    if task.type == "http":
+        return f"{p.get('method', 'GET')} {p.get('url', '')}"
+    return pretty(task.payload)
+
+
+def badge(status: str) -> Markup:
+    return Markup('<span class="badge badge-{0}" data-status="{0}">{0}</span>').format(
+        escape(status)
+    )
+
+
+FILTERS = {
+    "exact": exact, "iso": iso, "span": span, "size": size, "pretty": pretty, "badge": badge,
+    "summary": summary,
+}
+GLOBALS = {"when": when, "ago": ago, "took": took}

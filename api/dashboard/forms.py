@@ -1,0 +1,199 @@
+"""The submit form: from form fields to the same TaskCreate the API takes, and from the API's
+validation messages back to the field they are about.
+
+Nothing here decides what is valid: msgspec's TaskCreate and Queue.prepare (called by enqueue) do,
+exactly as for POST /api/tasks. This module only reshapes text boxes into that request and finds
+the field a message names, so the error can be shown beside it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from shared.schemas import Task, TaskCreate
+
+TASK_TYPES = ("shell", "http")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+COMMON_FIELDS = ("priority", "max_attempts", "timeout", "delay", "idempotency_key")
+SHELL_FIELDS = ("command", "args", "env")
+HTTP_FIELDS = ("url", "method", "headers", "body", "body_is_json")
+FORM_FIELDS = ("type", *COMMON_FIELDS, *SHELL_FIELDS, *HTTP_FIELDS)
+
+# Words in a message that has no `$.path`, and the field they mean.
+_ALIASES = {
+    "environment variable": "env", "nul bytes": "command", "body or json": "body",
+    "run_at or delay": "delay", "payload is": "command",
+}
+_PATH = re.compile(r" - at `\$\.([a-z_]+)(?:\.([a-z_]+))?[^`]*`")
+
+
+class FormError(ValueError):
+    """A field that could not even be turned into a request (e.g. 'abc' as a number)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class SubmitForm:
+    """What the person typed, kept as text so the form can be shown again unchanged."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    general: str | None = None  # an error no single field owns
+
+    @property
+    def type(self) -> str:
+        t = self.values.get("type", "shell")
+        return t if t in TASK_TYPES else "shell"
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.values.get(name, default)
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, Any]) -> SubmitForm:
+        return cls(values={k: str(form.get(k, "")) for k in FORM_FIELDS if form.get(k) is not None})
+
+    @classmethod
+    def from_task(cls, task: Task) -> SubmitForm:
+        """A copy of an existing task's request, for "clone into the submit form"."""
+        p = task.payload if isinstance(task.payload, dict) else {}
+        values = {"type": task.type, "priority": str(task.priority),
+                  "max_attempts": str(task.max_attempts), "timeout": _num(task.timeout)}
+        if task.type == "shell":
+            values["command"] = str(p.get("command", ""))
+            values["args"] = "\n".join(str(a) for a in p.get("args", []))
+            values["env"] = "\n".join(f"{k}={v}" for k, v in p.get("env", {}).items())
+        elif task.type == "http":
+            values["url"] = str(p.get("url", ""))
+            values["method"] = str(p.get("method", "GET"))
+            values["headers"] = "\n".join(f"{k}: {v}" for k, v in p.get("headers", {}).items())
+            if p.get("json") is not None:
+                values["body"] = msgspec.json.encode(p["json"]).decode()
+                values["body_is_json"] = "on"
+            elif p.get("body") is not None:
+                values["body"] = str(p["body"])
+        return cls(values=values)
+
+    def fail(self, message: str) -> None:
+        """Put an API validation message beside the field it names (or above the form)."""
+        name = field_of(message, self.type)
+        if name:
+            self.errors[name] = humane(message)
+        else:
+            self.general = message
+
+    def to_create(self) -> TaskCreate:
+        """The API request this form means; raises FormError or msgspec.ValidationError."""
+        request: dict[str, Any] = {"type": self.type, "payload": self._payload()}
+        for name, parse in (("priority", _int), ("max_attempts", _int), ("timeout", _float),
+                            ("delay", _float)):
+            text = self.get(name).strip()
+            if text:
+                request[name] = parse(name, text)
+        key = self.get("idempotency_key").strip()
+        if key:
+            request["idempotency_key"] = key
+        return msgspec.convert(request, TaskCreate)
+
+    def _payload(self) -> dict[str, Any]:
+        if self.type == "shell":
+            payload: dict[str, Any] = {"command": self.get("command").strip()}
+            args = _lines(self.get("args"))
+            if args:
+                payload["args"] = args
+            env = _pairs("env", self.get("env"), "=")
+            if env:
+                payload["env"] = env
+            return payload
+        payload = {"url": self.get("url").strip(), "method": self.get("method", "GET")}
+        headers = _pairs("headers", self.get("headers"), ":")
+        if headers:
+            payload["headers"] = headers
+        body = self.get("body")
+        if body.strip():
+            if self.get("body_is_json"):
+                try:
+                    payload["json"] = msgspec.json.decode(body)
+                except msgspec.DecodeError as exc:
+                    raise FormError("body", f"not valid JSON: {exc}") from None
+            else:
+                payload["body"] = body
+        return payload
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _int(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise FormError(name, f"must be a whole number, not {text!r}") from None
+
+
+def _float(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise FormError(name, f"must be a number of seconds, not {text!r}") from None
+
+
+def _lines(text: str) -> list[str]:
+    # One argument per line, kept exactly (spaces included); blank lines are dropped.
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+
+
+def _pairs(name: str, text: str, sep: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for n, line in enumerate(_lines(text), 1):
+        key, found, value = line.partition(sep)
+        if not found or not key.strip():
+            example = "NAME=value" if sep == "=" else "Name: value"
+            raise FormError(name, f"line {n}: expected {example}, got {line!r}")
+        pairs[key.strip()] = value.strip() if sep == ":" else value
+    return pairs
+
+
+def field_of(message: str, task_type: str) -> str | None:
+    """The form field an API validation message is about, if it names one."""
+    fields = set(COMMON_FIELDS) | set(SHELL_FIELDS if task_type == "shell" else HTTP_FIELDS)
+    match = _PATH.search(message)
+    if match:
+        top, sub = match.groups()
+        if top == "payload" and sub in fields:
+            return sub
+        if top in fields:
+            return top
+        if top == "payload":
+            return None
+    lowered = message.lower()
+    if "idempotency key" in lowered:
+        return "idempotency_key"
+    detail = lowered.split("payload: ", 1)[-1]
+    for words, name in _ALIASES.items():
+        if words in detail and name in fields:
+            return name
+    first = re.match(r"[a-z_]+", detail)
+    if first and first.group(0) in fields:
+        return first.group(0)
+    for name in sorted(fields, key=len, reverse=True):
+        if re.search(rf"\b{name}\b", detail):
+            return name
+    return None
+
+
+def humane(message: str) -> str:
+    """The message without what the field's position already says."""
+    text = _PATH.sub("", message)
+    text = re.sub(r"^invalid (shell|http) payload: ", "", text)
+    text = re.sub(r"^Expected `str` of length >= 1$", "is required", text)
+    text = re.sub(r"^Expected `(int|float)` ", "must be ", text)
+    return text

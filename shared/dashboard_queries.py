@@ -1,0 +1,142 @@
+"""Read-only views the dashboard needs and the queue does not offer: throughput over time, the
+longest-waiting task, recently seen workers, database size. SQL in shared/sql/dashboard.sql."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from shared.db import Database
+from shared.sql import Queries
+
+Q = Queries("dashboard")
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start: float  # Unix seconds at the start of the bucket
+    succeeded: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class Throughput:
+    buckets: list[Bucket]
+    bucket_seconds: int
+
+    @property
+    def succeeded(self) -> int:
+        return sum(b.succeeded for b in self.buckets)
+
+    @property
+    def failed(self) -> int:
+        return sum(b.failed for b in self.buckets)
+
+    @property
+    def peak(self) -> int:
+        return max((b.succeeded + b.failed for b in self.buckets), default=0)
+
+
+@dataclass(frozen=True)
+class WaitingTask:
+    id: str
+    type: str
+    priority: int
+    run_at: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class WorkerSeen:
+    id: str
+    hostname: str
+    pid: int
+    slots: int
+    started_at: float
+    last_seen: float
+    stopped_at: float | None
+    running: int
+
+
+@dataclass(frozen=True)
+class StorageStats:
+    db_bytes: int
+    wal_bytes: int
+    page_size: int
+    page_count: int
+    freelist_count: int
+    sqlite_version: str
+
+
+async def throughput(
+    db: Database, now: float, hours: float = 3.0, bucket_seconds: int = 60
+) -> Throughput:
+    """Succeeded and failed tasks per bucket over the last `hours`, oldest first, gaps as 0."""
+    first = int((now - hours * 3600) // bucket_seconds) + 1
+    last = int(now // bucket_seconds)
+    rows = await db.fetch_all(
+        Q.throughput, {"bucket": bucket_seconds, "since": first * bucket_seconds}
+    )
+    counts: dict[int, dict[str, int]] = {}
+    for row in rows:
+        counts.setdefault(row["bucket"], {})[row["status"]] = row["n"]
+    buckets = [
+        Bucket(
+            start=float(b * bucket_seconds),
+            succeeded=counts.get(b, {}).get("succeeded", 0),
+            failed=counts.get(b, {}).get("failed", 0),
+        )
+        for b in range(first, last + 1)
+    ]
+    return Throughput(buckets=buckets, bucket_seconds=bucket_seconds)
+
+
+async def oldest_runnable(db: Database, now: float) -> WaitingTask | None:
+    """The due task created longest ago: what "how far behind are we" is about."""
+    row = await db.fetch_one(Q.oldest_runnable, {"now": now})
+    if row is None:
+        return None
+    return WaitingTask(
+        id=row["id"], type=row["type"], priority=row["priority"], run_at=row["run_at"],
+        created_at=row["created_at"],
+    )
+
+
+async def recent_workers(db: Database, now: float, within: float = 300.0) -> list[WorkerSeen]:
+    """Workers that reported in during the last `within` seconds, with their running tasks."""
+    running = {r["worker_id"]: r["n"] for r in await db.fetch_all(Q.running_by_worker)}
+    rows = await db.fetch_all(Q.recent_workers, {"since": now - within})
+    return [
+        WorkerSeen(
+            id=r["id"], hostname=r["hostname"], pid=r["pid"], slots=r["slots"],
+            started_at=r["started_at"], last_seen=r["last_seen"], stopped_at=r["stopped_at"],
+            running=running.get(r["id"], 0),
+        )
+        for r in rows
+    ]
+
+
+async def task_id_by_key(db: Database, key: str) -> str | None:
+    row = await db.fetch_one(Q.task_id_by_key, (key,))
+    return None if row is None else row["id"]
+
+
+async def storage(db: Database) -> StorageStats:
+    """Sizes of the database file and its write-ahead log, as the file system reports them."""
+    pages = await db.fetch_one(Q.page_stats)
+    version = await db.fetch_one(Q.sqlite_version)
+    return StorageStats(
+        db_bytes=_size(db.path),
+        wal_bytes=_size(db.path + "-wal"),
+        page_size=pages["page_size"] if pages else 0,
+        page_count=pages["page_count"] if pages else 0,
+        freelist_count=pages["freelist_count"] if pages else 0,
+        sqlite_version=version["version"] if version else "",
+    )
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # no WAL file yet (or a checkpoint just truncated it)
+        return 0

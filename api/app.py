@@ -6,9 +6,12 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
+from api.auth import BEARER_SCHEME_NAME, BearerAuth, cookie_session, open_operations
+from api.dashboard import security
 from api.deps import provide_queue
-from api.errors import EXCEPTION_HANDLERS
+from api.errors import EXCEPTION_HANDLERS, document_errors
 from api.schedules import ScheduleController
 from api.system import SystemController
 from api.tasks import TaskController
@@ -16,16 +19,32 @@ from shared.queue import Queue
 from shared.settings import Settings
 
 MAX_BODY_BYTES = 1024 * 1024
+# The OpenAPI document: JSON at /schema/openapi.json, a browsable page at /schema.
+OPENAPI_PATH = "/schema"
 
 
 def create_app(queue: Queue, settings: Settings | None = None) -> Litestar:
     settings = settings or queue.settings
-    return Litestar(
+    app = Litestar(
         route_handlers=[TaskController, SystemController, ScheduleController],
         dependencies={"queue": Provide(provide_queue, sync_to_thread=False)},
         state=State({"queue": queue, "settings": settings}),
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY_BYTES,
-        openapi_config=OpenAPIConfig(title="LocalFlow", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="LocalFlow", version="0.1.0", path=OPENAPI_PATH,
+            components=Components(security_schemes={BEARER_SCHEME_NAME: SecurityScheme(
+                type="http", scheme="bearer",
+                description="LOCALFLOW_API_TOKEN; required only when the server has one",
+            )}),
+        ),
+        # Bearer token on everything but /health, the schema and the dashboard (api/auth.py);
+        # a dashboard session may also read.
+        middleware=[BearerAuth(OPENAPI_PATH, cookie_session(
+            security.SESSION_COOKIE, security.session_valid
+        ))],
         debug=False,
     )
+    # Every operation's error answers and security, derived from its shape (api/errors.py).
+    document_errors(app.openapi_schema, open_operations(app, OPENAPI_PATH), BEARER_SCHEME_NAME)
+    return app

@@ -99,6 +99,12 @@ def _run_command(command: str, settings: Settings, host: str) -> int:
             file=sys.stderr,
         )
         return 2
+    if serves_http and not is_loopback(host) and not settings.api_token:
+        print(
+            f"localflow: WARNING: listening on {settings.addr} without an API token (--insecure): "
+            "anyone who can reach it can run commands on this machine.",
+            file=sys.stderr,
+        )
 
     from localflow.runtime import run  # imported late: `migrate` needs none of it
 

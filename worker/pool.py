@@ -176,7 +176,9 @@ class Worker:
             payload = validate_payload(c.type, c.payload)
         except PayloadError as exc:
             raise TaskFailed(str(exc)) from None
-        ctx = HandlerContext(c.id, c.attempt, c.timeout, self.settings.output_limit)
+        ctx = HandlerContext(
+            c.id, c.attempt, c.timeout, self.settings.output_limit, self.queue.policy
+        )
         # Handlers enforce the timeout themselves (the shell handler kills its process
         # group); this is the backstop for one that does not.
         async with asyncio.timeout(c.timeout + 1.0):

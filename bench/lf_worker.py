@@ -1,0 +1,84 @@
+"""A LocalFlow worker process for the bench: the real Worker, queue and database code, with the
+`shell` type mapped to a no-op handler so we time the platform and not `fork/exec`.
+
+    python -m bench.lf_worker --db X --slots 8 --expect N --out result.json
+
+Exits once N tasks have *succeeded* (their completion committed), writing when the worker
+loop started, when the Nth success committed, and (for the pickup-latency run) the wall-clock
+time each handler started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from shared import logs
+from shared.db import Database
+from shared.queue import Claimed, Queue
+from shared.settings import Settings
+from shared.wake import WakeNotifier, wake_dir
+from worker.handlers import HandlerContext
+from worker.pool import Worker
+
+
+async def main(db_path: str, slots: int, expect: int, out: str, poll: float) -> None:
+    settings = Settings(db=db_path, workers=slots, poll=poll)
+    db = await Database.open(db_path, synchronous=settings.synchronous)
+    queue = Queue(db, settings=settings, on_runnable=WakeNotifier(db_path))
+    starts: dict[str, float] = {}
+
+    async def noop(payload: Any, ctx: HandlerContext) -> dict[str, Any]:
+        starts[ctx.task_id] = time.time()
+        return {}
+
+    worker = Worker(queue, settings, handlers={"shell": noop})
+    stop = asyncio.Event()
+    done_at: list[float] = []
+    succeeded = 0
+
+    def on_event(kind: str, claimed: Claimed, _: float) -> None:
+        # "succeeded" is reported after the completion committed.
+        nonlocal succeeded
+        if kind == "succeeded":
+            succeeded += 1
+            if succeeded == expect:
+                done_at.append(time.time())
+                stop.set()
+
+    worker.on_event = on_event
+    claims: list[tuple[int, float]] = []
+    if hasattr(worker, "on_claim"):  # (tasks claimed, seconds the claim took)
+        worker.on_claim = lambda n, seconds: claims.append((n, seconds))
+    batches0, cpu0 = db.batches, time.process_time()
+    started = time.time()
+    run = asyncio.create_task(worker.run(stop))
+    # Tell the parent we are listening for wake-ups (the pickup test must not race start-up).
+    sock = wake_dir(db_path) / worker._wake_name
+    while not sock.exists() and not run.done():
+        await asyncio.sleep(0.005)
+    print("ready", flush=True)
+    await run
+    cpu, batches = time.process_time() - cpu0, db.batches - batches0
+    await db.close()
+    with open(out, "w") as f:
+        json.dump({"started": started, "done": done_at[0] if done_at else None,
+                   "count": succeeded, "cpu_seconds": cpu, "write_transactions": batches,
+                   "claims": claims,
+                   "starts": starts}, f)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--poll", type=float, default=Settings().poll)
+    args = parser.parse_args()
+    logs.configure("json", level=logging.WARNING)
+    asyncio.run(main(args.db, args.slots, args.expect, args.out, args.poll))

@@ -1,0 +1,222 @@
+"""The LocalFlow measurements: (a) HTTP submit, (b) end to end, (c) pickup, (d) idle CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import procs
+from bench.http_load import SUBMIT_BODY, LoadResult, batch_body, run_load
+from shared import migrate
+from shared.db import Database
+from shared.queue import Queue
+from shared.schemas import TaskCreate
+from shared.settings import Settings
+from shared.wake import wake_dir
+
+
+def fresh_db(workdir: Path, name: str) -> Path:
+    path = workdir / f"{name}.db"
+    migrate.migrate(str(path))
+    return path
+
+
+def _load_dict(load: LoadResult, per_request: int = 1) -> dict[str, Any]:
+    return {
+        "tasks_per_s": load.ok_per_second * per_request,
+        "requests_per_s": load.ok_per_second,
+        "requests": load.requests, "ok": load.ok, "errors": load.errors,
+        "seconds": load.seconds, "latency_ms": load.latency_ms, "tool": load.tool,
+        "command": load.command,
+    }
+
+
+def _count_tasks(db: Path) -> int:
+    async def count() -> int:
+        database = await Database.open(str(db))
+        try:
+            row = await database.fetch_one("SELECT count(*) FROM tasks")
+            return int(row[0]) if row else 0
+        finally:
+            await database.close()
+
+    return asyncio.run(count())
+
+
+def http_submit(
+    workdir: Path, seconds: float, connections: int, batch_size: int
+) -> dict[str, Any]:
+    """(a) POST /api/tasks against `localflow api` with no worker: only the submit path."""
+    db = fresh_db(workdir, "submit")
+    api = procs.localflow("api", db, workdir)
+    out: dict[str, Any] = {"process": " ".join(api.argv[1:])}
+    try:
+        url = f"{api.url}/api/tasks"
+        with httpx.Client() as client:  # warm-up: first requests build Litestar's caches
+            for _ in range(50):
+                client.post(url, json=SUBMIT_BODY).raise_for_status()
+        before = _count_tasks(db)
+        cpu0 = procs.cpu_seconds(api.pid)
+        single = run_load(url, SUBMIT_BODY, seconds, connections, workdir)
+        cpu = procs.cpu_seconds(api.pid) - cpu0
+        out["single"] = _load_dict(single)
+        out["single"]["tasks_in_db"] = _count_tasks(db) - before
+        # Near 100%: the API process is CPU-bound (Python), not waiting on the disk.
+        out["single"]["api_cpu_percent"] = 100 * cpu / single.seconds
+        body, why = batch_body(api.url, batch_size)
+        if body is None:
+            out["batch"] = {"skipped": why}
+        else:
+            batch = run_load(f"{url}/batch", body, seconds, max(2, connections // 8), workdir)
+            out["batch"] = _load_dict(batch, per_request=batch_size)
+            out["batch"]["batch_size"] = batch_size
+    finally:
+        api.stop()
+    return out
+
+
+async def _pre_enqueue(db: Path, n: int, chunk: int = 500) -> float:
+    database = await Database.open(str(db))
+    queue = Queue(database, settings=Settings(db=str(db)))
+    create = TaskCreate(type="shell", payload={"command": "true"})
+    started = time.perf_counter()
+    try:
+        for i in range(0, n, chunk):
+            await queue.enqueue_many([create] * min(chunk, n - i))
+        return time.perf_counter() - started
+    finally:
+        await database.close()
+
+
+def end_to_end(workdir: Path, n: int, slots: int) -> dict[str, Any]:
+    """(b) N queued tasks, then a worker process (no-op handler) runs them all."""
+    db = fresh_db(workdir, f"e2e-{slots}")
+    enqueue_s = asyncio.run(_pre_enqueue(db, n))
+    result = workdir / f"e2e-{slots}.json"
+    worker = procs.python_module(
+        "bench.lf_worker", workdir, "--db", str(db), "--slots", str(slots), "--expect", str(n),
+        "--out", str(result),
+    )
+    try:
+        worker.popen.wait(timeout=600)
+    finally:
+        worker.stop()
+    if worker.popen.returncode != 0 or not result.exists():
+        raise RuntimeError(f"bench worker failed:\n{worker.log()}")
+    data = json.loads(result.read_text())
+    seconds = data["done"] - data["started"]
+    return {
+        "slots": slots, "tasks": n, "seconds": seconds, "tasks_per_s": n / seconds,
+        # Diagnostics: is the worker CPU-bound, and how many commits (fsyncs) per task?
+        "worker_cpu_percent": 100 * data["cpu_seconds"] / seconds,
+        "write_transactions_per_task": data["write_transactions"] / n,
+        **_claim_stats(data["claims"]),
+        "pre_enqueue_tasks_per_s": n / enqueue_s,
+        "command": " ".join(worker.argv[1:]),
+    }
+
+
+def _claim_stats(claims: list[list[float]]) -> dict[str, Any]:
+    taken = [c for c in claims if c[0] > 0]
+    if not taken:
+        return {}
+    ms = sorted(c[1] * 1000 for c in taken)
+    return {
+        "claims": len(taken), "tasks_per_claim": sum(c[0] for c in taken) / len(taken),
+        "claim_ms": _percentiles(ms),
+    }
+
+
+def pickup_latency(workdir: Path, n: int, gap: float) -> dict[str, Any]:
+    """(c) One task at a time over HTTP to `localflow api`; a separate worker process
+    records when each handler started."""
+    db = fresh_db(workdir, "pickup")
+    api = procs.localflow("api", db, workdir)
+    result = workdir / "pickup.json"
+    worker = procs.python_module(
+        "bench.lf_worker", workdir, "--db", str(db), "--slots", "8", "--expect", str(n),
+        "--out", str(result),
+    )
+    sent: dict[str, float] = {}
+    created: dict[str, float] = {}
+    try:
+        procs.wait_line(worker, "ready")
+        with httpx.Client(base_url=api.url, timeout=10) as client:
+            for _ in range(n):
+                before = time.time()
+                resp = client.post("/api/tasks", json=SUBMIT_BODY)
+                resp.raise_for_status()
+                task = resp.json()
+                sent[task["id"]] = before
+                created[task["id"]] = datetime.fromisoformat(task["created_at"]).timestamp()
+                time.sleep(gap)
+        worker.popen.wait(timeout=60)
+    finally:
+        worker.stop()
+        api.stop()
+    starts: dict[str, float] = json.loads(result.read_text())["starts"]
+    from_created = sorted((starts[i] - created[i]) * 1000 for i in created)
+    from_sent = sorted((starts[i] - sent[i]) * 1000 for i in sent)
+    return {
+        "tasks": n, "gap_ms": gap * 1000,
+        "from_created_ms": _percentiles(from_created),
+        "from_client_send_ms": _percentiles(from_sent),
+        "api": " ".join(api.argv[1:]), "worker": " ".join(worker.argv[1:]),
+    }
+
+
+def disk_probe(workdir: Path, commits: int) -> dict[str, Any]:
+    """How long one small fsync'd (synchronous=FULL, WAL) SQLite commit takes right now.
+    Both queues wait on this; on a shared VM it moves between runs, so it is reported."""
+    path = workdir / f"probe-{time.monotonic_ns()}.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE t (x TEXT)")
+        times = []
+        for _ in range(commits):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t VALUES ('x')")
+            started = time.perf_counter()
+            conn.execute("COMMIT")
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        conn.close()
+    times.sort()
+    return {"commits": commits, "commit_ms": _percentiles(times)}
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    def pick(q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))]
+
+    return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "max": values[-1]}
+
+
+def idle_cpu(workdir: Path, seconds: float) -> dict[str, Any]:
+    """(d) CPU time of an idle `localflow worker` (utime+stime of all its threads)."""
+    db = fresh_db(workdir, "idle")
+    worker = procs.localflow("worker", db, workdir)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(wake_dir(str(db)).glob("*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # let start-up (imports, rescue, first claim) finish
+        cpu0, t0 = procs.cpu_seconds(worker.pid), time.monotonic()
+        time.sleep(seconds)
+        cpu1, t1 = procs.cpu_seconds(worker.pid), time.monotonic()
+    finally:
+        worker.stop()
+    return {
+        "seconds": t1 - t0, "cpu_seconds": cpu1 - cpu0,
+        "percent_of_one_core": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "command": " ".join(worker.argv[1:]),
+    }

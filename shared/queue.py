@@ -14,6 +14,7 @@ import msgspec
 from shared.clock import Clock, SystemClock
 from shared.db import Database
 from shared.ids import new_id
+from shared.policy import Policy, PolicyError
 from shared.schemas import (
     STATUSES,
     TERMINAL,
@@ -137,6 +138,7 @@ class Queue:
         self.db = db
         self.clock = clock or SystemClock()
         self.settings = settings or Settings()
+        self.policy = Policy.from_settings(self.settings)  # what tasks may do (shared/policy.py)
         # Called after a commit that made tasks runnable or asked for a cancel: wakes workers.
         self.on_runnable = on_runnable or (lambda: None)
 
@@ -147,6 +149,10 @@ class Queue:
         try:
             payload = validate_payload(create.type, create.payload)
         except PayloadError as exc:
+            raise InvalidTask(str(exc)) from None
+        try:
+            self.policy.check(create.type, payload)
+        except PolicyError as exc:
             raise InvalidTask(str(exc)) from None
         encoded = msgspec.json.encode(create.payload)
         if len(encoded) > self.settings.max_payload_bytes:
@@ -183,7 +189,12 @@ class Queue:
 
     async def enqueue_many(self, creates: Sequence[TaskCreate]) -> list[tuple[Task, bool]]:
         """Insert all tasks in one transaction, or none (any invalid one rejects the batch)."""
-        news = [self.prepare(c) for c in creates]
+        news = []
+        for index, create in enumerate(creates):
+            try:
+                news.append(self.prepare(create))
+            except InvalidTask as exc:
+                raise InvalidTask(f"tasks[{index}]: {exc}") from None
 
         async def op(conn: aiosqlite.Connection) -> list[tuple[Task, bool]]:
             return [await self._insert(conn, new) for new in news]
@@ -435,6 +446,50 @@ class Queue:
             raise Conflict(f"task {task_id} already {task.status}; nothing to cancel")
         self.on_runnable()  # a worker holding it checks for cancels when woken
         return task
+
+    async def retry(self, task_id: str, attempts: int = 1) -> Task:
+        """failed/cancelled -> queued, runnable now, with `attempts` more attempts to spend.
+
+        The attempt count keeps counting (history stays readable: attempt 4 follows attempt 3);
+        max_attempts becomes attempts + `attempts`. One by default: a person asking for a rerun
+        gets one run, not a fresh round of automatic retries of something that may not be safe
+        to repeat; they can ask for more.
+        """
+        now = self.clock.now()
+
+        async def op(conn: aiosqlite.Connection) -> tuple[bool, Task | None]:
+            params = {"id": task_id, "now": now, "extra": attempts}
+            changed = (await conn.execute(Q.retry_task, params)).rowcount == 1
+            rows = await conn.execute_fetchall(Q.get_task, (task_id,))
+            return changed, (_task(next(iter(rows))) if rows else None)
+
+        # Raise outside the transaction: an exception there would roll back the whole batch.
+        changed, task = await self.db.write(op)
+        if task is None:
+            raise NotFound(f"no task with id {task_id!r}")
+        if not changed:
+            raise Conflict(
+                f"task {task_id} is {task.status}; only failed or cancelled tasks can be retried"
+            )
+        self.on_runnable()
+        return task
+
+    async def delete(self, task_id: str) -> None:
+        """Forget a task and its attempts. Not while it runs: cancel it first."""
+
+        async def op(conn: aiosqlite.Connection) -> str | None:
+            if (await conn.execute(Q.delete_task, {"id": task_id})).rowcount == 1:
+                return "deleted"
+            rows = await conn.execute_fetchall(Q.get_task, (task_id,))
+            return rows[0]["status"] if rows else None
+
+        outcome = await self.db.write(op)
+        if outcome is None:
+            raise NotFound(f"no task with id {task_id!r}")
+        if outcome != "deleted":
+            raise Conflict(
+                f"task {task_id} is {outcome}; cancel it and wait until it stops before deleting"
+            )
 
     async def get(self, task_id: str) -> Task:
         row = await self.db.fetch_one(Q.get_task, (task_id,))

@@ -140,6 +140,20 @@ class TaskPage(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
+MAX_BATCH = 1000
+
+
+class TaskBatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /api/tasks/batch: all are queued in one transaction, or none is."""
+
+    tasks: Annotated[list[TaskCreate], Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class TaskBatchResult(msgspec.Struct, kw_only=True):
+    ids: list[str]  # in the order submitted
+    tasks: list[Task]
+
+
 def to_datetime(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 

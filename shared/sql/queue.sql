@@ -152,3 +152,15 @@ UPDATE workers SET stopped_at = :now, last_seen = :now WHERE id = :id
 -- name: cancel_requests_for_worker
 SELECT id FROM tasks INDEXED BY tasks_leases
 WHERE status = 'running' AND worker_id = ? AND cancel_requested = 1
+
+-- name: retry_task
+-- failed/cancelled -> queued, runnable now, with :extra more attempts. The attempt count keeps
+-- counting so the history in task_attempts stays in order.
+UPDATE tasks
+SET status = 'queued', run_at = :now, max_attempts = attempts + :extra,
+    cancel_requested = 0, finished_at = NULL, updated_at = :now
+WHERE id = :id AND status IN ('failed', 'cancelled')
+
+-- name: delete_task
+-- any state but running (its worker still holds it); attempts go with it (ON DELETE CASCADE)
+DELETE FROM tasks WHERE id = :id AND status != 'running'

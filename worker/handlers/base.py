@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
+
+from shared.policy import Policy
 
 
 class TaskFailed(Exception):
@@ -21,6 +24,18 @@ class HandlerContext:
     attempt: int
     timeout: float  # seconds this attempt may take in all
     output_limit: int  # bytes kept of each output stream or response body
+    policy: Policy | None = None  # what the task may do; None: the default Settings' policy
+
+
+def policy_of(ctx: HandlerContext) -> Policy:
+    return ctx.policy if ctx.policy is not None else _default_policy()
+
+
+@functools.cache
+def _default_policy() -> Policy:
+    from shared.settings import Settings
+
+    return Policy.from_settings(Settings())
 
 
 def clip(data: bytes, limit: int) -> str:

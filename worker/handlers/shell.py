@@ -1,4 +1,10 @@
-"""The `shell` handler: runs argv directly (never through a shell) in its own process group."""
+"""The `shell` handler: runs argv directly (never through a shell) in its own process group.
+
+Metacharacters (`;`, `|`, `$(...)`, backticks) are plain bytes of an argument: there is no shell
+to read them. The program is the absolute path the policy resolved (shared/policy.py), checked
+against LOCALFLOW_SHELL_ALLOW again here, run in the fixed working directory with a clean
+environment.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +15,36 @@ import signal
 import time
 from typing import Any
 
+from shared.policy import PolicyError
 from shared.schemas import ShellPayload
-from worker.handlers.base import HandlerContext, TaskFailed, clip
-
-# A clean environment: the worker's own secrets (the API token, say) are not passed on.
-_BASE_ENV = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C.UTF-8"}
+from worker.handlers.base import HandlerContext, TaskFailed, clip, policy_of
 
 
 async def run_shell(payload: ShellPayload, ctx: HandlerContext) -> dict[str, Any]:
     timeout = min(payload.timeout or ctx.timeout, ctx.timeout)
+    policy = policy_of(ctx).shell
+    try:
+        program = policy.check(payload.command, payload.env)
+    except PolicyError as exc:
+        raise TaskFailed(f"refused by policy: {exc}") from None
+    if program is None:
+        raise TaskFailed(f"cannot start {payload.command!r}: no such program on PATH "
+                         f"({policy.path}) or in {policy.workdir}")
+    if not os.path.isdir(policy.workdir):  # noqa: ASYNC240 - one stat(), like the PATH lookup
+        raise TaskFailed(f"the shell working directory {policy.workdir} does not exist "
+                         "(LOCALFLOW_SHELL_WORKDIR)")
+    # A clean environment: the worker's own secrets (the API token, say) are not passed on.
+    env = {"PATH": policy.path, "LANG": "C.UTF-8", **payload.env}
     started = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
-            payload.command,
+            program,
             *payload.args,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**_BASE_ENV, **payload.env},
+            env=env,
+            cwd=policy.workdir,
             start_new_session=True,  # its own process group, so we can kill all it started
         )
     except OSError as exc:

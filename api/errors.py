@@ -4,9 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import (
+    Components,
+    OpenAPI,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Reference,
+    Schema,
+)
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_500_INTERNAL_SERVER_ERROR
 
 from shared.db import DatabaseBusy
@@ -21,6 +38,114 @@ _TITLES = {
     422: "Unprocessable Content", 429: "Too Many Requests", 500: "Internal Server Error",
     503: "Service Unavailable",
 }
+
+
+class ProblemField(msgspec.Struct, kw_only=True):
+    field: str | None = msgspec.field(default=None)
+    message: str
+
+
+class Problem(msgspec.Struct, kw_only=True):
+    """RFC 9457 problem details: the body of every 4xx/5xx answer (application/problem+json)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemField] | msgspec.UnsetType = msgspec.UNSET
+
+
+_WHEN = {
+    400: "Malformed request: a query, path or header parameter, or the JSON itself",
+    401: "No credentials, or a wrong token (see WWW-Authenticate); only with LOCALFLOW_API_TOKEN",
+    403: "Authenticated, but this credential may not do this",
+    404: "No such resource",
+    409: "Conflicts with the resource's current state",
+    413: "Request body larger than the limit",
+    422: "The body is well-formed JSON but not a valid request; `detail` names the field",
+    500: "Unexpected error; the details are in the server log only",
+    503: "The database stayed locked; retry after Retry-After seconds",
+}
+
+
+def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for error answers particular to an operation (409, say); the ones any
+    operation of its shape can give are added by document_errors."""
+    return {
+        code: ResponseSpec(
+            data_container=Problem, description=_WHEN[code], media_type=PROBLEM_JSON,
+            generate_examples=False,
+        )
+        for code in sorted(codes)
+    }
+
+
+def document_errors(
+    openapi: OpenAPI, open_operations: set[tuple[str, str]], security_scheme: str
+) -> None:
+    """Give every operation of the OpenAPI document the problem answers it can give.
+
+    Derived from the operation's shape so nobody has to remember them: 400 with parameters or
+    a body, 413 and 422 with a body, 404 with a path parameter, 401 and 403 (and the bearer
+    security requirement) unless open, 503 under /api (database busy), 500 everywhere. A
+    handler declares the rest (409 and the like) with `responses=problem_responses(...)`.
+    Litestar's own 400 entry (application/json, another shape) is replaced: ours is the one sent.
+    """
+    schemas = openapi.components.schemas if openapi.components else None
+    if schemas is None:
+        openapi.components = openapi.components or Components()
+        openapi.components.schemas = schemas = {}
+    schemas.setdefault("Problem", _PROBLEM_SCHEMA)
+    for path, item in (openapi.paths or {}).items():
+        for method in ("get", "put", "post", "delete", "patch", "head", "options"):
+            op: Operation | None = getattr(item, method, None)
+            if op is None:
+                continue
+            codes = {500}
+            if op.parameters or op.request_body:
+                codes.add(400)
+            if op.request_body:
+                codes.update((413, 422))
+            if "{" in path:
+                codes.add(404)
+            if path.startswith("/api/"):
+                codes.add(503)
+            if (path, method.upper()) not in open_operations:
+                codes.update((401, 403))
+                op.security = op.security or [{security_scheme: []}]
+            responses = op.responses if op.responses is not None else {}
+            op.responses = responses
+            for code in sorted(codes):
+                existing = responses.get(str(code))
+                content = getattr(existing, "content", None) or {}
+                if existing is None or PROBLEM_JSON not in content:
+                    responses[str(code)] = OpenAPIResponse(
+                        description=_WHEN[code],
+                        content={PROBLEM_JSON: OpenAPIMediaType(
+                            schema=Reference(ref="#/components/schemas/Problem")
+                        )},
+                    )
+
+
+_PROBLEM_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["title", "status", "detail"],
+    properties={
+        "type": Schema(type=OpenAPIType.STRING),
+        "title": Schema(type=OpenAPIType.STRING),
+        "status": Schema(type=OpenAPIType.INTEGER),
+        "detail": Schema(type=OpenAPIType.STRING),
+        "errors": Schema(type=OpenAPIType.ARRAY, items=Schema(
+            type=OpenAPIType.OBJECT, required=["message"],
+            properties={
+                "field": Schema(one_of=[Schema(type=OpenAPIType.STRING),
+                                        Schema(type=OpenAPIType.NULL)]),
+                "message": Schema(type=OpenAPIType.STRING),
+            },
+        )),
+    },
+    description="RFC 9457 problem details",
+)
 
 
 def problem(
@@ -39,7 +164,7 @@ def problem(
 def _validation(request: Request, exc: ValidationException) -> Response[dict[str, Any]]:
     extra = exc.extra if isinstance(exc.extra, list) else []
     errors = [
-        {"field": _field(e.get("key")), "message": e.get("message", "")}
+        {"field": _field(e.get("key"), e.get("source"), request), "message": e.get("message", "")}
         for e in extra
         if isinstance(e, dict)
     ]
@@ -55,13 +180,34 @@ def _from_body(extra: list[Any]) -> bool:
     return any(isinstance(e, dict) and e.get("source") == "body" for e in extra)
 
 
-def _field(key: Any) -> str | None:
+def _field(key: Any, source: Any = None, request: Request | None = None) -> str | None:
     # Litestar names the whole body "data"; a person thinks of it as the request body.
-    return None if key in (None, "data") else str(key)
+    if key in (None, "data"):
+        return None
+    if source == "header" and request is not None:
+        return _header_name(request, str(key))
+    return str(key)
+
+
+def _header_name(request: Request, key: str) -> str:
+    """A header parameter is known by its Python name; name it as the client sent it."""
+    try:
+        kwarg = request.route_handler.parsed_fn_signature.parameters[key].kwarg_definition
+        header = getattr(kwarg, "header", None)
+    except (AttributeError, KeyError):
+        header = None
+    return f"{header} header" if header else key
 
 
 def _http(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:
-    return problem(exc.status_code, exc.detail, headers=exc.headers)
+    detail = exc.detail
+    # Litestar's own routing errors say only "Not Found"; say what was not found.
+    if isinstance(exc, NotFoundException) and detail == "Not Found":
+        detail = f"no route {request.url.path}; the API is described at /schema"
+    elif isinstance(exc, MethodNotAllowedException):
+        allowed = (exc.headers or {}).get("allow", "")
+        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+    return problem(exc.status_code, detail, headers=exc.headers)
 
 
 def _queue(request: Request, exc: QueueError) -> Response[dict[str, Any]]:

@@ -1,31 +1,83 @@
-"""/api/tasks: submit, read, list, cancel."""
+"""/api/tasks: submit (one or a batch), read, list, cancel, retry, delete."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, Response, get, post
+import msgspec
+from litestar import Controller, Response, delete, get, post
 from litestar.params import Parameter
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from shared.queue import Queue
-from shared.schemas import Attempt, Status, Task, TaskCreate, TaskPage
+from api.auth import BEARER_SECURITY
+from api.errors import problem_responses
+from shared.queue import InvalidTask, Queue
+from shared.schemas import (
+    Attempt,
+    Status,
+    Task,
+    TaskBatch,
+    TaskBatchResult,
+    TaskCreate,
+    TaskPage,
+)
+
+TaskId = Annotated[str, Parameter(min_length=1, max_length=64, description="task id (ULID)")]
+IdempotencyHeader = Annotated[
+    str | None,
+    Parameter(
+        header="Idempotency-Key", min_length=1, max_length=255, required=False,
+        description="Same meaning as the body field idempotency_key; give either, or both equal.",
+    ),
+]
+
+
+def _with_header_key(data: TaskCreate, header_key: str | None) -> TaskCreate:
+    """The Idempotency-Key header is another spelling of the body field."""
+    if header_key is None:
+        return data
+    if data.idempotency_key is not None and data.idempotency_key != header_key:
+        raise InvalidTask(
+            "idempotency_key: the Idempotency-Key header and the body field idempotency_key "
+            "differ; send one of them, or the same value in both"
+        )
+    return msgspec.structs.replace(data, idempotency_key=header_key)
 
 
 class TaskController(Controller):
     path = "/api/tasks"
     tags = ["tasks"]
+    security = BEARER_SECURITY
 
     @post(
         "/",
         status_code=HTTP_201_CREATED,
         summary="Submit a task",
         description="201 with the new task; 200 with the original task when the same "
-        "idempotency key comes with the same request; 409 when it comes with another.",
+        "idempotency key (body field or Idempotency-Key header) comes with the same request; "
+        "409 when it comes with another.",
+        responses=problem_responses(409),
     )
-    async def submit(self, data: TaskCreate, queue: Queue) -> Response[Task]:
-        task, created = await queue.enqueue(data)
+    async def submit(
+        self, data: TaskCreate, queue: Queue, idempotency_key: IdempotencyHeader = None
+    ) -> Response[Task]:
+        task, created = await queue.enqueue(_with_header_key(data, idempotency_key))
         return Response(task, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
+
+    @post(
+        "/batch",
+        status_code=HTTP_201_CREATED,
+        summary="Submit many tasks at once",
+        description="All tasks are queued in one transaction, or none is: any invalid task "
+        "(422, `detail` says which, e.g. tasks[3]) or idempotency conflict (409) rejects the "
+        "batch. Items may carry their own idempotency_key; a reused key returns the original "
+        "task in its place.",
+        responses=problem_responses(409),
+    )
+    async def submit_batch(self, data: TaskBatch, queue: Queue) -> TaskBatchResult:
+        results = await queue.enqueue_many(data.tasks)
+        tasks = [task for task, _ in results]
+        return TaskBatchResult(ids=[t.id for t in tasks], tasks=tasks)
 
     @get("/", summary="List tasks, newest first")
     async def list_tasks(
@@ -39,11 +91,17 @@ class TaskController(Controller):
         return await queue.list(status=status, type=task_type, cursor=cursor, limit=limit)
 
     @get("/{task_id:str}", summary="Get a task")
-    async def get_task(self, task_id: str, queue: Queue) -> Task:
+    async def get_task(self, task_id: TaskId, queue: Queue) -> Task:
         return await queue.get(task_id)
 
-    @get("/{task_id:str}/attempts", summary="Every attempt of a task, with error and output")
-    async def attempts(self, task_id: str, queue: Queue) -> list[Attempt]:
+    @get(
+        "/{task_id:str}/attempts",
+        summary="Every attempt of a task, with error and output",
+        description="One entry per claim, oldest first: worker, start and finish, outcome, "
+        "error, and the handler's bounded output (exit code, stdout, stderr; or status, "
+        "headers, body).",
+    )
+    async def attempts(self, task_id: TaskId, queue: Queue) -> list[Attempt]:
         return await queue.attempts(task_id)
 
     @post(
@@ -52,6 +110,37 @@ class TaskController(Controller):
         summary="Cancel a task",
         description="A queued task is cancelled at once and never runs. A running task gets "
         "cancel_requested=true; its worker stops its process and marks it cancelled.",
+        responses=problem_responses(409),
     )
-    async def cancel(self, task_id: str, queue: Queue) -> Task:
+    async def cancel(self, task_id: TaskId, queue: Queue) -> Task:
         return await queue.cancel(task_id)
+
+    @post(
+        "/{task_id:str}/retry",
+        status_code=HTTP_200_OK,
+        summary="Run a failed or cancelled task again now",
+        description="The task goes back to queued, runnable at once, with `attempts` more "
+        "attempts (default 1) on top of those already spent; its attempt history is kept and "
+        "numbering continues. 409 for a task that is queued, running or succeeded.",
+        responses=problem_responses(409),
+    )
+    async def retry(
+        self,
+        task_id: TaskId,
+        queue: Queue,
+        attempts: Annotated[
+            int, Parameter(ge=1, le=100, description="more attempts it may spend")
+        ] = 1,
+    ) -> Task:
+        return await queue.retry(task_id, attempts)
+
+    @delete(
+        "/{task_id:str}",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Delete a task and its attempts",
+        description="Any task that is not running; a running one is 409 (cancel it first). "
+        "Its idempotency key becomes free again.",
+        responses=problem_responses(409),
+    )
+    async def delete_task(self, task_id: TaskId, queue: Queue) -> None:
+        await queue.delete(task_id)

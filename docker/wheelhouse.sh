@@ -40,7 +40,10 @@ trap 'rm -rf "$tmp"' EXIT
 # every glibc level up to bookworm's (2.36).
 platforms=(--platform manylinux2014_x86_64)
 for minor in $(seq 5 36); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
-pip_download=(python3 -m pip download --quiet --dest "$dest" --only-binary=:all:
+# Any pip will do; uv-made virtualenvs (e.g. under `uv run`) have none, so fall
+# back to running pip through uv. Either way pip reads the host's pip config.
+if python3 -m pip --version >/dev/null 2>&1; then pip=(python3 -m pip); else pip=(uvx pip); fi
+pip_download=("${pip[@]}" download --quiet --quiet --dest "$dest" --only-binary=:all:
   --implementation cp --python-version 3.11 --abi cp311 "${platforms[@]}")
 
 log "downloading locked runtime dependencies"

@@ -66,9 +66,13 @@ def _argparse_type(parse):  # argparse shows ValueError messages only for Argume
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv, command_words = client_cli.split_command(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    # Known args only: argparse cannot take a positional after options that follow another
+    # positional (`schedules create --name N shell`); the client commands place the rest.
+    args, extra = parser.parse_known_args(argv)
     if hasattr(args, "client_run"):
-        return client_cli.run(args, command_words)
+        return client_cli.run(args, command_words, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     overrides = {f.name: getattr(args, f.name, None) for f in FIELDS}
     try:
         settings = settings_from(os.environ, overrides)

@@ -166,15 +166,26 @@ def split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
     return argv[:cut], argv[cut + 1:]
 
 
-def run(args: argparse.Namespace, command_words: Sequence[str] | None = None) -> int:
-    """Run a client command; returns the exit status. command_words: what came after `--`."""
-    if command_words is not None:
+def run(
+    args: argparse.Namespace, command_words: Sequence[str] | None = None,
+    extra: Sequence[str] = (),
+) -> int:
+    """Run a client command; returns the exit status. command_words: what came after `--`;
+    extra: words argparse left over (positionals that came after options)."""
+    unknown = [word for word in extra if word.startswith("-")]
+    if unknown:
+        print(f"localflow {args.command}: unrecognized arguments: {' '.join(unknown)}",
+              file=sys.stderr)
+        return 2
+    words = [*extra, *(command_words or [])]
+    if command_words is not None or extra:
         if args.command == "submit":
-            args.argv = [*args.argv, *command_words]
+            args.argv = [*args.argv, *words]
         elif args.command == "schedules":
-            args.rest = [*args.rest, *command_words]
+            args.rest = [*args.rest, *words]
         else:
-            print(f"localflow {args.command}: unexpected words after --", file=sys.stderr)
+            what = "after --" if command_words is not None else f"arguments: {' '.join(extra)}"
+            print(f"localflow {args.command}: unexpected {what}", file=sys.stderr)
             return 2
     url = args.server or os.environ.get("LOCALFLOW_URL") or DEFAULT_URL
     token = os.environ.get("LOCALFLOW_API_TOKEN") or None

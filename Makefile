@@ -3,6 +3,8 @@
 # .uv/ with the machine's own Python, so a fresh Debian with Python 3.11 needs nothing else.
 
 UV := $(shell command -v uv 2>/dev/null || echo .uv/bin/uv)
+# Compose v2 (`docker compose`) where present, else the older standalone `docker-compose`.
+COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 PYTEST_ARGS ?=
 
 .PHONY: run test lint tidy bench migrate compose-up
@@ -27,7 +29,7 @@ migrate: $(UV)
 	$(UV) run localflow migrate
 
 compose-up:
-	docker compose up --build
+	$(COMPOSE) up --build
 
 .uv/bin/uv:
 	python3 -m venv .uv

@@ -94,9 +94,9 @@ def test_errors_carry_the_problem_details(lf: Client, server: procs.Proc):
         lf.wait(later.id, timeout=0)
     assert waited.value.task.status == "queued" and "still queued" in str(waited.value)
 
-    with Client(f"http://127.0.0.1:{procs.free_port()}", timeout=2) as nowhere:
-        with pytest.raises(ClientError) as unreachable:
-            nowhere.get(MISSING)
+    nowhere = Client(f"http://127.0.0.1:{procs.free_port()}", timeout=2)
+    with nowhere, pytest.raises(ClientError) as unreachable:
+        nowhere.get(MISSING)
     assert unreachable.value.status is None and "cannot reach" in unreachable.value.detail
 
 

@@ -13,9 +13,11 @@ import msgspec
 import pytest
 import structlog
 from litestar.testing import AsyncTestClient
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
+from api.metrics import RequestStats
 from shared.queue import Queue
 from shared.schedules import Fire
 from shared.schemas import TaskCreate
@@ -116,6 +118,22 @@ async def test_worker_registry_is_folded_into_api_metrics(queue: Queue):
         text = (await http.get("/metrics")).text
     assert value(text, "localflow_worker_slots") == 3
     assert value(text, "process_cpu_seconds_total") is not None  # once, from the API's side
+
+
+def test_request_histogram_buckets_are_cumulative_and_inclusive():
+    stats = RequestStats((0.001, 0.01))
+    for seconds in (0.001, 0.005, 0.005, 20.0):
+        stats.observe("GET", "/health", 200, seconds)
+    registry = CollectorRegistry()
+    registry.register(stats)
+    text = generate_latest(registry).decode()
+    key = {"method": "GET", "route": "/health", "status": "200"}
+    bucket = "localflow_http_request_duration_seconds_bucket"
+    assert value(text, bucket, le="0.001", **key) == 1  # le is "less than or equal"
+    assert value(text, bucket, le="0.01", **key) == 3
+    assert value(text, bucket, le="+Inf", **key) == 4
+    assert value(text, "localflow_http_request_duration_seconds_sum", **key) == pytest.approx(20.011)
+    assert value(text, "localflow_http_requests_total", **key) == 4
 
 
 # -- the API's /metrics on a real `localflow serve` -----------------------------------------

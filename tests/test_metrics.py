@@ -132,7 +132,8 @@ def test_request_histogram_buckets_are_cumulative_and_inclusive():
     assert value(text, bucket, le="0.001", **key) == 1  # le is "less than or equal"
     assert value(text, bucket, le="0.01", **key) == 3
     assert value(text, bucket, le="+Inf", **key) == 4
-    assert value(text, "localflow_http_request_duration_seconds_sum", **key) == pytest.approx(20.011)
+    total = value(text, "localflow_http_request_duration_seconds_sum", **key)
+    assert total == pytest.approx(20.011)
     assert value(text, "localflow_http_requests_total", **key) == 4
 
 

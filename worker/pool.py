@@ -13,6 +13,7 @@ import contextlib
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -56,6 +57,11 @@ class Worker:
         self._seen_version: int | None = None
         # Hooks for metrics (issue: metrics); each gets the Claimed and a label.
         self.on_event: Callable[[str, Claimed, float], None] = lambda *_: None
+        # Called after each claim with (tasks claimed, seconds the claim took).
+        self.on_claim: Callable[[int, float], None] = lambda *_: None
+        # Liveness, for the worker's /health: the loop runs, and when it last went round.
+        self.running = False
+        self.last_loop = 0.0  # time.monotonic()
 
     # -- main loop -----------------------------------------------------------------------
 
@@ -70,8 +76,10 @@ class Worker:
         await self.queue.worker_seen(self.id, socket.gethostname(), os.getpid(), self.slots)
         await self.rescue_once()  # tasks left by a worker that died while we were down
         log.info("worker started", worker_id=self.id, slots=self.slots)
+        self.running = True
         try:
             while not stop.is_set():
+                self.last_loop = time.monotonic()
                 started = await self.claim_once()
                 if started and len(self.inflight) < self.slots:
                     continue  # the queue may hold more than we took
@@ -80,6 +88,7 @@ class Worker:
                     self._peer_woke = False
                     await self.cancel_requested_once()
         finally:
+            self.running = False
             listener.stop()
             stop_watch.cancel()
             await self._drain()
@@ -94,7 +103,9 @@ class Worker:
         free = self.slots - len(self.inflight)
         if free <= 0 or await self._nothing_changed():
             return 0
+        began = time.perf_counter()
         claimed = await self.queue.claim(self.id, free, self.settings.lease)
+        self.on_claim(len(claimed), time.perf_counter() - began)
         for c in claimed:
             self.inflight[c.id] = (c, asyncio.create_task(self._execute(c), name=f"task-{c.id}"))
         if not claimed:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from prometheus_client import CollectorRegistry
 
 from api.auth import BEARER_SCHEME_NAME, BearerAuth, cookie_session, open_operations
 from api.dashboard import security
+from api.debug import DebugController, start_tracing
 from api.deps import provide_queue
 from api.errors import EXCEPTION_HANDLERS, document_errors
+from api.metrics import ApiMetrics, MetricsController
+from api.observe import ObserveRequests
 from api.schedules import ScheduleController
 from api.system import SystemController
 from api.tasks import TaskController
@@ -23,12 +29,29 @@ MAX_BODY_BYTES = 1024 * 1024
 OPENAPI_PATH = "/schema"
 
 
-def create_app(queue: Queue, settings: Settings | None = None) -> Litestar:
+def create_app(
+    queue: Queue, settings: Settings | None = None, *,
+    extra_metrics: Iterable[CollectorRegistry] = (),
+) -> Litestar:
+    """extra_metrics: more registries for /metrics to export (the worker's, in `serve`)."""
     settings = settings or queue.settings
+    metrics = ApiMetrics(queue, extra_metrics)
+    # /debug/... exists only in debug mode: without it those paths are plain 404s.
+    debug_routes = [DebugController] if settings.debug else []
     app = Litestar(
-        route_handlers=[TaskController, SystemController, ScheduleController],
+        route_handlers=[
+            MetricsController, *debug_routes,
+            TaskController, SystemController, ScheduleController,
+        ],
         dependencies={"queue": Provide(provide_queue, sync_to_thread=False)},
-        state=State({"queue": queue, "settings": settings}),
+        state=State({"queue": queue, "settings": settings, "metrics": metrics}),
+        # Debug mode traces allocations for /debug/memory from the moment the app is up
+        # (tracing while Litestar builds the app would triple the start-up time).
+        on_startup=[start_tracing] if settings.debug else [],
+        on_shutdown=[metrics.close],
+        # Litestar would replace the root logging handler with its own plain-text one;
+        # shared/logs.py already routes standard logging through structlog.
+        logging_config=None,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
@@ -47,4 +70,9 @@ def create_app(queue: Queue, settings: Settings | None = None) -> Litestar:
     )
     # Every operation's error answers and security, derived from its shape (api/errors.py).
     document_errors(app.openapi_schema, open_operations(app, OPENAPI_PATH), BEARER_SCHEME_NAME)
+    # Outside routing and error handling, so 404s, 405s and errors are counted and carry a
+    # request id too (api/observe.py).
+    app.asgi_handler = ObserveRequests(
+        app.asgi_handler, metrics, access_log=settings.access_log
+    )
     return app

@@ -24,6 +24,7 @@ from litestar.openapi.spec import (
     Reference,
     Schema,
 )
+from litestar.params import HeaderParameter
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_500_INTERNAL_SERVER_ERROR
 
 from shared.db import DatabaseBusy
@@ -193,7 +194,9 @@ def _header_name(request: Request, key: str) -> str:
     """A header parameter is known by its Python name; name it as the client sent it."""
     try:
         kwarg = request.route_handler.parsed_fn_signature.parameters[key].kwarg_definition
-        header = getattr(kwarg, "header", None)
+        header = getattr(kwarg, "header", None) or (
+            kwarg.name if isinstance(kwarg, HeaderParameter) else None
+        )
     except (AttributeError, KeyError):
         header = None
     return f"{header} header" if header else key

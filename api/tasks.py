@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Response, delete, get, post
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from api.auth import BEARER_SECURITY
@@ -25,8 +25,8 @@ from shared.schemas import (
 TaskId = Annotated[str, Parameter(min_length=1, max_length=64, description="task id (ULID)")]
 IdempotencyHeader = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key", min_length=1, max_length=255, required=False,
+    HeaderParameter(
+        name="Idempotency-Key", min_length=1, max_length=255, required=False,
         description="Same meaning as the body field idempotency_key; give either, or both equal.",
     ),
 ]

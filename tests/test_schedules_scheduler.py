@@ -78,12 +78,18 @@ async def test_fires_when_due_links_the_task_and_moves_on(schedules, scheduler, 
 
 
 async def test_sleeps_until_the_next_fire_bounded_by_the_interval(schedules, scheduler, clock):
-    assert await scheduler.sleep_for() == scheduler.settings.schedule_interval  # none
+    await scheduler.run_once()
+    assert scheduler.sleep_for() == scheduler.settings.schedule_interval  # no schedules
     await schedules.create(body(cron_expr="* * * * *"))
     clock.set(START + 57.5)
-    assert await scheduler.sleep_for() == pytest.approx(2.5)
+    await scheduler.run_once()
+    assert scheduler.sleep_for() == pytest.approx(2.5)
     clock.set(START + 20)
-    assert await scheduler.sleep_for() == scheduler.settings.schedule_interval
+    await scheduler.run_once()
+    assert scheduler.sleep_for() == scheduler.settings.schedule_interval
+    clock.set(START + 60)
+    assert len(await scheduler.run_once()) == 1
+    assert scheduler.sleep_for() == scheduler.settings.schedule_interval  # next: 60 s away
 
 
 async def test_two_schedulers_racing_fire_each_time_once(

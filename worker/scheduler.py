@@ -40,6 +40,7 @@ class Scheduler:
         self.clock = clock or schedules.clock
         self.grace = missed_grace(settings)
         self._last_now: float | None = None
+        self._due: float | None = None  # the earliest next fire, as of the last pass
         self._nudge = asyncio.Event()
         self._wake_name = f"sched-{os.getpid()}-{secrets.token_hex(3)}"
         # Hook for metrics: called with every fire and its lateness in seconds.
@@ -52,23 +53,23 @@ class Scheduler:
             # At start we cannot know whether the clock went back while we were down.
             await self.schedules.resync(now)
         self._last_now = now
-        due = await self.schedules.next_due()
-        if due is None or due > now:
-            return []  # a read only: an idle pass takes no write lock
+        self._due = await self.schedules.next_due()
+        if self._due is None or self._due > now:
+            return []  # one read: an idle pass (most wake-ups) takes no write lock
         fires = await self.schedules.fire_due(now, self.grace)
+        self._due = await self.schedules.next_due()
         for fire in fires:
             self._report(fire)
         return fires
 
-    async def sleep_for(self) -> float:
-        """Seconds until the next fire, bounded by schedule_interval."""
+    def sleep_for(self) -> float:
+        """Seconds until the next fire the last pass saw, bounded by schedule_interval."""
         interval = self.settings.schedule_interval
-        due = await self.schedules.next_due()
-        if due is None:
+        if self._due is None:
             return interval
         # A clock in a test may run faster than real time; sleep in real seconds.
         rate = getattr(self.clock, "rate", 1.0)
-        return min(interval, max(_MIN_SLEEP, (due - self.clock.now()) / rate))
+        return min(interval, max(_MIN_SLEEP, (self._due - self.clock.now()) / rate))
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = WakeListener(self.settings.db, self._wake_name, self._nudge.set)
@@ -81,7 +82,7 @@ class Scheduler:
                 self._nudge.clear()
                 try:
                     await self.run_once()
-                    timeout = await self.sleep_for()
+                    timeout = self.sleep_for()
                 except Exception:
                     # A locked or broken database must not end the scheduler; try again.
                     log.exception("scheduler pass failed")

@@ -140,3 +140,15 @@ def _size(path: str) -> int:
         return os.path.getsize(path)
     except OSError:  # no WAL file yet (or a checkpoint just truncated it)
         return 0
+
+
+async def task_ids_of_schedule(
+    db: Database, schedule_id: str, *, status: str | None = None, type: str | None = None,
+    cursor: str | None = None, limit: int = 50,
+) -> list[str]:
+    """Ids of the tasks a schedule made, newest first, from before `cursor` (an id)."""
+    rows = await db.fetch_all(Q.task_ids_of_schedule, {
+        "schedule_id": schedule_id, "status": status, "type": type,
+        "cursor": cursor or "~", "limit": limit,
+    })
+    return [r["id"] for r in rows]

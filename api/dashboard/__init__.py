@@ -16,6 +16,7 @@ from litestar.template.config import TemplateConfig
 
 from api.dashboard import formatting, security
 from api.dashboard.pages import LoginController, OverviewController
+from api.dashboard.schedule_pages import SchedulePages
 from api.dashboard.task_pages import TaskPages
 from shared.settings import Settings
 
@@ -41,7 +42,7 @@ def dashboard_router(settings: Settings) -> Router:
     """Every page and fragment, behind the login check and CSRF protection."""
     return Router(
         path="/",
-        route_handlers=[OverviewController, TaskPages, LoginController],
+        route_handlers=[OverviewController, TaskPages, SchedulePages, LoginController],
         middleware=[security.csrf_middleware(settings)],
         before_request=security.require_login,
         include_in_schema=False,

@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import msgspec
 
+from shared.schedule_schemas import Schedule, ScheduleCreate, ScheduleUpdate
 from shared.schemas import Task, TaskCreate
 
 TASK_TYPES = ("shell", "http")
@@ -23,6 +24,11 @@ COMMON_FIELDS = ("priority", "max_attempts", "timeout", "delay", "idempotency_ke
 SHELL_FIELDS = ("command", "args", "env")
 HTTP_FIELDS = ("url", "method", "headers", "body", "body_is_json")
 FORM_FIELDS = ("type", *COMMON_FIELDS, *SHELL_FIELDS, *HTTP_FIELDS)
+SCHEDULE_FIELDS = (
+    "name", "cron_expr", "timezone", "task_type", "enabled", "priority", "max_attempts",
+    "timeout", "overlap", "missed", *SHELL_FIELDS, *HTTP_FIELDS,
+)
+_INTEGERS = ("priority", "max_attempts")
 
 # Words in a message that has no `$.path`, and the field they mean.
 _ALIASES = {
@@ -48,61 +54,58 @@ class SubmitForm:
     errors: dict[str, str] = field(default_factory=dict)
     general: str | None = None  # an error no single field owns
 
+    TYPE_FIELD: ClassVar[str] = "type"
+    FIELDS: ClassVar[tuple[str, ...]] = FORM_FIELDS
+
     @property
     def type(self) -> str:
-        t = self.values.get("type", "shell")
+        t = self.values.get(self.TYPE_FIELD, "shell")
         return t if t in TASK_TYPES else "shell"
 
     def get(self, name: str, default: str = "") -> str:
         return self.values.get(name, default)
 
     @classmethod
-    def from_form(cls, form: Mapping[str, Any]) -> SubmitForm:
-        return cls(values={k: str(form.get(k, "")) for k in FORM_FIELDS if form.get(k) is not None})
+    def from_form(cls, form: Mapping[str, Any]) -> Self:
+        return cls(values={k: str(form[k]) for k in cls.FIELDS if form.get(k) is not None})
 
     @classmethod
-    def from_task(cls, task: Task) -> SubmitForm:
+    def from_task(cls, task: Task) -> Self:
         """A copy of an existing task's request, for "clone into the submit form"."""
-        p = task.payload if isinstance(task.payload, dict) else {}
         values = {"type": task.type, "priority": str(task.priority),
                   "max_attempts": str(task.max_attempts), "timeout": _num(task.timeout)}
-        if task.type == "shell":
-            values["command"] = str(p.get("command", ""))
-            values["args"] = "\n".join(str(a) for a in p.get("args", []))
-            values["env"] = "\n".join(f"{k}={v}" for k, v in p.get("env", {}).items())
-        elif task.type == "http":
-            values["url"] = str(p.get("url", ""))
-            values["method"] = str(p.get("method", "GET"))
-            values["headers"] = "\n".join(f"{k}: {v}" for k, v in p.get("headers", {}).items())
-            if p.get("json") is not None:
-                values["body"] = msgspec.json.encode(p["json"]).decode()
-                values["body_is_json"] = "on"
-            elif p.get("body") is not None:
-                values["body"] = str(p["body"])
-        return cls(values=values)
+        return cls(values={**values, **payload_values(task.type, task.payload)})
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, name: str | None = None) -> None:
         """Put an API validation message beside the field it names (or above the form)."""
-        name = field_of(message, self.type)
+        if name not in self.FIELDS or name == "payload":
+            name = field_of(message, self.type, self.FIELDS)
         if name:
-            self.errors[name] = humane(message)
+            # "cron_expr: invalid ..." beside the cron_expr box needs no "cron_expr: ".
+            self.errors[name] = humane(message.removeprefix(f"{name}: "))
         else:
             self.general = message
 
     def to_create(self) -> TaskCreate:
         """The API request this form means; raises FormError or msgspec.ValidationError."""
-        request: dict[str, Any] = {"type": self.type, "payload": self._payload()}
-        for name, parse in (("priority", _int), ("max_attempts", _int), ("timeout", _float),
-                            ("delay", _float)):
-            text = self.get(name).strip()
-            if text:
-                request[name] = parse(name, text)
+        request: dict[str, Any] = {"type": self.type, "payload": self.payload()}
+        request.update(self._numbers(("priority", "max_attempts", "timeout", "delay")))
         key = self.get("idempotency_key").strip()
         if key:
             request["idempotency_key"] = key
         return msgspec.convert(request, TaskCreate)
 
-    def _payload(self) -> dict[str, Any]:
+    def _numbers(self, names: tuple[str, ...]) -> dict[str, int | float]:
+        """The number fields that are filled in; blank ones are left to the defaults."""
+        numbers: dict[str, int | float] = {}
+        for name in names:
+            text = self.get(name).strip()
+            if text:
+                numbers[name] = (_int if name in _INTEGERS else _float)(name, text)
+        return numbers
+
+    def payload(self) -> dict[str, Any]:
+        """The payload the shell or http fields describe, in the API's JSON shape."""
         if self.type == "shell":
             payload: dict[str, Any] = {"command": self.get("command").strip()}
             args = _lines(self.get("args"))
@@ -126,6 +129,61 @@ class SubmitForm:
             else:
                 payload["body"] = body
         return payload
+
+
+class ScheduleForm(SubmitForm):
+    """The schedule form: the same payload fields, plus when and how the schedule fires."""
+
+    TYPE_FIELD: ClassVar[str] = "task_type"
+    FIELDS: ClassVar[tuple[str, ...]] = SCHEDULE_FIELDS
+
+    @classmethod
+    def from_schedule(cls, s: Schedule) -> Self:
+        values = {
+            "name": s.name, "cron_expr": s.cron_expr, "timezone": s.timezone,
+            "task_type": s.task_type, "priority": str(s.priority),
+            "max_attempts": "" if s.max_attempts is None else str(s.max_attempts),
+            "timeout": "" if s.timeout is None else _num(s.timeout),
+            "overlap": s.overlap, "missed": s.missed, "enabled": "on" if s.enabled else "",
+        }
+        return cls(values={**values, **payload_values(s.task_type, s.payload)})
+
+    def to_schedule(self) -> ScheduleCreate:
+        """The POST /api/schedules body this form means (the same checks apply)."""
+        body: dict[str, Any] = {
+            "name": self.get("name").strip(), "cron_expr": self.get("cron_expr").strip(),
+            "timezone": self.get("timezone").strip() or "UTC", "task_type": self.type,
+            "payload": self.payload(), "enabled": bool(self.get("enabled")),
+            "overlap": self.get("overlap", "allow"), "missed": self.get("missed", "skip"),
+        }
+        body.update(self._numbers(("priority", "max_attempts", "timeout")))
+        return msgspec.convert(body, ScheduleCreate)
+
+    def to_update(self) -> ScheduleUpdate:
+        """Every field, so an edit replaces the schedule as the form shows it."""
+        create = self.to_schedule()
+        return ScheduleUpdate(**msgspec.structs.asdict(create))
+
+
+def payload_values(task_type: str, payload: Any) -> dict[str, str]:
+    """Form text for a stored payload (the inverse of SubmitForm.payload)."""
+    p = payload if isinstance(payload, dict) else {}
+    if task_type == "shell":
+        return {
+            "command": str(p.get("command", "")),
+            "args": "\n".join(str(a) for a in p.get("args", [])),
+            "env": "\n".join(f"{k}={v}" for k, v in p.get("env", {}).items()),
+        }
+    values = {
+        "url": str(p.get("url", "")), "method": str(p.get("method", "GET")),
+        "headers": "\n".join(f"{k}: {v}" for k, v in p.get("headers", {}).items()),
+    }
+    if p.get("json") is not None:
+        values["body"] = msgspec.json.encode(p["json"]).decode()
+        values["body_is_json"] = "on"
+    elif p.get("body") is not None:
+        values["body"] = str(p["body"])
+    return values
 
 
 def _num(value: float) -> str:
@@ -162,9 +220,12 @@ def _pairs(name: str, text: str, sep: str) -> dict[str, str]:
     return pairs
 
 
-def field_of(message: str, task_type: str) -> str | None:
+def field_of(
+    message: str, task_type: str, form_fields: tuple[str, ...] = FORM_FIELDS
+) -> str | None:
     """The form field an API validation message is about, if it names one."""
-    fields = set(COMMON_FIELDS) | set(SHELL_FIELDS if task_type == "shell" else HTTP_FIELDS)
+    other = HTTP_FIELDS if task_type == "shell" else SHELL_FIELDS
+    fields = set(form_fields) - set(other) - {"type", "task_type", "body_is_json"}
     match = _PATH.search(message)
     if match:
         top, sub = match.groups()

@@ -43,6 +43,17 @@ async def _throughput(request: Request, queue: Queue, hours: int) -> dashboard_q
     return data
 
 
+def _shown(value: object) -> str:
+    """A setting as a person would type it: true/false, comma lists, "—" for nothing."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(str(v) for v in value) or "— (any)"
+    if value is None or value == "":
+        return "—"
+    return str(value)
+
+
 class OverviewController(Controller):
     include_in_schema = False
 
@@ -77,7 +88,7 @@ class OverviewController(Controller):
             if any(word in name for word in _SECRET_WORDS):
                 shown = "set (hidden)" if value else "not set"
             else:
-                shown = "—" if value is None else str(value)
+                shown = _shown(value)
             field = known.get(name)
             config.append({
                 "name": name, "value": shown, "env": field.env if field else "",

@@ -16,7 +16,8 @@ from api.dashboard.forms import HTTP_METHODS, FormError, SubmitForm
 from shared import dashboard_queries
 from shared.ids import is_valid_id
 from shared.queue import NotFound, Queue, QueueError
-from shared.schemas import STATUSES, TERMINAL, Task
+from shared.schedules import Schedules
+from shared.schemas import STATUSES, TERMINAL, Task, TaskCreate, TaskPage
 
 PAGE_SIZES = (25, 50, 100, 200)
 BULK_ACTIONS = ("retry", "cancel", "delete")
@@ -36,6 +37,7 @@ class TaskPages(Controller):
         self, request: Request, queue: Queue,
         status: str | None = None,
         task_type: Annotated[str | None, Parameter(query="type", max_length=64)] = None,
+        schedule: Annotated[str | None, Parameter(max_length=64)] = None,
         q: Annotated[str | None, Parameter(max_length=255)] = None,
         cursor: Annotated[str | None, Parameter(max_length=26)] = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
@@ -49,18 +51,24 @@ class TaskPages(Controller):
             found = await _find(queue, q)
             if found:
                 return go(request, f"/dashboard/tasks/{found}")
-        page = await queue.list(status=status, type=task_type, cursor=cursor, limit=limit)
-        filters = {"status": status, "type": task_type, "limit": limit if limit != 50 else None}
+        schedule = (schedule or "").strip() or None
+        if schedule:
+            page = await _schedule_page(queue, schedule, status, task_type, cursor, limit)
+        else:
+            page = await queue.list(status=status, type=task_type, cursor=cursor, limit=limit)
+        filters = {"status": status, "type": task_type, "schedule": schedule,
+                   "limit": limit if limit != 50 else None}
         context = {
             "now": queue.clock.now(), "page": page, "status": status, "task_type": task_type,
             "q": q, "cursor": cursor, "limit": limit, "statuses": STATUSES,
+            "schedule": schedule, "schedules": await Schedules(queue).list(),
             "page_sizes": PAGE_SIZES, "not_found": q, "notice": notice,
             "self_query": _query(**filters, cursor=cursor),
             "filter_query": _query(**filters),
             "next_query": _query(**filters, cursor=page.next_cursor) if page.next_cursor else None,
             "counts": await queue.counts(),
             "status_links": [
-                (s, _query(status=s, type=task_type, limit=filters["limit"]))
+                (s, _query(status=s, type=task_type, schedule=schedule, limit=filters["limit"]))
                 for s in (None, *STATUSES)
             ],
         }
@@ -110,8 +118,8 @@ class TaskPages(Controller):
         action = str(form.get("action", ""))
         ids = [i for i in form.getall("ids") if isinstance(i, str)][:BULK_MAX]
         back = "/dashboard/tasks?" + _query(
-            status=form.get("status"), type=form.get("type"), cursor=form.get("cursor"),
-            limit=form.get("limit"),
+            status=form.get("status"), type=form.get("type"), schedule=form.get("schedule"),
+            cursor=form.get("cursor"), limit=form.get("limit"),
         )
         if action not in BULK_ACTIONS:
             return go(request, back + "&" + _query(notice=f"Unknown action {action!r}."))
@@ -142,13 +150,20 @@ class TaskPages(Controller):
     async def submit(self, request: Request, queue: Queue) -> Response:
         """Validate with the API's own rules; errors go beside their field, nothing is queued."""
         form = SubmitForm.from_form(await request.form())
+        task = created = None
         try:
-            task, created = await queue.enqueue(form.to_create())
+            create = form.to_create()
         except FormError as exc:
             form.errors[exc.field] = str(exc)
-        except (msgspec.ValidationError, QueueError) as exc:
+        except msgspec.ValidationError as exc:
             form.fail(str(exc))
+            _check_payload(queue, form)  # so a payload mistake shows in the same round
         else:
+            try:
+                task, created = await queue.enqueue(create)
+            except QueueError as exc:
+                form.fail(str(exc))
+        if task is not None:
             fresh = SubmitForm(values={"type": form.type})
             return render("_submit_area.html", form=fresh, methods=HTTP_METHODS,
                           submitted=task, created=created, now=queue.clock.now(),
@@ -157,11 +172,34 @@ class TaskPages(Controller):
                       now=queue.clock.now(), status_code=422)
 
 
+def _check_payload(queue: Queue, form: SubmitForm) -> None:
+    """The queue's payload checks alone (what enqueue would say next), for a form whose other
+    fields failed first."""
+    try:
+        queue.prepare(TaskCreate(type=form.type, payload=form.payload()))
+    except FormError as exc:
+        form.errors[exc.field] = str(exc)
+    except QueueError as exc:
+        form.fail(str(exc))
+
+
 async def _get(queue: Queue, task_id: str) -> Task | None:
     try:
         return await queue.get(task_id)
     except NotFound:
         return None
+
+
+async def _schedule_page(
+    queue: Queue, schedule_id: str, status: str | None, task_type: str | None,
+    cursor: str | None, limit: int,
+) -> TaskPage:
+    """Like Queue.list, for the tasks one schedule made."""
+    ids = await dashboard_queries.task_ids_of_schedule(
+        queue.db, schedule_id, status=status, type=task_type, cursor=cursor, limit=limit + 1
+    )
+    items = [t for t in [await _get(queue, i) for i in ids[:limit]] if t is not None]
+    return TaskPage(items=items, next_cursor=ids[limit - 1] if len(ids) > limit else None)
 
 
 async def _find(queue: Queue, q: str) -> str | None:

@@ -35,3 +35,13 @@ FROM pragma_page_count(), pragma_page_size(), pragma_freelist_count()
 
 -- name: sqlite_version
 SELECT sqlite_version() AS version
+
+-- name: task_ids_of_schedule
+-- Newest first, keyset-paged like the queue's own lists; status and type narrow it further.
+SELECT id FROM tasks
+WHERE schedule_id = :schedule_id
+  AND (:status IS NULL OR status = :status)
+  AND (:type IS NULL OR type = :type)
+  AND id < :cursor
+ORDER BY id DESC
+LIMIT :limit

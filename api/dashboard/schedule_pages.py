@@ -1,0 +1,202 @@
+"""Schedules: the list (live), create and edit with a live cron preview, pause/resume, run now,
+delete. Every check and change goes through shared.schedules, as /api/schedules does."""
+
+from __future__ import annotations
+
+import zoneinfo
+from functools import cache
+from typing import Annotated
+from urllib.parse import urlencode
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.params import Parameter
+from litestar.response import Response
+
+from api.dashboard.common import go, is_htmx, render
+from api.dashboard.forms import HTTP_METHODS, FormError, ScheduleForm
+from shared import dashboard_queries
+from shared.queue import Queue, QueueError
+from shared.schedule_schemas import Schedule, ScheduleUpdate
+from shared.schedules import InvalidSchedule, ScheduleNotFound, Schedules, preview
+
+PREVIEW_COUNT = 5
+RECENT_TASKS = 10
+LIST_TARGET = "schedules-live"
+
+
+@cache
+def timezones() -> list[str]:
+    # "localtime" and "Factory" are tz database artefacts, not places.
+    return sorted(zoneinfo.available_timezones() - {"localtime", "Factory"})
+
+
+def _notice(text: str) -> str:
+    return "/dashboard/schedules?" + urlencode({"notice": text})
+
+
+class SchedulePages(Controller):
+    path = "/dashboard/schedules"
+    include_in_schema = False
+
+    @get("/", name="dashboard-schedules")
+    async def schedules(
+        self, request: Request, queue: Queue,
+        notice: Annotated[str | None, Parameter(max_length=300)] = None,
+    ) -> Response:
+        """The list page, or for htmx (the 2-second poll) just the table."""
+        context = await _list_context(queue, notice if not is_htmx(request) else None)
+        if is_htmx(request) and request.headers.get("hx-target") == LIST_TARGET:
+            return render("_schedules.html", **context)
+        return render("schedules.html", section="schedules", title="Schedules", **context)
+
+    @get("/new", name="dashboard-schedule-new")
+    async def new(self, queue: Queue) -> Response:
+        form = ScheduleForm(values={
+            "task_type": "shell", "timezone": "UTC", "enabled": "on", "overlap": "allow",
+            "missed": "skip",
+        })
+        return _form_page(queue, form, None)
+
+    @post("/", status_code=200)
+    async def create(self, request: Request, queue: Queue) -> Response:
+        form = ScheduleForm.from_form(await request.form())
+        try:
+            created = await Schedules(queue).create(form.to_schedule())
+        except (FormError, msgspec.ValidationError, QueueError) as exc:
+            _fail(form, exc)
+            return _form(queue, form, None)
+        return go(request, _notice(f"Created schedule “{created.name}”."))
+
+    @get("/preview")
+    async def preview_times(
+        self, queue: Queue,
+        cron_expr: Annotated[str, Parameter(max_length=400)] = "",
+        timezone: Annotated[str, Parameter(max_length=100)] = "UTC",
+    ) -> Response:
+        """The next fire times of what is typed so far, or what is wrong with it. Reads only."""
+        times, error = [], None
+        if cron_expr.strip():
+            try:
+                times = preview(cron_expr, timezone.strip() or "UTC", PREVIEW_COUNT,
+                                queue.clock.now())
+            except InvalidSchedule as exc:
+                error = str(exc).removeprefix(f"{exc.field}: ")
+        return render("_cron_preview.html", times=times, error=error, cron_expr=cron_expr,
+                      now=queue.clock.now())
+
+    @get("/{schedule_id:str}", name="dashboard-schedule")
+    async def edit(self, queue: Queue, schedule_id: str) -> Response:
+        schedule = await _get(queue, schedule_id)
+        if schedule is None:
+            return render("not_found.html", section="schedules", title="No such schedule",
+                          status_code=404, what=f"No schedule with id {schedule_id!r}.")
+        return _form_page(queue, ScheduleForm.from_schedule(schedule), schedule,
+                          await _recent_tasks(queue, schedule.id))
+
+    @post("/{schedule_id:str}", status_code=200)
+    async def update(self, request: Request, queue: Queue, schedule_id: str) -> Response:
+        schedule = await _get(queue, schedule_id)
+        if schedule is None:
+            return go(request, _notice(f"Schedule {schedule_id} no longer exists."))
+        form = ScheduleForm.from_form(await request.form())
+        try:
+            saved = await Schedules(queue).update(schedule_id, form.to_update())
+        except (FormError, msgspec.ValidationError, QueueError) as exc:
+            _fail(form, exc)
+            return _form(queue, form, schedule)
+        return go(request, _notice(f"Saved schedule “{saved.name}”."))
+
+    @post("/{schedule_id:str}/pause", status_code=200)
+    async def pause(self, request: Request, queue: Queue, schedule_id: str) -> Response:
+        return await _act(request, queue, schedule_id, "pause")
+
+    @post("/{schedule_id:str}/resume", status_code=200)
+    async def resume(self, request: Request, queue: Queue, schedule_id: str) -> Response:
+        return await _act(request, queue, schedule_id, "resume")
+
+    @post("/{schedule_id:str}/run", status_code=200)
+    async def run(self, request: Request, queue: Queue, schedule_id: str) -> Response:
+        return await _act(request, queue, schedule_id, "run")
+
+    @post("/{schedule_id:str}/delete", status_code=200)
+    async def delete(self, request: Request, queue: Queue, schedule_id: str) -> Response:
+        return await _act(request, queue, schedule_id, "delete")
+
+
+async def _get(queue: Queue, schedule_id: str) -> Schedule | None:
+    try:
+        return await Schedules(queue).get(schedule_id)
+    except ScheduleNotFound:
+        return None
+
+
+async def _list_context(queue: Queue, notice: str | None, error: bool = False) -> dict:
+    return {
+        "now": queue.clock.now(), "schedules": await Schedules(queue).list(),
+        "notice": notice, "notice_error": error,
+    }
+
+
+async def _recent_tasks(queue: Queue, schedule_id: str) -> list:
+    ids = await dashboard_queries.task_ids_of_schedule(queue.db, schedule_id, limit=RECENT_TASKS)
+    tasks = []
+    for task_id in ids:
+        try:
+            tasks.append(await queue.get(task_id))
+        except QueueError:  # deleted between the two reads
+            continue
+    return tasks
+
+
+def _fail(form: ScheduleForm, exc: Exception) -> None:
+    if isinstance(exc, FormError):
+        form.errors[exc.field] = str(exc)
+    else:
+        form.fail(str(exc), getattr(exc, "field", None))
+
+
+def _form_context(queue: Queue, form: ScheduleForm, schedule: Schedule | None) -> dict:
+    return {
+        "form": form, "schedule": schedule, "methods": HTTP_METHODS, "timezones": timezones(),
+        "now": queue.clock.now(),
+    }
+
+
+def _form_page(queue: Queue, form: ScheduleForm, schedule: Schedule | None,
+               recent: list | None = None) -> Response:
+    title = f"Schedule “{schedule.name}”" if schedule else "New schedule"
+    return render("schedule.html", section="schedules", title=title, recent=recent or [],
+                  **_form_context(queue, form, schedule))
+
+
+def _form(queue: Queue, form: ScheduleForm, schedule: Schedule | None) -> Response:
+    """The form again with its errors beside the fields; nothing was stored."""
+    return render("_schedule_form.html", status_code=422, **_form_context(queue, form, schedule))
+
+
+async def _act(request: Request, queue: Queue, schedule_id: str, action: str) -> Response:
+    schedules = Schedules(queue)
+    error, task_id = False, None
+    try:
+        if action == "pause":
+            s = await schedules.update(schedule_id, ScheduleUpdate(enabled=False))
+            message = f"Paused “{s.name}”: it will not fire until resumed."
+        elif action == "resume":
+            s = await schedules.update(schedule_id, ScheduleUpdate(enabled=True))
+            message = f"Resumed “{s.name}”."
+        elif action == "run":
+            task_id = (await schedules.run_now(schedule_id)).id
+            message = f"Started task {task_id} from this schedule."
+        else:
+            await schedules.delete(schedule_id)
+            message = "Deleted the schedule; the tasks it made are kept."
+    except QueueError as exc:
+        message, error = str(exc), True
+    if request.headers.get("hx-target") == LIST_TARGET:
+        return render("_schedules.html", **await _list_context(queue, message, error))
+    if task_id:
+        return go(request, f"/dashboard/tasks/{task_id}")
+    if action != "delete" and not error:
+        return go(request, f"/dashboard/schedules/{schedule_id}")
+    return go(request, _notice(message))

@@ -12,7 +12,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CollectorRegistry
 
 from api.auth import BEARER_SCHEME_NAME, BearerAuth, cookie_session, open_operations
-from api.dashboard import security
+from api.dashboard import dashboard_router, security, static_router, template_config
 from api.debug import DebugController, start_tracing
 from api.deps import provide_queue
 from api.errors import EXCEPTION_HANDLERS, document_errors
@@ -41,8 +41,10 @@ def create_app(
     app = Litestar(
         route_handlers=[
             MetricsController, *debug_routes,
-            TaskController, SystemController, ScheduleController,
+            TaskController, SystemController, dashboard_router(settings), static_router(),
+            ScheduleController,
         ],
+        template_config=template_config(),
         dependencies={"queue": Provide(provide_queue, sync_to_thread=False)},
         state=State({"queue": queue, "settings": settings, "metrics": metrics}),
         # Debug mode traces allocations for /debug/memory from the moment the app is up

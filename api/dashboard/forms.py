@@ -254,7 +254,7 @@ def field_of(
 def humane(message: str) -> str:
     """The message without what the field's position already says."""
     text = _PATH.sub("", message)
-    text = re.sub(r"^invalid (shell|http) payload: ", "", text)
+    text = re.sub(r"^(payload: )?invalid (shell|http) payload: ", "", text)
     text = re.sub(r"^Expected `str` of length >= 1$", "is required", text)
     text = re.sub(r"^Expected `(int|float)` ", "must be ", text)
     return text

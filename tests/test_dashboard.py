@@ -1,0 +1,415 @@
+"""The dashboard without a browser: every page renders, CSRF and login guard every change, the
+read queries behind the overview, and the form <-> API validation mapping.
+
+The browser tests (tests/browser/) drive the same pages in Chromium."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+
+from api.dashboard import chart, formatting, security
+from api.dashboard.forms import FormError, ScheduleForm, SubmitForm, field_of
+from shared import dashboard_queries
+from shared.queue import InvalidTask, Queue
+from shared.schedules import InvalidSchedule, Schedules
+from shared.schemas import Task, TaskCreate, to_datetime
+from tests import procs
+
+TOKEN = "dashboard-test-token"
+ENV = {"LOCALFLOW_METRICS_ADDR": "off"}
+
+
+def _csrf(client: httpx.Client) -> dict[str, str]:
+    client.get("/dashboard")
+    token = next(v for k, v in client.cookies.items() if k.startswith("localflow_csrf"))
+    return {"x-csrftoken": token, "hx-request": "true"}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    proc = procs.start("serve", tmp_path_factory.mktemp("dash") / "d.db", env=ENV)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def web(served):
+    with httpx.Client(base_url=served.url, timeout=10) as client:
+        yield client
+
+
+def _task(web: httpx.Client, **fields) -> dict:
+    body = {"type": "shell", "payload": {"command": "echo", "args": ["hi"]}, **fields}
+    r = web.post("/api/tasks", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def _schedule(web: httpx.Client, name: str = "Every five") -> dict:
+    r = web.post("/api/schedules", json={
+        "name": name, "cron_expr": "*/5 * * * *", "task_type": "shell",
+        "payload": {"command": "echo"},
+    })
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+# -- pages over real HTTP ------------------------------------------------------------------
+
+
+def test_every_page_and_fragment_renders(web):
+    done = _task(web)
+    procs.wait_for_status(web, done["id"], {"succeeded"})
+    schedule = _schedule(web)
+    pages = [
+        "/", "/dashboard", "/dashboard/tasks", "/dashboard/tasks?status=succeeded&type=shell",
+        f"/dashboard/tasks?schedule={schedule['id']}", f"/dashboard/tasks/{done['id']}",
+        "/dashboard/submit", "/dashboard/submit?type=http",
+        f"/dashboard/submit?clone={done['id']}", "/dashboard/schedules",
+        "/dashboard/schedules/new", f"/dashboard/schedules/{schedule['id']}",
+        "/dashboard/system", "/dashboard?hours=1",
+    ]
+    for url in pages:
+        r = web.get(url)
+        assert r.status_code == 200, (url, r.text[:500])
+        assert r.headers["content-type"].startswith("text/html")
+        assert "<h1" in r.text and "htmx.min.js" in r.text, url
+    fragments = {  # url: (the element htmx swaps, what the fragment must hold)
+        "/dashboard/overview": ("overview-live", 'id="overview-live"'),
+        "/dashboard/tasks": ("tasks-live", 'id="tasks-live"'),
+        "/dashboard/schedules": ("schedules-live", 'id="schedules-live"'),
+        f"/dashboard/tasks/{done['id']}": ("task-live", 'id="task-live"'),
+        f"/dashboard/tasks/{done['id']}/badge": ("", 'data-status="succeeded"'),
+    }
+    for url, (target, marker) in fragments.items():
+        r = web.get(url, headers={"hx-request": "true", "hx-target": target})
+        assert r.status_code == 200, url
+        assert marker in r.text and "<html" not in r.text, url
+        assert r.headers["vary"] == "HX-Request"
+
+
+def test_static_files_are_vendored_and_served(web):
+    htmx = web.get("/dashboard/static/htmx.min.js")
+    assert htmx.status_code == 200 and "htmx" in htmx.text[:200]
+    assert "Zero-Clause BSD" in web.get("/dashboard/static/htmx.LICENSE").text
+    assert web.get("/dashboard/static/dashboard.css").status_code == 200
+    page = web.get("/dashboard").text
+    # Nothing comes from another host: the dashboard works offline.
+    assert not re.search(r'(src|href)="https?://', page)
+
+
+def test_unknown_task_and_schedule_pages_are_404(web):
+    assert web.get("/dashboard/tasks/01ARZ3NDEKTSV4RRFFQ69G5FAV").status_code == 404
+    assert web.get("/dashboard/schedules/nope").status_code == 404
+
+
+def test_find_goes_to_the_task_by_id_or_idempotency_key(web):
+    task = _task(web, idempotency_key="find-me-42")
+    for q in (task["id"], task["id"].lower(), "find-me-42"):
+        r = web.get("/dashboard/tasks", params={"q": q})
+        assert r.status_code == 303 and r.headers["location"] == f"/dashboard/tasks/{task['id']}"
+    r = web.get("/dashboard/tasks", params={"q": "missing-key"})
+    assert r.status_code == 200 and "missing-key" in r.text
+
+
+def test_a_post_without_csrf_token_is_refused_and_changes_nothing(web):
+    waiting = _task(web, delay=3600)
+    schedule = _schedule(web, "Guarded")
+    before = web.get("/api/tasks").json()["items"]
+    web.get("/dashboard")  # has the CSRF cookie, but sends no token with the POSTs
+    posts = [
+        ("/dashboard/submit", {"type": "shell", "command": "echo"}),
+        (f"/dashboard/tasks/{waiting['id']}/cancel", {}),
+        (f"/dashboard/tasks/{waiting['id']}/delete", {}),
+        ("/dashboard/tasks/bulk", {"action": "delete", "ids": waiting["id"]}),
+        (f"/dashboard/schedules/{schedule['id']}/pause", {}),
+        (f"/dashboard/schedules/{schedule['id']}/run", {}),
+        (f"/dashboard/schedules/{schedule['id']}/delete", {}),
+        ("/dashboard/schedules", {"name": "x", "cron_expr": "* * * * *", "task_type": "shell",
+                                  "command": "echo"}),
+    ]
+    for url, form in posts:
+        r = web.post(url, data=form)
+        assert r.status_code == 403, (url, r.status_code)
+        assert r.json()["detail"] == "CSRF token verification failed"
+        r = web.post(url, data=form, headers={"x-csrftoken": "f" * 128})  # forged
+        assert r.status_code == 403, url
+    assert web.get("/api/tasks").json()["items"] == before
+    assert web.get(f"/api/tasks/{waiting['id']}").json()["status"] == "queued"
+    after = web.get(f"/api/schedules/{schedule['id']}").json()
+    assert after["enabled"] is True and after["last_task_id"] is None
+    assert [s["name"] for s in web.get("/api/schedules").json()].count("x") == 0
+
+
+def test_gets_change_nothing(web):
+    waiting = _task(web, delay=3600)
+    schedule = _schedule(web, "Read only")
+    task, sched = f"/dashboard/tasks/{waiting['id']}", f"/dashboard/schedules/{schedule['id']}"
+    for url in (f"{task}/cancel", f"{task}/retry", f"{task}/delete", "/dashboard/tasks/bulk",
+                f"{sched}/pause", f"{sched}/run", f"{sched}/delete"):
+        assert web.get(url).status_code in (404, 405), url
+    assert web.get(f"/api/tasks/{waiting['id']}").json()["status"] == "queued"
+    assert web.get(f"/api/schedules/{schedule['id']}").json()["enabled"] is True
+
+
+def test_actions_with_the_csrf_token(web):
+    headers = _csrf(web)
+    waiting = _task(web, delay=3600)
+    r = web.post(f"/dashboard/tasks/{waiting['id']}/cancel", headers=headers)
+    assert r.status_code == 200 and 'data-status="cancelled"' in r.text
+    r = web.post(f"/dashboard/tasks/{waiting['id']}/retry", headers=headers)
+    assert r.status_code == 200 and "Queued to run again now." in r.text
+    r = web.post(f"/dashboard/tasks/{waiting['id']}/retry", headers=headers)
+    assert r.status_code == 409 and "only failed or cancelled" in r.text  # shown in place
+    procs.wait_for_status(web, waiting["id"], {"succeeded"})
+    r = web.post(f"/dashboard/tasks/{waiting['id']}/delete", headers=headers)
+    assert r.status_code == 200 and r.headers["hx-redirect"].startswith("/dashboard/tasks?")
+    assert web.get(f"/api/tasks/{waiting['id']}").status_code == 404
+
+
+def test_submit_with_an_idempotency_key_returns_the_first_task(web):
+    headers = _csrf(web)
+    form = {"type": "shell", "command": "echo", "args": "same", "idempotency_key": "dash-k1"}
+    first = web.post("/dashboard/submit", data=form, headers=headers)
+    again = web.post("/dashboard/submit", data=form, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200)
+    ids = {re.search(r'data-task-id="(\w+)"', r.text).group(1) for r in (first, again)}
+    assert len(ids) == 1
+    other = web.post("/dashboard/submit", data={**form, "args": "different"}, headers=headers)
+    assert other.status_code == 422
+    assert 'id="f-idempotency_key-error"' in other.text and "already used" in other.text
+
+
+def test_login_session_and_csrf_with_a_token(tmp_path: Path):
+    proc = procs.start("serve", tmp_path / "t.db", env={**ENV, "LOCALFLOW_API_TOKEN": TOKEN})
+    try:
+        with httpx.Client(base_url=proc.url, timeout=10) as web:
+            r = web.get("/dashboard/tasks?status=failed")
+            assert r.status_code == 303
+            login_url = "/dashboard/login?next=/dashboard/tasks%3Fstatus%3Dfailed"
+            assert r.headers["location"] == login_url
+            assert web.get("/").status_code == 303
+            assert web.get("/dashboard/static/dashboard.css").status_code == 200  # public
+            fragment = web.get("/dashboard/overview", headers={"hx-request": "true"})
+            assert fragment.status_code == 401 and fragment.headers["hx-redirect"]
+
+            login = web.get("/dashboard/login")
+            assert login.status_code == 200 and 'name="_csrf_token"' in login.text
+            csrf = re.search(r'name="_csrf_token" value="(\w+)"', login.text).group(1)
+            assert web.post("/dashboard/login", data={"token": TOKEN}).status_code == 403
+            wrong = web.post("/dashboard/login", data={"token": "nope", "_csrf_token": csrf})
+            assert wrong.status_code == 401 and "not the API token" in wrong.text
+            assert "localflow_session" not in web.cookies
+            ok = web.post("/dashboard/login", data={
+                "token": TOKEN, "_csrf_token": csrf, "next": "//evil.example/x",
+            })
+            assert ok.status_code == 303 and ok.headers["location"] == "/dashboard"
+            cookie = ok.headers["set-cookie"].lower()
+            assert "httponly" in cookie and "samesite=strict" in cookie
+            assert TOKEN.lower() not in cookie
+            assert web.get("/dashboard/tasks").status_code == 200
+            # The API takes the session for reading only (api/auth.py).
+            assert web.get("/api/tasks").status_code == 200
+            assert web.post("/api/tasks", json={"type": "shell",
+                                                "payload": {"command": "echo"}}).status_code == 403
+            # A session cookie alone does not pass CSRF.
+            assert web.post("/dashboard/submit", data={"command": "echo"}).status_code == 403
+            logout = web.post("/dashboard/logout", data={"_csrf_token": csrf})
+            assert logout.status_code == 303
+            assert web.get("/dashboard").status_code == 303
+    finally:
+        proc.stop()
+
+
+# -- session cookies -----------------------------------------------------------------------
+
+
+def test_session_cookie_is_signed_with_the_token_and_expires():
+    now = 1_800_000_000.0
+    value = security.make_session(TOKEN, now)
+    assert security.session_valid(value, TOKEN, now + 60)
+    assert not security.session_valid(value, "another-token", now + 60)
+    assert not security.session_valid(value, TOKEN, now + security.SESSION_SECONDS + 1)
+    expires, signature = value.split(".")
+    assert not security.session_valid(f"{int(expires) + 9999}.{signature}", TOKEN, now)
+    for junk in (None, "", "x", "1.2.3", "abc.def"):
+        assert not security.session_valid(junk, TOKEN, now)
+
+
+@pytest.mark.parametrize("target,expected", [
+    ("/dashboard/tasks?x=1", "/dashboard/tasks?x=1"), ("//evil.example", "/dashboard"),
+    ("https://evil.example", "/dashboard"), ("/\\evil.example", "/dashboard"),
+    (None, "/dashboard"), ("", "/dashboard"),
+])
+def test_login_redirects_only_within_the_site(target, expected):
+    assert security.safe_next(target) == expected
+
+
+# -- the form maps the API's own validation messages to fields -------------------------------
+
+
+def _errors_of(form: SubmitForm, queue: Queue) -> dict[str, str]:
+    try:
+        queue.prepare(form.to_create())
+    except FormError as exc:
+        form.errors[exc.field] = str(exc)
+    except (msgspec.ValidationError, InvalidTask) as exc:
+        form.fail(str(exc))
+    return form.errors
+
+
+def test_form_errors_land_beside_the_field_they_name(queue):
+    cases = [
+        ({"type": "shell", "command": ""}, "command", "is required"),
+        ({"type": "shell", "command": "echo", "priority": "5000"}, "priority", "<= 1000"),
+        ({"type": "shell", "command": "echo", "priority": "high"}, "priority", "whole number"),
+        ({"type": "shell", "command": "echo", "env": "NOEQUALS"}, "env", "NAME=value"),
+        ({"type": "shell", "command": "echo", "env": "=x"}, "env", "NAME=value"),
+        ({"type": "shell", "command": "echo", "timeout": "-1"}, "timeout", "> 0"),
+        ({"type": "shell", "command": "echo", "delay": "soon"}, "delay", "seconds"),
+        ({"type": "http", "url": "ftp://x"}, "url", "http:// or https://"),
+        ({"type": "http", "url": "http://x", "headers": "broken"}, "headers", "Name: value"),
+        ({"type": "http", "url": "http://x", "body": "{", "body_is_json": "on"}, "body",
+         "not valid JSON"),
+        ({"type": "shell", "command": "echo", "max_attempts": "0"}, "max_attempts", ">= 1"),
+    ]
+    for values, field, words in cases:
+        errors = _errors_of(SubmitForm(values=values), queue)
+        assert field in errors, (values, errors)
+        assert words in errors[field], (values, errors)
+
+
+def test_form_builds_the_same_request_as_the_api_json():
+    form = SubmitForm(values={
+        "type": "shell", "command": "printf", "args": "%s\\n\n$HOME; rm -rf /\n",
+        "env": "A=1\nB=x=y", "priority": "5", "idempotency_key": "k",
+    })
+    assert form.to_create() == TaskCreate(
+        type="shell", priority=5, idempotency_key="k",
+        payload={"command": "printf", "args": ["%s\\n", "$HOME; rm -rf /"],
+                 "env": {"A": "1", "B": "x=y"}},
+    )
+    http = SubmitForm(values={"type": "http", "url": "http://h/x", "method": "POST",
+                              "headers": "X-A: 1", "body": '{"a": [1]}', "body_is_json": "on"})
+    assert http.to_create().payload == {"url": "http://h/x", "method": "POST",
+                                        "headers": {"X-A": "1"}, "json": {"a": [1]}}
+
+
+def test_clone_round_trips_a_task_through_the_form(queue):
+    create = TaskCreate(type="http", priority=3, payload={
+        "url": "http://127.0.0.1/x", "method": "PUT", "headers": {"A": "b"}, "json": {"k": 1},
+    })
+    new = queue.prepare(create)
+    task = msgspec.structs.replace(_fake_task(), type=new.type, payload=new.payload, priority=3)
+    again = SubmitForm.from_task(task).to_create()
+    assert queue.prepare(again).payload == new.payload
+
+
+def _fake_task() -> Task:
+    when = to_datetime(0.0)
+    return Task(id="X", type="shell", payload={}, status="queued", priority=0, run_at=when,
+                attempts=0, max_attempts=3, timeout=300.0, idempotency_key=None, result=None,
+                last_error=None, cancel_requested=False, created_at=when, updated_at=when,
+                started_at=None, finished_at=None)
+
+
+def test_schedule_form_errors_name_cron_and_timezone(queue):
+    schedules = Schedules(queue)
+    for values, field in (
+        ({"cron_expr": "* * *"}, "cron_expr"), ({"cron_expr": "61 * * * *"}, "cron_expr"),
+        ({"timezone": "Mars/Olympus"}, "timezone"), ({"name": ""}, "name"),
+        ({"command": ""}, "command"), ({"priority": "2000"}, "priority"),
+    ):
+        form = ScheduleForm(values={"name": "n", "cron_expr": "*/5 * * * *", "timezone": "UTC",
+                                    "task_type": "shell", "command": "echo", **values})
+        try:
+            schedules.validate(form.to_schedule())
+        except (msgspec.ValidationError, InvalidSchedule) as exc:
+            form.fail(str(exc), getattr(exc, "field", None))
+        assert list(form.errors) == [field], (values, form.errors, form.general)
+        assert not form.errors[field].startswith(f"{field}:")
+
+
+def test_field_of_leaves_unplaceable_messages_to_the_form():
+    assert field_of("something odd happened", "shell") is None
+    assert field_of("Expected `int` - at `$.payload.args[3]`", "shell") == "args"
+    assert field_of("Expected `str` - at `$.payload.url`", "shell") is None  # not a shell field
+
+
+# -- overview queries against a real database file, with a clock we move --------------------
+
+
+async def _finish(queue: Queue, clock, status: str, at: float) -> None:
+    clock.set(at - 1)
+    await queue.enqueue(TaskCreate(type="shell", payload={"command": "x"}, max_attempts=1))
+    [claimed] = await queue.claim("w1", 1, 30.0)
+    clock.set(at)
+    if status == "succeeded":
+        await queue.complete(claimed, {"exit_code": 0})
+    else:
+        await queue.fail(claimed, "boom")
+
+
+async def test_throughput_counts_finished_tasks_per_minute(queue, clock):
+    base = 1_800_000_000.0 - 1_800_000_000.0 % 60  # a minute boundary
+    await _finish(queue, clock, "succeeded", base + 5)
+    await _finish(queue, clock, "succeeded", base + 50)
+    await _finish(queue, clock, "failed", base + 70)
+    await _finish(queue, clock, "succeeded", base - 4 * 3600)  # outside the window
+    now = base + 125
+    data = await dashboard_queries.throughput(queue.db, now, hours=1)
+    assert len(data.buckets) == 60
+    assert data.buckets[-1].start == base + 120
+    by_start = {b.start: (b.succeeded, b.failed) for b in data.buckets}
+    assert by_start[base] == (2, 0) and by_start[base + 60] == (0, 1)
+    assert (data.succeeded, data.failed, data.peak) == (2, 1, 2)
+    svg = str(chart.throughput_svg(data))
+    assert svg.count('class="ok"') == 1 and svg.count('class="bad"') == 1
+    assert "2 succeeded, 1 failed" in svg
+
+
+async def test_oldest_runnable_ignores_tasks_not_yet_due(queue, clock):
+    assert await dashboard_queries.oldest_runnable(queue.db, clock.now()) is None
+    later, _ = await queue.enqueue(TaskCreate(type="shell", payload={"command": "x"}, delay=600))
+    clock.advance(1)
+    due, _ = await queue.enqueue(TaskCreate(type="shell", payload={"command": "y"}))
+    oldest = await dashboard_queries.oldest_runnable(queue.db, clock.now())
+    assert oldest is not None and oldest.id == due.id
+    clock.advance(600)
+    assert (await dashboard_queries.oldest_runnable(queue.db, clock.now())).id == later.id
+
+
+async def test_recent_workers_with_their_running_tasks(queue, clock):
+    await queue.worker_seen("w1", "host", 10, 4)
+    await queue.enqueue(TaskCreate(type="shell", payload={"command": "x"}))
+    await queue.claim("w1", 4, 30.0)
+    clock.advance(400)
+    await queue.worker_seen("w2", "host", 11, 2)
+    seen = await dashboard_queries.recent_workers(queue.db, clock.now(), within=300)
+    assert [w.id for w in seen] == ["w2"]
+    seen = await dashboard_queries.recent_workers(queue.db, clock.now(), within=600)
+    assert {w.id: w.running for w in seen} == {"w1": 1, "w2": 0}
+
+
+async def test_storage_reports_database_and_wal_sizes(queue):
+    stats = await dashboard_queries.storage(queue.db)
+    assert stats.db_bytes == Path(queue.db.path).stat().st_size
+    assert stats.page_size * stats.page_count > 0 and stats.sqlite_version.startswith("3.")
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def test_times_are_relative_with_the_exact_time_on_hover():
+    now = 1_800_000_000.0
+    assert formatting.ago(now - 12, now) == "12 s ago"
+    assert formatting.ago(now + 300, now) == "in 5 min"
+    assert formatting.ago(now - 3 * 86400, now) == "3 d ago"
+    html = str(formatting.when(now - 90, now))
+    assert 'title="2027-01-15 07:58:30 UTC"' in html and ">1 min 30 s ago<" in html
+    assert formatting.size(1536) == "1.5 KiB" and formatting.span(0.25) == "250 ms"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import time
 from importlib import metadata
 from typing import Annotated
 
@@ -16,12 +15,12 @@ from api.auth import token_matches
 from api.dashboard import security
 from api.dashboard.chart import throughput_svg
 from api.dashboard.common import go, is_htmx, render, settings_of
+from api.dashboard.snapshots import snapshots
 from shared import dashboard_queries, migrate
 from shared.queue import Queue
 from shared.settings import FIELDS
 
 CHART_HOURS = (1, 3, 6)
-CHART_CACHE_SECONDS = 5.0  # the chart reads every finished task in its window; not every poll
 WORKERS_WITHIN = 300.0
 _SECRET_WORDS = ("token", "secret", "password", "key")
 
@@ -31,16 +30,6 @@ def version() -> str:
         return metadata.version("localflow")
     except metadata.PackageNotFoundError:  # running from a source tree that was never installed
         return "0.1.0 (source)"
-
-
-async def _throughput(request: Request, queue: Queue, hours: int) -> dashboard_queries.Throughput:
-    cache = request.app.state.setdefault("dashboard_chart_cache", {})
-    hit = cache.get(hours)
-    if hit and hit[0] > time.monotonic():
-        return hit[1]
-    data = await dashboard_queries.throughput(queue.db, queue.clock.now(), hours=hours)
-    cache[hours] = (time.monotonic() + CHART_CACHE_SECONDS, data)
-    return data
 
 
 def _shown(value: object) -> str:
@@ -65,11 +54,12 @@ class OverviewController(Controller):
         """The page, or (for htmx polls) just its live part."""
         hours = hours if hours in CHART_HOURS else 3
         now = queue.clock.now()
-        counts = await queue.counts()
+        snap = snapshots(request)
+        counts = await snap.counts(queue)
         context = {
             "now": now, "counts": counts, "total": sum(counts.values()), "hours": hours,
             "chart_hours": CHART_HOURS,
-            "throughput": (data := await _throughput(request, queue, hours)),
+            "throughput": (data := await snap.throughput(queue, hours)),
             "chart": throughput_svg(data),
             "oldest": await dashboard_queries.oldest_runnable(queue.db, now),
             "workers": await dashboard_queries.recent_workers(queue.db, now, WORKERS_WITHIN),

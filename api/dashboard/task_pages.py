@@ -13,6 +13,7 @@ from litestar.response import Response
 
 from api.dashboard.common import go, is_htmx, render
 from api.dashboard.forms import HTTP_METHODS, FormError, SubmitForm
+from api.dashboard.snapshots import snapshots
 from shared import dashboard_queries
 from shared.ids import is_valid_id
 from shared.queue import NotFound, Queue, QueueError
@@ -66,7 +67,7 @@ class TaskPages(Controller):
             "self_query": _query(**filters, cursor=cursor),
             "filter_query": _query(**filters),
             "next_query": _query(**filters, cursor=page.next_cursor) if page.next_cursor else None,
-            "counts": await queue.counts(),
+            "counts": await snapshots(request).counts(queue),
             "status_links": [
                 (s, _query(status=s, type=task_type, schedule=schedule, limit=filters["limit"]))
                 for s in (None, *STATUSES)

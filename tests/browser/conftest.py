@@ -5,12 +5,15 @@ Screenshots go to artifacts/screenshots/ (gitignored); CI keeps them as test art
 
 from __future__ import annotations
 
+import random
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from shared.ids import new_id
 from tests import procs
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,11 +40,39 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[procs.Proc]:
+def live_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("dash") / "dash.db"
+
+
+@pytest.fixture(scope="module")
+def live(live_db: Path) -> Iterator[procs.Proc]:
     """One server (API, worker, scheduler) shared by a module's tests; no token: no login."""
-    proc = procs.start("serve", tmp_path_factory.mktemp("dash") / "dash.db", env=SERVER_ENV)
+    proc = procs.start("serve", live_db, env=SERVER_ENV)
     yield proc
     proc.stop()
+
+
+def backfill_history(db: Path, now: float, hours: float = 3.0, every: float = 20.0) -> int:
+    """Tasks that finished over the past hours, written straight into the database file (the
+    API cannot backdate): something for the throughput chart to draw. Returns how many."""
+    rng = random.Random(5)
+    rows = []
+    t = now - hours * 3600
+    while t < now - 120:
+        burst = rng.choice((0, 1, 1, 2, 3, 5, 8)) if int(t / 1800) % 2 else rng.choice((0, 1, 2))
+        for _ in range(burst):
+            status = "failed" if rng.random() < 0.12 else "succeeded"
+            rows.append((new_id(t), status, t - 1, t))
+        t += every
+    with sqlite3.connect(db, timeout=30) as conn:
+        conn.executemany(
+            "INSERT INTO tasks (id, type, payload, status, priority, run_at, attempts,"
+            " max_attempts, timeout, created_at, updated_at, started_at, finished_at)"
+            " VALUES (?1, 'shell', '{\"command\":\"true\",\"args\":[],\"env\":{}}', ?2, 0,"
+            " ?3, 1, 1, 300, ?3, ?4, ?3, ?4)",
+            rows,
+        )
+    return len(rows)
 
 
 @pytest.fixture

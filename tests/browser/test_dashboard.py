@@ -4,12 +4,20 @@ reloads, forms validated by the API's own rules, schedules, cancel, bulk actions
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 import pytest
 
 from tests import procs
-from tests.browser.conftest import DESKTOP, PHONE, csrf_cookie, env_with, shot
+from tests.browser.conftest import (
+    DESKTOP,
+    PHONE,
+    backfill_history,
+    csrf_cookie,
+    env_with,
+    shot,
+)
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api").expect
@@ -240,7 +248,8 @@ def test_create_pause_and_delete_a_schedule(page, api):
     assert api.get(f"/api/schedules/{schedule_id}").status_code == 404
 
 
-def test_every_page_at_desktop_and_phone_width(browser, live, api):
+def test_every_page_at_desktop_and_phone_width(browser, live, live_db, api):
+    backfill_history(live_db, time.time())
     failed = submit(api, {"command": "sh", "args": ["-c", "echo no >&2; exit 1"]}, max_attempts=2)
     for n in range(4):
         submit(api, {"command": "echo", "args": [f"hello {n}"]})
@@ -257,8 +266,12 @@ def test_every_page_at_desktop_and_phone_width(browser, live, api):
         "system": "/dashboard/system",
     }
     for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+        # (the chart is drawn from a snapshot a few seconds old: wait for the backfill in it)
         context = browser.new_context(viewport=viewport, base_url=live.url)
         page = context.new_page()
+        page.goto("/dashboard")
+        expect(page.locator("svg.chart rect")).not_to_have_count(0, timeout=10_000)
+        assert page.locator("svg.chart g").count() > 20  # minutes with tasks: a bar each
         for name, url in pages.items():
             page.goto(url)
             expect(page.locator("h1")).to_be_visible()

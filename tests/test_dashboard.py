@@ -370,7 +370,7 @@ async def test_throughput_counts_finished_tasks_per_minute(queue, clock):
     assert (data.succeeded, data.failed, data.peak) == (2, 1, 2)
     svg = str(chart.throughput_svg(data))
     assert svg.count('class="ok"') == 1 and svg.count('class="bad"') == 1
-    assert "2 succeeded, 1 failed" in svg
+    assert "2 succeeded, 1 failed" in svg and "at most 2 in one minute" in svg
 
 
 async def test_oldest_runnable_ignores_tasks_not_yet_due(queue, clock):

@@ -103,6 +103,20 @@ def test_static_files_are_vendored_and_served(web):
     assert not re.search(r'(src|href)="https?://', page)
 
 
+def test_what_people_typed_is_shown_as_text_never_as_markup(web):
+    evil = "<script>alert(1)</script>"
+    task = _task(web, payload={"command": "echo", "args": [evil]}, idempotency_key=evil)
+    schedule = web.post("/api/schedules", json={
+        "name": f'x" onmouseover="alert(1) {evil}', "cron_expr": "0 0 1 1 *",
+        "task_type": "shell", "payload": {"command": "echo"},
+    }).json()
+    for url in (f"/dashboard/tasks/{task['id']}", "/dashboard/tasks", "/dashboard/schedules",
+                f"/dashboard/schedules/{schedule['id']}", f"/dashboard/submit?clone={task['id']}"):
+        page = web.get(url).text
+        assert evil not in page and 'onmouseover="alert' not in page, url
+        assert "&lt;script&gt;" in page, url
+
+
 def test_unknown_task_and_schedule_pages_are_404(web):
     assert web.get("/dashboard/tasks/01ARZ3NDEKTSV4RRFFQ69G5FAV").status_code == 404
     assert web.get("/dashboard/schedules/nope").status_code == 404

@@ -26,6 +26,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.response import Redirect, Response
 
+from api.errors import problem
 from shared.settings import Settings
 
 SESSION_COOKIE = "localflow_session"
@@ -82,7 +83,7 @@ def require_login(request: Request) -> Response | None:
         return Response(b"", status_code=401, headers={"HX-Redirect": target})
     if request.method in ("GET", "HEAD"):
         return Redirect(target, status_code=303)
-    return Response({"detail": "log in first"}, status_code=401)
+    return problem(401, f"log in to the dashboard first: {LOGIN_PATH}")
 
 
 def _query(request: Request) -> str:

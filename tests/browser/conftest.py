@@ -28,7 +28,9 @@ PHONE = {"width": 390, "height": 844}
 SERVER_ENV = {"LOCALFLOW_METRICS_ADDR": "off"}
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running on this thread
+# while it is open, and pytest-asyncio cannot start the async tests that come after it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium to run the browser tests")

@@ -27,7 +27,8 @@ SET status = 'running',
     started_at = coalesce(started_at, :now),
     updated_at = :now
 WHERE id IN (
-    SELECT id FROM tasks
+    -- Named, or the planner may pick tasks_status_id and sort every queued row per claim.
+    SELECT id FROM tasks INDEXED BY tasks_runnable
     WHERE status = 'queued' AND run_at <= :now
     ORDER BY priority DESC, run_at, id
     LIMIT :limit

@@ -1,9 +1,13 @@
 """SQLite access: one writer connection with group commit, one reader connection.
 
 Why a single writer per process: SQLite allows one writer at a time anyway. Funnelling every
-write through one task lets many small writes (task submissions, acks, claims) share one
-BEGIN IMMEDIATE ... COMMIT, so one fsync covers them all, and lets us retry a busy database
-with millisecond sleeps instead of SQLite's busy handler, whose sleeps grow to 100 ms.
+write through one thread lets many small writes (task submissions, acks, claims) share one
+BEGIN IMMEDIATE ... COMMIT, so one fsync covers them all; and lets us retry a busy database
+with sub-millisecond sleeps instead of SQLite's busy handler, whose sleeps grow to 100 ms.
+
+Writes are plain functions of a sqlite3 connection, run on that one writer thread: a whole
+batch of them costs one hop between the event loop and the thread, not one per statement.
+Reads go through aiosqlite on their own connection (WAL lets them run beside the writer).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -21,10 +26,14 @@ import structlog
 from shared import migrate
 
 T = TypeVar("T")
-WriteOp = Callable[[aiosqlite.Connection], Awaitable[T]]
+WriteOp = Callable[[sqlite3.Connection], T]
 
 log = structlog.get_logger("localflow.db")
 _STOP = object()
+
+
+def fetchall(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+    return conn.execute(sql, params).fetchall()
 
 
 class DatabaseBusy(RuntimeError):
@@ -36,13 +45,14 @@ class SchemaNotReady(RuntimeError):
 
 
 class Database:
-    MAX_BATCH = 256
+    MAX_BATCH = 512
 
     def __init__(self, path: str, *, synchronous: str = "FULL", busy_seconds: float = 30.0):
         self.path = path
         self.synchronous = synchronous
         self.busy_seconds = busy_seconds
-        self._writer: aiosqlite.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
+        self._writer: sqlite3.Connection | None = None  # used on the executor's thread only
         self._reader: aiosqlite.Connection | None = None
         self._pending: asyncio.Queue[Any] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
@@ -56,10 +66,11 @@ class Database:
         return db
 
     async def _connect(self) -> None:
-        self._writer = await self._connection(busy_ms=0)
-        await self._writer.execute(f"PRAGMA synchronous={self.synchronous}")
-        await self._writer.execute("PRAGMA foreign_keys=ON")
-        self._reader = await self._connection(busy_ms=5000)
+        loop = asyncio.get_running_loop()
+        self._writer = await loop.run_in_executor(self._executor, self._open_writer)
+        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+        self._reader.row_factory = sqlite3.Row
+        await self._reader.execute("PRAGMA busy_timeout=5000")
         version = await self.schema_version()
         newest = migrate.newest_version()
         if version != newest:
@@ -70,11 +81,14 @@ class Database:
             )
         self._writer_task = asyncio.create_task(self._write_loop(), name="db-writer")
 
-    async def _connection(self, busy_ms: int) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
+    def _open_writer(self) -> sqlite3.Connection:
+        # busy_timeout=0: _begin retries a locked database itself, with shorter sleeps.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        await conn.execute(f"PRAGMA busy_timeout={busy_ms}")
-        await conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
     async def close(self) -> None:
@@ -83,10 +97,13 @@ class Database:
             task, self._writer_task = self._writer_task, None
             self._pending.put_nowait(_STOP)
             await task
-        for conn in (self._writer, self._reader):
-            if conn is not None:
-                await conn.close()
-        self._writer = self._reader = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, writer.close)
+        self._executor.shutdown(wait=False)
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -110,7 +127,10 @@ class Database:
     # -- writes --------------------------------------------------------------------------
 
     async def write(self, op: WriteOp[T]) -> T:
-        """Run op inside a write transaction, possibly shared with other ops, and commit."""
+        """Run op(conn) inside a write transaction, possibly shared with other ops, and commit.
+
+        op runs on the writer thread: it must only use conn, and never block on the loop.
+        """
         if self._writer_task is None:
             raise RuntimeError("database is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -118,6 +138,7 @@ class Database:
         return await future
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
             batch = [await self._pending.get()]
@@ -128,43 +149,45 @@ class Database:
                 batch.pop()
             # A caller that gave up (cancelled) before its turn gets nothing written.
             live = [(op, fut) for op, fut in batch if not fut.done()]
-            if live:
-                await self._commit(live)
+            if not live:
+                continue
+            outcomes = await loop.run_in_executor(
+                self._executor, self._run_batch, [op for op, _ in live]
+            )
+            for (_, fut), (ok, value) in zip(live, outcomes, strict=True):
+                if fut.done():
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
 
-    async def _commit(self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]) -> None:
+    def _run_batch(self, ops: list[WriteOp[Any]]) -> list[tuple[bool, Any]]:
+        """On the writer thread: all ops in one transaction; if one fails, each alone."""
         conn = self._writer
         assert conn is not None
         try:
-            await self._begin(conn)
+            self._begin(conn)
         except Exception as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
+            return [(False, exc)] * len(ops)
         try:
-            results = [await op(conn) for op, _ in batch]
-            await conn.execute("COMMIT")
+            results = [(True, op(conn)) for op in ops]
+            conn.execute("COMMIT")
         except Exception as exc:
-            await _rollback(conn)
-            if len(batch) == 1:
-                if not batch[0][1].done():
-                    batch[0][1].set_exception(exc)
-                return
+            _rollback(conn)
+            if len(ops) == 1:
+                return [(False, exc)]
             # One op failed: run each alone so the others still commit and only it fails.
-            for item in batch:
-                await self._commit([item])
-            return
+            return [self._run_batch([op])[0] for op in ops]
         self.batches += 1
-        for (_, fut), result in zip(batch, results, strict=True):
-            if not fut.done():
-                fut.set_result(result)
+        return results
 
-    async def _begin(self, conn: aiosqlite.Connection) -> None:
+    def _begin(self, conn: sqlite3.Connection) -> None:
         deadline = time.monotonic() + self.busy_seconds
-        delay = 0.0005
+        delay = 0.0002
         while True:
             try:
-                await conn.execute("BEGIN IMMEDIATE")
+                conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
@@ -174,12 +197,11 @@ class Database:
                         f"the database {self.path} stayed locked by another process for "
                         f"{self.busy_seconds:.0f}s; try again"
                     ) from exc
-                await asyncio.sleep(delay)
+                time.sleep(delay)  # on the writer thread: the event loop keeps running
                 delay = min(delay * 1.5, 0.005)
 
 
-async def _rollback(conn: aiosqlite.Connection) -> None:
+def _rollback(conn: sqlite3.Connection) -> None:
     # SQLite may have rolled back already (e.g. after SQLITE_FULL); then ROLLBACK errors.
     with contextlib.suppress(sqlite3.OperationalError):
-        await conn.execute("ROLLBACK")
-
+        conn.execute("ROLLBACK")

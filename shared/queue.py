@@ -8,11 +8,10 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import aiosqlite
 import msgspec
 
 from shared.clock import Clock, SystemClock
-from shared.db import Database
+from shared.db import Database, fetchall
 from shared.ids import new_id
 from shared.policy import Policy, PolicyError
 from shared.schemas import (
@@ -196,18 +195,18 @@ class Queue:
             except InvalidTask as exc:
                 raise InvalidTask(f"tasks[{index}]: {exc}") from None
 
-        async def op(conn: aiosqlite.Connection) -> list[tuple[Task, bool]]:
-            return [await self._insert(conn, new) for new in news]
+        def op(conn: sqlite3.Connection) -> list[tuple[Task, bool]]:
+            return [self._insert(conn, new) for new in news]
 
         results = await self.db.write(op)
         self.on_runnable()
         return results
 
-    async def _insert(self, conn: aiosqlite.Connection, new: NewTask) -> tuple[Task, bool]:
+    def _insert(self, conn: sqlite3.Connection, new: NewTask) -> tuple[Task, bool]:
         now = self.clock.now()
         task_id = new_id(now)
         payload = msgspec.json.encode(new.payload).decode()
-        cursor = await conn.execute(
+        cursor = conn.execute(
             Q.insert_task,
             {
                 "id": task_id,
@@ -235,7 +234,7 @@ class Queue:
                 ),
                 True,
             )
-        rows = await conn.execute_fetchall(Q.get_task_by_key, (new.idempotency_key,))
+        rows = fetchall(conn, Q.get_task_by_key, (new.idempotency_key,))
         existing = next(iter(rows))
         if existing["request_hash"] != new.request_hash:
             raise Conflict(
@@ -252,13 +251,13 @@ class Queue:
             return []
         now = self.clock.now()
 
-        async def op(conn: aiosqlite.Connection) -> list[Claimed]:
-            rows = await conn.execute_fetchall(
-                Q.claim,
+        def op(conn: sqlite3.Connection) -> list[Claimed]:
+            rows = fetchall(
+                conn, Q.claim,
                 {"now": now, "lease_until": now + lease, "worker_id": worker_id, "limit": limit},
             )
             if rows:
-                await conn.executemany(
+                conn.executemany(
                     Q.insert_attempt, [(r["id"], r["attempts"], worker_id, now) for r in rows]
                 )
             return [
@@ -282,12 +281,9 @@ class Queue:
         now = self.clock.now()
         tokens = msgspec.json.encode([c.token for c in held]).decode()
 
-        async def op(conn: aiosqlite.Connection) -> list[sqlite3.Row]:
-            return list(
-                await conn.execute_fetchall(
-                    Q.extend_leases, {"lease_until": now + lease, "now": now, "tokens": tokens}
-                )
-            )
+        def op(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            params = {"lease_until": now + lease, "now": now, "tokens": tokens}
+            return fetchall(conn, Q.extend_leases, params)
 
         rows = await self.db.write(op)
         return Heartbeat(
@@ -312,11 +308,11 @@ class Queue:
             "error": error, "result": _json(result),
         }
 
-        async def op(conn: aiosqlite.Connection) -> str | None:
-            rows = await conn.execute_fetchall(Q.fail, params)
+        def op(conn: sqlite3.Connection) -> str | None:
+            rows = fetchall(conn, Q.fail, params)
             if not rows:
                 return None
-            await self._finish_attempt(conn, claimed, now, outcome, error, result)
+            self._finish_attempt(conn, claimed, now, outcome, error, result)
             return rows[0]["status"]
 
         return await self.db.write(op)
@@ -331,14 +327,14 @@ class Queue:
         """running -> queued at once, attempt not spent: the worker is stopping."""
         now = self.clock.now()
 
-        async def op(conn: aiosqlite.Connection) -> bool:
-            cursor = await conn.execute(
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
                 Q.release, {"id": claimed.id, "token": claimed.token, "now": now}
             )
             if cursor.rowcount != 1:
                 return False
             error = "worker shut down before the task finished; returned to the queue"
-            await self._finish_attempt(conn, claimed, now, "released", error, None)
+            self._finish_attempt(conn, claimed, now, "released", error, None)
             return True
 
         released = await self.db.write(op)
@@ -361,20 +357,20 @@ class Queue:
         if query is Q.complete:
             params.pop("error")
 
-        async def op(conn: aiosqlite.Connection) -> bool:
-            cursor = await conn.execute(query, params)
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(query, params)
             if cursor.rowcount != 1:
                 return False
-            await self._finish_attempt(conn, claimed, now, outcome, error, result)
+            self._finish_attempt(conn, claimed, now, outcome, error, result)
             return True
 
         return await self.db.write(op)
 
-    async def _finish_attempt(
-        self, conn: aiosqlite.Connection, claimed: Claimed, now: float, outcome: str,
+    def _finish_attempt(
+        self, conn: sqlite3.Connection, claimed: Claimed, now: float, outcome: str,
         error: str | None, output: Any,
     ) -> None:
-        await conn.execute(
+        conn.execute(
             Q.finish_attempt,
             {
                 "id": claimed.id, "attempt": claimed.attempt, "now": now, "outcome": outcome,
@@ -386,9 +382,9 @@ class Queue:
         """Return tasks whose lease ran out to the queue (or fail them if out of attempts)."""
         now = self.clock.now()
 
-        async def op(conn: aiosqlite.Connection) -> list[str]:
-            rows = await conn.execute_fetchall(Q.rescue_expired, {"now": now})
-            await conn.executemany(
+        def op(conn: sqlite3.Connection) -> list[str]:
+            rows = fetchall(conn, Q.rescue_expired, {"now": now})
+            conn.executemany(
                 Q.lose_attempt,
                 [{"id": r["id"], "attempt": r["attempts"], "now": now} for r in rows],
             )
@@ -412,16 +408,16 @@ class Queue:
         params = {"id": worker_id, "hostname": hostname, "pid": pid, "slots": slots,
                   "now": self.clock.now()}
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(Q.upsert_worker, params)
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(Q.upsert_worker, params)
 
         await self.db.write(op)
 
     async def worker_stopped(self, worker_id: str) -> None:
         params = {"id": worker_id, "now": self.clock.now()}
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(Q.stop_worker, params)
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(Q.stop_worker, params)
 
         await self.db.write(op)
 
@@ -431,11 +427,11 @@ class Queue:
         """queued -> cancelled now; running -> cancel requested (its worker stops it)."""
         now = self.clock.now()
 
-        async def op(conn: aiosqlite.Connection) -> Task | None:
+        def op(conn: sqlite3.Connection) -> Task | None:
             params = {"id": task_id, "now": now}
-            if (await conn.execute(Q.cancel_queued, params)).rowcount == 0:
-                await conn.execute(Q.request_cancel, params)
-            rows = await conn.execute_fetchall(Q.get_task, (task_id,))
+            if (conn.execute(Q.cancel_queued, params)).rowcount == 0:
+                conn.execute(Q.request_cancel, params)
+            rows = fetchall(conn, Q.get_task, (task_id,))
             return _task(next(iter(rows))) if rows else None
 
         # Raise outside the transaction: an exception there would roll back the whole batch.
@@ -457,10 +453,10 @@ class Queue:
         """
         now = self.clock.now()
 
-        async def op(conn: aiosqlite.Connection) -> tuple[bool, Task | None]:
+        def op(conn: sqlite3.Connection) -> tuple[bool, Task | None]:
             params = {"id": task_id, "now": now, "extra": attempts}
-            changed = (await conn.execute(Q.retry_task, params)).rowcount == 1
-            rows = await conn.execute_fetchall(Q.get_task, (task_id,))
+            changed = (conn.execute(Q.retry_task, params)).rowcount == 1
+            rows = fetchall(conn, Q.get_task, (task_id,))
             return changed, (_task(next(iter(rows))) if rows else None)
 
         # Raise outside the transaction: an exception there would roll back the whole batch.
@@ -477,10 +473,10 @@ class Queue:
     async def delete(self, task_id: str) -> None:
         """Forget a task and its attempts. Not while it runs: cancel it first."""
 
-        async def op(conn: aiosqlite.Connection) -> str | None:
-            if (await conn.execute(Q.delete_task, {"id": task_id})).rowcount == 1:
+        def op(conn: sqlite3.Connection) -> str | None:
+            if (conn.execute(Q.delete_task, {"id": task_id})).rowcount == 1:
                 return "deleted"
-            rows = await conn.execute_fetchall(Q.get_task, (task_id,))
+            rows = fetchall(conn, Q.get_task, (task_id,))
             return rows[0]["status"] if rows else None
 
         outcome = await self.db.write(op)

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-import aiosqlite
 import msgspec
 import structlog
 
 from shared import cron
+from shared.db import fetchall
 from shared.ids import new_id
 from shared.queue import InvalidTask, NotFound, Queue, QueueError
 from shared.schedule_schemas import FireTimes, Schedule, ScheduleCreate, ScheduleUpdate
@@ -102,8 +102,8 @@ class Schedules:
             "next_fire_at": self._first_fire(fields, now),
         }
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(S.insert_schedule, params)
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(S.insert_schedule, params)
 
         await self.db.write(op)
         self.queue.on_runnable()  # wakes schedulers (they share the workers' wake-ups)
@@ -143,10 +143,10 @@ class Schedules:
             "next_fire_at": self._first_fire(fields, now) if recompute else None,
         }
 
-        async def op(conn: aiosqlite.Connection) -> int:
+        def op(conn: sqlite3.Connection) -> int:
             # next_fire_at is written only when recomputed, so a fire that a scheduler
             # committed since we read `current` is never undone by this edit.
-            cursor = await conn.execute(S.update_schedule, params)
+            cursor = conn.execute(S.update_schedule, params)
             return cursor.rowcount
 
         if await self.db.write(op) != 1:
@@ -159,8 +159,8 @@ class Schedules:
         """Delete the schedule. Its tasks stay, keeping their schedule_id; queued ones still
         run (cancel them through /api/tasks if they should not)."""
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            return (await conn.execute(S.delete_schedule, (schedule_id,))).rowcount
+        def op(conn: sqlite3.Connection) -> int:
+            return (conn.execute(S.delete_schedule, (schedule_id,))).rowcount
 
         if await self.db.write(op) != 1:
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
@@ -177,12 +177,12 @@ class Schedules:
         params = {**new, "id": task_id, "schedule_id": schedule_id, "fire_time": None,
                   "run_at": now, "now": now}
 
-        async def op(conn: aiosqlite.Connection) -> bool:
-            rows = await conn.execute_fetchall(S.get_schedule, (schedule_id,))
+        def op(conn: sqlite3.Connection) -> bool:
+            rows = fetchall(conn, S.get_schedule, (schedule_id,))
             if not rows:
                 return False  # deleted since we read it
-            await conn.execute(S.insert_scheduled_task, params)
-            await conn.execute(S.record_fire,
+            conn.execute(S.insert_scheduled_task, params)
+            conn.execute(S.record_fire,
                                {"id": schedule_id, "fire_time": now, "task_id": task_id})
             return True
 
@@ -230,13 +230,13 @@ class Schedules:
         fires: list[Fire] = []
         while True:
 
-            async def op(conn: aiosqlite.Connection) -> list[Fire]:
-                rows = await conn.execute_fetchall(
-                    S.due_schedules, {"now": now, "limit": FIRE_BATCH}
+            def op(conn: sqlite3.Connection) -> list[Fire]:
+                rows = fetchall(
+                    conn, S.due_schedules, {"now": now, "limit": FIRE_BATCH}
                 )
                 batch = []
                 for row in rows:
-                    fire = await self._fire_one(conn, row, now, grace)
+                    fire = self._fire_one(conn, row, now, grace)
                     if fire is not None:
                         batch.append(fire)
                 return batch
@@ -249,8 +249,8 @@ class Schedules:
             self.queue.on_runnable()
         return fires
 
-    async def _fire_one(
-        self, conn: aiosqlite.Connection, row: sqlite3.Row, now: float, grace: float
+    def _fire_one(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, now: float, grace: float
     ) -> Fire | None:
         schedule_id, expected = row["id"], row["next_fire_at"]
         try:
@@ -261,13 +261,13 @@ class Schedules:
         except cron.CronError as exc:
             # Valid when saved, not now (a timezone gone from the tz database?): pause it
             # rather than fail every pass. The person sees why in last_skip_reason.
-            await conn.execute(S.advance, {"id": schedule_id, "next": None, "expected": expected})
-            await conn.execute(S.record_skip, {"id": schedule_id, "fire_time": expected,
+            conn.execute(S.advance, {"id": schedule_id, "next": None, "expected": expected})
+            conn.execute(S.record_skip, {"id": schedule_id, "fire_time": expected,
                                                "reason": f"error: {exc}"})
             log.error("schedule cannot be computed; it will not fire until edited",
                       schedule_id=schedule_id, error=str(exc))
             return Fire(schedule_id=schedule_id, fire_time=expected, outcome="error")
-        advanced = await conn.execute(
+        advanced = conn.execute(
             S.advance, {"id": schedule_id, "next": next_fire, "expected": expected}
         )
         if advanced.rowcount != 1:
@@ -275,37 +275,37 @@ class Schedules:
         if fire_time > expected:
             # Everything between the stored next fire and the latest due one was missed.
             newest_missed = c.latest_at_or_before(fire_time - 1.0)
-            await conn.execute(S.record_skip, {"id": schedule_id, "reason": "missed",
+            conn.execute(S.record_skip, {"id": schedule_id, "reason": "missed",
                                                "fire_time": newest_missed or expected})
         late = now - fire_time
         if row["missed"] == "skip" and late > grace:
-            return await self._skip(conn, schedule_id, fire_time, "missed", late=late)
+            return self._skip(conn, schedule_id, fire_time, "missed", late=late)
         if row["overlap"] == "skip":
-            active = await conn.execute_fetchall(S.has_active_task, (schedule_id,))
+            active = fetchall(conn, S.has_active_task, (schedule_id,))
             if active:
-                return await self._skip(conn, schedule_id, fire_time, "overlap", late=late)
+                return self._skip(conn, schedule_id, fire_time, "overlap", late=late)
         try:
             new = self._task_for(row["task_type"], msgspec.json.decode(row["payload"]),
                                  row["priority"], row["max_attempts"], row["timeout"])
         except InvalidSchedule as exc:
             # Valid when saved, not under today's settings (say, a lower payload limit).
-            return await self._skip(conn, schedule_id, fire_time, "error", f"error: {exc}", late)
+            return self._skip(conn, schedule_id, fire_time, "error", f"error: {exc}", late)
         task_id = new_id(now)
-        inserted = await conn.execute(S.insert_scheduled_task, {
+        inserted = conn.execute(S.insert_scheduled_task, {
             **new, "id": task_id, "schedule_id": schedule_id, "fire_time": fire_time,
             "run_at": fire_time, "now": now,
         })
         if inserted.rowcount != 1:
             # The unique index: this fire time already has its task (the clock went back).
-            return await self._skip(conn, schedule_id, fire_time, "already fired", late=late)
-        await conn.execute(S.record_fire,
+            return self._skip(conn, schedule_id, fire_time, "already fired", late=late)
+        conn.execute(S.record_fire,
                            {"id": schedule_id, "fire_time": fire_time, "task_id": task_id})
         return Fire(schedule_id=schedule_id, fire_time=fire_time, outcome="fired",
                     task_id=task_id, late=late)
 
-    async def _skip(self, conn: aiosqlite.Connection, schedule_id: str, fire_time: float,
+    def _skip(self, conn: sqlite3.Connection, schedule_id: str, fire_time: float,
                     outcome: Outcome, reason: str | None = None, late: float = 0.0) -> Fire:
-        await conn.execute(S.record_skip,
+        conn.execute(S.record_skip,
                            {"id": schedule_id, "fire_time": fire_time, "reason": reason or outcome})
         return Fire(schedule_id=schedule_id, fire_time=fire_time, outcome=outcome, late=late)
 
@@ -319,15 +319,15 @@ class Schedules:
         """
         now = self.clock.now() if now is None else now
 
-        async def op(conn: aiosqlite.Connection) -> int:
+        def op(conn: sqlite3.Connection) -> int:
             moved = 0
-            for row in await conn.execute_fetchall(S.ahead_schedules, {"now": now}):
+            for row in fetchall(conn, S.ahead_schedules, {"now": now}):
                 try:
                     should = cron.parse(row["cron_expr"], row["timezone"]).next_after(now)[0]
                 except cron.CronError:
                     continue  # fire_due pauses it, with the reason, when it comes due
                 if should < row["next_fire_at"]:
-                    cursor = await conn.execute(S.advance, {
+                    cursor = conn.execute(S.advance, {
                         "id": row["id"], "next": should, "expected": row["next_fire_at"],
                     })
                     moved += cursor.rowcount

@@ -50,6 +50,7 @@ class Worker:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{suffix}"
         self._wake_name = f"{os.getpid()}-{suffix}"
         self.inflight: dict[str, tuple[Claimed, asyncio.Task[None]]] = {}
+        self._in_handler: set[str] = set()  # tasks whose handler runs: the slots in use
         self._stop_reason: dict[str, str] = {}
         self._nudge = asyncio.Event()
         self._peer_woke = False
@@ -81,7 +82,7 @@ class Worker:
             while not stop.is_set():
                 self.last_loop = time.monotonic()
                 started = await self.claim_once()
-                if started and len(self.inflight) < self.slots:
+                if started and len(self._in_handler) < self.slots:
                     continue  # the queue may hold more than we took
                 await self._wait(self._wait_timeout())
                 if self._peer_woke:
@@ -100,13 +101,14 @@ class Worker:
 
     async def claim_once(self) -> int:
         """Claim into free slots and start the tasks; returns how many started."""
-        free = self.slots - len(self.inflight)
+        free = self.slots - len(self._in_handler)
         if free <= 0 or await self._nothing_changed():
             return 0
         began = time.perf_counter()
         claimed = await self.queue.claim(self.id, free, self.settings.lease)
         self.on_claim(len(claimed), time.perf_counter() - began)
         for c in claimed:
+            self._in_handler.add(c.id)
             self.inflight[c.id] = (c, asyncio.create_task(self._execute(c), name=f"task-{c.id}"))
         if not claimed:
             await self._remember_idle()
@@ -126,7 +128,7 @@ class Worker:
 
     def _wait_timeout(self) -> float:
         timeout = self.settings.poll
-        if self._idle_until is not None and len(self.inflight) < self.slots:
+        if self._idle_until is not None and len(self._in_handler) < self.slots:
             timeout = min(timeout, max(0.0, self._idle_until - self.clock.now()))
         return timeout
 
@@ -152,32 +154,46 @@ class Worker:
         started = self.clock.now()
         self.on_event("started", c, 0.0)
         try:
-            result = await self._run_handler(c)
-        except asyncio.CancelledError:
-            await self._stopped_from_outside(c, bound)
-        except TaskFailed as exc:
-            status = await self.queue.fail(c, str(exc), exc.result)
-            bound.info("task attempt failed", error=str(exc), now=status or "lease lost")
-            self.on_event("retried" if status == "queued" else "failed", c, self._since(started))
-        except TimeoutError:
-            status = await self.queue.fail(c, f"timed out after {c.timeout:g}s", None, "timeout")
-            bound.info("task attempt timed out", timeout=c.timeout, now=status or "lease lost")
-            self.on_event("retried" if status == "queued" else "failed", c, self._since(started))
-        except Exception as exc:
-            error = f"handler error: {exc!r}"
-            status = await self.queue.fail(c, error)
-            bound.exception("task handler crashed", now=status or "lease lost")
-            self.on_event("retried" if status == "queued" else "failed", c, self._since(started))
-        else:
-            if await self.queue.complete(c, result):
-                bound.debug("task succeeded")
-                self.on_event("succeeded", c, self._since(started))
+            kind, value = await self._attempt(c)
+            if kind == "stopped":
+                await self._stopped_from_outside(c, bound)
+            elif kind == "succeeded":
+                if await self.queue.complete(c, value):
+                    self.on_event("succeeded", c, self._since(started))
+                else:
+                    bound.warning("task finished after its lease was lost; result not recorded")
             else:
-                bound.warning("task finished after its lease was lost; result not recorded")
+                error, result, outcome = value
+                status = await self.queue.fail(c, error, result, outcome)
+                if kind == "crashed":
+                    bound.error("task handler crashed", error=error, now=status or "lease lost")
+                else:
+                    bound.info("task attempt failed", error=error, now=status or "lease lost")
+                self.on_event(
+                    "retried" if status == "queued" else "failed", c, self._since(started)
+                )
         finally:
             self.inflight.pop(c.id, None)
+            self._in_handler.discard(c.id)
             self._stop_reason.pop(c.id, None)
-            self._nudge.set()  # a slot is free
+
+    async def _attempt(self, c: Claimed) -> tuple[str, Any]:
+        """Run the handler; say how it ended. The slot is free as soon as it ends, before the
+        outcome is written: the next claim then shares a commit with this acknowledgement."""
+        try:
+            return "succeeded", await self._run_handler(c)
+        except asyncio.CancelledError:
+            return "stopped", None
+        except TaskFailed as exc:
+            return "failed", (str(exc), exc.result, "failed")
+        except TimeoutError:
+            return "failed", (f"timed out after {c.timeout:g}s", None, "timeout")
+        except Exception as exc:
+            log.exception("task handler crashed", task_id=c.id, task_type=c.type)
+            return "crashed", (f"handler error: {exc!r}", None, "failed")
+        finally:
+            self._in_handler.discard(c.id)
+            self._nudge.set()
 
     async def _run_handler(self, c: Claimed) -> dict[str, Any]:
         handler = self.handlers.get(c.type)
@@ -208,8 +224,9 @@ class Worker:
             bound.warning("task stopped: its lease was lost to another worker")
 
     def _stop_task(self, task_id: str, reason: str) -> None:
+        # Only a handler is stopped: a task already writing its outcome is left to finish it.
         entry = self.inflight.get(task_id)
-        if entry is not None and task_id not in self._stop_reason:
+        if entry is not None and task_id in self._in_handler and task_id not in self._stop_reason:
             self._stop_reason[task_id] = reason
             entry[1].cancel()
 
@@ -266,3 +283,7 @@ class Worker:
             self._stop_task(task_id, _SHUTDOWN)
         if pending:
             await asyncio.wait(pending)
+        # A task cancelled before its first step never ran its own clean-up: release it here.
+        for c, _ in list(self.inflight.values()):
+            await self.queue.release(c)
+            self.inflight.pop(c.id, None)

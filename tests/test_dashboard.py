@@ -186,6 +186,39 @@ def test_actions_with_the_csrf_token(web):
     assert web.get(f"/api/tasks/{waiting['id']}").status_code == 404
 
 
+def test_edit_pause_and_resume_a_schedule(web):
+    headers = _csrf(web)
+    schedule = _schedule(web, "Editable")
+    url = f"/dashboard/schedules/{schedule['id']}"
+    form = {"name": "Edited", "cron_expr": "0 9 * * MON-FRI", "timezone": "Europe/Berlin",
+            "task_type": "http", "url": "http://127.0.0.1:9/x", "method": "POST",
+            "enabled": "on", "overlap": "skip", "missed": "run_once", "priority": "7"}
+    bad = web.post(url, data={**form, "cron_expr": "0 9 * * FUNDAY"}, headers=headers)
+    assert bad.status_code == 422 and 'id="f-cron_expr-error"' in bad.text
+    assert web.get(f"/api/schedules/{schedule['id']}").json()["name"] == "Editable"  # unchanged
+
+    ok = web.post(url, data=form, headers=headers)
+    assert ok.status_code == 200 and ok.headers["hx-redirect"].startswith("/dashboard/schedules?")
+    saved = web.get(f"/api/schedules/{schedule['id']}").json()
+    assert (saved["name"], saved["cron_expr"], saved["timezone"]) == (
+        "Edited", "0 9 * * MON-FRI", "Europe/Berlin")
+    assert saved["payload"]["method"] == "POST" and saved["priority"] == 7
+    assert (saved["overlap"], saved["missed"]) == ("skip", "run_once")
+    assert saved["next_fire_at"].endswith(":00:00Z")  # 09:00 in Berlin is 08:00 or 07:00 UTC
+
+    live = {**headers, "hx-target": "schedules-live"}
+    paused = web.post(f"{url}/pause", headers=live)
+    assert paused.status_code == 200 and "Paused" in paused.text
+    assert web.get(f"/api/schedules/{schedule['id']}").json()["next_fire_at"] is None
+    resumed = web.post(f"{url}/resume", headers=live)
+    assert resumed.status_code == 200 and "Resumed" in resumed.text
+    assert web.get(f"/api/schedules/{schedule['id']}").json()["enabled"] is True
+    unticked = web.post(url, data={k: v for k, v in form.items() if k != "enabled"},
+                        headers=headers)
+    assert unticked.status_code == 200
+    assert web.get(f"/api/schedules/{schedule['id']}").json()["enabled"] is False
+
+
 def test_submit_with_an_idempotency_key_returns_the_first_task(web):
     headers = _csrf(web)
     form = {"type": "shell", "command": "echo", "args": "same", "idempotency_key": "dash-k1"}

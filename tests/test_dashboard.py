@@ -79,6 +79,11 @@ def test_every_page_and_fragment_renders(web):
         assert r.status_code == 200, (url, r.text[:500])
         assert r.headers["content-type"].startswith("text/html")
         assert "<h1" in r.text and "htmx.min.js" in r.text, url
+    made = web.post(f"/api/schedules/{schedule['id']}/run").json()
+    page = web.get(f"/dashboard/tasks/{made['id']}").text
+    assert "Made by schedule" in page and f"/dashboard/schedules/{schedule['id']}" in page
+    listed = web.get(f"/dashboard/tasks?schedule={schedule['id']}").text
+    assert made["id"] in listed and done["id"] not in listed
     fragments = {  # url: (the element htmx swaps, what the fragment must hold)
         "/dashboard/overview": ("overview-live", 'id="overview-live"'),
         "/dashboard/tasks": ("tasks-live", 'id="tasks-live"'),

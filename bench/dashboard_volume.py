@@ -53,7 +53,7 @@ def fill(path: Path, n: int, now: float) -> list[str]:
         created = now - 6 * 3600 + 6 * 3600 * i / n
         status = rng.choice(STATUSES)
         finished = created + rng.uniform(0.01, 2) if status != "queued" else None
-        sid = schedules[i % 10] if i % 10 == 0 else None
+        sid = schedules[(i // 10) % 10] if i % 10 == 0 else None
         batch.append((new_id(created), status, created, finished, sid,
                       created if sid else None))
         if len(batch) == 50_000:

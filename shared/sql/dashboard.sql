@@ -38,7 +38,7 @@ SELECT sqlite_version() AS version
 
 -- name: task_ids_of_schedule
 -- Newest first, keyset-paged like the queue's own lists; status and type narrow it further.
-SELECT id FROM tasks
+SELECT id FROM tasks INDEXED BY tasks_schedule_id
 WHERE schedule_id = :schedule_id
   AND (:status IS NULL OR status = :status)
   AND (:type IS NULL OR type = :type)

@@ -9,9 +9,9 @@ from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
+from api.deps import QueueDep, SchedulesDep
 from api.errors import problem
 from shared.cron import MAX_PREVIEW
-from shared.queue import Queue
 from shared.schedule_schemas import FireTimes, Schedule, ScheduleCreate, ScheduleUpdate
 from shared.schedules import InvalidSchedule, Schedules
 from shared.schemas import Task
@@ -19,7 +19,7 @@ from shared.schemas import Task
 ScheduleId = Annotated[str, Parameter(max_length=64)]
 
 
-def provide_schedules(queue: Queue) -> Schedules:
+def provide_schedules(queue: QueueDep) -> Schedules:
     return Schedules(queue)
 
 
@@ -41,15 +41,15 @@ class ScheduleController(Controller):
         description="422 naming the field when the cron expression, timezone or payload (for "
         "its task_type) is invalid; nothing is stored then.",
     )
-    async def create(self, data: ScheduleCreate, schedules: Schedules) -> Schedule:
+    async def create(self, data: ScheduleCreate, schedules: SchedulesDep) -> Schedule:
         return await schedules.create(data)
 
     @get("/", summary="List schedules with their last fire, last task and next fire")
-    async def list_schedules(self, schedules: Schedules) -> list[Schedule]:
+    async def list_schedules(self, schedules: SchedulesDep) -> list[Schedule]:
         return await schedules.list()
 
     @get("/{schedule_id:str}", summary="Get a schedule")
-    async def get_schedule(self, schedule_id: ScheduleId, schedules: Schedules) -> Schedule:
+    async def get_schedule(self, schedule_id: ScheduleId, schedules: SchedulesDep) -> Schedule:
         return await schedules.get(schedule_id)
 
     @put(
@@ -60,7 +60,7 @@ class ScheduleController(Controller):
         "timezone recomputes the next fire.",
     )
     async def update(
-        self, schedule_id: ScheduleId, data: ScheduleUpdate, schedules: Schedules
+        self, schedule_id: ScheduleId, data: ScheduleUpdate, schedules: SchedulesDep
     ) -> Schedule:
         return await schedules.update(schedule_id, data)
 
@@ -70,14 +70,14 @@ class ScheduleController(Controller):
         summary="Delete a schedule",
         description="Tasks it made stay, with their schedule_id.",
     )
-    async def delete_schedule(self, schedule_id: ScheduleId, schedules: Schedules) -> None:
+    async def delete_schedule(self, schedule_id: ScheduleId, schedules: SchedulesDep) -> None:
         await schedules.delete(schedule_id)
 
     @get("/{schedule_id:str}/next", summary="The next fire times, in the schedule's timezone")
     async def next_times(
         self,
         schedule_id: ScheduleId,
-        schedules: Schedules,
+        schedules: SchedulesDep,
         n: Annotated[int, Parameter(ge=1, le=MAX_PREVIEW)] = 5,
     ) -> FireTimes:
         return await schedules.next_fire_times(schedule_id, n)
@@ -88,5 +88,5 @@ class ScheduleController(Controller):
         summary="Run now",
         description="Makes one task from the schedule at once, even if it is paused.",
     )
-    async def run_now(self, schedule_id: ScheduleId, schedules: Schedules) -> Task:
+    async def run_now(self, schedule_id: ScheduleId, schedules: SchedulesDep) -> Task:
         return await schedules.run_now(schedule_id)

@@ -6,15 +6,15 @@ from typing import Any
 
 from litestar import Controller, Response, get
 
+from api.deps import QueueDep
 from shared import migrate
-from shared.queue import Queue
 
 
 class SystemController(Controller):
     tags = ["system"]
 
     @get("/health", summary="Liveness and readiness", exclude_from_auth=True)
-    async def health(self, queue: Queue) -> Response[dict[str, Any]]:
+    async def health(self, queue: QueueDep) -> Response[dict[str, Any]]:
         """200 when the database answers and is migrated, 503 otherwise."""
         try:
             version = await queue.db.schema_version()

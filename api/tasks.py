@@ -10,8 +10,9 @@ from litestar.params import HeaderParameter, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from api.auth import BEARER_SECURITY
+from api.deps import QueueDep
 from api.errors import problem_responses
-from shared.queue import InvalidTask, Queue
+from shared.queue import InvalidTask
 from shared.schemas import (
     Attempt,
     Status,
@@ -59,7 +60,7 @@ class TaskController(Controller):
         responses=problem_responses(409),
     )
     async def submit(
-        self, data: TaskCreate, queue: Queue, idempotency_key: IdempotencyHeader = None
+        self, data: TaskCreate, queue: QueueDep, idempotency_key: IdempotencyHeader = None
     ) -> Response[Task]:
         task, created = await queue.enqueue(_with_header_key(data, idempotency_key))
         return Response(task, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
@@ -74,7 +75,7 @@ class TaskController(Controller):
         "task in its place.",
         responses=problem_responses(409),
     )
-    async def submit_batch(self, data: TaskBatch, queue: Queue) -> TaskBatchResult:
+    async def submit_batch(self, data: TaskBatch, queue: QueueDep) -> TaskBatchResult:
         results = await queue.enqueue_many(data.tasks)
         tasks = [task for task, _ in results]
         return TaskBatchResult(ids=[t.id for t in tasks], tasks=tasks)
@@ -82,7 +83,7 @@ class TaskController(Controller):
     @get("/", summary="List tasks, newest first")
     async def list_tasks(
         self,
-        queue: Queue,
+        queue: QueueDep,
         status: Status | None = None,
         task_type: Annotated[str | None, Parameter(query="type", max_length=64)] = None,
         cursor: Annotated[str | None, Parameter(max_length=26)] = None,
@@ -91,7 +92,7 @@ class TaskController(Controller):
         return await queue.list(status=status, type=task_type, cursor=cursor, limit=limit)
 
     @get("/{task_id:str}", summary="Get a task")
-    async def get_task(self, task_id: TaskId, queue: Queue) -> Task:
+    async def get_task(self, task_id: TaskId, queue: QueueDep) -> Task:
         return await queue.get(task_id)
 
     @get(
@@ -101,7 +102,7 @@ class TaskController(Controller):
         "error, and the handler's bounded output (exit code, stdout, stderr; or status, "
         "headers, body).",
     )
-    async def attempts(self, task_id: TaskId, queue: Queue) -> list[Attempt]:
+    async def attempts(self, task_id: TaskId, queue: QueueDep) -> list[Attempt]:
         return await queue.attempts(task_id)
 
     @post(
@@ -112,7 +113,7 @@ class TaskController(Controller):
         "cancel_requested=true; its worker stops its process and marks it cancelled.",
         responses=problem_responses(409),
     )
-    async def cancel(self, task_id: TaskId, queue: Queue) -> Task:
+    async def cancel(self, task_id: TaskId, queue: QueueDep) -> Task:
         return await queue.cancel(task_id)
 
     @post(
@@ -127,7 +128,7 @@ class TaskController(Controller):
     async def retry(
         self,
         task_id: TaskId,
-        queue: Queue,
+        queue: QueueDep,
         attempts: Annotated[
             int, Parameter(ge=1, le=100, description="more attempts it may spend")
         ] = 1,
@@ -142,5 +143,5 @@ class TaskController(Controller):
         "Its idempotency key becomes free again.",
         responses=problem_responses(409),
     )
-    async def delete_task(self, task_id: TaskId, queue: Queue) -> None:
+    async def delete_task(self, task_id: TaskId, queue: QueueDep) -> None:
         await queue.delete(task_id)

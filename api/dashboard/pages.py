@@ -16,8 +16,8 @@ from api.dashboard import security
 from api.dashboard.chart import throughput_svg
 from api.dashboard.common import go, is_htmx, render, settings_of
 from api.dashboard.snapshots import snapshots
+from api.deps import QueueDep
 from shared import dashboard_queries, migrate
-from shared.queue import Queue
 from shared.settings import FIELDS
 
 CHART_HOURS = (1, 3, 6)
@@ -48,7 +48,7 @@ class OverviewController(Controller):
 
     @get(["/", "/dashboard", "/dashboard/overview"], name="dashboard-overview")
     async def overview(
-        self, request: Request, queue: Queue,
+        self, request: Request, queue: QueueDep,
         hours: Annotated[int, Parameter(ge=1, le=6)] = 3,
     ) -> Response:
         """The page, or (for htmx polls) just its live part."""
@@ -70,7 +70,7 @@ class OverviewController(Controller):
         return render("overview.html", section="overview", title="Overview", **context)
 
     @get("/dashboard/system", name="dashboard-system")
-    async def system(self, request: Request, queue: Queue) -> Response:
+    async def system(self, request: Request, queue: QueueDep) -> Response:
         settings = settings_of(request)
         config = []
         known = {f.name: f for f in FIELDS}

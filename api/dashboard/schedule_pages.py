@@ -15,6 +15,7 @@ from litestar.response import Response
 
 from api.dashboard.common import go, is_htmx, render
 from api.dashboard.forms import HTTP_METHODS, FormError, ScheduleForm
+from api.deps import QueueDep
 from shared import dashboard_queries
 from shared.queue import Queue, QueueError
 from shared.schedule_schemas import Schedule, ScheduleUpdate
@@ -41,7 +42,7 @@ class SchedulePages(Controller):
 
     @get("/", name="dashboard-schedules")
     async def schedules(
-        self, request: Request, queue: Queue,
+        self, request: Request, queue: QueueDep,
         notice: Annotated[str | None, Parameter(max_length=300)] = None,
     ) -> Response:
         """The list page, or for htmx (the 2-second poll) just the table."""
@@ -51,7 +52,7 @@ class SchedulePages(Controller):
         return render("schedules.html", section="schedules", title="Schedules", **context)
 
     @get("/new", name="dashboard-schedule-new")
-    async def new(self, queue: Queue) -> Response:
+    async def new(self, queue: QueueDep) -> Response:
         form = ScheduleForm(values={
             "task_type": "shell", "timezone": "UTC", "enabled": "on", "overlap": "allow",
             "missed": "skip",
@@ -59,7 +60,7 @@ class SchedulePages(Controller):
         return _form_page(queue, form, None)
 
     @post("/", status_code=200)
-    async def create(self, request: Request, queue: Queue) -> Response:
+    async def create(self, request: Request, queue: QueueDep) -> Response:
         form = ScheduleForm.from_form(await request.form())
         try:
             created = await Schedules(queue).create(form.to_schedule())
@@ -70,7 +71,7 @@ class SchedulePages(Controller):
 
     @get("/preview")
     async def preview_times(
-        self, queue: Queue,
+        self, queue: QueueDep,
         cron_expr: Annotated[str, Parameter(max_length=400)] = "",
         timezone: Annotated[str, Parameter(max_length=100)] = "UTC",
     ) -> Response:
@@ -86,7 +87,7 @@ class SchedulePages(Controller):
                       now=queue.clock.now())
 
     @get("/{schedule_id:str}", name="dashboard-schedule")
-    async def edit(self, queue: Queue, schedule_id: str) -> Response:
+    async def edit(self, queue: QueueDep, schedule_id: str) -> Response:
         schedule = await _get(queue, schedule_id)
         if schedule is None:
             return render("not_found.html", section="schedules", title="No such schedule",
@@ -95,7 +96,7 @@ class SchedulePages(Controller):
                           await _recent_tasks(queue, schedule.id))
 
     @post("/{schedule_id:str}", status_code=200)
-    async def update(self, request: Request, queue: Queue, schedule_id: str) -> Response:
+    async def update(self, request: Request, queue: QueueDep, schedule_id: str) -> Response:
         schedule = await _get(queue, schedule_id)
         if schedule is None:
             return go(request, _notice(f"Schedule {schedule_id} no longer exists."))
@@ -108,19 +109,19 @@ class SchedulePages(Controller):
         return go(request, _notice(f"Saved schedule “{saved.name}”."))
 
     @post("/{schedule_id:str}/pause", status_code=200)
-    async def pause(self, request: Request, queue: Queue, schedule_id: str) -> Response:
+    async def pause(self, request: Request, queue: QueueDep, schedule_id: str) -> Response:
         return await _act(request, queue, schedule_id, "pause")
 
     @post("/{schedule_id:str}/resume", status_code=200)
-    async def resume(self, request: Request, queue: Queue, schedule_id: str) -> Response:
+    async def resume(self, request: Request, queue: QueueDep, schedule_id: str) -> Response:
         return await _act(request, queue, schedule_id, "resume")
 
     @post("/{schedule_id:str}/run", status_code=200)
-    async def run(self, request: Request, queue: Queue, schedule_id: str) -> Response:
+    async def run(self, request: Request, queue: QueueDep, schedule_id: str) -> Response:
         return await _act(request, queue, schedule_id, "run")
 
     @post("/{schedule_id:str}/delete", status_code=200)
-    async def delete(self, request: Request, queue: Queue, schedule_id: str) -> Response:
+    async def delete(self, request: Request, queue: QueueDep, schedule_id: str) -> Response:
         return await _act(request, queue, schedule_id, "delete")
 
 

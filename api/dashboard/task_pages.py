@@ -14,6 +14,7 @@ from litestar.response import Response
 from api.dashboard.common import go, is_htmx, render
 from api.dashboard.forms import HTTP_METHODS, FormError, SubmitForm
 from api.dashboard.snapshots import snapshots
+from api.deps import QueueDep
 from shared import dashboard_queries
 from shared.ids import is_valid_id
 from shared.queue import NotFound, Queue, QueueError
@@ -35,7 +36,7 @@ class TaskPages(Controller):
 
     @get("/tasks", name="dashboard-tasks")
     async def tasks(
-        self, request: Request, queue: Queue,
+        self, request: Request, queue: QueueDep,
         status: str | None = None,
         task_type: Annotated[str | None, Parameter(query="type", max_length=64)] = None,
         schedule: Annotated[str | None, Parameter(max_length=64)] = None,
@@ -78,7 +79,7 @@ class TaskPages(Controller):
         return render("tasks.html", section="tasks", title="Tasks", **context)
 
     @get("/tasks/{task_id:str}", name="dashboard-task")
-    async def task(self, request: Request, queue: Queue, task_id: str) -> Response:
+    async def task(self, request: Request, queue: QueueDep, task_id: str) -> Response:
         task = await _get(queue, task_id)
         if task is None:
             return render("not_found.html", section="tasks", title="No such task", status_code=404,
@@ -89,7 +90,7 @@ class TaskPages(Controller):
         return render("task.html", section="tasks", title=f"Task {task.id}", **context)
 
     @get("/tasks/{task_id:str}/badge")
-    async def badge(self, queue: Queue, task_id: str) -> Response:
+    async def badge(self, queue: QueueDep, task_id: str) -> Response:
         """A submitted task's card on the submit page, re-polled until the task finishes."""
         task = await _get(queue, task_id)
         if task is None:
@@ -97,15 +98,15 @@ class TaskPages(Controller):
         return render("_submitted.html", task=task, now=queue.clock.now(), gone=None)
 
     @post("/tasks/{task_id:str}/cancel", status_code=200)
-    async def cancel(self, queue: Queue, task_id: str) -> Response:
+    async def cancel(self, queue: QueueDep, task_id: str) -> Response:
         return await _act(queue, task_id, queue.cancel, "Cancel requested.")
 
     @post("/tasks/{task_id:str}/retry", status_code=200)
-    async def retry(self, queue: Queue, task_id: str) -> Response:
+    async def retry(self, queue: QueueDep, task_id: str) -> Response:
         return await _act(queue, task_id, queue.retry, "Queued to run again now.")
 
     @post("/tasks/{task_id:str}/delete", status_code=200)
-    async def delete(self, request: Request, queue: Queue, task_id: str) -> Response:
+    async def delete(self, request: Request, queue: QueueDep, task_id: str) -> Response:
         try:
             await queue.delete(task_id)
         except QueueError as exc:
@@ -113,7 +114,7 @@ class TaskPages(Controller):
         return go(request, "/dashboard/tasks?" + _query(notice=f"Deleted task {task_id}."))
 
     @post("/tasks/bulk", status_code=200)
-    async def bulk(self, request: Request, queue: Queue) -> Response:
+    async def bulk(self, request: Request, queue: QueueDep) -> Response:
         """Retry, cancel or delete the ticked tasks of the current list, each on its own."""
         form = await request.form()
         action = str(form.get("action", ""))
@@ -134,7 +135,7 @@ class TaskPages(Controller):
 
     @get("/submit", name="dashboard-submit")
     async def submit_page(
-        self, queue: Queue,
+        self, queue: QueueDep,
         task_type: Annotated[str | None, Parameter(query="type", max_length=16)] = None,
         clone: Annotated[str | None, Parameter(max_length=26)] = None,
     ) -> Response:
@@ -148,7 +149,7 @@ class TaskPages(Controller):
                       methods=HTTP_METHODS, cloned=cloned, now=queue.clock.now(), submitted=None)
 
     @post("/submit", status_code=200)
-    async def submit(self, request: Request, queue: Queue) -> Response:
+    async def submit(self, request: Request, queue: QueueDep) -> Response:
         """Validate with the API's own rules; errors go beside their field, nothing is queued."""
         form = SubmitForm.from_form(await request.form())
         task = created = None

@@ -295,9 +295,11 @@ class Queue:
         return await self._finish(claimed, Q.complete, "succeeded", None, result)
 
     async def fail(
-        self, claimed: Claimed, error: str, result: Any = None, outcome: str = "failed"
+        self, claimed: Claimed, error: str, result: Any = None, outcome: str = "failed",
+        *, retry: bool = True,
     ) -> str | None:
-        """running -> queued for a retry after backoff, or failed when no attempts are left.
+        """running -> queued for a retry after backoff, or failed when no attempts are left
+        (or at once with retry=False, for a failure that retrying cannot mend).
 
         Returns the new status, or None if the lease was lost.
         """
@@ -305,7 +307,7 @@ class Queue:
         retry_at = now + self.backoff(claimed.attempt)
         params = {
             "id": claimed.id, "token": claimed.token, "now": now, "retry_at": retry_at,
-            "error": error, "result": _json(result),
+            "error": error, "result": _json(result), "retry": retry,
         }
 
         def op(conn: sqlite3.Connection) -> str | None:

@@ -312,3 +312,11 @@ async def test_clock_is_injected(db, settings):
     queue = Queue(db, clock, Settings(db=settings.db))
     task, _ = await queue.enqueue(shell("x"))
     assert task.created_at.timestamp() == pytest.approx(1_000_000.0)
+
+
+async def test_fail_without_retry_fails_at_once(queue):
+    task, _ = await queue.enqueue(shell("x", max_attempts=5))
+    (c,) = await queue.claim("w", 1, lease=30)
+    assert await queue.fail(c, "refused by policy", retry=False) == "failed"
+    failed = await queue.get(task.id)
+    assert failed.status == "failed" and failed.attempts == 1 and failed.finished_at is not None

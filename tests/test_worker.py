@@ -56,7 +56,7 @@ async def until(queue: Queue, task_id: str, statuses: set[str], timeout: float =
 async def test_shell_success_failure_and_retry(live_queue):
     ok, _ = await live_queue.enqueue(shell("echo", "hello", "; rm -rf /", "$(id)"))
     bad, _ = await live_queue.enqueue(shell("sh", "-c", "echo oops >&2; exit 3", max_attempts=2))
-    missing, _ = await live_queue.enqueue(shell("no-such-command-xyz", max_attempts=1))
+    missing, _ = await live_queue.enqueue(shell("no-such-command-xyz", max_attempts=3))
     async with running(Worker(live_queue, live_queue.settings)):
         done = await until(live_queue, ok.id, {"succeeded", "failed"})
         assert done.status == "succeeded"
@@ -68,6 +68,7 @@ async def test_shell_success_failure_and_retry(live_queue):
         assert [a.outcome for a in attempts] == ["failed", "failed"]
         not_found = await until(live_queue, missing.id, {"failed"})
         assert "cannot start 'no-such-command-xyz'" in not_found.last_error
+        assert not_found.attempts == 1  # retrying cannot make the program appear
 
 
 async def test_timeout_kills_the_whole_process_group(live_queue, tmp_path):

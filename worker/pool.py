@@ -163,8 +163,8 @@ class Worker:
                 else:
                     bound.warning("task finished after its lease was lost; result not recorded")
             else:
-                error, result, outcome = value
-                status = await self.queue.fail(c, error, result, outcome)
+                error, result, outcome, retry = value
+                status = await self.queue.fail(c, error, result, outcome, retry=retry)
                 if kind == "crashed":
                     bound.error("task handler crashed", error=error, now=status or "lease lost")
                 else:
@@ -185,12 +185,12 @@ class Worker:
         except asyncio.CancelledError:
             return "stopped", None
         except TaskFailed as exc:
-            return "failed", (str(exc), exc.result, "failed")
+            return "failed", (str(exc), exc.result, "failed", not exc.permanent)
         except TimeoutError:
-            return "failed", (f"timed out after {c.timeout:g}s", None, "timeout")
+            return "failed", (f"timed out after {c.timeout:g}s", None, "timeout", True)
         except Exception as exc:
             log.exception("task handler crashed", task_id=c.id, task_type=c.type)
-            return "crashed", (f"handler error: {exc!r}", None, "failed")
+            return "crashed", (f"handler error: {exc!r}", None, "failed", True)
         finally:
             self._in_handler.discard(c.id)
             self._nudge.set()
@@ -198,11 +198,13 @@ class Worker:
     async def _run_handler(self, c: Claimed) -> dict[str, Any]:
         handler = self.handlers.get(c.type)
         if handler is None:
-            raise TaskFailed(f"this worker has no handler for task type {c.type!r}")
+            raise TaskFailed(
+                f"this worker has no handler for task type {c.type!r}", permanent=True
+            )
         try:
             payload = validate_payload(c.type, c.payload)
         except PayloadError as exc:
-            raise TaskFailed(str(exc)) from None
+            raise TaskFailed(str(exc), permanent=True) from None
         ctx = HandlerContext(
             c.id, c.attempt, c.timeout, self.settings.output_limit, self.queue.policy
         )

@@ -56,11 +56,12 @@ SET status = 'succeeded', result = :result, last_error = NULL,
 WHERE id = :id AND status = 'running' AND claim_token = :token
 
 -- name: fail
--- running -> queued (attempts left, retried at :retry_at) or failed (none left)
+-- running -> queued (attempts left, retried at :retry_at) or failed (none left, or :retry
+-- false: a failure that retrying cannot mend)
 UPDATE tasks
-SET status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,
-    run_at = CASE WHEN attempts < max_attempts THEN :retry_at ELSE run_at END,
-    finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE :now END,
+SET status = CASE WHEN :retry AND attempts < max_attempts THEN 'queued' ELSE 'failed' END,
+    run_at = CASE WHEN :retry AND attempts < max_attempts THEN :retry_at ELSE run_at END,
+    finished_at = CASE WHEN :retry AND attempts < max_attempts THEN NULL ELSE :now END,
     result = :result, last_error = :error,
     claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = :now
 WHERE id = :id AND status = 'running' AND claim_token = :token

@@ -11,11 +11,15 @@ from shared.policy import Policy
 
 class TaskFailed(Exception):
     """A failed attempt. `result` (exit code, output, status...) is kept for the person
-    reading why it failed."""
+    reading why it failed. `permanent`: retrying cannot help (the policy refuses the task, the
+    program does not exist), so the task fails now instead of spending its other attempts."""
 
-    def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, result: dict[str, Any] | None = None, *, permanent: bool = False
+    ) -> None:
         super().__init__(message)
         self.result = result
+        self.permanent = permanent
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ async def run_http(payload: HttpPayload, ctx: HandlerContext) -> dict[str, Any]:
                 await response.aclose()
     except PolicyError as exc:
         hop = f" (redirected to {redirects[-1]})" if redirects else ""
-        raise TaskFailed(f"refused by policy{hop}: {exc}") from None
+        raise TaskFailed(f"refused by policy{hop}: {exc}", permanent=True) from None
     except TimeoutError:
         raise TaskFailed(f"{payload.method} {payload.url} timed out after {timeout:g}s") from None
     except httpx.TimeoutException:

@@ -26,10 +26,10 @@ async def run_shell(payload: ShellPayload, ctx: HandlerContext) -> dict[str, Any
     try:
         program = policy.check(payload.command, payload.env)
     except PolicyError as exc:
-        raise TaskFailed(f"refused by policy: {exc}") from None
+        raise TaskFailed(f"refused by policy: {exc}", permanent=True) from None
     if program is None:
         raise TaskFailed(f"cannot start {payload.command!r}: no such program on PATH "
-                         f"({policy.path}) or in {policy.workdir}")
+                         f"({policy.path}) or in {policy.workdir}", permanent=True)
     if not os.path.isdir(policy.workdir):  # noqa: ASYNC240 - one stat(), like the PATH lookup
         raise TaskFailed(f"the shell working directory {policy.workdir} does not exist "
                          "(LOCALFLOW_SHELL_WORKDIR)")

@@ -75,7 +75,7 @@ def start(
     return proc
 
 
-def wait_healthy(proc: Proc, timeout: float = 20.0) -> None:
+def wait_healthy(proc: Proc, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.popen.poll() is not None:
@@ -90,7 +90,7 @@ def wait_healthy(proc: Proc, timeout: float = 20.0) -> None:
 
 
 def wait_for_status(
-    client: httpx.Client, task_id: str, statuses: set[str], timeout: float = 20.0
+    client: httpx.Client, task_id: str, statuses: set[str], timeout: float = 60.0
 ) -> dict:
     """Poll a task until its status is one of `statuses`; returns the task."""
     deadline = time.monotonic() + timeout

@@ -80,7 +80,7 @@ def test_sigterm_returns_long_task_to_queue_and_next_worker_runs_it(tmp_path):
             task = client.get(f"/api/tasks/{task_id}").json()
             assert task["status"] == "queued" and task["attempts"] == 0
             worker = procs.start("worker", db)
-            task = procs.wait_for_status(client, task_id, {"succeeded"}, timeout=20)
+            task = procs.wait_for_status(client, task_id, {"succeeded"})
             assert task["attempts"] == 1
     finally:
         worker.stop()

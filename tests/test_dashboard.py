@@ -278,6 +278,33 @@ def test_login_session_and_csrf_with_a_token(tmp_path: Path):
         proc.stop()
 
 
+def test_wrong_tokens_are_throttled_per_address(tmp_path: Path):
+    proc = procs.start("serve", tmp_path / "t.db", env={**ENV, "LOCALFLOW_API_TOKEN": TOKEN})
+    try:
+        with httpx.Client(base_url=proc.url, timeout=10) as web:
+            csrf = re.search(r'name="_csrf_token" value="(\w+)"',
+                             web.get("/dashboard/login").text).group(1)
+
+            def attempt(token: str) -> httpx.Response:
+                return web.post("/dashboard/login", data={"token": token, "_csrf_token": csrf})
+
+            assert [attempt(f"guess-{i}").status_code for i in range(10)] == [401] * 10
+            blocked = attempt(TOKEN)  # even the right token waits: guessing must not pay off
+            assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0
+            assert "Too many wrong tokens" in blocked.text
+            assert "localflow_session" not in web.cookies
+    finally:
+        proc.stop()
+
+
+def test_login_throttle_forgets_after_its_window():
+    throttle = security.LoginThrottle(limit=2, window=60)
+    throttle.failed("a", 0)
+    throttle.failed("a", 1)
+    assert throttle.retry_after("a", 2) == 58 and throttle.retry_after("b", 2) == 0
+    assert throttle.retry_after("a", 60.5) == 0
+
+
 # -- session cookies -----------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import time
 from importlib import metadata
 from typing import Annotated
 
@@ -112,7 +113,16 @@ class LoginController(Controller):
         token = settings_of(request).api_token
         if not token:
             return go(request, target)
+        throttle, client, now = security.login_throttle(request), _client(request), time.time()
+        wait = throttle.retry_after(client, now)
+        if wait > 0:
+            return render(
+                "login.html", title="Log in", next=target, status_code=429,
+                headers={"Retry-After": str(int(wait) + 1)},
+                error=f"Too many wrong tokens from your address; try again in {int(wait) + 1} s.",
+            )
         if not token_matches(str(form.get("token", "")), token):
+            throttle.failed(client, now)
             return render(
                 "login.html", title="Log in", next=target, status_code=401,
                 error="That is not the API token this server was started with.",
@@ -126,3 +136,7 @@ class LoginController(Controller):
         response = go(request, security.LOGIN_PATH)
         response.set_cookie(security.session_cookie(request, "", max_age=0))
         return response
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

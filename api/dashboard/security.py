@@ -115,3 +115,32 @@ def csrf_config(settings: Settings) -> CSRFConfig:
 
 def csrf_middleware(settings: Settings) -> DefineMiddleware:
     return DefineMiddleware(CSRFMiddleware, config=csrf_config(settings))
+
+
+class LoginThrottle:
+    """At most `limit` wrong tokens per client address in `window` seconds: a token can be
+    guessed only as fast as this allows. Per process, in memory; bounded in addresses kept."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0, max_clients: int = 10_000) -> None:
+        self.limit, self.window, self.max_clients = limit, window, max_clients
+        self._failures: dict[str, list[float]] = {}
+
+    def retry_after(self, client: str, now: float) -> float:
+        """Seconds until `client` may try again; 0 when it may now."""
+        recent = [t for t in self._failures.get(client, ()) if now - t < self.window]
+        self._failures[client] = recent
+        if len(recent) < self.limit:
+            return 0.0
+        return self.window - (now - recent[0])
+
+    def failed(self, client: str, now: float) -> None:
+        if client not in self._failures and len(self._failures) >= self.max_clients:
+            self._failures.pop(next(iter(self._failures)))  # forget the oldest client
+        self._failures.setdefault(client, []).append(now)
+
+
+def login_throttle(request: Request) -> LoginThrottle:
+    state = request.app.state
+    if "login_throttle" not in state:
+        state["login_throttle"] = LoginThrottle()
+    return state["login_throttle"]

@@ -278,6 +278,27 @@ def test_login_session_and_csrf_with_a_token(tmp_path: Path):
         proc.stop()
 
 
+def test_bulk_action_on_every_task_matching_the_filter(tmp_path: Path):
+    proc = procs.start("serve", tmp_path / "bulk.db", env=ENV)
+    try:
+        with httpx.Client(base_url=proc.url, timeout=10) as web:
+            failing = [_task(web, payload={"command": "false"}, max_attempts=1) for _ in range(3)]
+            fine = _task(web)
+            for t in failing:
+                procs.wait_for_status(web, t["id"], {"failed"})
+            procs.wait_for_status(web, fine["id"], {"succeeded"})
+            web.get("/dashboard")
+            r = web.post("/dashboard/tasks/bulk", headers=_csrf(web), data={
+                "action": "delete", "scope": "matching", "status": "failed",
+            })
+            assert r.status_code == 200, r.text
+            assert web.get("/api/tasks", params={"status": "failed"}).json()["items"] == []
+            remaining = [t["id"] for t in web.get("/api/tasks").json()["items"]]
+            assert remaining == [fine["id"]]
+    finally:
+        proc.stop()
+
+
 def test_wrong_tokens_are_throttled_per_address(tmp_path: Path):
     proc = procs.start("serve", tmp_path / "t.db", env={**ENV, "LOCALFLOW_API_TOKEN": TOKEN})
     try:

@@ -23,7 +23,8 @@ from shared.schemas import STATUSES, TERMINAL, Task, TaskCreate, TaskPage
 
 PAGE_SIZES = (25, 50, 100, 200)
 BULK_ACTIONS = ("retry", "cancel", "delete")
-BULK_MAX = 500
+BULK_MAX = 500  # ticked tasks in one request
+BULK_MATCHING_MAX = 5000  # tasks one "every task matching the filter" action may touch
 
 
 def _query(**params: str | int | None) -> str:
@@ -115,20 +116,29 @@ class TaskPages(Controller):
 
     @post("/tasks/bulk", status_code=200)
     async def bulk(self, request: Request, queue: QueueDep) -> Response:
-        """Retry, cancel or delete the ticked tasks of the current list, each on its own."""
+        """Retry, cancel or delete the ticked tasks of the current list, or every task that
+        matches the list's filter (the filtered selection), each on its own."""
         form = await request.form()
         action = str(form.get("action", ""))
-        ids = [i for i in form.getall("ids") if isinstance(i, str)][:BULK_MAX]
         back = "/dashboard/tasks?" + _query(
             status=form.get("status"), type=form.get("type"), schedule=form.get("schedule"),
             cursor=form.get("cursor"), limit=form.get("limit"),
         )
         if action not in BULK_ACTIONS:
             return go(request, back + "&" + _query(notice=f"Unknown action {action!r}."))
+        if form.get("scope") == "matching":
+            ids = await _matching_ids(
+                queue, _text(form.get("status")), _text(form.get("type")),
+                _text(form.get("schedule")),
+            )
+        else:
+            ids = [i for i in form.getall("ids") if isinstance(i, str)][:BULK_MAX]
         if not ids:
             return go(request, back + "&" + _query(notice="Tick at least one task first."))
         done, problems = await _bulk(queue, action, ids)
         notice = f"{action.title()}: {done} of {len(ids)} task(s) done."
+        if len(ids) == BULK_MATCHING_MAX:
+            notice += f" (at most {BULK_MATCHING_MAX} at a time: run it again for the rest)"
         if problems:
             notice += " Skipped: " + "; ".join(problems[:5]) + ("…" if len(problems) > 5 else "")
         return go(request, back + "&" + _query(notice=notice))
@@ -248,3 +258,31 @@ async def _bulk(queue: Queue, action: str, ids: list[str]) -> tuple[int, list[st
         except QueueError as exc:
             problems.append(str(exc))
     return done, problems
+
+
+def _text(value: object) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+async def _matching_ids(
+    queue: Queue, status: str | None, task_type: str | None, schedule: str | None
+) -> list[str]:
+    """Ids of the tasks the list's filter shows, newest first, up to BULK_MATCHING_MAX."""
+    status = status if status in STATUSES else None
+    ids: list[str] = []
+    cursor = None
+    while len(ids) < BULK_MATCHING_MAX:
+        limit = min(500, BULK_MATCHING_MAX - len(ids))
+        if schedule:
+            page = await dashboard_queries.task_ids_of_schedule(
+                queue.db, schedule, status=status, type=task_type, cursor=cursor, limit=limit
+            )
+            ids += page
+            cursor = page[-1] if len(page) == limit else None
+        else:
+            listed = await queue.list(status=status, type=task_type, cursor=cursor, limit=limit)
+            ids += [t.id for t in listed.items]
+            cursor = listed.next_cursor
+        if cursor is None:
+            break
+    return ids

@@ -151,9 +151,13 @@ class Database:
             live = [(op, fut) for op, fut in batch if not fut.done()]
             if not live:
                 continue
-            outcomes = await loop.run_in_executor(
-                self._executor, self._run_batch, [op for op, _ in live]
-            )
+            try:
+                outcomes = await loop.run_in_executor(
+                    self._executor, self._run_batch, [op for op, _ in live]
+                )
+            except Exception as exc:  # the loop must outlive any batch, or writers would hang
+                log.exception("write batch failed")
+                outcomes = [(False, exc)] * len(live)
             for (_, fut), (ok, value) in zip(live, outcomes, strict=True):
                 if fut.done():
                     continue

@@ -12,6 +12,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CollectorRegistry
 
 from api.auth import BEARER_SCHEME_NAME, BearerAuth, cookie_session, open_operations
+from api.browser_guard import BrowserGuard
 from api.dashboard import dashboard_router, security, static_router, template_config
 from api.debug import DebugController, start_tracing
 from api.deps import provide_queue
@@ -74,7 +75,8 @@ def create_app(
     document_errors(app.openapi_schema, open_operations(app, OPENAPI_PATH), BEARER_SCHEME_NAME)
     # Outside routing and error handling, so 404s, 405s and errors are counted and carry a
     # request id too (api/observe.py).
+    # Inside it, before everything else: what a web page may not do (api/browser_guard.py).
     app.asgi_handler = ObserveRequests(
-        app.asgi_handler, metrics, access_log=settings.access_log
+        BrowserGuard(app.asgi_handler, settings), metrics, access_log=settings.access_log
     )
     return app

@@ -36,6 +36,7 @@ PROBLEM_JSON = "application/problem+json"
 _TITLES = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
+    415: "Unsupported Media Type",
     422: "Unprocessable Content", 429: "Too Many Requests", 500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -63,6 +64,7 @@ _WHEN = {
     404: "No such resource",
     409: "Conflicts with the resource's current state",
     413: "Request body larger than the limit",
+    415: "The body is not JSON (send Content-Type: application/json)",
     422: "The body is well-formed JSON but not a valid request; `detail` names the field",
     500: "Unexpected error; the details are in the server log only",
     503: "The database stayed locked; retry after Retry-After seconds",
@@ -106,7 +108,7 @@ def document_errors(
             if op.parameters or op.request_body:
                 codes.add(400)
             if op.request_body:
-                codes.update((413, 422))
+                codes.update((413, 415, 422))
             if "{" in path:
                 codes.add(404)
             if path.startswith("/api/"):

@@ -200,4 +200,10 @@ def settings_from_environ() -> Settings:
 
 
 def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """localhost, 127.0.0.0/8 or ::1 (a name like 127.0.0.1.example.com is not)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

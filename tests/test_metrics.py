@@ -30,6 +30,9 @@ from worker.pool import Worker
 
 TOKEN = "metrics-test-token-0123456789"
 
+# Without a token the app answers only to loopback names (api/browser_guard.py).
+LOCAL = "http://127.0.0.1"
+
 
 def parse(text: str) -> dict[tuple[str, frozenset], float]:
     """{(sample name, labels): value} of a Prometheus text page (which must parse)."""
@@ -62,7 +65,7 @@ def wait_until(check: Callable[[], bool], timeout: float = 20.0, what: str = "")
 async def test_queue_depth_and_oldest_age_are_read_from_the_database(queue: Queue, clock):
     app = create_app(queue)
     app.state.metrics.state.min_refresh = 0  # every scrape reads
-    async with AsyncTestClient(app) as http:
+    async with AsyncTestClient(app, base_url=LOCAL) as http:
         empty = (await http.get("/metrics")).text
         assert value(empty, "localflow_queue_oldest_task_age_seconds") == 0
         assert value(empty, "localflow_tasks", status="queued") == 0
@@ -88,7 +91,7 @@ async def test_queue_depth_and_oldest_age_are_read_from_the_database(queue: Queu
 
 async def test_scrapes_close_together_share_one_read(queue: Queue):
     app = create_app(queue)
-    async with AsyncTestClient(app) as http:
+    async with AsyncTestClient(app, base_url=LOCAL) as http:
         first = (await http.get("/metrics")).text
         await queue.enqueue(shell())
         second = (await http.get("/metrics")).text  # within MIN_REFRESH: the same reads
@@ -101,10 +104,10 @@ async def test_scrapes_close_together_share_one_read(queue: Queue):
 
 async def test_each_app_has_its_own_registry(queue: Queue):
     one, two = create_app(queue), create_app(queue)  # no "Duplicated timeseries" error
-    async with AsyncTestClient(one) as http:
+    async with AsyncTestClient(one, base_url=LOCAL) as http:
         assert (await http.get("/api/tasks")).status_code == 200
         text_one = (await http.get("/metrics")).text
-    async with AsyncTestClient(two) as http:
+    async with AsyncTestClient(two, base_url=LOCAL) as http:
         text_two = (await http.get("/metrics")).text
     key = {"method": "GET", "route": "/api/tasks", "status": "200"}
     assert value(text_one, "localflow_http_requests_total", **key) == 1
@@ -114,7 +117,8 @@ async def test_each_app_has_its_own_registry(queue: Queue):
 async def test_worker_registry_is_folded_into_api_metrics(queue: Queue):
     wm = WorkerMetrics(process_metrics=False)
     wm.slots.set(3)
-    async with AsyncTestClient(create_app(queue, extra_metrics=[wm.registry])) as http:
+    app = create_app(queue, extra_metrics=[wm.registry])
+    async with AsyncTestClient(app, base_url=LOCAL) as http:
         text = (await http.get("/metrics")).text
     assert value(text, "localflow_worker_slots") == 3
     assert value(text, "process_cpu_seconds_total") is not None  # once, from the API's side

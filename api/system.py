@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from api.deps import QueueDep
 from shared import migrate
@@ -13,7 +14,13 @@ from shared import migrate
 class SystemController(Controller):
     tags = ["system"]
 
-    @get("/health", summary="Liveness and readiness", exclude_from_auth=True)
+    @get(
+        "/health", summary="Liveness and readiness", exclude_from_auth=True,
+        responses={503: ResponseSpec(
+            data_container=dict[str, Any], generate_examples=False,
+            description="The database is unreachable or not migrated; `error` says which",
+        )},
+    )
     async def health(self, queue: QueueDep) -> Response[dict[str, Any]]:
         """200 when the database answers and is migrated, 503 otherwise."""
         try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,3 +104,21 @@ def wait_for_status(
             return task
         time.sleep(0.02)
     raise AssertionError(f"task {task_id} never reached {statuses}; last seen {task}")
+
+
+@contextlib.contextmanager
+def serving(db: Path, env: dict[str, str] | None = None) -> Iterator[httpx.Client]:
+    """A `localflow serve` on db, and a client for it that knows its database file."""
+    proc = start("serve", db, env=env)
+    try:
+        with httpx.Client(base_url=proc.url, timeout=10) as client:
+            client.db_path = db  # type: ignore[attr-defined]
+            yield client
+    finally:
+        proc.stop()
+
+
+def task_count(db: Path) -> int:
+    """Tasks in the database file, read directly: what the API wrote, not what it says."""
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT count(*) FROM tasks").fetchone()[0]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
-import sqlite3
 
-import httpx
 import pytest
 
 from tests import procs
@@ -15,17 +13,12 @@ ECHO = {"type": "shell", "payload": {"command": "echo", "args": ["Hello, LocalFl
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    db = tmp_path_factory.mktemp("api") / "api.db"
-    proc = procs.start("serve", db)
-    with httpx.Client(base_url=proc.url, timeout=10) as client:
-        client.db_path = db
+    with procs.serving(tmp_path_factory.mktemp("api") / "api.db") as client:
         yield client
-    proc.stop()
 
 
 def task_count(api) -> int:
-    with sqlite3.connect(api.db_path) as conn:
-        return conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+    return procs.task_count(api.db_path)
 
 
 def test_seed_example_submit_and_status(api):

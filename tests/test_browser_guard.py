@@ -3,9 +3,6 @@ against a real server on loopback with no token: the default a user starts."""
 
 from __future__ import annotations
 
-import sqlite3
-
-import httpx
 import pytest
 
 from api.browser_guard import BrowserGuard, is_loopback_host
@@ -17,17 +14,12 @@ ECHO = b'{"type": "shell", "payload": {"command": "echo", "args": ["pwned"]}}'
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
-    db = tmp_path_factory.mktemp("guard") / "g.db"
-    proc = procs.start("serve", db, env={"LOCALFLOW_METRICS_ADDR": "off"})
-    with httpx.Client(base_url=proc.url, timeout=10) as client:
-        client.db_path = db
+    with procs.serving(tmp_path_factory.mktemp("guard") / "g.db") as client:
         yield client
-    proc.stop()
 
 
 def _tasks(local) -> int:
-    with sqlite3.connect(local.db_path) as conn:
-        return conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+    return procs.task_count(local.db_path)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",

@@ -199,7 +199,7 @@ class Database:
                 if time.monotonic() > deadline:
                     raise DatabaseBusy(
                         f"the database {self.path} stayed locked by another process for "
-                        f"{self.busy_seconds:.0f}s; try again"
+                        f"{self.busy_seconds:g}s; try again"
                     ) from exc
                 time.sleep(delay)  # on the writer thread: the event loop keeps running
                 delay = min(delay * 1.5, 0.005)

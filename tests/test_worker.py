@@ -211,3 +211,26 @@ async def test_worker_rescues_tasks_of_a_dead_worker_at_start(live_queue):
         done = await until(live_queue, task.id, {"succeeded"})
     assert done.attempts == 2
     assert [a.outcome for a in await live_queue.attempts(task.id)] == ["lost", "succeeded"]
+
+
+async def test_worker_outlives_a_database_locked_past_its_busy_limit(db_path):
+    """Another process holds the write lock longer than the worker will wait: the claim fails,
+    the worker logs it and carries on, and runs the task once the lock is gone."""
+    import sqlite3
+
+    db = await Database.open(str(db_path), busy_seconds=0.2)
+    settings = Settings(db=str(db_path), workers=2, lease=5, poll=0.1)
+    queue = Queue(db, settings=settings)
+    try:
+        task, _ = await queue.enqueue(shell("echo", "after the lock"))
+        other = sqlite3.connect(db_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        async with running(Worker(queue, settings)):
+            await asyncio.sleep(0.6)  # several claims fail with DatabaseBusy meanwhile
+            assert (await queue.get(task.id)).status == "queued"
+            other.execute("COMMIT")
+            done = await until(queue, task.id, {"succeeded"})
+        other.close()
+        assert done.result["stdout"] == "after the lock\n"
+    finally:
+        await db.close()

@@ -74,14 +74,26 @@ class Worker:
             asyncio.create_task(self._every(self.heartbeat_interval, self.heartbeat_once)),
             asyncio.create_task(self._every(self.rescue_interval, self.rescue_once)),
         ]
-        await self.queue.worker_seen(self.id, socket.gethostname(), os.getpid(), self.slots)
-        await self.rescue_once()  # tasks left by a worker that died while we were down
+        try:
+            await self.queue.worker_seen(self.id, socket.gethostname(), os.getpid(), self.slots)
+            await self.rescue_once()  # tasks left by a worker that died while we were down
+        except Exception:
+            # The heartbeat and rescue loops do both again shortly; do not die over it.
+            log.exception("start-up bookkeeping failed; continuing")
         log.info("worker started", worker_id=self.id, slots=self.slots)
         self.running = True
         try:
             while not stop.is_set():
                 self.last_loop = time.monotonic()
-                started = await self.claim_once()
+                try:
+                    started = await self.claim_once()
+                except Exception:
+                    # A database locked for longer than the busy limit, say: the worker must
+                    # outlive it, so wait a poll interval and try again.
+                    log.exception("claim failed; retrying after the poll interval")
+                    started = 0
+                    await self._wait(self.settings.poll)
+                    continue
                 if started and len(self._in_handler) < self.slots:
                     continue  # the queue may hold more than we took
                 await self._wait(self._wait_timeout())

@@ -13,16 +13,11 @@ import httpx
 import pytest
 
 from tests import procs
+from tests.seed import SEED_SCHEDULE
 
 pytestmark = pytest.mark.e2e
 
-SEED = {
-    "name": "Health Check",
-    "cron_expr": "*/5 * * * *",
-    "task_type": "http",
-    "payload": {"url": "http://localhost:8080/health", "method": "GET"},
-    "enabled": True,
-}
+SEED = SEED_SCHEDULE  # the seed README's example
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,9 @@ from shared.queue import Queue
 from shared.schedule_schemas import ScheduleCreate, ScheduleUpdate
 from shared.schedules import InvalidSchedule, ScheduleNotFound, Schedules, preview
 from shared.schemas import TaskCreate
+from tests.seed import SEED_SCHEDULE
 
-# The seed README's example, verbatim.
-SEED = {
-    "name": "Health Check",
-    "cron_expr": "*/5 * * * *",
-    "task_type": "http",
-    "payload": {"url": "http://localhost:8080/health", "method": "GET"},
-    "enabled": True,
-}
+SEED = SEED_SCHEDULE  # the seed README's example
 
 
 def body(**changes) -> ScheduleCreate:

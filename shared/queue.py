@@ -252,10 +252,9 @@ class Queue:
         now = self.clock.now()
 
         def op(conn: sqlite3.Connection) -> list[Claimed]:
-            rows = fetchall(
-                conn, Q.claim,
-                {"now": now, "lease_until": now + lease, "worker_id": worker_id, "limit": limit},
-            )
+            params = {"now": now, "lease_until": now + lease, "worker_id": worker_id,
+                      "limit": limit}
+            rows = fetchall(conn, Q.claim, params)
             if rows:
                 conn.executemany(
                     Q.insert_attempt, [(r["id"], r["attempts"], worker_id, now) for r in rows]
@@ -330,9 +329,7 @@ class Queue:
         now = self.clock.now()
 
         def op(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                Q.release, {"id": claimed.id, "token": claimed.token, "now": now}
-            )
+            cursor = conn.execute(Q.release, {"id": claimed.id, "token": claimed.token, "now": now})
             if cursor.rowcount != 1:
                 return False
             error = "worker shut down before the task finished; returned to the queue"
@@ -431,7 +428,7 @@ class Queue:
 
         def op(conn: sqlite3.Connection) -> Task | None:
             params = {"id": task_id, "now": now}
-            if (conn.execute(Q.cancel_queued, params)).rowcount == 0:
+            if conn.execute(Q.cancel_queued, params).rowcount == 0:
                 conn.execute(Q.request_cancel, params)
             rows = fetchall(conn, Q.get_task, (task_id,))
             return _task(next(iter(rows))) if rows else None
@@ -457,7 +454,7 @@ class Queue:
 
         def op(conn: sqlite3.Connection) -> tuple[bool, Task | None]:
             params = {"id": task_id, "now": now, "extra": attempts}
-            changed = (conn.execute(Q.retry_task, params)).rowcount == 1
+            changed = conn.execute(Q.retry_task, params).rowcount == 1
             rows = fetchall(conn, Q.get_task, (task_id,))
             return changed, (_task(next(iter(rows))) if rows else None)
 
@@ -476,7 +473,7 @@ class Queue:
         """Forget a task and its attempts. Not while it runs: cancel it first."""
 
         def op(conn: sqlite3.Connection) -> str | None:
-            if (conn.execute(Q.delete_task, {"id": task_id})).rowcount == 1:
+            if conn.execute(Q.delete_task, {"id": task_id}).rowcount == 1:
                 return "deleted"
             rows = fetchall(conn, Q.get_task, (task_id,))
             return rows[0]["status"] if rows else None

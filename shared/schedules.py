@@ -231,9 +231,7 @@ class Schedules:
         while True:
 
             def op(conn: sqlite3.Connection) -> list[Fire]:
-                rows = fetchall(
-                    conn, S.due_schedules, {"now": now, "limit": FIRE_BATCH}
-                )
+                rows = fetchall(conn, S.due_schedules, {"now": now, "limit": FIRE_BATCH})
                 batch = []
                 for row in rows:
                     fire = self._fire_one(conn, row, now, grace)
@@ -263,7 +261,7 @@ class Schedules:
             # rather than fail every pass. The person sees why in last_skip_reason.
             conn.execute(S.advance, {"id": schedule_id, "next": None, "expected": expected})
             conn.execute(S.record_skip, {"id": schedule_id, "fire_time": expected,
-                                               "reason": f"error: {exc}"})
+                                         "reason": f"error: {exc}"})
             log.error("schedule cannot be computed; it will not fire until edited",
                       schedule_id=schedule_id, error=str(exc))
             return Fire(schedule_id=schedule_id, fire_time=expected, outcome="error")
@@ -276,7 +274,7 @@ class Schedules:
             # Everything between the stored next fire and the latest due one was missed.
             newest_missed = c.latest_at_or_before(fire_time - 1.0)
             conn.execute(S.record_skip, {"id": schedule_id, "reason": "missed",
-                                               "fire_time": newest_missed or expected})
+                                         "fire_time": newest_missed or expected})
         late = now - fire_time
         if row["missed"] == "skip" and late > grace:
             return self._skip(conn, schedule_id, fire_time, "missed", late=late)
@@ -299,14 +297,14 @@ class Schedules:
             # The unique index: this fire time already has its task (the clock went back).
             return self._skip(conn, schedule_id, fire_time, "already fired", late=late)
         conn.execute(S.record_fire,
-                           {"id": schedule_id, "fire_time": fire_time, "task_id": task_id})
+                     {"id": schedule_id, "fire_time": fire_time, "task_id": task_id})
         return Fire(schedule_id=schedule_id, fire_time=fire_time, outcome="fired",
                     task_id=task_id, late=late)
 
     def _skip(self, conn: sqlite3.Connection, schedule_id: str, fire_time: float,
-                    outcome: Outcome, reason: str | None = None, late: float = 0.0) -> Fire:
+              outcome: Outcome, reason: str | None = None, late: float = 0.0) -> Fire:
         conn.execute(S.record_skip,
-                           {"id": schedule_id, "fire_time": fire_time, "reason": reason or outcome})
+                     {"id": schedule_id, "fire_time": fire_time, "reason": reason or outcome})
         return Fire(schedule_id=schedule_id, fire_time=fire_time, outcome=outcome, late=late)
 
     async def resync(self, now: float | None = None) -> int:

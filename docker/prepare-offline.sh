@@ -5,7 +5,9 @@
 #   2. start the Docker engine if it is not running
 #   3. provide the base image python:3.11-slim: pull it if a registry answers,
 #      otherwise build a stand-in from Debian packages (docker/build-base-image.sh)
-#   4. download the wheels the image build needs (docker/wheelhouse.sh)
+#   4. provide postgres:15-bookworm for docker-compose.postgres.yml the same way
+#      (docker/build-postgres-image.sh)
+#   5. download the wheels the image build needs (docker/wheelhouse.sh)
 # Every step is skipped when its result is already there, so re-running is cheap.
 # Build offline afterwards with LOCALFLOW_OFFLINE_BUILD=1 (compose) or
 # --build-arg OFFLINE=1 (docker build).
@@ -13,6 +15,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 BASE_IMAGE=${BASE_IMAGE:-python:3.11-slim}
+PG_IMAGE=${PG_IMAGE:-postgres:15-bookworm}
 log() { printf '[prepare-offline] %s\n' "$*" >&2; }
 
 have_compose() { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; }
@@ -43,6 +46,15 @@ elif timeout 120 docker pull "$BASE_IMAGE" >/dev/null 2>&1; then
 else
   log "cannot pull $BASE_IMAGE; building a local stand-in"
   "$here/build-base-image.sh"
+fi
+
+if docker image inspect "$PG_IMAGE" >/dev/null 2>&1; then
+  log "$PG_IMAGE present"
+elif timeout 120 docker pull "$PG_IMAGE" >/dev/null 2>&1; then
+  log "pulled $PG_IMAGE"
+else
+  log "cannot pull $PG_IMAGE; building a local stand-in"
+  PG_IMAGE="$PG_IMAGE" "$here/build-postgres-image.sh"
 fi
 
 "$here/wheelhouse.sh"

@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.policy import PolicyError
 from shared.schemas import ShellPayload
-from worker.handlers.base import HandlerContext, TaskFailed, clip, policy_of
+from worker.handlers.base import HandlerContext, TaskFailed, TaskTimedOut, clip, policy_of
 
 
 async def run_shell(payload: ShellPayload, ctx: HandlerContext) -> dict[str, Any]:
@@ -53,7 +53,7 @@ async def run_shell(payload: ShellPayload, ctx: HandlerContext) -> dict[str, Any
         stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
         await _kill_group(proc)
-        raise TaskFailed(
+        raise TaskTimedOut(
             f"timed out after {timeout:g}s; killed process group {proc.pid}",
             {"exit_code": None, "duration_ms": _ms(started)},
         ) from None

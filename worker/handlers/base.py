@@ -49,11 +49,3 @@ def _default_policy() -> Policy:
     from shared.settings import Settings
 
     return Policy.from_settings(Settings())
-
-
-def clip(data: bytes, limit: int) -> str:
-    """Bounded, printable output: the head of the stream, and a note of what was cut."""
-    if len(data) <= limit:
-        return data.decode("utf-8", errors="replace")
-    kept = data[:limit].decode("utf-8", errors="replace")
-    return f"{kept}\n... [{len(data) - limit} more bytes not kept]"

@@ -18,6 +18,7 @@ import uvloop
 from shared.policy import Policy
 from shared.schemas import ShellPayload
 from shared.settings import Settings
+from worker.handlers import orphan_guard
 from worker.handlers.base import HandlerContext, TaskFailed
 from worker.handlers.output import HeadTail
 from worker.handlers.shell import run_shell
@@ -122,6 +123,17 @@ def test_the_exit_is_seen_on_a_kernel_without_pidfd(run, monkeypatch):
     assert run(run_shell(sh("echo hi; exit 0"), ctx()))["stdout"] == "hi\n"
     with pytest.raises(TaskFailed, match="timed out"):
         run(run_shell(sh("sleep 30"), ctx(timeout=0.3)))
+
+
+def test_a_dead_orphan_guard_is_started_again_for_the_next_task(run):
+    run(run_shell(sh("true"), ctx()))
+    first = orphan_guard._guard._proc
+    first.kill()
+    first.wait()
+    result = run(run_shell(sh('echo "$LOCALFLOW_TASK_GUARD"'), ctx()))
+    second = orphan_guard._guard._proc
+    assert second.pid != first.pid and second.poll() is None
+    assert result["stdout"].strip() == orphan_guard._guard.marker
 
 
 @pytest.mark.parametrize("limit", [0, 1, 7, 64])

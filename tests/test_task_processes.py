@@ -1,8 +1,10 @@
-"""What a shell task's processes get, seen from outside a real `localflow serve` (uvloop, as in
-production): only stdin/stdout/stderr, and bounded memory for any amount of output."""
+"""What a shell task's processes get and what becomes of them, seen from outside a real
+`localflow serve` (uvloop, as in production): only stdin/stdout/stderr, bounded memory for any
+amount of output, and no survivors when the worker is SIGKILLed."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -79,6 +81,34 @@ def vm(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} for {pid}")
 
 
+def test_sigkilled_worker_takes_its_task_processes_with_it(served, tmp_path):
+    proc, client = served
+    pid_file = tmp_path / "pids"
+    # The task's own process, a child in its group, and a grandchild that left the group with
+    # setsid: none may outlive the worker, or the rescued retry runs beside them.
+    script = (f"sleep 300 & echo $! >> {pid_file}; setsid sleep 300 & echo $! >> {pid_file}; "
+              f"echo $$ >> {pid_file}; wait")
+    task = submit(client, "sh", "-c", script, timeout=600)
+    pids = pids_in(pid_file, 3)
+    wait_until(lambda: all(alive(p) for p in pids), 30, "the task's processes to start")
+    helpers = children_of(proc.popen.pid)  # the task, and whatever watches over it
+    assert pids[2] in helpers
+    proc.popen.kill()
+    proc.popen.wait()
+    try:
+        wait_until(lambda: not any(alive(p) for p in pids + sorted(helpers)), 15,
+                   "the task's processes to die with their worker")
+    finally:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: '"logger": "localflow.task_guard"' in proc.log(), 15,
+               "the guard to say what it did")
+    line = next(x for x in proc.log().splitlines() if "localflow.task_guard" in x)
+    assert json.loads(line)["killed"] == 3, line
+    assert task
+
+
 def test_task_program_gets_stdio_and_no_other_descriptor(served, tmp_path):
     _, client = served
     pid_file = tmp_path / "pid"
@@ -127,3 +157,24 @@ def test_runaway_output_keeps_the_worker_memory_bounded(served):
     assert f"[{dropped} bytes not kept]" in stdout
     assert len(stdout.encode()) < kept + 200
 
+
+def test_a_stopped_worker_leaves_no_process_behind(tmp_path):
+    proc = procs.start("serve", tmp_path / "lf.db")
+    pid_file = tmp_path / "pid"
+    try:
+        with httpx.Client(base_url=proc.url, timeout=30) as client:
+            # Succeeds at once, leaving a process behind that no longer belongs to any task.
+            task = submit(client, "sh", "-c", f"sleep 300 >/dev/null 2>&1 & echo $! > {pid_file}")
+            procs.wait_for_status(client, task, {"succeeded"})
+        left = pids_in(pid_file, 1)
+        helpers = children_of(proc.popen.pid)
+        assert helpers, "the orphan guard runs beside the worker"
+    finally:
+        assert proc.stop() == 0
+    try:
+        wait_until(lambda: not any(alive(p) for p in left + sorted(helpers)), 15,
+                   "the guard, and what the task left running, to go with the worker")
+    finally:
+        for pid in left:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

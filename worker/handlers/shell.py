@@ -4,7 +4,8 @@ Metacharacters (`;`, `|`, `$(...)`, backticks) are plain bytes of an argument: t
 to read them. The program is the absolute path the policy resolved (shared/policy.py), checked
 against LOCALFLOW_SHELL_ALLOW again here, run in the fixed working directory with a clean
 environment, with stdin from /dev/null, stdout and stderr (kept bounded: head and tail) and no
-other descriptor (worker/handlers/process.py).
+other descriptor (worker/handlers/process.py). Its processes die with the worker
+(worker/handlers/orphan_guard.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from shared.policy import PolicyError
 from shared.schemas import ShellPayload
+from worker.handlers import orphan_guard
 from worker.handlers.base import HandlerContext, TaskFailed, TaskTimedOut, policy_of
 from worker.handlers.process import run_program
 
@@ -36,8 +38,9 @@ async def run_shell(payload: ShellPayload, ctx: HandlerContext) -> dict[str, Any
     started = time.monotonic()
     try:
         # A clean environment: the worker's own secrets (the API token, say) are not passed
-        # on.
-        env = {"PATH": policy.path, "LANG": "C.UTF-8", **payload.env}
+        # on. The guard's marker comes last, so the task's own env cannot take it away; no
+        # guard, no task (one that outlived its worker could run twice at once).
+        env = {"PATH": policy.path, "LANG": "C.UTF-8", **payload.env, **orphan_guard.task_env()}
         done = await run_program(
             [program, *payload.args], env=env, cwd=policy.workdir, seconds=timeout,
             keep=ctx.output_limit,

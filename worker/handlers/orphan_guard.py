@@ -44,19 +44,28 @@ class OrphanGuard:
         self._pid = os.getpid()
         self.marker = f"{self._pid}-{secrets.token_hex(8)}"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._pipe: int | None = None  # our end of its stdin: a raw fd, held until we exit
 
     def env(self) -> dict[str, str]:
         """The variable a task program must carry; the guard is running when this returns."""
         if self._proc is None or self._proc.poll() is not None:
-            self._proc = subprocess.Popen(
-                # -I -S: no user site, no PYTHON* variables, no site-packages: this file only.
-                [sys.executable, "-I", "-S", os.path.abspath(__file__), self.marker],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                env={},  # the worker's variables (its API token, say) are none of its business
-                close_fds=True,  # it must hold nothing of the worker's: no socket, no database
-                start_new_session=True,  # outside the terminal's group: Ctrl-C stops the worker
-            )                            # (which stops its tasks), not the guard before it
+            if self._pipe is not None:
+                os.close(self._pipe)  # the dead one's
+            reader, self._pipe = os.pipe()  # both ends close-on-exec: no task inherits ours
+            try:
+                self._proc = subprocess.Popen(
+                    # -I -S: no user site, no PYTHON* variables, no site-packages: this file.
+                    [sys.executable, "-I", "-S", os.path.abspath(__file__), self.marker],
+                    stdin=reader,
+                    stdout=subprocess.DEVNULL,
+                    env={},  # the worker's variables (its API token, say) are not its business
+                    close_fds=True,  # nothing of the worker's either: no socket, no database
+                    # Outside the terminal's process group: Ctrl-C stops the worker (which
+                    # stops its tasks), not the guard before it.
+                    start_new_session=True,
+                )
+            finally:
+                os.close(reader)
         return {ENV: self.marker}
 
 

@@ -208,8 +208,10 @@ def test_worker_process_serves_health_and_metrics_on_its_own_port(tmp_path):
             failed = submit("false", max_attempts=1)
             submit("false", max_attempts=2)  # fails once, then is retried
             slow = submit("sleep", "30")
+            timed_out = submit("sleep", "30", timeout=1, max_attempts=1)
             procs.wait_for_status(c, ok, {"succeeded"})
             procs.wait_for_status(c, failed, {"failed"})
+            procs.wait_for_status(c, timed_out, {"failed"})
             procs.wait_for_status(c, slow, {"running"})
             assert c.post(f"/api/tasks/{slow}/cancel").status_code == 200
             procs.wait_for_status(c, slow, {"cancelled"})
@@ -223,9 +225,10 @@ def test_worker_process_serves_health_and_metrics_on_its_own_port(tmp_path):
                                      type="shell") == 1, what="the first attempt to be retried")
             text = scrape()
             api_text = c.get("/metrics").text
-        assert value(text, "localflow_worker_tasks_started_total", type="shell") >= 4
+        assert value(text, "localflow_worker_tasks_started_total", type="shell") >= 5
         assert value(text, "localflow_worker_tasks_succeeded_total", type="shell") == 1
-        assert value(text, "localflow_worker_tasks_failed_total", type="shell") == 1
+        assert value(text, "localflow_worker_tasks_failed_total", type="shell") == 2
+        assert value(text, "localflow_worker_tasks_timed_out_total", type="shell") == 1
         assert value(text, "localflow_worker_tasks_cancelled_total", type="shell") == 1
         assert value(text, "localflow_worker_task_duration_seconds_count", type="shell",
                      outcome="succeeded") == 1

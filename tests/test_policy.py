@@ -192,7 +192,7 @@ async def test_shell_runs_in_the_fixed_directory_with_a_clean_environment(tmp_pa
     assert cwd["stdout"].strip() == str(tmp_path)
     env = await run_shell(ShellPayload(command="env", env={"GREETING": "hi"}), ctx(pol))
     names = {line.split("=", 1)[0] for line in env["stdout"].splitlines()}
-    assert names == {"PATH", "LANG", "GREETING"}
+    assert names == {"PATH", "LANG", "GREETING", "LOCALFLOW_TASK_GUARD"}  # the orphan guard's
     assert "secret" not in env["stdout"]
 
 

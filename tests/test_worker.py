@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from threading import Thread
+from threading import Event, Thread
 
 import pytest
 
@@ -79,9 +79,20 @@ async def test_timeout_kills_the_whole_process_group(live_queue, tmp_path):
     async with running(Worker(live_queue, live_queue.settings)):
         failed = await until(live_queue, task.id, {"failed"})
     assert "timed out after 0.5s" in failed.last_error
+    assert [a.outcome for a in await live_queue.attempts(task.id)] == ["timeout"]
     grandchild = int(pid_file.read_text())
-    await asyncio.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while _alive(grandchild) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     assert not _alive(grandchild)
+
+
+async def test_a_timeout_is_retried_like_any_failure_and_recorded_as_timeout(live_queue):
+    task, _ = await live_queue.enqueue(shell("sleep", "30", timeout=0.3, max_attempts=2))
+    async with running(Worker(live_queue, live_queue.settings)):
+        failed = await until(live_queue, task.id, {"failed"})
+    assert failed.attempts == 2
+    assert [a.outcome for a in await live_queue.attempts(task.id)] == ["timeout", "timeout"]
 
 
 def _alive(pid: int) -> bool:
@@ -99,12 +110,18 @@ async def test_output_is_bounded(live_queue):
     task, _ = await live_queue.enqueue(shell(sys.executable, "-c", code))
     async with running(Worker(live_queue, live_queue.settings)):
         done = await until(live_queue, task.id, {"succeeded"})
-    assert done.result["stdout"].startswith("x" * 100)
-    assert "4900 more bytes not kept" in done.result["stdout"]
+    out = done.result["stdout"]
+    assert out.startswith("x" * 50) and out.endswith("x" * 50)  # the head and the tail
+    assert "[4900 bytes not kept]" in out and out.count("x") == 100
+
+
+_release_slow = Event()
 
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path == "/slow":
+            _release_slow.wait(30)  # answers only when the test is over
         status = 200 if self.path == "/ok" else 503
         body = b'{"hello": "world"}'
         self.send_response(status)
@@ -129,7 +146,9 @@ class _Handler(BaseHTTPRequestHandler):
 def http_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     Thread(target=server.serve_forever, daemon=True).start()
+    _release_slow.clear()
     yield f"http://127.0.0.1:{server.server_address[1]}"
+    _release_slow.set()
     server.shutdown()
 
 
@@ -154,6 +173,15 @@ async def test_http_handler_success_non_2xx_and_body(live_queue, http_server):
         failed = await until(live_queue, down.id, {"failed"})
         assert "answered 503" in failed.last_error
         assert failed.result["status_code"] == 503
+
+
+async def test_http_timeout_is_recorded_as_timeout(live_queue, http_server):
+    task, _ = await live_queue.enqueue(TaskCreate(
+        type="http", payload={"url": f"{http_server}/slow", "timeout": 0.3}, max_attempts=1))
+    async with running(Worker(live_queue, live_queue.settings)):
+        failed = await until(live_queue, task.id, {"failed"})
+    assert "timed out after 0.3s" in failed.last_error
+    assert [a.outcome for a in await live_queue.attempts(task.id)] == ["timeout"]
 
 
 async def test_http_connection_refused_is_a_failed_attempt(live_queue):

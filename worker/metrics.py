@@ -68,6 +68,11 @@ class WorkerMetrics:
             "localflow_worker_tasks_cancelled", "Running tasks stopped because a person cancelled",
             ["type"], registry=r,
         )
+        self.timed_out = Counter(
+            "localflow_worker_tasks_timed_out",
+            "Task attempts stopped at their timeout (recorded with outcome `timeout`; each is "
+            "also counted as retried or failed)", ["type"], registry=r,
+        )
         self.duration = Histogram(
             "localflow_worker_task_duration_seconds",
             "How long one attempt ran, by outcome (succeeded, failed, retried)",
@@ -102,7 +107,7 @@ class WorkerMetrics:
         )
         self._by_outcome = {
             "succeeded": self.succeeded, "failed": self.failed, "retried": self.retried,
-            "cancelled": self.cancelled,
+            "cancelled": self.cancelled, "timeout": self.timed_out,
         }
 
     def attach(self, worker: Worker) -> WorkerMetrics:
@@ -128,7 +133,9 @@ class WorkerMetrics:
         if counter is None:
             return
         counter.labels(c.type).inc()
-        if kind != "cancelled":  # the pool reports no duration for a cancelled attempt
+        # No duration for a cancelled attempt (the pool reports none), nor twice for a timeout
+        # (its `retried` or `failed` event that follows observes it).
+        if kind not in ("cancelled", "timeout"):
             self.duration.labels(c.type, kind).observe(seconds)
 
     def on_claim(self, count: int, seconds: float) -> None:

@@ -181,6 +181,8 @@ class Worker:
                     bound.error("task handler crashed", error=error, now=status or "lease lost")
                 else:
                     bound.info("task attempt failed", error=error, now=status or "lease lost")
+                if outcome == "timeout":  # counted apart, and also as retried or failed below
+                    self.on_event("timeout", c, self._since(started))
                 self.on_event(
                     "retried" if status == "queued" else "failed", c, self._since(started)
                 )
@@ -196,8 +198,8 @@ class Worker:
             return "succeeded", await self._run_handler(c)
         except asyncio.CancelledError:
             return "stopped", None
-        except TaskFailed as exc:
-            return "failed", (str(exc), exc.result, "failed", not exc.permanent)
+        except TaskFailed as exc:  # TaskTimedOut included: its outcome says `timeout`
+            return "failed", (str(exc), exc.result, exc.outcome, not exc.permanent)
         except TimeoutError:
             return "failed", (f"timed out after {c.timeout:g}s", None, "timeout", True)
         except Exception as exc:

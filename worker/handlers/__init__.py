@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from worker.handlers.base import HandlerContext, TaskFailed
+from worker.handlers.base import HandlerContext, TaskFailed, TaskTimedOut
 from worker.handlers.http import run_http
 from worker.handlers.shell import run_shell
 
@@ -14,4 +14,4 @@ Handler = Callable[[Any, HandlerContext], Awaitable[dict[str, Any]]]
 
 HANDLERS: dict[str, Handler] = {"shell": run_shell, "http": run_http}
 
-__all__ = ["HANDLERS", "Handler", "HandlerContext", "TaskFailed"]
+__all__ = ["HANDLERS", "Handler", "HandlerContext", "TaskFailed", "TaskTimedOut"]

@@ -14,12 +14,21 @@ class TaskFailed(Exception):
     reading why it failed. `permanent`: retrying cannot help (the policy refuses the task, the
     program does not exist), so the task fails now instead of spending its other attempts."""
 
+    outcome = "failed"  # what the attempt is recorded as (docs/state_machine.md)
+
     def __init__(
         self, message: str, result: dict[str, Any] | None = None, *, permanent: bool = False
     ) -> None:
         super().__init__(message)
         self.result = result
         self.permanent = permanent
+
+
+class TaskTimedOut(TaskFailed):
+    """The attempt ran out of its time and was stopped; retried like any failed attempt, but
+    recorded as `timeout` so a person (and the metrics) can tell it from a program's failure."""
+
+    outcome = "timeout"
 
 
 @dataclass(frozen=True)
@@ -40,11 +49,3 @@ def _default_policy() -> Policy:
     from shared.settings import Settings
 
     return Policy.from_settings(Settings())
-
-
-def clip(data: bytes, limit: int) -> str:
-    """Bounded, printable output: the head of the stream, and a note of what was cut."""
-    if len(data) <= limit:
-        return data.decode("utf-8", errors="replace")
-    kept = data[:limit].decode("utf-8", errors="replace")
-    return f"{kept}\n... [{len(data) - limit} more bytes not kept]"

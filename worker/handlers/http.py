@@ -23,7 +23,7 @@ from msgspec import UNSET
 
 from shared.policy import HttpPolicy, PolicyError, parse_address
 from shared.schemas import HttpPayload
-from worker.handlers.base import HandlerContext, TaskFailed, policy_of
+from worker.handlers.base import HandlerContext, TaskFailed, TaskTimedOut, policy_of
 
 _clients: dict[HttpPolicy, httpx.AsyncClient] = {}
 
@@ -147,10 +147,10 @@ async def run_http(payload: HttpPayload, ctx: HandlerContext) -> dict[str, Any]:
     except PolicyError as exc:
         hop = f" (redirected to {redirects[-1]})" if redirects else ""
         raise TaskFailed(f"refused by policy{hop}: {exc}", permanent=True) from None
-    except TimeoutError:
-        raise TaskFailed(f"{payload.method} {payload.url} timed out after {timeout:g}s") from None
-    except httpx.TimeoutException:
-        raise TaskFailed(f"{payload.method} {payload.url} timed out after {timeout:g}s") from None
+    except (TimeoutError, httpx.TimeoutException):
+        raise TaskTimedOut(
+            f"{payload.method} {payload.url} timed out after {timeout:g}s"
+        ) from None
     except httpx.HTTPError as exc:
         raise TaskFailed(f"{payload.method} {payload.url} failed: {exc!r}") from None
     result: dict[str, Any] = {

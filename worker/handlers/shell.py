@@ -3,13 +3,13 @@
 Metacharacters (`;`, `|`, `$(...)`, backticks) are plain bytes of an argument: there is no shell
 to read them. The program is the absolute path the policy resolved (shared/policy.py), checked
 against LOCALFLOW_SHELL_ALLOW again here, run in the fixed working directory with a clean
-environment.
+environment, with stdin from /dev/null, stdout and stderr (kept bounded: head and tail) and no
+other descriptor (worker/handlers/process.py). Its processes die with the worker
+(worker/handlers/orphan_guard.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import signal
 import time
@@ -17,7 +17,9 @@ from typing import Any
 
 from shared.policy import PolicyError
 from shared.schemas import ShellPayload
-from worker.handlers.base import HandlerContext, TaskFailed, clip, policy_of
+from worker.handlers import orphan_guard
+from worker.handlers.base import HandlerContext, TaskFailed, TaskTimedOut, policy_of
+from worker.handlers.process import run_program
 
 
 async def run_shell(payload: ShellPayload, ctx: HandlerContext) -> dict[str, Any]:
@@ -33,55 +35,40 @@ async def run_shell(payload: ShellPayload, ctx: HandlerContext) -> dict[str, Any
     if not os.path.isdir(policy.workdir):  # noqa: ASYNC240 - one stat(), like the PATH lookup
         raise TaskFailed(f"the shell working directory {policy.workdir} does not exist "
                          "(LOCALFLOW_SHELL_WORKDIR)")
-    # A clean environment: the worker's own secrets (the API token, say) are not passed on.
-    env = {"PATH": policy.path, "LANG": "C.UTF-8", **payload.env}
     started = time.monotonic()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            program,
-            *payload.args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            cwd=policy.workdir,
-            start_new_session=True,  # its own process group, so we can kill all it started
+        # A clean environment: the worker's own secrets (the API token, say) are not passed
+        # on. The guard's marker comes last, so the task's own env cannot take it away; no
+        # guard, no task (one that outlived its worker could run twice at once).
+        env = {"PATH": policy.path, "LANG": "C.UTF-8", **payload.env, **orphan_guard.task_env()}
+        done = await run_program(
+            [program, *payload.args], env=env, cwd=policy.workdir, seconds=timeout,
+            keep=ctx.output_limit,
         )
     except OSError as exc:
         raise TaskFailed(f"cannot start {payload.command!r}: {exc.strerror or exc}") from None
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        await _kill_group(proc)
-        raise TaskFailed(
-            f"timed out after {timeout:g}s; killed process group {proc.pid}",
-            {"exit_code": None, "duration_ms": _ms(started)},
-        ) from None
-    except asyncio.CancelledError:
-        await _kill_group(proc)  # cancelled by a person, or the worker is stopping
-        raise
     result = {
-        "exit_code": proc.returncode,
-        "stdout": clip(stdout, ctx.output_limit),
-        "stderr": clip(stderr, ctx.output_limit),
-        "duration_ms": _ms(started),
+        "exit_code": done.returncode,
+        "stdout": done.stdout,
+        "stderr": done.stderr,
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
     }
-    if proc.returncode != 0:
-        if proc.returncode < 0:
-            reason = f"killed by signal {signal.Signals(-proc.returncode).name}"
+    if done.timed_out:
+        raise TaskTimedOut(f"timed out after {timeout:g}s; killed process group {done.pid}",
+                           {**result, "exit_code": None})
+    if done.returncode != 0:
+        if done.returncode is None:
+            reason = "did not exit after it was killed"
+        elif done.returncode < 0:
+            reason = f"killed by signal {_signal_name(-done.returncode)}"
         else:
-            reason = f"exited with status {proc.returncode}"
+            reason = f"exited with status {done.returncode}"
         raise TaskFailed(f"{payload.command} {reason}", result)
     return result
 
 
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(Exception):
-        # Reap the child; pipes close once every process of the group is dead.
-        await asyncio.wait_for(proc.communicate(), 5)
-
-
-def _ms(started: float) -> float:
-    return round((time.monotonic() - started) * 1000, 1)
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name of its own
+        return str(number)

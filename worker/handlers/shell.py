@@ -17,6 +17,7 @@ from typing import Any
 
 from shared.policy import PolicyError
 from shared.schemas import ShellPayload
+from worker import task_identity
 from worker.handlers.base import HandlerContext, TaskFailed, clip, policy_of
 
 
@@ -46,6 +47,7 @@ async def run_shell(payload: ShellPayload, ctx: HandlerContext) -> dict[str, Any
             env=env,
             cwd=policy.workdir,
             start_new_session=True,  # its own process group, so we can kill all it started
+            preexec_fn=task_identity.preexec(ctx.run_as),  # as LOCALFLOW_TASK_USER, if set
         )
     except OSError as exc:
         raise TaskFailed(f"cannot start {payload.command!r}: {exc.strerror or exc}") from None

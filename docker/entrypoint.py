@@ -72,7 +72,12 @@ def token_from_file(path: Path) -> str:
 
 def become(name: str, *, keep_root: bool = False) -> None:
     """Switch to user `name` for good, or (keep_root) for file access only."""
-    user = pwd.getpwnam(name)
+    try:
+        user = pwd.getpwnam(name)
+    except KeyError:
+        raise SystemExit(
+            f"localflow-entrypoint: no user {name!r} (LOCALFLOW_CONTAINER_USER)"
+        ) from None
     os.setgroups([])
     if not keep_root:
         os.setresgid(user.pw_gid, user.pw_gid, user.pw_gid)
@@ -93,7 +98,7 @@ def main(argv: list[str]) -> None:
         args = ["localflow", *args]
     command = args[1] if args[0] == "localflow" and len(args) > 1 else ""
     in_process = False
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and args[0] == "localflow":  # `sh` & co. run as given
         user = os.environ.get("LOCALFLOW_CONTAINER_USER") or "localflow"
         in_process = bool(os.environ.get("LOCALFLOW_TASK_USER")) and command in TASK_COMMANDS
         become(user, keep_root=in_process)

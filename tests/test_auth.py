@@ -114,6 +114,8 @@ def test_health_and_openapi_stay_open(anon):
     schema = anon.get("/schema/openapi.json")
     assert schema.status_code == 200
     assert "bearerAuth" in schema.json()["components"]["securitySchemes"]
+    # A protected operation documents the throttle's answer too.
+    assert "429" in schema.json()["paths"]["/api/tasks"]["get"]["responses"]
 
 
 def test_unknown_routes_are_404_not_401(anon):

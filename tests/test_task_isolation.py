@@ -167,6 +167,7 @@ def test_root_worker_runs_tasks_as_the_task_user(data_dir):
     assert done["ids"]["result"]["stdout"].split() == [uid, str(pwd.getpwnam(TASK_USER).pw_gid)]
     assert _integrity(data_dir / "lf.db") == "ok"
     assert TOKEN not in log.read_text()
+    assert "the worker does not use LOCALFLOW_API_TOKEN" in log.read_text()
 
 
 # What an ordinary user's worker does for its same-user tasks. The project's interpreter lives
@@ -248,3 +249,22 @@ def test_container_worker_keeps_files_as_its_user_and_tasks_as_another(data_dir)
     assert owners["lf.db"] == owners["lf.db-wal"] == owners["lf.db-shm"] == user.pw_uid, owners
     assert _integrity(data_dir / "lf.db") == "ok"
     assert TOKEN not in log.read_text()
+
+
+@pytest.mark.parametrize(("user", "why"), [
+    ("no-such-user-3f9a", "no such user 'no-such-user-3f9a'"),
+    ("root", "LOCALFLOW_TASK_USER=root is root: that separates nothing"),
+    ("0", "LOCALFLOW_TASK_USER=0 is root: that separates nothing"),
+])
+def test_a_task_user_that_separates_nothing_is_refused_at_start(data_dir, user, why):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALFLOW_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "localflow.cli", "worker"], cwd=procs.REPO, timeout=60,
+        env={**env, "LOCALFLOW_DB": str(data_dir / "lf.db"), "LOCALFLOW_TASK_USER": user},
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 2, out.stderr
+    [line] = out.stderr.strip().splitlines()  # one clear line
+    assert line.startswith("localflow: refusing to start: ") and why in line
+    assert "LOCALFLOW_TASK_USER" in line
+    assert not (data_dir / "lf.db").exists()

@@ -49,7 +49,7 @@ class TaskUser:
         except (KeyError, OverflowError):
             raise ValueError(f"no such user {spec!r} (LOCALFLOW_TASK_USER)") from None
         if entry.pw_uid == 0:
-            raise ValueError(f"task user {spec!r} is root: that separates nothing")
+            raise ValueError(f"LOCALFLOW_TASK_USER={spec} is root: that separates nothing")
         groups = tuple(g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem)
         return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, groups)
 

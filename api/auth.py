@@ -20,27 +20,30 @@ Not covered here, each for a reason:
   answer 401 JSON.
 - a handler with opt `exclude_from_auth=True` takes care of itself.
 
-The token is compared in constant time (hmac.compare_digest over SHA-256 digests, so neither the
-content nor the length leaks through timing) and never logged or echoed in an error.
+Every answer comes from shared/tokens.py, which the worker's own /metrics uses too: 401 with a
+`WWW-Authenticate: Bearer` challenge, 429 with `Retry-After` once an address has sent too many
+wrong tokens (API and dashboard login share one count per process), the right token always
+accepted. The token is compared in constant time and never logged or echoed in an error.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import time
 from collections.abc import Callable
 
 from litestar import Litestar
 from litestar.connection import ASGIConnection
+from litestar.datastructures import State
 from litestar.enums import ScopeType
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import HTTPException, PermissionDeniedException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from shared.settings import Settings
+from shared.tokens import FailureThrottle, authenticate, bearer_of, challenge
+from shared.tokens import token_matches as token_matches  # the one comparison, re-exported
 
 EXCLUDE_OPT = "exclude_from_auth"
-REALM = "localflow"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # The scheme as OpenAPI describes it; protected controllers set `security=BEARER_SECURITY`.
 BEARER_SCHEME_NAME = "bearerAuth"
@@ -50,28 +53,20 @@ BEARER_SECURITY = [{BEARER_SCHEME_NAME: []}]
 SessionCheck = Callable[[ASGIConnection, str], bool]
 
 
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
-
-
-def token_matches(given: str, expected: str) -> bool:
-    """Constant time in both the content and the length of the given token."""
-    return hmac.compare_digest(_digest(given), _digest(expected))
-
-
-def bearer_token(connection: ASGIConnection) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header ("" if malformed), else None."""
-    header = connection.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None  # Basic or anything else: no bearer credentials were offered
-    return token.strip()
-
-
 def _settings(connection: ASGIConnection) -> Settings:
     return connection.app.state.settings
+
+
+def throttle_of(state: State) -> FailureThrottle:
+    """The process's one count of wrong tokens per address: the API's bearer check and the
+    dashboard's login form both add to it and both obey it."""
+    if "auth_throttle" not in state:
+        state["auth_throttle"] = FailureThrottle()
+    return state["auth_throttle"]
+
+
+def client_address(connection: ASGIConnection) -> str:
+    return connection.client.host if connection.client else "unknown"
 
 
 def is_dashboard_path(path: str) -> bool:
@@ -79,36 +74,39 @@ def is_dashboard_path(path: str) -> bool:
 
 
 def check(connection: ASGIConnection, session_check: SessionCheck | None = None) -> None:
-    """Raise 401/403 unless the request may proceed. Usable as a Litestar guard body."""
+    """Raise 401/403/429 unless the request may proceed. Usable as a Litestar guard body."""
     token = _settings(connection).api_token
     if not token:
         return
-    given = bearer_token(connection)
-    if given is not None:
-        if given and token_matches(given, token):
-            return
-        raise NotAuthorizedException(
-            detail="the bearer token is not valid for this server",
-            headers={"WWW-Authenticate": f'Bearer realm="{REALM}", error="invalid_token"'},
-        )
-    if session_check is not None and session_check(connection, token):
+    header = connection.headers.get("authorization")
+    if (
+        bearer_of(header) is None and session_check is not None
+        and session_check(connection, token)
+    ):
         if connection.scope.get("method", "GET") in SAFE_METHODS:
             return
         raise PermissionDeniedException(
             detail="a dashboard session may read through the API but not change anything; "
-            "send Authorization: Bearer <token> (or use the dashboard's own forms)"
+            "send Authorization: Bearer <token> (or use the dashboard's own forms)",
+            headers=challenge("insufficient_scope"),
         )
-    raise NotAuthorizedException(
-        detail="authentication required: send Authorization: Bearer <LOCALFLOW_API_TOKEN>",
-        headers={"WWW-Authenticate": f'Bearer realm="{REALM}"'},
+    denial = authenticate(
+        header, token, client_address(connection), throttle_of(connection.app.state),
+        time.monotonic(),
     )
+    if denial is not None:
+        raise HTTPException(
+            status_code=denial.status, detail=denial.detail, headers=denial.headers
+        )
 
 
-def cookie_session(cookie: str, valid: Callable[[str | None, str], bool]) -> SessionCheck:
-    """A SessionCheck from a cookie name and a validator of (cookie value, api token)."""
+def cookie_session(
+    cookie: str, valid: Callable[[ASGIConnection, str | None], bool]
+) -> SessionCheck:
+    """A SessionCheck from a cookie name and a validator of (connection, cookie value)."""
 
     def check_session(connection: ASGIConnection, token: str) -> bool:
-        return valid(connection.cookies.get(cookie), token)
+        return valid(connection, connection.cookies.get(cookie))
 
     return check_session
 
@@ -117,7 +115,7 @@ def is_authorized(connection: ASGIConnection, session_check: SessionCheck | None
     """True when no token is configured, or the request carries it (or a session it accepts)."""
     try:
         check(connection, session_check)
-    except (NotAuthorizedException, PermissionDeniedException):
+    except HTTPException:
         return False
     return True
 

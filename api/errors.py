@@ -66,6 +66,7 @@ _WHEN = {
     413: "Request body larger than the limit",
     415: "The body is not JSON (send Content-Type: application/json)",
     422: "The body is well-formed JSON but not a valid request; `detail` names the field",
+    429: "Too many wrong tokens from this address; retry after Retry-After seconds",
     500: "Unexpected error; the details are in the server log only",
     503: "The database stayed locked; retry after Retry-After seconds",
 }
@@ -89,8 +90,8 @@ def document_errors(
     """Give every operation of the OpenAPI document the problem answers it can give.
 
     Derived from the operation's shape so nobody has to remember them: 400 with parameters or
-    a body, 413 and 422 with a body, 404 with a path parameter, 401 and 403 (and the bearer
-    security requirement) unless open, 503 under /api (database busy), 500 everywhere. A
+    a body, 413 and 422 with a body, 404 with a path parameter, 401, 403 and 429 (and the
+    bearer security requirement) unless open, 503 under /api (database busy), 500 everywhere. A
     handler declares the rest (409 and the like) with `responses=problem_responses(...)`.
     Litestar's own 400 entry (application/json, another shape) is replaced: ours is the one sent.
     """
@@ -114,7 +115,7 @@ def document_errors(
             if path.startswith("/api/"):
                 codes.add(503)
             if (path, method.upper()) not in open_operations:
-                codes.update((401, 403))
+                codes.update((401, 403, 429))  # 429: wrong tokens, throttled
                 op.security = op.security or [{security_scheme: []}]
             responses = op.responses if op.responses is not None else {}
             op.responses = responses

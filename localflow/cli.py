@@ -13,6 +13,8 @@ import uvloop
 from localflow import client_cli
 from shared import logs, migrate
 from shared.settings import FIELDS, Settings, is_loopback, settings_from
+from shared.tokens import weakness
+from worker.task_identity import task_user_from
 
 _COMMANDS = {
     "serve": "API, worker and scheduler in one process (the embedded default)",
@@ -79,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, _ = settings.host_port
     except ValueError as exc:
         parser.error(str(exc))
-    logs.configure(settings.log_format, secrets=[settings.api_token])
+    logs.configure(settings.log_format, secrets=[settings.api_token, settings.metrics_token])
 
     try:
         return _run_command(args.command, settings, host)
@@ -94,6 +96,9 @@ def _run_command(command: str, settings: Settings, host: str) -> int:
         print(f"{settings.db}: schema version {version}")
         return 0
 
+    refused = _refuse_weak_tokens(command, settings) or _refuse_task_user(command, settings)
+    if refused:
+        return refused
     serves_http = command in ("serve", "api")
     if serves_http and not is_loopback(host) and not settings.api_token and not settings.insecure:
         print(
@@ -110,10 +115,52 @@ def _run_command(command: str, settings: Settings, host: str) -> int:
             file=sys.stderr,
         )
 
+    if command == "worker" and settings.api_token:
+        print(
+            "localflow: WARNING: the worker does not use LOCALFLOW_API_TOKEN (its /metrics takes "
+            "LOCALFLOW_METRICS_TOKEN); remove it from the worker's environment, where it is one "
+            "more copy of the secret near task programs.",
+            file=sys.stderr,
+        )
+
     from localflow.runtime import run  # imported late: `migrate` needs none of it
 
     # uvloop: a faster event loop for the HTTP server and the worker's many small awaits.
     uvloop.run(run(settings, api=serves_http, worker=command in ("serve", "worker")))
+    return 0
+
+
+def _refuse_weak_tokens(command: str, settings: Settings) -> int:
+    """Exit status 2 with one line when a token this command uses is weak, unless --insecure."""
+    tokens = {"serve": [("LOCALFLOW_API_TOKEN", settings.api_token)],
+              "api": [("LOCALFLOW_API_TOKEN", settings.api_token)],
+              "worker": [("LOCALFLOW_METRICS_TOKEN", settings.metrics_token)]}
+    for env, token in tokens.get(command, []):
+        why = weakness(token) if token else None
+        if why is None:
+            continue
+        if settings.insecure:
+            print(f"localflow: WARNING: {env} is weak: it {why} (accepted with --insecure)",
+                  file=sys.stderr)
+            continue
+        print(
+            f"localflow: refusing to start: {env} {why}; anyone who can reach the port may guess "
+            "a weak token. Make one with `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'`, or pass --insecure.",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def _refuse_task_user(command: str, settings: Settings) -> int:
+    if command not in ("serve", "worker"):
+        return 0
+    try:
+        task_user_from(settings.task_user)
+    except ValueError as exc:
+        print(f"localflow: refusing to start: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

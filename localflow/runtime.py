@@ -23,6 +23,7 @@ from worker.health_server import HealthServer
 from worker.metrics import WorkerMetrics
 from worker.pool import Worker
 from worker.scheduler import Scheduler
+from worker.task_identity import protect_process
 
 log = structlog.get_logger("localflow")
 
@@ -45,6 +46,10 @@ async def run(settings: Settings, *, api: bool, worker: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if worker:
+        # Task programs of this user may not read this process's environment or memory
+        # through /proc (worker/task_identity.py).
+        protect_process()
     queue = await open_queue(settings)
     parts: list[Callable[[], Awaitable[None]]] = []
     pool = Worker(queue, settings) if worker else None

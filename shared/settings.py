@@ -29,7 +29,11 @@ class Settings(msgspec.Struct, kw_only=True):
     lease: float = 30.0
     metrics_addr: str = "127.0.0.1:9091"
     api_token: str | None = None
+    # The worker's own /metrics (`localflow worker`); the worker needs no API token.
+    metrics_token: str | None = None
     insecure: bool = False
+    # Run task programs as this user (the worker must start as root); empty: as the worker.
+    task_user: str = ""
     # FULL: a task is on disk before the API answers 201 (group commit keeps that cheap).
     synchronous: str = "FULL"
     log_format: str = "auto"
@@ -157,6 +161,8 @@ FIELDS: tuple[Field, ...] = (
     Field("metrics_addr", _addr_or_off,
           "worker's own /health and /metrics address, HOST:PORT, or 'off'"),
     Field("api_token", str, "bearer token required by /api, /metrics and /debug", flag=False),
+    Field("metrics_token", str,
+          "bearer token required by the worker's own /metrics (`localflow worker`)", flag=False),
     Field("insecure", _parse_bool, "allow listening beyond loopback without an API token"),
     Field("synchronous", _choice("FULL", "NORMAL"), "SQLite synchronous mode"),
     Field("log_format", _choice("auto", "json", "console"), "log format"),
@@ -165,6 +171,9 @@ FIELDS: tuple[Field, ...] = (
           "comma list of programs shell tasks may run (names on PATH or absolute paths); "
           "empty: any"),
     Field("shell_workdir", str, "working directory of every shell task (default: system temp)"),
+    Field("task_user", str,
+          "run task programs as this user (name or uid; LocalFlow must start as root); "
+          "empty: as LocalFlow itself"),
     Field("http_allow_hosts", _hosts,
           "comma list of hosts/IPs/CIDRs http tasks may call; empty: any not denied"),
     Field("http_deny_hosts", _hosts,

@@ -29,6 +29,7 @@ from worker.metrics import WorkerMetrics
 from worker.pool import Worker
 
 TOKEN = "metrics-test-token-0123456789"
+METRICS_TOKEN = "worker-metrics-token-9876543210"
 
 # Without a token the app answers only to loopback names (api/browser_guard.py).
 LOCAL = "http://127.0.0.1"
@@ -181,7 +182,10 @@ def test_worker_process_serves_health_and_metrics_on_its_own_port(tmp_path):
     db = tmp_path / "lf.db"
     port = procs.free_port()
     env = {"LOCALFLOW_API_TOKEN": TOKEN}
-    worker = procs.start("worker", db, env={**env, "LOCALFLOW_METRICS_ADDR": f"127.0.0.1:{port}"})
+    # The worker needs no API token; its /metrics has a token of its own.
+    worker = procs.start("worker", db, env={
+        "LOCALFLOW_METRICS_TOKEN": METRICS_TOKEN, "LOCALFLOW_METRICS_ADDR": f"127.0.0.1:{port}",
+    })
     api = procs.start("api", db, env=env)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     base = f"http://127.0.0.1:{port}"
@@ -217,7 +221,8 @@ def test_worker_process_serves_health_and_metrics_on_its_own_port(tmp_path):
             procs.wait_for_status(c, slow, {"cancelled"})
 
             def scrape() -> str:
-                r = httpx.get(f"{base}/metrics", headers=auth)
+                r = httpx.get(f"{base}/metrics",
+                              headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
                 assert r.status_code == 200
                 return r.text
 
@@ -243,10 +248,12 @@ def test_worker_process_serves_health_and_metrics_on_its_own_port(tmp_path):
         assert "localflow_worker_tasks_started_total" not in api_text
         assert value(api_text, "localflow_tasks", status="succeeded") == 1
 
-        # The token guards /metrics on both ports; /health stays open.
+        # A token guards /metrics on both ports, answered alike (tests/test_auth.py has the
+        # details); /health stays open.
         assert httpx.get(f"{base}/metrics").status_code == 401
         assert httpx.get(f"{base}/metrics",
-                         headers={"Authorization": "Bearer wrong"}).status_code == 403
+                         headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(f"{base}/metrics", headers=auth).status_code == 401  # not the API's
         assert httpx.get(f"{api.url}/metrics").status_code == 401
         assert httpx.get(f"{base}/nope").status_code == 404
         assert httpx.post(f"{base}/health").status_code == 405
@@ -254,6 +261,7 @@ def test_worker_process_serves_health_and_metrics_on_its_own_port(tmp_path):
         api.stop()
         assert worker.stop() == 0
     assert TOKEN not in worker.log() + api.log()
+    assert METRICS_TOKEN not in worker.log() + api.log()
 
 
 # -- the worker's endpoint, in this process -------------------------------------------------
@@ -292,7 +300,7 @@ async def test_worker_health_follows_the_loop_and_the_database(queue: Queue, set
 
 async def test_worker_endpoint_speaks_plain_http(queue: Queue, settings):
     port = procs.free_port()
-    settings = msgspec.structs.replace(settings, api_token=TOKEN,
+    settings = msgspec.structs.replace(settings, metrics_token=TOKEN,
                                        metrics_addr=f"127.0.0.1:{port}")
     wm = WorkerMetrics(process_metrics=False)
     wm.slots.set(5)

@@ -6,14 +6,16 @@ own event loop, so a /health answer also proves that loop is not stuck.
 
 /health: 200 when the database answers and is migrated and the worker loop goes round;
 503 with the reason otherwise. Always open (Docker's healthcheck calls it).
-/metrics: Prometheus text; needs `Authorization: Bearer <token>` when an API token is set.
+/metrics: Prometheus text; needs `Authorization: Bearer <LOCALFLOW_METRICS_TOKEN>` when that is
+set, answered exactly as the API answers its own token (shared/tokens.py: 401 with a Bearer
+challenge, 429 after too many wrong tokens from one address). The worker needs no API token: it
+never calls the API, and a secret the worker does not hold cannot leak to its tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import time
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from shared import migrate
 from shared.queue import Queue
 from shared.settings import Settings, is_loopback, split_addr
+from shared.tokens import FailureThrottle, authenticate
 from worker.pool import Worker
 
 log = structlog.get_logger("localflow.worker")
@@ -33,7 +36,8 @@ MAX_HEADERS = 100
 READ_TIMEOUT = 5.0
 DB_TIMEOUT = 2.0
 _REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 400: "Bad Request", 503: "Service Unavailable"}
+            405: "Method Not Allowed", 400: "Bad Request", 429: "Too Many Requests",
+            503: "Service Unavailable"}
 
 
 class HealthServer:
@@ -47,6 +51,7 @@ class HealthServer:
         # The loop goes round at least every poll interval; a claim can wait on a busy
         # database for a while. Past this, the loop counts as stuck.
         self.stuck_after = max(30.0, 4 * settings.poll)
+        self.throttle = FailureThrottle()
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Listen on settings.metrics_addr until stop is set.
@@ -67,8 +72,8 @@ class HealthServer:
             )
             await stop.wait()
             return
-        if not is_loopback(host) and not self.settings.api_token:
-            log.warning("worker /metrics is reachable beyond loopback without an API token",
+        if not is_loopback(host) and not self.settings.metrics_token:
+            log.warning("worker /metrics is reachable beyond loopback without a metrics token",
                         addr=self.settings.metrics_addr)
         log.info("worker health and metrics listening", url=f"http://{self.settings.metrics_addr}")
         async with server:
@@ -109,8 +114,11 @@ class HealthServer:
             except (ValueError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
                 await _respond(writer, 400, *_problem(400, "malformed HTTP request"))
                 return
-            status, content_type, body = await self._route(method, path, headers)
-            extra = {"Allow": "GET, HEAD"} if status == 405 else {}
+            peer = writer.get_extra_info("peername")
+            client = str(peer[0]) if peer else "unknown"
+            status, content_type, body, extra = await self._route(method, path, headers, client)
+            if status == 405:
+                extra = {"Allow": "GET, HEAD"}
             await _respond(writer, status, content_type, body, extra, head_only=method == "HEAD")
         except (TimeoutError, ConnectionError):
             pass
@@ -122,34 +130,24 @@ class HealthServer:
                 await writer.wait_closed()
 
     async def _route(
-        self, method: str, path: str, headers: dict[str, str]
-    ) -> tuple[int, str, bytes]:
+        self, method: str, path: str, headers: dict[str, str], client: str
+    ) -> tuple[int, str, bytes, dict[str, str]]:
         if path not in ("/health", "/metrics"):
             detail = f"no route {path}; this endpoint serves /health and /metrics"
-            return 404, *_problem(404, detail)
+            return 404, *_problem(404, detail), {}
         if method not in ("GET", "HEAD"):
-            return 405, *_problem(405, f"{method} is not allowed here; use GET")
+            return 405, *_problem(405, f"{method} is not allowed here; use GET"), {}
         if path == "/health":
             status, body = await self.health()
-            return status, "application/json", json.dumps(body).encode()
-        denied = self._check_token(headers.get("authorization"))
-        if denied:
-            return denied
-        return 200, CONTENT_TYPE_PLAIN_0_0_4, self.render_metrics()
-
-    def _check_token(self, authorization: str | None) -> tuple[int, str, bytes] | None:
-        token = self.settings.api_token
-        if not token:
-            return None
-        if not authorization:
-            return 401, *_problem(401, "this endpoint needs an API token: send "
-                                       "'Authorization: Bearer <token>'")
-        scheme, _, given = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
-            return 403, *_problem(403, "the API token is not valid")
-        return None
+            return status, "application/json", json.dumps(body).encode(), {}
+        token = self.settings.metrics_token
+        if token:
+            denial = authenticate(
+                headers.get("authorization"), token, client, self.throttle, time.monotonic()
+            )
+            if denial is not None:
+                return denial.status, *_problem(denial.status, denial.detail), denial.headers
+        return 200, CONTENT_TYPE_PLAIN_0_0_4, self.render_metrics(), {}
 
 
 def _problem(status: int, detail: str) -> tuple[str, bytes]:

@@ -25,6 +25,7 @@ from shared.schemas import PayloadError, validate_payload
 from shared.settings import Settings
 from shared.wake import WakeListener
 from worker.handlers import HANDLERS, Handler, HandlerContext, TaskFailed
+from worker.task_identity import task_user_from
 
 log = structlog.get_logger("localflow.worker")
 
@@ -46,6 +47,8 @@ class Worker:
         self.handlers = handlers or HANDLERS
         self.clock = clock or SystemClock()
         self.slots = settings.workers
+        # Who task programs run as (worker/task_identity.py); checked at start-up by the CLI.
+        self.task_user = task_user_from(settings.task_user)
         suffix = secrets.token_hex(3)
         self.id = f"{socket.gethostname()}-{os.getpid()}-{suffix}"
         self._wake_name = f"{os.getpid()}-{suffix}"
@@ -220,7 +223,8 @@ class Worker:
         except PayloadError as exc:
             raise TaskFailed(str(exc), permanent=True) from None
         ctx = HandlerContext(
-            c.id, c.attempt, c.timeout, self.settings.output_limit, self.queue.policy
+            c.id, c.attempt, c.timeout, self.settings.output_limit, self.queue.policy,
+            run_as=self.task_user,
         )
         # Handlers enforce the timeout themselves (the shell handler kills its process
         # group); this is the backstop for one that does not.

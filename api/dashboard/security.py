@@ -1,9 +1,15 @@
 """Login and CSRF for the dashboard.
 
-With an API token configured, the dashboard asks for it once and then keeps a session: a cookie
-holding an expiry time signed with a key derived from the token (HttpOnly, SameSite=Strict). It
-needs no server-side store, survives restarts, and stops working the moment the token changes.
-Without a token (the loopback default) there is no login.
+With an API token configured, the dashboard asks for it once and then keeps a session: a random
+cookie (HttpOnly, SameSite=Strict) naming a session the API process holds in memory (`Sessions`).
+Logging out ends the session on the server, so a copy of the cookie saved before is worth
+nothing. An API restart ends every session (log in again), and so does changing the token,
+which takes a restart. Without a token (the loopback default) there is no login.
+
+Server-side sessions rather than signed cookies: a signed cookie stays valid until it expires
+whatever the server does, and revoking one means remembering it somewhere that outlives the
+process (a new table, a file). In memory, bounded, and lost on restart is the simple design in
+which a logout can never come back to life.
 
 CSRF protection is on either way: a page on another site can make a browser POST to
 127.0.0.1:8080, and that browser would run commands. Litestar's CSRF middleware (double-submit
@@ -17,11 +23,13 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict
 from urllib.parse import quote
 
 from litestar import Request
 from litestar.config.csrf import CSRFConfig
-from litestar.datastructures import Cookie
+from litestar.connection import ASGIConnection
+from litestar.datastructures import Cookie, State
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.response import Redirect, Response
@@ -39,24 +47,56 @@ def _key(token: str, purpose: str) -> bytes:
     return hmac.new(token.encode(), f"localflow dashboard {purpose}".encode(), "sha256").digest()
 
 
-def make_session(token: str, now: float | None = None) -> str:
-    """A cookie value that proves its holder typed the token: '<expiry>.<signature>'."""
-    expires = int((time.time() if now is None else now) + SESSION_SECONDS)
-    signature = hmac.new(_key(token, "session"), str(expires).encode(), "sha256").hexdigest()
-    return f"{expires}.{signature}"
+class Sessions:
+    """Live dashboard sessions: the SHA-256 of each cookie value, and when it expires.
+
+    Bounded: at most `max_sessions`; a new login beyond that ends the oldest session. Keyed by
+    a digest, so the store never holds a usable cookie and a lookup compares no secrets.
+    """
+
+    def __init__(self, lifetime: float = SESSION_SECONDS, max_sessions: int = 1000) -> None:
+        self.lifetime, self.max_sessions = lifetime, max_sessions
+        self._expires: OrderedDict[bytes, float] = OrderedDict()
+
+    @staticmethod
+    def _key(value: str) -> bytes:
+        return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
+
+    def create(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        for key, expires in list(self._expires.items()):  # oldest first: stop at a live one
+            if expires > now:
+                break
+            del self._expires[key]
+        while len(self._expires) >= self.max_sessions:
+            self._expires.popitem(last=False)
+        value = secrets.token_urlsafe(32)
+        self._expires[self._key(value)] = now + self.lifetime
+        return value
+
+    def valid(self, value: str | None, now: float | None = None) -> bool:
+        if not value:
+            return False
+        expires = self._expires.get(self._key(value))
+        return expires is not None and expires > (time.time() if now is None else now)
+
+    def revoke(self, value: str | None) -> None:
+        if value:
+            self._expires.pop(self._key(value), None)
+
+    def __len__(self) -> int:
+        return len(self._expires)
 
 
-def session_valid(value: str | None, token: str, now: float | None = None) -> bool:
-    """True for an unexpired cookie signed with this token."""
-    if not value or value.count(".") != 1:
-        return False
-    expires, signature = value.split(".")
-    if not expires.isdigit():
-        return False
-    expected = hmac.new(_key(token, "session"), expires.encode(), "sha256").hexdigest()
-    if not hmac.compare_digest(signature, expected):
-        return False
-    return int(expires) > (time.time() if now is None else now)
+def sessions_of(state: State) -> Sessions:
+    if "sessions" not in state:
+        state["sessions"] = Sessions()
+    return state["sessions"]
+
+
+def session_valid(connection: ASGIConnection, value: str | None) -> bool:
+    """For api.auth.cookie_session: does this cookie name a live session of this process?"""
+    return sessions_of(connection.app.state).valid(value)
 
 
 def session_cookie(request: Request, value: str, max_age: int = SESSION_SECONDS) -> Cookie:
@@ -68,8 +108,7 @@ def session_cookie(request: Request, value: str, max_age: int = SESSION_SECONDS)
 
 def is_logged_in(request: Request, settings: Settings) -> bool:
     """True when no token is configured, or the request carries a valid session cookie."""
-    token = settings.api_token
-    return not token or session_valid(request.cookies.get(SESSION_COOKIE), token)
+    return not settings.api_token or session_valid(request, request.cookies.get(SESSION_COOKIE))
 
 
 def require_login(request: Request) -> Response | None:
@@ -115,32 +154,3 @@ def csrf_config(settings: Settings) -> CSRFConfig:
 
 def csrf_middleware(settings: Settings) -> DefineMiddleware:
     return DefineMiddleware(CSRFMiddleware, config=csrf_config(settings))
-
-
-class LoginThrottle:
-    """At most `limit` wrong tokens per client address in `window` seconds: a token can be
-    guessed only as fast as this allows. Per process, in memory; bounded in addresses kept."""
-
-    def __init__(self, limit: int = 10, window: float = 60.0, max_clients: int = 10_000) -> None:
-        self.limit, self.window, self.max_clients = limit, window, max_clients
-        self._failures: dict[str, list[float]] = {}
-
-    def retry_after(self, client: str, now: float) -> float:
-        """Seconds until `client` may try again; 0 when it may now."""
-        recent = [t for t in self._failures.get(client, ()) if now - t < self.window]
-        self._failures[client] = recent
-        if len(recent) < self.limit:
-            return 0.0
-        return self.window - (now - recent[0])
-
-    def failed(self, client: str, now: float) -> None:
-        if client not in self._failures and len(self._failures) >= self.max_clients:
-            self._failures.pop(next(iter(self._failures)))  # forget the oldest client
-        self._failures.setdefault(client, []).append(now)
-
-
-def login_throttle(request: Request) -> LoginThrottle:
-    state = request.app.state
-    if "login_throttle" not in state:
-        state["login_throttle"] = LoginThrottle()
-    return state["login_throttle"]

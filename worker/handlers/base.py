@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.policy import Policy
+from worker.task_identity import TaskUser
 
 
 class TaskFailed(Exception):
@@ -38,6 +39,7 @@ class HandlerContext:
     timeout: float  # seconds this attempt may take in all
     output_limit: int  # bytes kept of each output stream or response body
     policy: Policy | None = None  # what the task may do; None: the default Settings' policy
+    run_as: TaskUser | None = None  # task programs run as this user; None: as the worker
 
 
 def policy_of(ctx: HandlerContext) -> Policy:

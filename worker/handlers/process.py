@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from worker.handlers.output import HeadTail
@@ -36,7 +36,8 @@ class Finished:
 
 
 async def run_program(
-    argv: Sequence[str], *, env: Mapping[str, str], cwd: str, seconds: float, keep: int
+    argv: Sequence[str], *, env: Mapping[str, str], cwd: str, seconds: float, keep: int,
+    preexec: Callable[[], None] | None = None,
 ) -> Finished:
     """Run argv to its end (the program exited and its output pipes closed), for at most
     `seconds`; keep `keep` bytes of each output stream.
@@ -49,7 +50,7 @@ async def run_program(
         # Blocks for the fork and exec only (vfork: about a millisecond), as uvloop's spawn does.
         proc = subprocess.Popen(  # noqa: ASYNC220
             list(argv), stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=dict(env),
-            cwd=cwd, close_fds=True,
+            cwd=cwd, close_fds=True, preexec_fn=preexec,  # e.g. switch to the task user
             start_new_session=True,  # its own process group, so we can kill all it started
         )
     except BaseException:

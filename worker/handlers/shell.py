@@ -17,6 +17,7 @@ from typing import Any
 
 from shared.policy import PolicyError
 from shared.schemas import ShellPayload
+from worker import task_identity
 from worker.handlers import orphan_guard
 from worker.handlers.base import HandlerContext, TaskFailed, TaskTimedOut, policy_of
 from worker.handlers.process import run_program
@@ -44,6 +45,7 @@ async def run_shell(payload: ShellPayload, ctx: HandlerContext) -> dict[str, Any
         done = await run_program(
             [program, *payload.args], env=env, cwd=policy.workdir, seconds=timeout,
             keep=ctx.output_limit,
+            preexec=task_identity.preexec(ctx.run_as),  # as LOCALFLOW_TASK_USER, if set
         )
     except OSError as exc:
         raise TaskFailed(f"cannot start {payload.command!r}: {exc.strerror or exc}") from None

@@ -147,7 +147,7 @@ class Field:
 
 FIELDS: tuple[Field, ...] = (
     Field("addr", str, "HTTP bind address, HOST:PORT"),
-    Field("db", str, "SQLite database file"),
+    Field("db", str, "SQLite database file, or postgresql://user:password@host:port/dbname"),
     Field("workers", _positive_int, "concurrent task slots in the worker"),
     Field("poll", parse_duration, "longest wait between queue checks (wake-ups come sooner)"),
     Field("schedule_interval", parse_duration, "longest wait between schedule checks"),

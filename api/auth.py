@@ -20,14 +20,13 @@ Not covered here, each for a reason:
   answer 401 JSON.
 - a handler with opt `exclude_from_auth=True` takes care of itself.
 
-The token is compared in constant time (hmac.compare_digest over SHA-256 digests, so neither the
-content nor the length leaks through timing) and never logged or echoed in an error.
+The token is compared in constant time (shared/tokens.py: hmac.compare_digest over SHA-256
+digests, so neither the content nor the length leaks through timing) and never logged or
+echoed in an error.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable
 
 from litestar import Litestar
@@ -38,6 +37,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from shared.settings import Settings
+from shared.tokens import token_matches
 
 EXCLUDE_OPT = "exclude_from_auth"
 REALM = "localflow"
@@ -48,15 +48,6 @@ BEARER_SECURITY = [{BEARER_SCHEME_NAME: []}]
 
 # (connection, api token) -> does it carry a valid dashboard session?
 SessionCheck = Callable[[ASGIConnection, str], bool]
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
-
-
-def token_matches(given: str, expected: str) -> bool:
-    """Constant time in both the content and the length of the given token."""
-    return hmac.compare_digest(_digest(given), _digest(expected))
 
 
 def bearer_token(connection: ASGIConnection) -> str | None:
@@ -111,15 +102,6 @@ def cookie_session(cookie: str, valid: Callable[[str | None, str], bool]) -> Ses
         return valid(connection.cookies.get(cookie), token)
 
     return check_session
-
-
-def is_authorized(connection: ASGIConnection, session_check: SessionCheck | None = None) -> bool:
-    """True when no token is configured, or the request carries it (or a session it accepts)."""
-    try:
-        check(connection, session_check)
-    except (NotAuthorizedException, PermissionDeniedException):
-        return False
-    return True
 
 
 def is_open_path(path: str, openapi_path: str) -> bool:

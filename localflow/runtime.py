@@ -50,7 +50,7 @@ async def run(settings: Settings, *, api: bool, worker: bool) -> None:
     # `worker`: they are served with the worker's /health on settings.metrics_addr.
     worker_metrics = WorkerMetrics(process_metrics=not api)
     if pool is not None:
-        worker_metrics.attach(pool).install()
+        worker_metrics.attach(pool)
     if api:
         extra = [worker_metrics.registry] if pool is not None else []
         parts.append(lambda: _serve_api(queue, settings, stop, extra))

@@ -7,7 +7,6 @@ never drift apart; flags win over the environment.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -193,10 +192,6 @@ def settings_from(env: Mapping[str, str], overrides: Mapping[str, Any] | None = 
         if value is not None:
             values[name] = value
     return Settings(**values)
-
-
-def settings_from_environ() -> Settings:
-    return settings_from(os.environ)
 
 
 def is_loopback(host: str) -> bool:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from api.auth import token_matches
 from api.dashboard.security import SESSION_COOKIE, make_session
+from shared.tokens import token_matches
 from tests import procs
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from shared.health import database_health
 from shared.queue import Queue
 from shared.settings import Settings, is_loopback, split_addr
+from shared.tokens import token_matches
 from worker.pool import Worker
 
 log = structlog.get_logger("localflow.worker")
@@ -141,9 +141,7 @@ class HealthServer:
             return 401, *_problem(401, "this endpoint needs an API token: send "
                                        "'Authorization: Bearer <token>'")
         scheme, _, given = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
+        if scheme.lower() != "bearer" or not token_matches(given.strip(), token):
             return 403, *_problem(403, "the API token is not valid")
         return None
 

@@ -28,6 +28,7 @@ from litestar.response import Redirect, Response
 
 from api.errors import problem
 from shared.settings import Settings
+from shared.tokens import token_matches
 
 SESSION_COOKIE = "localflow_session"
 SESSION_SECONDS = 7 * 86400
@@ -54,7 +55,7 @@ def session_valid(value: str | None, token: str, now: float | None = None) -> bo
     if not expires.isdigit():
         return False
     expected = hmac.new(_key(token, "session"), expires.encode(), "sha256").hexdigest()
-    if not hmac.compare_digest(signature, expected):
+    if not token_matches(signature, expected):
         return False
     return int(expires) > (time.time() if now is None else now)
 

@@ -35,7 +35,9 @@ class _Server(uvicorn.Server):
 
 async def open_queue(settings: Settings) -> Queue:
     """Migrate and open settings.db; the queue wakes workers through the store's notifier."""
-    return Queue(await open_store(settings), settings=settings)
+    store = await open_store(settings)
+    log.info("database opened", engine=store.engine, db=store.describe())  # no password
+    return Queue(store, settings=settings)
 
 
 async def run(settings: Settings, *, api: bool, worker: bool) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.params import Parameter
+from litestar.params import FromQuery, Parameter
 from litestar.response import Response
 
 from api.auth import token_matches
@@ -103,7 +103,7 @@ class LoginController(Controller):
     opt = {security.PUBLIC: True}
 
     @get("/login", name="dashboard-login")
-    async def login_page(self, request: Request, next: str | None = None) -> Response:
+    async def login_page(self, request: Request, next: FromQuery[str | None] = None) -> Response:
         if security.is_logged_in(request, settings_of(request)):
             return go(request, security.safe_next(next))
         return render("login.html", title="Log in", next=security.safe_next(next), error=None)

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, Parameter, QueryParameter
 from litestar.response import Response
 
 from api.dashboard.common import go, is_htmx, render
@@ -38,8 +38,8 @@ class TaskPages(Controller):
     @get("/tasks", name="dashboard-tasks")
     async def tasks(
         self, request: Request, queue: QueueDep,
-        status: str | None = None,
-        task_type: Annotated[str | None, Parameter(query="type", max_length=64)] = None,
+        status: FromQuery[str | None] = None,
+        task_type: Annotated[str | None, QueryParameter(name="type", max_length=64)] = None,
         schedule: Annotated[str | None, Parameter(max_length=64)] = None,
         q: Annotated[str | None, Parameter(max_length=255)] = None,
         cursor: Annotated[str | None, Parameter(max_length=26)] = None,
@@ -80,7 +80,7 @@ class TaskPages(Controller):
         return render("tasks.html", section="tasks", title="Tasks", **context)
 
     @get("/tasks/{task_id:str}", name="dashboard-task")
-    async def task(self, request: Request, queue: QueueDep, task_id: str) -> Response:
+    async def task(self, request: Request, queue: QueueDep, task_id: FromPath[str]) -> Response:
         task = await _get(queue, task_id)
         if task is None:
             return render("not_found.html", section="tasks", title="No such task", status_code=404,
@@ -91,7 +91,7 @@ class TaskPages(Controller):
         return render("task.html", section="tasks", title=f"Task {task.id}", **context)
 
     @get("/tasks/{task_id:str}/badge")
-    async def badge(self, queue: QueueDep, task_id: str) -> Response:
+    async def badge(self, queue: QueueDep, task_id: FromPath[str]) -> Response:
         """A submitted task's card on the submit page, re-polled until the task finishes."""
         task = await _get(queue, task_id)
         if task is None:
@@ -99,15 +99,15 @@ class TaskPages(Controller):
         return render("_submitted.html", task=task, now=queue.clock.now(), gone=None)
 
     @post("/tasks/{task_id:str}/cancel", status_code=200)
-    async def cancel(self, queue: QueueDep, task_id: str) -> Response:
+    async def cancel(self, queue: QueueDep, task_id: FromPath[str]) -> Response:
         return await _act(queue, task_id, queue.cancel, "Cancel requested.")
 
     @post("/tasks/{task_id:str}/retry", status_code=200)
-    async def retry(self, queue: QueueDep, task_id: str) -> Response:
+    async def retry(self, queue: QueueDep, task_id: FromPath[str]) -> Response:
         return await _act(queue, task_id, queue.retry, "Queued to run again now.")
 
     @post("/tasks/{task_id:str}/delete", status_code=200)
-    async def delete(self, request: Request, queue: QueueDep, task_id: str) -> Response:
+    async def delete(self, request: Request, queue: QueueDep, task_id: FromPath[str]) -> Response:
         try:
             await queue.delete(task_id)
         except QueueError as exc:
@@ -146,7 +146,7 @@ class TaskPages(Controller):
     @get("/submit", name="dashboard-submit")
     async def submit_page(
         self, queue: QueueDep,
-        task_type: Annotated[str | None, Parameter(query="type", max_length=16)] = None,
+        task_type: Annotated[str | None, QueryParameter(name="type", max_length=16)] = None,
         clone: Annotated[str | None, Parameter(max_length=26)] = None,
     ) -> Response:
         form = SubmitForm(values={"type": task_type or "shell"})

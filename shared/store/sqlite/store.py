@@ -471,7 +471,7 @@ class SQLiteStore:
         version = await self.db.fetch_one(D.sqlite_version)
         details = {}
         if pages:
-            details["pages"] = (f"{pages['page_count']} of {pages['page_size']} bytes, "
+            details["pages"] = (f"{pages['page_count']} pages of {pages['page_size']} bytes, "
                                 f"{pages['freelist_count']} free")
         return StorageInfo(
             engine="SQLite", version=version["version"] if version else "",

@@ -115,3 +115,21 @@ def test_an_unreachable_postgres_is_one_line_and_exit_2(command):
                    "--db", f"postgresql://lf:{SECRET}@127.0.0.1:1/localflow")
     )
     assert "PostgreSQL" in line or "127.0.0.1" in line, line
+
+
+async def test_the_system_page_shows_the_database_without_its_password(queue):
+    """The dashboard's configuration table and storage card, in process on a real file: a
+    postgresql:// --db is shown redacted (the store here is SQLite; the page shows both)."""
+    from litestar.testing import AsyncTestClient
+
+    from api.app import create_app
+    from shared.settings import Settings
+
+    url = f"postgresql://lf:{SECRET}@db.example:5432/localflow"
+    app = create_app(queue, Settings(db=url))
+    async with AsyncTestClient(app, base_url="http://127.0.0.1:8080") as http:
+        page = await http.get("/dashboard/system")
+    assert page.status_code == 200
+    assert SECRET not in page.text
+    assert "postgresql://lf@db.example:5432/localflow" in page.text
+    assert queue.store.describe() in page.text and "Write-ahead log size" in page.text

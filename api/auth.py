@@ -111,15 +111,6 @@ def cookie_session(
     return check_session
 
 
-def is_authorized(connection: ASGIConnection, session_check: SessionCheck | None = None) -> bool:
-    """True when no token is configured, or the request carries it (or a session it accepts)."""
-    try:
-        check(connection, session_check)
-    except HTTPException:
-        return False
-    return True
-
-
 def is_open_path(path: str, openapi_path: str) -> bool:
     """Paths the middleware leaves alone: the OpenAPI document and the dashboard."""
     schema = openapi_path.rstrip("/")

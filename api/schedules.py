@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from api.deps import QueueDep, SchedulesDep
@@ -41,7 +41,7 @@ class ScheduleController(Controller):
         description="422 naming the field when the cron expression, timezone or payload (for "
         "its task_type) is invalid; nothing is stored then.",
     )
-    async def create(self, data: ScheduleCreate, schedules: SchedulesDep) -> Schedule:
+    async def create(self, data: JSONBody[ScheduleCreate], schedules: SchedulesDep) -> Schedule:
         return await schedules.create(data)
 
     @get("/", summary="List schedules with their last fire, last task and next fire")
@@ -60,7 +60,7 @@ class ScheduleController(Controller):
         "timezone recomputes the next fire.",
     )
     async def update(
-        self, schedule_id: ScheduleId, data: ScheduleUpdate, schedules: SchedulesDep
+        self, schedule_id: ScheduleId, data: JSONBody[ScheduleUpdate], schedules: SchedulesDep
     ) -> Schedule:
         return await schedules.update(schedule_id, data)
 

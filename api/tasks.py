@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Response, delete, get, post
-from litestar.params import HeaderParameter, Parameter
+from litestar.params import HeaderParameter, JSONBody, Parameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from api.auth import BEARER_SECURITY
@@ -60,7 +60,7 @@ class TaskController(Controller):
         responses=problem_responses(409),
     )
     async def submit(
-        self, data: TaskCreate, queue: QueueDep, idempotency_key: IdempotencyHeader = None
+        self, data: JSONBody[TaskCreate], queue: QueueDep, idempotency_key: IdempotencyHeader = None
     ) -> Response[Task]:
         task, created = await queue.enqueue(_with_header_key(data, idempotency_key))
         return Response(task, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
@@ -75,7 +75,7 @@ class TaskController(Controller):
         "task in its place.",
         responses=problem_responses(409),
     )
-    async def submit_batch(self, data: TaskBatch, queue: QueueDep) -> TaskBatchResult:
+    async def submit_batch(self, data: JSONBody[TaskBatch], queue: QueueDep) -> TaskBatchResult:
         results = await queue.enqueue_many(data.tasks)
         tasks = [task for task, _ in results]
         return TaskBatchResult(ids=[t.id for t in tasks], tasks=tasks)
@@ -84,8 +84,8 @@ class TaskController(Controller):
     async def list_tasks(
         self,
         queue: QueueDep,
-        status: Status | None = None,
-        task_type: Annotated[str | None, Parameter(query="type", max_length=64)] = None,
+        status: Annotated[Status | None, QueryParameter()] = None,
+        task_type: Annotated[str | None, QueryParameter(name="type", max_length=64)] = None,
         cursor: Annotated[str | None, Parameter(max_length=26)] = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
     ) -> TaskPage:

@@ -1,4 +1,4 @@
-"""`localflow submit | status | tasks | schedules`: the REST API from a shell, via shared.client.
+"""`localflow submit | status | tasks | schedules`: the REST API from a shell, via localflow.client.
 
     localflow submit shell -- echo hi             # prints the new task's id
     localflow submit shell --wait -- make test    # waits; exit 1 if the task failed
@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from shared.client import DEFAULT_URL, Client, ClientError, WaitTimeout
+from localflow.client import DEFAULT_URL, Client, ClientError, WaitTimeout
 from shared.durations import parse_duration
 from shared.schedule_schemas import Schedule
 from shared.schemas import Task

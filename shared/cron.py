@@ -179,7 +179,3 @@ def preview(expr: str, timezone: str = "UTC", after: float | None = None,
     cron = parse(expr, timezone)
     start = time.time() if after is None else after
     return [datetime.fromtimestamp(ts, cron.tz) for ts in cron.next_after(start, n)]
-
-
-def as_local(ts: float, timezone: str) -> datetime:
-    return datetime.fromtimestamp(ts, zone(timezone))

@@ -98,9 +98,6 @@ class HostRule:
     def __bool__(self) -> bool:
         return bool(self.names or self.suffixes or self.networks)
 
-    def has_names(self) -> bool:
-        return bool(self.names or self.suffixes)
-
     def matches_name(self, host: str) -> bool:
         host = normalize_host(host)
         return host in self.names or any(host.endswith(s) for s in self.suffixes)

@@ -156,7 +156,3 @@ class TaskBatchResult(msgspec.Struct, kw_only=True):
 
 def to_datetime(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
-
-def to_timestamp(dt: datetime) -> float:
-    return dt.timestamp()

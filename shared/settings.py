@@ -7,7 +7,6 @@ never drift apart; flags win over the environment.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -151,7 +150,7 @@ class Field:
 
 FIELDS: tuple[Field, ...] = (
     Field("addr", str, "HTTP bind address, HOST:PORT"),
-    Field("db", str, "SQLite database file"),
+    Field("db", str, "SQLite database file, or postgresql://user:password@host:port/dbname"),
     Field("workers", _positive_int, "concurrent task slots in the worker"),
     Field("poll", parse_duration, "longest wait between queue checks (wake-ups come sooner)"),
     Field("schedule_interval", parse_duration, "longest wait between schedule checks"),
@@ -202,10 +201,6 @@ def settings_from(env: Mapping[str, str], overrides: Mapping[str, Any] | None = 
         if value is not None:
             values[name] = value
     return Settings(**values)
-
-
-def settings_from_environ() -> Settings:
-    return settings_from(os.environ)
 
 
 def is_loopback(host: str) -> bool:

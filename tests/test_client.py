@@ -1,4 +1,4 @@
-"""The typed client (shared/client.py) and the `localflow submit | status | tasks | schedules`
+"""The typed client (localflow/client.py) and the `localflow submit | status | tasks | schedules`
 commands, against a real `localflow serve` over real HTTP."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from localflow import cli
-from shared.client import AsyncClient, Client, ClientError, WaitTimeout
+from localflow.client import AsyncClient, Client, ClientError, WaitTimeout
 from shared.schedule_schemas import ScheduleCreate, ScheduleUpdate
 from shared.schemas import Task, TaskCreate
 from tests import procs

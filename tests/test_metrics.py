@@ -23,7 +23,6 @@ from shared.schedules import Fire
 from shared.schemas import TaskCreate
 from shared.settings import Settings
 from tests import procs
-from worker import metrics as worker_metrics
 from worker.health_server import HealthServer
 from worker.metrics import WorkerMetrics
 from worker.pool import Worker
@@ -292,7 +291,7 @@ async def test_worker_health_follows_the_loop_and_the_database(queue: Queue, set
 
     stop.set()
     await run
-    await queue.db.close()
+    await queue.store.close()
     status, body = await health.health()
     assert status == 503
     assert "worker loop is not running" in body["error"] and "database" in body["error"]
@@ -361,14 +360,15 @@ async def test_a_taken_metrics_port_is_logged_not_fatal(queue: Queue, settings):
     assert error["addr"] == addr and "LOCALFLOW_METRICS_ADDR" in error["event"]
 
 
-def test_scheduler_lateness_reaches_the_installed_metrics():
-    wm = WorkerMetrics(process_metrics=False).install()
-    worker_metrics.observe_schedule_lateness(2.5)
+def test_scheduler_fires_and_lateness_reach_the_worker_metrics():
+    wm = WorkerMetrics(process_metrics=False)
+    wm.on_fire(Fire(schedule_id="s1", fire_time=0.0, outcome="missed", late=2.5))
     wm.on_fire(Fire(schedule_id="s1", fire_time=0.0, outcome="fired", late=0.5))
     text = wm.render().decode()
     assert value(text, "localflow_scheduler_lateness_seconds_count") == 2
     assert value(text, "localflow_scheduler_lateness_seconds_sum") == pytest.approx(3.0)
     assert value(text, "localflow_scheduler_fires_total", outcome="fired") == 1
+    assert value(text, "localflow_scheduler_fires_total", outcome="missed") == 1
 
 
 def test_settings_accept_off_and_reject_a_bad_metrics_addr():

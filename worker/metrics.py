@@ -33,10 +33,6 @@ disable_created_metrics()
 
 LATENESS_SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
-# The schedule engine reports through the module-level observe_schedule_lateness(); this is
-# the WorkerMetrics it reports to (the one the composition root installed), if any.
-_installed: WorkerMetrics | None = None
-
 
 class WorkerMetrics:
     def __init__(self, *, process_metrics: bool = True) -> None:
@@ -118,12 +114,6 @@ class WorkerMetrics:
         self.slots.set(worker.slots)
         return self
 
-    def install(self) -> WorkerMetrics:
-        """Make this the target of the module-level observe_schedule_lateness()."""
-        global _installed
-        _installed = self
-        return self
-
     def on_event(self, worker: Worker, kind: str, c: Claimed, seconds: float) -> None:
         if kind == "started":
             self.started.labels(c.type).inc()
@@ -154,9 +144,3 @@ class WorkerMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-
-def observe_schedule_lateness(seconds: float) -> None:
-    """For the schedule engine: a due schedule's task was enqueued `seconds` after its cron
-    time. A no-op when no metrics are installed (tests, or metrics turned off)."""
-    if _installed is not None:
-        _installed.observe_schedule_lateness(seconds)

@@ -10,13 +10,12 @@ from urllib.parse import urlencode
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 from litestar.response import Response
 
 from api.dashboard.common import go, is_htmx, render
 from api.dashboard.forms import HTTP_METHODS, FormError, ScheduleForm
 from api.deps import QueueDep
-from shared import dashboard_queries
 from shared.queue import Queue, QueueError
 from shared.schedule_schemas import Schedule, ScheduleUpdate
 from shared.schedules import InvalidSchedule, ScheduleNotFound, Schedules, preview
@@ -87,7 +86,7 @@ class SchedulePages(Controller):
                       now=queue.clock.now())
 
     @get("/{schedule_id:str}", name="dashboard-schedule")
-    async def edit(self, queue: QueueDep, schedule_id: str) -> Response:
+    async def edit(self, queue: QueueDep, schedule_id: FromPath[str]) -> Response:
         schedule = await _get(queue, schedule_id)
         if schedule is None:
             return render("not_found.html", section="schedules", title="No such schedule",
@@ -96,7 +95,9 @@ class SchedulePages(Controller):
                           await _recent_tasks(queue, schedule.id))
 
     @post("/{schedule_id:str}", status_code=200)
-    async def update(self, request: Request, queue: QueueDep, schedule_id: str) -> Response:
+    async def update(
+        self, request: Request, queue: QueueDep, schedule_id: FromPath[str]
+    ) -> Response:
         schedule = await _get(queue, schedule_id)
         if schedule is None:
             return go(request, _notice(f"Schedule {schedule_id} no longer exists."))
@@ -109,19 +110,25 @@ class SchedulePages(Controller):
         return go(request, _notice(f"Saved schedule “{saved.name}”."))
 
     @post("/{schedule_id:str}/pause", status_code=200)
-    async def pause(self, request: Request, queue: QueueDep, schedule_id: str) -> Response:
+    async def pause(
+        self, request: Request, queue: QueueDep, schedule_id: FromPath[str]
+    ) -> Response:
         return await _act(request, queue, schedule_id, "pause")
 
     @post("/{schedule_id:str}/resume", status_code=200)
-    async def resume(self, request: Request, queue: QueueDep, schedule_id: str) -> Response:
+    async def resume(
+        self, request: Request, queue: QueueDep, schedule_id: FromPath[str]
+    ) -> Response:
         return await _act(request, queue, schedule_id, "resume")
 
     @post("/{schedule_id:str}/run", status_code=200)
-    async def run(self, request: Request, queue: QueueDep, schedule_id: str) -> Response:
+    async def run(self, request: Request, queue: QueueDep, schedule_id: FromPath[str]) -> Response:
         return await _act(request, queue, schedule_id, "run")
 
     @post("/{schedule_id:str}/delete", status_code=200)
-    async def delete(self, request: Request, queue: QueueDep, schedule_id: str) -> Response:
+    async def delete(
+        self, request: Request, queue: QueueDep, schedule_id: FromPath[str]
+    ) -> Response:
         return await _act(request, queue, schedule_id, "delete")
 
 
@@ -140,7 +147,7 @@ async def _list_context(queue: Queue, notice: str | None, error: bool = False) -
 
 
 async def _recent_tasks(queue: Queue, schedule_id: str) -> list:
-    ids = await dashboard_queries.task_ids_of_schedule(queue.db, schedule_id, limit=RECENT_TASKS)
+    ids = await queue.store.task_ids_of_schedule(schedule_id, limit=RECENT_TASKS)
     tasks = []
     for task_id in ids:
         try:

@@ -8,14 +8,14 @@ from urllib.parse import urlencode
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, Parameter, QueryParameter
 from litestar.response import Response
 
 from api.dashboard.common import go, is_htmx, render
 from api.dashboard.forms import HTTP_METHODS, FormError, SubmitForm
 from api.dashboard.snapshots import snapshots
 from api.deps import QueueDep
-from shared import dashboard_queries
+from api.errors import status_of
 from shared.ids import is_valid_id
 from shared.queue import NotFound, Queue, QueueError
 from shared.schedules import Schedules
@@ -38,8 +38,8 @@ class TaskPages(Controller):
     @get("/tasks", name="dashboard-tasks")
     async def tasks(
         self, request: Request, queue: QueueDep,
-        status: str | None = None,
-        task_type: Annotated[str | None, Parameter(query="type", max_length=64)] = None,
+        status: FromQuery[str | None] = None,
+        task_type: Annotated[str | None, QueryParameter(name="type", max_length=64)] = None,
         schedule: Annotated[str | None, Parameter(max_length=64)] = None,
         q: Annotated[str | None, Parameter(max_length=255)] = None,
         cursor: Annotated[str | None, Parameter(max_length=26)] = None,
@@ -80,7 +80,7 @@ class TaskPages(Controller):
         return render("tasks.html", section="tasks", title="Tasks", **context)
 
     @get("/tasks/{task_id:str}", name="dashboard-task")
-    async def task(self, request: Request, queue: QueueDep, task_id: str) -> Response:
+    async def task(self, request: Request, queue: QueueDep, task_id: FromPath[str]) -> Response:
         task = await _get(queue, task_id)
         if task is None:
             return render("not_found.html", section="tasks", title="No such task", status_code=404,
@@ -91,7 +91,7 @@ class TaskPages(Controller):
         return render("task.html", section="tasks", title=f"Task {task.id}", **context)
 
     @get("/tasks/{task_id:str}/badge")
-    async def badge(self, queue: QueueDep, task_id: str) -> Response:
+    async def badge(self, queue: QueueDep, task_id: FromPath[str]) -> Response:
         """A submitted task's card on the submit page, re-polled until the task finishes."""
         task = await _get(queue, task_id)
         if task is None:
@@ -99,15 +99,15 @@ class TaskPages(Controller):
         return render("_submitted.html", task=task, now=queue.clock.now(), gone=None)
 
     @post("/tasks/{task_id:str}/cancel", status_code=200)
-    async def cancel(self, queue: QueueDep, task_id: str) -> Response:
+    async def cancel(self, queue: QueueDep, task_id: FromPath[str]) -> Response:
         return await _act(queue, task_id, queue.cancel, "Cancel requested.")
 
     @post("/tasks/{task_id:str}/retry", status_code=200)
-    async def retry(self, queue: QueueDep, task_id: str) -> Response:
+    async def retry(self, queue: QueueDep, task_id: FromPath[str]) -> Response:
         return await _act(queue, task_id, queue.retry, "Queued to run again now.")
 
     @post("/tasks/{task_id:str}/delete", status_code=200)
-    async def delete(self, request: Request, queue: QueueDep, task_id: str) -> Response:
+    async def delete(self, request: Request, queue: QueueDep, task_id: FromPath[str]) -> Response:
         try:
             await queue.delete(task_id)
         except QueueError as exc:
@@ -146,7 +146,7 @@ class TaskPages(Controller):
     @get("/submit", name="dashboard-submit")
     async def submit_page(
         self, queue: QueueDep,
-        task_type: Annotated[str | None, Parameter(query="type", max_length=16)] = None,
+        task_type: Annotated[str | None, QueryParameter(name="type", max_length=16)] = None,
         clone: Annotated[str | None, Parameter(max_length=26)] = None,
     ) -> Response:
         form = SubmitForm(values={"type": task_type or "shell"})
@@ -207,8 +207,8 @@ async def _schedule_page(
     cursor: str | None, limit: int,
 ) -> TaskPage:
     """Like Queue.list, for the tasks one schedule made."""
-    ids = await dashboard_queries.task_ids_of_schedule(
-        queue.db, schedule_id, status=status, type=task_type, cursor=cursor, limit=limit + 1
+    ids = await queue.store.task_ids_of_schedule(
+        schedule_id, status=status, type=task_type, cursor=cursor, limit=limit + 1
     )
     items = [t for t in [await _get(queue, i) for i in ids[:limit]] if t is not None]
     return TaskPage(items=items, next_cursor=ids[limit - 1] if len(ids) > limit else None)
@@ -218,7 +218,7 @@ async def _find(queue: Queue, q: str) -> str | None:
     """A task id (any case), or an idempotency key."""
     if is_valid_id(q.upper()) and await _get(queue, q.upper()) is not None:
         return q.upper()
-    return await dashboard_queries.task_id_by_key(queue.db, q)
+    return await queue.store.task_id_by_key(q)
 
 
 async def _detail(queue: Queue, task: Task, flash: str | None = None,
@@ -245,7 +245,7 @@ async def _act_failed(queue: Queue, task_id: str, exc: QueueError) -> Response:
     if task is None:
         return render("not_found.html", title="No such task", status_code=404, what=str(exc))
     context = await _detail(queue, task, flash=str(exc), flash_error=True)
-    return render("_task_live.html", status_code=exc.status_code, **context)
+    return render("_task_live.html", status_code=status_of(exc), **context)
 
 
 async def _bulk(queue: Queue, action: str, ids: list[str]) -> tuple[int, list[str]]:
@@ -274,8 +274,8 @@ async def _matching_ids(
     while len(ids) < BULK_MATCHING_MAX:
         limit = min(500, BULK_MATCHING_MAX - len(ids))
         if schedule:
-            page = await dashboard_queries.task_ids_of_schedule(
-                queue.db, schedule, status=status, type=task_type, cursor=cursor, limit=limit
+            page = await queue.store.task_ids_of_schedule(
+                schedule, status=status, type=task_type, cursor=cursor, limit=limit
             )
             ids += page
             cursor = page[-1] if len(page) == limit else None

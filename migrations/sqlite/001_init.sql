@@ -1,6 +1,6 @@
 -- 001: tasks, their attempts, and the workers that ran them.
 -- Times are Unix seconds (REAL, UTC). The state machine lives in docs/state_machine.md;
--- the CHECK below is its list of states, the queries in shared/sql/queries.sql its edges.
+-- the CHECK below is its list of states, the queries in shared/sql/sqlite/queue.sql its edges.
 
 CREATE TABLE tasks (
     id              TEXT PRIMARY KEY,          -- ULID: sorts by creation time

@@ -1,6 +1,6 @@
 """A small typed client for LocalFlow's REST API (httpx + msgspec), for scripts and services.
 
-    from shared.client import Client
+    from localflow.client import Client
 
     with Client("http://127.0.0.1:8080", token=None) as lf:
         task = lf.submit("shell", {"command": "echo", "args": ["hi"]})

@@ -1,5 +1,5 @@
 -- 002: cron schedules, and the link from a task to the schedule (and fire time) that made it.
--- Semantics in docs/schedules.md; queries in shared/sql/schedules.sql.
+-- Semantics in docs/schedules.md; queries in shared/sql/sqlite/schedules.sql.
 
 CREATE TABLE schedules (
     id               TEXT PRIMARY KEY,          -- ULID

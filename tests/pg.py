@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tests.procs import free_port
@@ -67,16 +68,31 @@ class Cluster:
     proc: subprocess.Popen[bytes] | None = None
     root: Path | None = None
     log_path: Path | None = None
+    argv: list[str] = field(default_factory=list)
+    popen_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def kill_server(self) -> None:
+        """Stop the server now (fast shutdown: clients are disconnected), keeping its data."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(30)
+
+    def start_server(self) -> None:
+        """Start it again on the same data and port (after kill_server); waits until ready."""
+        assert self.log_path is not None
+        with open(self.log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(self.argv, stdout=log_file, stderr=subprocess.STDOUT,
+                                         **self.popen_kwargs)
+        wait_ready(self)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        try:
             # SIGINT is PostgreSQL's "fast shutdown": disconnect clients, no waiting on them.
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.kill_server()
+        except subprocess.TimeoutExpired:
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait()
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -107,11 +123,18 @@ def start_cluster() -> Cluster:
     root = Path(tempfile.mkdtemp(prefix="localflow-pg-"))
     if as_user:
         os.chown(root, as_user["user"], as_user["group"])  # type: ignore[arg-type]
-    data, log_path = root / "data", root / "server.log"
+    data, log_path, pwfile = root / "data", root / "server.log", root / "pw"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8",
            "HOME": str(root)}
+    # TCP connections need the password (so a wrong one is refused, as on a real server);
+    # a random one per cluster, never a secret worth keeping.
+    password = uuid.uuid4().hex
+    pwfile.write_text(password + "\n")
+    if as_user:
+        os.chown(pwfile, as_user["user"], as_user["group"])  # type: ignore[arg-type]
     init = subprocess.run(
-        [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+        [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
+         "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
          "-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"],
         env=env, cwd=root, capture_output=True, **as_user,  # type: ignore[arg-type]
     )
@@ -119,22 +142,19 @@ def start_cluster() -> Cluster:
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"initdb failed: {init.stderr.decode(errors='replace')[-2000:]}")
     port = free_port()
-    with open(log_path, "wb") as log_file:
-        if as_user:
-            os.chown(log_path, as_user["user"], as_user["group"])  # type: ignore[arg-type]
-        proc = subprocess.Popen(
-            [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
-             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={root}",
-             # A throwaway cluster: durability buys nothing, speed buys shorter tests.
-             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-             "-c", "max_connections=300", "-c", "shared_buffers=64MB"],
-            env=env, cwd=root, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True, **as_user,  # type: ignore[arg-type]
-        )
-    cluster = Cluster(url=f"postgresql://postgres@127.0.0.1:{port}/postgres", proc=proc,
-                      root=root, log_path=log_path)
+    argv = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
+            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={root}",
+            # A throwaway cluster: durability buys nothing, speed buys shorter tests.
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c", "max_connections=300", "-c", "shared_buffers=64MB"]
+    popen_kwargs = {"env": env, "cwd": root, "start_new_session": True, **as_user}
+    log_path.touch()
+    if as_user:
+        os.chown(log_path, as_user["user"], as_user["group"])  # type: ignore[arg-type]
+    cluster = Cluster(url=f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres",
+                      root=root, log_path=log_path, argv=argv, popen_kwargs=popen_kwargs)
     try:
-        wait_ready(cluster)
+        cluster.start_server()
     except BaseException:
         cluster.stop()
         raise
@@ -184,7 +204,7 @@ class Server:
     def template(self) -> str:
         """The migrated template every test database is copied from (made once)."""
         if self._template is None:
-            from shared.store.postgres import migrate as pg_migrate
+            from shared.store.postgres import schema as pg_migrate
 
             name = f"{self.prefix}_template"
             with self._admin() as conn:

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from shared.store.postgres import migrate
+from shared.store.postgres import schema as migrate
 from tests.pg import Server
 from tests.procs import REPO
 
@@ -74,7 +74,7 @@ def test_concurrent_migrations_from_several_processes(pg_server: Server) -> None
     nothing to do; none fails."""
     with pg_server.database(migrated=False) as url:
         code = (
-            "import sys; from shared.store.postgres import migrate; "
+            "import sys; from shared.store.postgres import schema as migrate; "
             "print(migrate.migrate(sys.argv[1]))"
         )
         procs = [

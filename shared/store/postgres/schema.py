@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
-from shared.store.postgres.url import ConnectFailed, check, explain
+import psycopg
 
-
-class SchemaTooNew(RuntimeError):
-    pass
+from shared.errors import SchemaTooNew, StorageUnavailable
+from shared.store import check_db, redact
+from shared.store.postgres.url import explain
 
 
 def _find_migrations() -> Path:
@@ -57,23 +58,26 @@ def newest_version(directory: Path = MIGRATIONS_DIR) -> int:
     return migrations[-1][0] if migrations else 0
 
 
-def connect(url: str, **kwargs):
-    """A synchronous connection, or ConnectFailed with one redacted line."""
-    import psycopg
-
-    check(url)
+def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A synchronous connection, or StorageUnavailable with one redacted line."""
+    check_db(url)
     try:
         return psycopg.connect(url, connect_timeout=10, **kwargs)
     except psycopg.Error as exc:
-        raise ConnectFailed(explain(url, exc)) from None
+        raise StorageUnavailable(explain(url, exc)) from None
 
 
 def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> int:
     """Bring the database to the newest schema; return its version."""
-    from shared.store.postgres.url import redact
-
     migrations = available(directory)
     newest = migrations[-1][0] if migrations else 0
+    try:
+        return _migrate(url, migrations, newest)
+    except psycopg.OperationalError as exc:  # lost mid-way: the transaction rolled back
+        raise StorageUnavailable(explain(url, exc)) from None
+
+
+def _migrate(url: str, migrations: list[tuple[int, Path]], newest: int) -> int:
     with connect(url) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         conn.execute(_VERSION_TABLE)

@@ -1,0 +1,604 @@
+"""The storage interface: everything LocalFlow asks of a database, and nothing else.
+
+`Queue` and `Schedules` (shared/queue.py, shared/schedules.py) hold the policy: validation,
+defaults, backoff, error messages, when to wake workers. A `Store` holds the data: it moves
+tasks between states in transactions, fenced so that concurrent workers, schedulers and API
+processes (on one host or many) can never both win. Each backend (shared/store/sqlite/,
+shared/store/postgres/) implements `Store`; the contract tests (tests/contract/) run against
+every one of them. api/ and worker/ see only this module's protocols and records: no
+connection, no SQL, no driver row ever crosses it.
+
+Rules every backend keeps:
+
+- Time is passed in. Every method whose result depends on the time takes `now` (Unix seconds,
+  float) and never reads a clock, so tests drive time with shared/clock.py's FakeClock.
+- Ids are passed in. Task ids (ULIDs, shared/ids.py) are chosen by the caller (NewTask.id);
+  a store generates only claim tokens (random, unguessable, unique per claim).
+- Fencing. Every transition out of `running` names the status *and* the claim token in its
+  condition; a worker whose lease expired and whose task was claimed again changes nothing,
+  and learns so from the return value (False / None), never from an exception.
+- Atomicity. Each method is one transaction unless its docstring says otherwise; a method that
+  raises has changed nothing.
+- Errors. Domain outcomes come back as values (None, False) or as shared/errors.py errors;
+  storage trouble is StorageBusy (locked too long: retry), StorageFull (disk full),
+  StorageUnavailable (cannot reach or read the database). Driver exceptions never escape.
+  No message contains a password.
+- Records in, records out: msgspec Structs and dataclasses from here and shared/schemas.py,
+  plain str/int/float/dict values. JSON columns are decoded before they leave the store.
+- Statuses are shared/schemas.py STATUSES: queued, running, succeeded, failed, cancelled; the
+  edges are docs/state_machine.md.
+
+A backend package exposes two module-level coroutines (see `Backend`): `migrate(settings)` and
+`open(settings)`. shared/store/__init__.py chooses the backend from `--db`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+from shared.schedule_schemas import Missed, Overlap, Schedule
+from shared.schemas import Attempt, Status, Task, TaskPage
+from shared.settings import Settings
+
+# --------------------------------------------------------------------------------------------
+# Records: tasks
+# --------------------------------------------------------------------------------------------
+
+
+class NewTask(msgspec.Struct, kw_only=True):
+    """A validated submission with every default filled in, ready to insert (Queue.prepare)."""
+
+    id: str  # a ULID chosen by the caller; the store never makes task ids
+    type: str
+    payload: dict[str, Any]  # normalised: what will actually run
+    priority: int
+    max_attempts: int
+    timeout: float
+    run_at: float  # Unix seconds; not claimable before
+    idempotency_key: str | None
+    request_hash: str | None  # what the key promises: same key, same hash (Queue.request_hash)
+
+
+class Claimed(msgspec.Struct, kw_only=True):
+    """A task as a worker holds it: the token fences everything the worker writes back."""
+
+    id: str
+    type: str
+    payload: dict[str, Any]
+    attempt: int  # the task's attempt number for this claim (1 for the first)
+    max_attempts: int
+    timeout: float
+    priority: int
+    run_at: float
+    token: str
+
+
+class Heartbeat(msgspec.Struct, kw_only=True):
+    held: set[str]  # task ids whose lease was extended (still ours)
+    cancel: set[str]  # of those, the ones a person asked to cancel
+
+
+# What `fail` may record as an attempt's outcome.
+FailOutcome = Literal["failed", "timeout"]
+
+# --------------------------------------------------------------------------------------------
+# Records: schedules
+# --------------------------------------------------------------------------------------------
+
+
+class ScheduleFields(msgspec.Struct, kw_only=True):
+    """A schedule's editable fields, validated by Schedules (the store checks nothing)."""
+
+    name: str
+    cron_expr: str
+    timezone: str
+    task_type: str
+    payload: dict[str, Any]  # normalised like a task's
+    enabled: bool
+    priority: int
+    max_attempts: int | None  # None: the server default at fire time
+    timeout: float | None  # None: the payload's, else the server default
+    overlap: Overlap
+    missed: Missed
+
+
+class DueSchedule(msgspec.Struct, kw_only=True):
+    """A schedule whose next fire has come (enabled, next_fire_at <= now), as fire_due reads it."""
+
+    id: str
+    fields: ScheduleFields
+    next_fire_at: float  # the stored value: the compare-and-set's expected value
+
+
+class ScheduleTiming(msgspec.Struct, kw_only=True):
+    """What resync needs to know about an enabled schedule whose next fire is in the future."""
+
+    id: str
+    cron_expr: str
+    timezone: str
+    next_fire_at: float
+
+
+Outcome = Literal["fired", "missed", "overlap", "already fired", "error"]
+
+
+class Fire(msgspec.Struct, kw_only=True):
+    """What one due schedule came to in one scheduler pass."""
+
+    schedule_id: str
+    fire_time: float
+    outcome: Outcome
+    task_id: str | None = None
+    late: float = 0.0  # seconds between the fire time and the moment it was handled
+
+
+class FirePlan(msgspec.Struct, kw_only=True):
+    """The cron decision for one due schedule, made by a pure function (Schedules.plan) so no
+    cron code lives in a store. The store carries it out, in this order, in one transaction:
+
+    1. Compare-and-set next_fire_at from DueSchedule.next_fire_at to `next_fire_at` (None
+       pauses it). If another scheduler moved it first, stop: no Fire for this schedule.
+    2. If `missed_fire_time` is set, record a skip ("missed") at that fire time.
+    3. If `skip` is set ("missed" or "error"), record a skip at `fire_time` with
+       `skip_reason` and return Fire(outcome=skip).
+    4. If the schedule's overlap is "skip" and it has a task queued or running, record a skip
+       ("overlap") and return Fire(outcome="overlap").
+    5. If `task_error` is set, record a skip with that reason and return Fire("error").
+    6. Insert `task` with schedule_id and fire_time = `fire_time` (run_at = fire_time). If
+       the unique (schedule_id, fire_time) constraint refuses it, record a skip
+       ("already fired") and return Fire("already fired").
+    7. Record the fire (last_fire_at = fire_time, last_task_id) and return Fire("fired").
+
+    Every Fire carries `late`. "Record a skip" sets last_skip_at and last_skip_reason
+    (the reason is the outcome unless given).
+    """
+
+    fire_time: float
+    next_fire_at: float | None
+    late: float
+    missed_fire_time: float | None = None
+    skip: Literal["missed", "error"] | None = None
+    skip_reason: str | None = None
+    task: NewTask | None = None  # None only when skip or task_error is set
+    task_error: str | None = None  # the task this schedule makes is invalid today
+
+
+# plan(due, now) -> FirePlan: pure, raises nothing.
+PlanFire = Callable[[DueSchedule, float], FirePlan]
+# next_fire(timing, now) -> where next_fire_at should be, or None to leave it alone.
+NextFire = Callable[[ScheduleTiming, float], float | None]
+
+# --------------------------------------------------------------------------------------------
+# Records: stats, dashboard, health
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start: float  # Unix seconds at the start of the bucket
+    succeeded: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class Throughput:
+    buckets: list[Bucket]
+    bucket_seconds: int
+
+    @property
+    def succeeded(self) -> int:
+        return sum(b.succeeded for b in self.buckets)
+
+    @property
+    def failed(self) -> int:
+        return sum(b.failed for b in self.buckets)
+
+    @property
+    def peak(self) -> int:
+        return max((b.succeeded + b.failed for b in self.buckets), default=0)
+
+
+def fill_throughput(
+    counts: dict[int, dict[str, int]], now: float, hours: float, bucket_seconds: int
+) -> Throughput:
+    """Buckets over the last `hours`, oldest first, gaps as 0, from counts keyed by bucket
+    number (finished_at // bucket_seconds) then status. Shared by the backends."""
+    first, last = throughput_window(now, hours, bucket_seconds)
+    return Throughput(
+        buckets=[
+            Bucket(
+                start=float(b * bucket_seconds),
+                succeeded=counts.get(b, {}).get("succeeded", 0),
+                failed=counts.get(b, {}).get("failed", 0),
+            )
+            for b in range(first, last + 1)
+        ],
+        bucket_seconds=bucket_seconds,
+    )
+
+
+def throughput_window(now: float, hours: float, bucket_seconds: int) -> tuple[int, int]:
+    """The first and last bucket numbers the chart shows."""
+    return int((now - hours * 3600) // bucket_seconds) + 1, int(now // bucket_seconds)
+
+
+@dataclass(frozen=True)
+class WaitingTask:
+    id: str
+    type: str
+    priority: int
+    run_at: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class WorkerSeen:
+    id: str
+    hostname: str
+    pid: int
+    slots: int
+    started_at: float
+    last_seen: float
+    stopped_at: float | None
+    running: int  # tasks it holds now
+
+
+@dataclass(frozen=True)
+class Depth:
+    status: Status  # queued or running
+    type: str
+    count: int
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What /metrics reports about the queue, read at scrape time."""
+
+    depth: list[Depth]  # unfinished tasks by status and type (only non-zero rows)
+    totals: dict[str, int]  # every status in STATUSES, finished ones included (0 if none)
+    oldest_runnable_at: float | None  # min run_at of queued tasks with run_at <= now
+    workers_alive: int  # workers not stopped whose last_seen >= alive_since
+
+
+@dataclass(frozen=True)
+class StorageInfo:
+    """The system page's storage facts, in terms both engines can fill.
+
+    `sizes`: labelled byte counts, e.g. {"database file": n, "write-ahead log": n} on SQLite,
+    {"database": n} on PostgreSQL. `details`: other labelled facts worth showing, e.g.
+    {"pages": "1200 x 4 KiB, 3 free"} or {"server": "PostgreSQL 15.4"}. Never a password.
+    """
+
+    engine: str  # "SQLite", "PostgreSQL"
+    version: str  # the engine's version
+    location: str  # the file path, or the redacted URL (Store.describe())
+    sizes: dict[str, int] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Change notification
+# --------------------------------------------------------------------------------------------
+
+
+class Listener(Protocol):
+    """Wake-ups from other processes (on any host the backend reaches): "runnable work may
+    have been committed, or a cancel asked for; look now".
+
+    One per store, so one per process: Store.listener() returns the same object every time,
+    and the worker and the scheduler both subscribe to it. It starts listening on the first
+    subscribe (or wait) and stops on the last unsubscribe or Store.close(). Wake-ups only ever
+    make things faster: a lost one (socket error, dropped connection) must never stall anyone,
+    because every user also polls. A listener reconnects on its own and never raises from
+    subscribe, wait or a callback.
+    """
+
+    def subscribe(self, on_wake: Callable[[], None]) -> Callable[[], None]:
+        """Call `on_wake()` (on the event loop, cheaply, never awaited) on every wake-up from
+        now on; returns the function that unsubscribes. Needs a running event loop."""
+        ...
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait until the next wake-up, at most `seconds`; True if woken."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# The store
+# --------------------------------------------------------------------------------------------
+
+
+class TaskStore(Protocol):
+    """Tasks, their attempts, and the workers that run them."""
+
+    async def insert_tasks(
+        self, tasks: Sequence[NewTask], now: float
+    ) -> list[tuple[Task, bool]]:
+        """Insert every task in one transaction, in order; returns (task, created) for each.
+
+        A task whose idempotency_key is already in the database is not inserted: if the
+        stored request_hash equals the new one, it returns (the stored task, False); if not,
+        it raises IdempotencyConflict(key, stored id) and inserts none of `tasks`. Two keys
+        equal within one call behave as if inserted one after the other. Inserted tasks are
+        queued with attempts 0, created_at = updated_at = now.
+        """
+        ...
+
+    async def claim(
+        self, worker_id: str, limit: int, lease_until: float, now: float
+    ) -> list[Claimed]:
+        """Move up to `limit` queued tasks with run_at <= now to running, most urgent first
+        (priority desc, run_at, id), and return them in that order.
+
+        Each claimed task: attempts + 1, a fresh claim_token, lease_until, worker_id,
+        started_at kept if set (else now), an attempt row (attempt number, worker_id,
+        started_at = now). Two concurrent claims never return the same task. limit <= 0
+        returns [] without touching the database.
+        """
+        ...
+
+    async def extend_leases(
+        self, tokens: Sequence[str], lease_until: float, now: float
+    ) -> Heartbeat:
+        """Set lease_until for every running task whose claim_token is in `tokens`; returns
+        which task ids were extended and which of those have cancel_requested. A token that
+        no longer matches (task finished, rescued, re-claimed) is simply absent."""
+        ...
+
+    async def complete(self, task: Claimed, result: Any, now: float) -> bool:
+        """running -> succeeded, fenced on (id, status running, claim_token): result stored,
+        last_error cleared, lease and token cleared, finished_at = now; the attempt row
+        finished with outcome "succeeded" and output = result. False if the fence fails
+        (nothing changed)."""
+        ...
+
+    async def fail(
+        self, task: Claimed, *, error: str, result: Any, outcome: FailOutcome,
+        retry_at: float | None, now: float,
+    ) -> Status | None:
+        """running -> queued (run_at = retry_at) if retry_at is not None and attempts <
+        max_attempts, else running -> failed (finished_at = now). Fenced like complete.
+        Stores result and last_error = error, clears token, lease and worker_id; finishes the
+        attempt row with `outcome`, `error`, output = result. Returns the new status
+        ("queued" or "failed"), or None if the fence fails."""
+        ...
+
+    async def release(self, task: Claimed, error: str, now: float) -> bool:
+        """running -> queued at once (run_at = now), the attempt not spent (attempts - 1):
+        the worker is stopping. Fenced like complete; finishes the attempt row with outcome
+        "released" and `error`. False if the fence fails."""
+        ...
+
+    async def finish_cancelled(
+        self, task: Claimed, result: Any, error: str, now: float
+    ) -> bool:
+        """running -> cancelled (finished_at = now, last_error = error), after the worker
+        stopped a task a person cancelled. Fenced like complete; attempt outcome "cancelled".
+        False if the fence fails."""
+        ...
+
+    async def rescue_expired(self, now: float) -> list[str]:
+        """Every running task whose lease_until < now: to cancelled if cancel_requested, else
+        queued (run_at = now) if attempts < max_attempts, else failed; token, lease and
+        worker cleared; last_error = "lease expired: the worker running attempt N stopped
+        heartbeating (crashed or killed)"; its open attempt row finished with outcome "lost"
+        and error "lease expired: the worker stopped heartbeating (crashed or killed)".
+        Returns the ids. Safe to run from many processes at once."""
+        ...
+
+    async def cancel_requests(self, worker_id: str) -> set[str]:
+        """Ids of running tasks held by `worker_id` with cancel_requested (a read)."""
+        ...
+
+    async def next_run_at(self) -> float | None:
+        """The earliest run_at of any queued task, due or not (a read); None if none."""
+        ...
+
+    async def worker_seen(
+        self, worker_id: str, hostname: str, pid: int, slots: int, now: float
+    ) -> None:
+        """Insert the worker (started_at = last_seen = now) or set last_seen = now and
+        stopped_at = NULL."""
+        ...
+
+    async def worker_stopped(self, worker_id: str, now: float) -> None:
+        """stopped_at = last_seen = now (nothing if unknown)."""
+        ...
+
+    async def cancel(self, task_id: str, now: float) -> Task | None:
+        """queued -> cancelled (finished_at = now, last_error "cancelled"); running ->
+        cancel_requested = true (its worker stops it); any other status unchanged. Returns
+        the task as it is after this, or None if there is no such task."""
+        ...
+
+    async def retry(
+        self, task_id: str, extra_attempts: int, now: float
+    ) -> tuple[bool, Task | None]:
+        """failed/cancelled -> queued, run_at = now, max_attempts = attempts +
+        extra_attempts, cancel_requested cleared, finished_at cleared. Returns (changed, the
+        task as it is after this); (False, task) if it was in another status; (False, None)
+        if there is no such task."""
+        ...
+
+    async def delete(self, task_id: str) -> Literal["deleted"] | Status | None:
+        """Delete a task that is not running, with its attempts. Returns "deleted"; the
+        task's status if it is running (nothing deleted); None if there is no such task."""
+        ...
+
+    async def get(self, task_id: str) -> Task | None:
+        ...
+
+    async def attempts(self, task_id: str) -> list[Attempt]:
+        """The task's attempt rows, oldest first ([] for an unknown task)."""
+        ...
+
+    async def list_tasks(
+        self, *, status: Status | None, type: str | None, cursor: str | None, limit: int
+    ) -> TaskPage:
+        """Newest first (id descending), only ids < cursor when a cursor is given, filtered
+        by status and/or type; at most `limit` items, next_cursor = the last item's id when
+        more exist, else None. The caller has validated status."""
+        ...
+
+    async def counts(self) -> dict[str, int]:
+        """Tasks by status: every status in STATUSES is a key (0 if none)."""
+        ...
+
+    async def task_id_by_key(self, key: str) -> str | None:
+        """The id of the task submitted with this idempotency key, if any."""
+        ...
+
+    async def task_ids_of_schedule(
+        self, schedule_id: str, *, status: Status | None = None, type: str | None = None,
+        cursor: str | None = None, limit: int = 50,
+    ) -> list[str]:
+        """Ids of the tasks a schedule made, newest first, only ids < cursor if given."""
+        ...
+
+
+class ScheduleStore(Protocol):
+    """Cron schedules. Exactly-once firing rests on two fences every backend keeps: the
+    compare-and-set on next_fire_at (in the transaction that inserts the task) and a unique
+    constraint on tasks (schedule_id, fire_time) for non-null fire times."""
+
+    async def insert_schedule(
+        self, schedule_id: str, fields: ScheduleFields, next_fire_at: float | None, now: float
+    ) -> None:
+        ...
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        """With last_task_status (the status of last_task_id, None if gone or never)."""
+        ...
+
+    async def list_schedules(self, limit: int) -> list[Schedule]:
+        """By name (case-insensitive), then id."""
+        ...
+
+    async def update_schedule(
+        self, schedule_id: str, fields: ScheduleFields, *, recompute: bool,
+        next_fire_at: float | None, now: float,
+    ) -> bool:
+        """Replace the fields; next_fire_at is written only if `recompute` (so a fire a
+        scheduler committed since the caller read the schedule is never undone). False if
+        there is no such schedule."""
+        ...
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete the schedule; its tasks stay (keeping schedule_id). False if absent."""
+        ...
+
+    async def run_schedule_now(self, schedule_id: str, task: NewTask, now: float) -> bool:
+        """In one transaction: if the schedule exists, insert `task` with its schedule_id and
+        no fire_time, and record the fire (last_fire_at = now, last_task_id). False (nothing
+        inserted) if the schedule is gone."""
+        ...
+
+    async def next_due(self) -> float | None:
+        """The earliest next_fire_at of any enabled schedule (a read)."""
+        ...
+
+    async def fire_due(self, now: float, limit: int, plan: PlanFire) -> list[Fire]:
+        """In one write transaction: read up to `limit` enabled schedules with
+        next_fire_at <= now (earliest first), call plan(due, now) for each and carry the plan
+        out as FirePlan describes. Returns the Fires (none for a schedule whose
+        compare-and-set another scheduler won). The caller loops while a full batch came
+        back. Safe with any number of schedulers on any number of hosts."""
+        ...
+
+    async def resync(self, now: float, next_fire: NextFire) -> int:
+        """After the clock went back: for each enabled schedule with next_fire_at > now,
+        call next_fire(timing, now); where it returns a time earlier than the stored one,
+        compare-and-set next_fire_at to it. Returns how many moved."""
+        ...
+
+
+class StatsStore(Protocol):
+    """Reads for /metrics, the dashboard and /health. None of them writes."""
+
+    async def throughput(self, now: float, hours: float, bucket_seconds: int) -> Throughput:
+        """Succeeded and failed tasks per finished_at bucket over the last `hours`
+        (fill_throughput does the gap filling)."""
+        ...
+
+    async def oldest_runnable(self, now: float) -> WaitingTask | None:
+        """The due queued task created longest ago (smallest id with run_at <= now)."""
+        ...
+
+    async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:
+        """Workers with last_seen >= now - within, most recent first (at most 50), each with
+        the number of running tasks it holds."""
+        ...
+
+    async def queue_stats(self, now: float, alive_since: float) -> QueueStats:
+        """Everything /metrics reads at scrape time. Should not queue behind the API's reads
+        or writes (SQLite: its own read-only connection)."""
+        ...
+
+    async def storage(self) -> StorageInfo:
+        ...
+
+    async def change_token(self) -> Hashable:
+        """A cheap value that changes whenever any process committed a change to the data
+        (it may change spuriously, never stay the same across a commit). Polled by the idle
+        worker and the dashboard: no table scan. SQLite: PRAGMA data_version; PostgreSQL,
+        e.g.: pg_snapshot_xmax(pg_current_snapshot())."""
+        ...
+
+    @property
+    def write_transactions(self) -> int:
+        """Write transactions this process committed (a counter for /metrics)."""
+        ...
+
+
+class Store(TaskStore, ScheduleStore, StatsStore, Protocol):
+    """One opened database. Made by a backend's `open(settings)`; closed by close()."""
+
+    engine: str  # "sqlite" or "postgresql"
+
+    def describe(self) -> str:
+        """Where the data is, for logs, /debug and the system page: a path, or a URL
+        without its password ("postgresql://app@db:5432/localflow")."""
+        ...
+
+    async def schema_version(self) -> int:
+        """The schema version the database is at. Raises StorageUnavailable if unreachable."""
+        ...
+
+    def newest_schema_version(self) -> int:
+        """The schema version this LocalFlow's migrations for this engine reach."""
+        ...
+
+    def notify(self) -> None:
+        """Tell every Listener (any process) that runnable work was committed or a cancel
+        asked for. Called by Queue/Schedules after such a commit returns; cheap, never
+        raises, coalesces many calls in one event-loop turn. A backend that notifies inside
+        the transaction itself (PostgreSQL NOTIFY) may do nothing here."""
+        ...
+
+    def listener(self) -> Listener:
+        """This process's one Listener (the same object on every call)."""
+        ...
+
+    async def close(self) -> None:
+        """Finish queued writes, stop the listener, close connections. Idempotent."""
+        ...
+
+
+class Backend(Protocol):
+    """What a backend module (shared.store.sqlite, shared.store.postgres) exposes."""
+
+    async def migrate(self, settings: Settings) -> int:
+        """Bring the schema to the newest version; returns it. Safe when several processes
+        start at once (one migrates, the others wait and find nothing to do). Raises
+        SchemaTooNew if the database is newer than this LocalFlow, StorageUnavailable if it
+        cannot be reached."""
+        ...
+
+    async def open(self, settings: Settings) -> Store:
+        """Open a migrated database. Raises SchemaNotReady (run `localflow migrate`),
+        SchemaTooNew, or StorageUnavailable."""
+        ...

@@ -74,6 +74,7 @@ T = TypeVar("T")
 Row = dict[str, Any]
 
 _CURSOR_START = "~"  # sorts after every ULID character (ids are COLLATE "C")
+_CHECKOUT_SECONDS = 5.0
 _CONFLICT_RETRIES = 5  # a deadlock or serialization failure is retried this many times
 
 
@@ -233,7 +234,10 @@ class PostgresStore:
             # A connection that died while idle in the pool (server restarted) is found at
             # checkout and replaced, instead of failing the caller's statement.
             check=AsyncConnectionPool.check_connection,
-            timeout=30.0,
+            # How long a caller waits for a connection. While the server is down the pool
+            # keeps reconnecting in the background; a caller gets StorageUnavailable after
+            # this and retries, rather than hanging for as long as the outage lasts.
+            timeout=_CHECKOUT_SECONDS,
             open=False,
             name="localflow",
         )

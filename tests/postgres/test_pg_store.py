@@ -40,7 +40,7 @@ async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
     await s.close()
 
 
-async def _until(condition, deadline: float = 30.0) -> None:  # noqa: ANN001
+async def _until(condition, deadline: float = 30.0) -> None:
     """Wait on a condition with a generous deadline (never a fixed sleep)."""
     end = time.monotonic() + deadline
     while not condition():
@@ -98,11 +98,10 @@ async def test_claims_wait_for_no_one_holding_rows(store: PostgresStore, pg_url:
     claim: it takes the other rows at once (SKIP LOCKED), instead of queueing behind it."""
     tasks = [_new(priority=10 - i) for i in range(4)]
     await store.insert_tasks(tasks, 1000.0)
-    async with await psycopg.AsyncConnection.connect(pg_url) as holder:
-        async with holder.transaction():
-            await holder.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE",
-                                 (tasks[0].id,))
-            got = await asyncio.wait_for(store.claim("w", 10, 2000.0, 1000.0), 30)
+    async with await psycopg.AsyncConnection.connect(pg_url) as holder, holder.transaction():
+        await holder.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE",
+                             (tasks[0].id,))
+        got = await asyncio.wait_for(store.claim("w", 10, 2000.0, 1000.0), 30)
     assert [c.id for c in got] == [t.id for t in tasks[1:]]
 
 

@@ -27,8 +27,14 @@ from litestar.openapi.spec import (
 from litestar.params import HeaderParameter
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_500_INTERNAL_SERVER_ERROR
 
-from shared.db import DatabaseBusy
-from shared.queue import QueueError
+from shared.errors import (
+    Conflict,
+    InvalidSchedule,
+    InvalidTask,
+    NotFound,
+    QueueError,
+    StorageError,
+)
 
 log = structlog.get_logger("localflow.api")
 PROBLEM_JSON = "application/problem+json"
@@ -67,7 +73,7 @@ _WHEN = {
     415: "The body is not JSON (send Content-Type: application/json)",
     422: "The body is well-formed JSON but not a valid request; `detail` names the field",
     500: "Unexpected error; the details are in the server log only",
-    503: "The database stayed locked; retry after Retry-After seconds",
+    503: "The database stayed locked or cannot be reached; retry after Retry-After seconds",
 }
 
 
@@ -215,11 +221,23 @@ def _http(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:
     return problem(exc.status_code, detail, headers=exc.headers)
 
 
+# Domain errors carry no HTTP status: this is where they get one (most specific class first).
+_STATUS_OF: tuple[tuple[type[QueueError], int], ...] = (
+    (NotFound, 404), (Conflict, 409), (InvalidTask, 422), (InvalidSchedule, 422),
+)
+
+
+def status_of(exc: QueueError) -> int:
+    return next((status for cls, status in _STATUS_OF if isinstance(exc, cls)), 400)
+
+
 def _queue(request: Request, exc: QueueError) -> Response[dict[str, Any]]:
-    return problem(exc.status_code, str(exc))
+    return problem(status_of(exc), str(exc))
 
 
-def _busy(request: Request, exc: DatabaseBusy) -> Response[dict[str, Any]]:
+def _storage(request: Request, exc: StorageError) -> Response[dict[str, Any]]:
+    # Busy, full, unreachable or not migrated: nothing was changed; the client may retry.
+    log.warning("storage error", path=request.url.path, error=str(exc))
     return problem(503, str(exc), headers={"Retry-After": "1"})
 
 
@@ -233,7 +251,7 @@ EXCEPTION_HANDLERS = {
     ValidationException: _validation,
     HTTPException: _http,
     QueueError: _queue,
-    DatabaseBusy: _busy,
+    StorageError: _storage,
     Exception: _unexpected,
 }
 

@@ -3,9 +3,9 @@
 - Requests and latency by route template (never the raw path), method and status, counted by
   api/observe.py for every request at the cost of a few dictionary lookups.
 - Queue state (depth by status and type, age of the oldest runnable task, live workers),
-  read from the database when Prometheus scrapes: no request ever pays for it. Those reads
-  run on a connection of their own, so a slow count on a big table never delays an API read,
-  and are shared by scrapes that come within MIN_REFRESH of each other.
+  read from the store when Prometheus scrapes: no request ever pays for it. The store runs
+  them apart from API reads (SQLite: a connection of their own), so a slow count on a big
+  table never delays an API read; scrapes within MIN_REFRESH of each other share one set.
 
 Each app gets its own CollectorRegistry (not prometheus-client's global one), so tests can
 build several apps in one process. In `serve`, the worker's registry is folded in here.
@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sqlite3
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from itertools import accumulate
 from typing import Any
 
-import aiosqlite
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 from prometheus_client import (
@@ -44,9 +42,8 @@ from prometheus_client.utils import floatToGoString
 
 from shared.queue import Queue
 from shared.schemas import STATUSES
-from shared.sql import Queries
+from shared.store.base import Depth
 
-Q = Queries("metrics")
 REQUEST_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                    10)
 MIN_REFRESH = 1.0  # seconds: scrapes closer together than this share one set of reads
@@ -74,7 +71,7 @@ class ApiMetrics:
         return generate_latest(self.registry)
 
     async def close(self) -> None:
-        await self.state.close()
+        """Nothing to release: the store owns its connections (kept for the app's shutdown)."""
 
 
 class RequestStats(Collector):
@@ -130,10 +127,9 @@ class QueueState(Collector):
 
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
-        self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._refreshed = float("-inf")
-        self._live: list[sqlite3.Row] = []
+        self._live: list[Depth] = []
         self._totals: dict[str, int] = {}
         self._oldest_age = 0.0
         self._workers = 0
@@ -145,34 +141,16 @@ class QueueState(Collector):
             if time.monotonic() - self._refreshed < self.min_refresh:
                 return
             began = time.perf_counter()
-            conn = await self._connection()
             now = self.queue.clock.now()
-            self._live = list(await conn.execute_fetchall(Q.live_depth))
-            totals = await conn.execute_fetchall(Q.totals_by_status)
-            self._totals = {row["status"]: row["n"] for row in totals}
-            oldest = await conn.execute_fetchall(Q.oldest_runnable, {"now": now})
-            run_at = next(iter(oldest))["run_at"]
-            self._oldest_age = 0.0 if run_at is None else max(0.0, now - run_at)
             # A worker heartbeats every lease/3 at most; two missed leases mean it is gone.
-            since = now - 2 * self.queue.settings.lease
-            workers = await conn.execute_fetchall(Q.workers_alive, {"since": since})
-            self._workers = next(iter(workers))["n"]
+            stats = await self.queue.store.queue_stats(now, now - 2 * self.queue.settings.lease)
+            self._live = stats.depth
+            self._totals = stats.totals
+            run_at = stats.oldest_runnable_at
+            self._oldest_age = 0.0 if run_at is None else max(0.0, now - run_at)
+            self._workers = stats.workers_alive
             self._refreshed = time.monotonic()
             self._read_seconds = time.perf_counter() - began
-
-    async def _connection(self) -> aiosqlite.Connection:
-        if self._conn is None:
-            conn = await aiosqlite.connect(self.queue.db.path, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            await conn.execute("PRAGMA query_only=1")
-            await conn.execute("PRAGMA busy_timeout=5000")
-            self._conn = conn
-        return self._conn
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await conn.close()
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
@@ -180,7 +158,7 @@ class QueueState(Collector):
             labels=["status", "type"],
         )
         for row in self._live:
-            depth.add_metric([row["status"], row["type"]], row["n"])
+            depth.add_metric([row.status, row.type], row.count)
         yield depth
         totals = GaugeMetricFamily(
             "localflow_tasks", "Tasks in the database by status, finished ones included",
@@ -205,7 +183,7 @@ class QueueState(Collector):
         yield CounterMetricFamily(
             "localflow_db_write_transactions",
             "Write transactions this process committed (each may carry many writes)",
-            value=self.queue.db.batches,
+            value=self.queue.store.write_transactions,
         )
 
 

@@ -8,7 +8,7 @@ from litestar import Controller, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
 from api.deps import QueueDep
-from shared import migrate
+from shared.health import database_health
 
 
 class SystemController(Controller):
@@ -23,13 +23,10 @@ class SystemController(Controller):
     )
     async def health(self, queue: QueueDep) -> Response[dict[str, Any]]:
         """200 when the database answers and is migrated, 503 otherwise."""
-        try:
-            version = await queue.db.schema_version()
-        except Exception as exc:
-            return Response({"status": "unavailable", "error": str(exc)}, status_code=503)
-        expected = migrate.newest_version()
-        ok = version == expected
-        body = {"status": "ok" if ok else "unavailable", "schema_version": version}
-        if not ok:
-            body["error"] = f"schema version {version}, expected {expected}"
-        return Response(body, status_code=200 if ok else 503)
+        db = await database_health(queue.store)
+        body: dict[str, Any] = {"status": "ok" if db.ok else "unavailable"}
+        if db.schema_version is not None:
+            body["schema_version"] = db.schema_version
+        if not db.ok:
+            body["error"] = db.problem
+        return Response(body, status_code=200 if db.ok else 503)

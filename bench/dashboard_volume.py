@@ -26,8 +26,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from shared import migrate
 from shared.ids import new_id
+from shared.store.sqlite import migrations
 from tests import procs
 
 STATUSES = ("succeeded",) * 80 + ("failed",) * 8 + ("queued",) * 8 + ("cancelled",) * 4
@@ -35,7 +35,7 @@ PAYLOAD = '{"command":"echo","args":["hello"],"env":{},"timeout":null}'
 
 
 def fill(path: Path, n: int, now: float) -> list[str]:
-    migrate.migrate(str(path))
+    migrations.migrate(str(path))
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")

@@ -18,18 +18,17 @@ import time
 from typing import Any
 
 from shared import logs
-from shared.db import Database
 from shared.queue import Claimed, Queue
 from shared.settings import Settings
-from shared.wake import WakeNotifier, wake_dir
+from shared.store.sqlite import SQLiteStore
 from worker.handlers import HandlerContext
 from worker.pool import Worker
 
 
 async def main(db_path: str, slots: int, expect: int, out: str, poll: float) -> None:
     settings = Settings(db=db_path, workers=slots, poll=poll)
-    db = await Database.open(db_path, synchronous=settings.synchronous)
-    queue = Queue(db, settings=settings, on_runnable=WakeNotifier(db_path))
+    db = await SQLiteStore.open(db_path, synchronous=settings.synchronous)
+    queue = Queue(db, settings=settings)
     starts: dict[str, float] = {}
 
     async def noop(payload: Any, ctx: HandlerContext) -> dict[str, Any]:
@@ -54,16 +53,16 @@ async def main(db_path: str, slots: int, expect: int, out: str, poll: float) -> 
     claims: list[tuple[int, float]] = []
     if hasattr(worker, "on_claim"):  # (tasks claimed, seconds the claim took)
         worker.on_claim = lambda n, seconds: claims.append((n, seconds))
-    batches0, cpu0 = db.batches, time.process_time()
+    batches0, cpu0 = db.write_transactions, time.process_time()
     started = time.time()
     run = asyncio.create_task(worker.run(stop))
     # Tell the parent we are listening for wake-ups (the pickup test must not race start-up).
-    sock = wake_dir(db_path) / worker._wake_name
-    while not sock.exists() and not run.done():
+    # (its wake-up socket is bound before the worker counts as running)
+    while not worker.running and not run.done():
         await asyncio.sleep(0.005)
     print("ready", flush=True)
     await run
-    cpu, batches = time.process_time() - cpu0, db.batches - batches0
+    cpu, batches = time.process_time() - cpu0, db.write_transactions - batches0
     await db.close()
     with open(out, "w") as f:
         json.dump({"started": started, "done": done_at[0] if done_at else None,

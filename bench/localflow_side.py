@@ -14,17 +14,16 @@ import httpx
 
 from bench import procs
 from bench.http_load import SUBMIT_BODY, LoadResult, batch_body, run_load
-from shared import migrate
-from shared.db import Database
 from shared.queue import Queue
 from shared.schemas import TaskCreate
 from shared.settings import Settings
-from shared.wake import wake_dir
+from shared.store.sqlite import SQLiteStore, migrations
+from shared.store.sqlite.wake import wake_dir
 
 
 def fresh_db(workdir: Path, name: str) -> Path:
     path = workdir / f"{name}.db"
-    migrate.migrate(str(path))
+    migrations.migrate(str(path))
     return path
 
 
@@ -40,10 +39,9 @@ def _load_dict(load: LoadResult, per_request: int = 1) -> dict[str, Any]:
 
 def _count_tasks(db: Path) -> int:
     async def count() -> int:
-        database = await Database.open(str(db))
+        database = await SQLiteStore.open(str(db))
         try:
-            row = await database.fetch_one("SELECT count(*) FROM tasks")
-            return int(row[0]) if row else 0
+            return sum((await database.counts()).values())
         finally:
             await database.close()
 
@@ -83,7 +81,7 @@ def http_submit(
 
 
 async def _pre_enqueue(db: Path, n: int, chunk: int = 500) -> float:
-    database = await Database.open(str(db))
+    database = await SQLiteStore.open(str(db))
     queue = Queue(database, settings=Settings(db=str(db)))
     create = TaskCreate(type="shell", payload={"command": "true"})
     started = time.perf_counter()

@@ -4,6 +4,7 @@ environment variable; a flag wins over its variable."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -11,7 +12,8 @@ from collections.abc import Sequence
 import uvloop
 
 from localflow import client_cli
-from shared import logs, migrate
+from shared import logs, store
+from shared.errors import BadDatabaseURL, StorageError
 from shared.settings import FIELDS, Settings, is_loopback, settings_from
 
 _COMMANDS = {
@@ -79,19 +81,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, _ = settings.host_port
     except ValueError as exc:
         parser.error(str(exc))
-    logs.configure(settings.log_format, secrets=[settings.api_token])
+    try:
+        store.check_db(settings.db)
+    except BadDatabaseURL as exc:
+        print(f"localflow: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_format,
+                   secrets=[settings.api_token, store.password_of(settings.db)])
 
     try:
         return _run_command(args.command, settings, host)
-    except migrate.SchemaTooNew as exc:
+    except (BadDatabaseURL, StorageError) as exc:
+        # Unreachable server, wrong credentials, a newer schema, a disk full: one line, no
+        # traceback; the message names the database without its password.
         print(f"localflow: {exc}", file=sys.stderr)
         return 2
 
 
 def _run_command(command: str, settings: Settings, host: str) -> int:
     if command == "migrate":
-        version = migrate.migrate(settings.db)
-        print(f"{settings.db}: schema version {version}")
+        version = asyncio.run(store.migrate(settings))
+        print(f"{store.redact(settings.db)}: schema version {version}")
         return 0
 
     serves_http = command in ("serve", "api")

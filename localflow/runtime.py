@@ -1,4 +1,5 @@
-"""Opens the database and runs the API server and/or the worker until a signal stops them."""
+"""Opens the store (SQLite or PostgreSQL, from --db) and runs the API server and/or the worker
+until a signal stops them."""
 
 from __future__ import annotations
 
@@ -12,12 +13,10 @@ import structlog
 import uvicorn
 
 from api.app import create_app
-from shared import migrate
-from shared.db import Database
 from shared.queue import Queue
 from shared.schedules import Schedules
 from shared.settings import Settings
-from shared.wake import WakeNotifier
+from shared.store import open_store
 from worker.handlers.http import close_client
 from worker.health_server import HealthServer
 from worker.metrics import WorkerMetrics
@@ -35,9 +34,8 @@ class _Server(uvicorn.Server):
 
 
 async def open_queue(settings: Settings) -> Queue:
-    migrate.migrate(settings.db)
-    db = await Database.open(settings.db, synchronous=settings.synchronous)
-    return Queue(db, settings=settings, on_runnable=WakeNotifier(settings.db))
+    """Migrate and open settings.db; the queue wakes workers through the store's notifier."""
+    return Queue(await open_store(settings), settings=settings)
 
 
 async def run(settings: Settings, *, api: bool, worker: bool) -> None:
@@ -70,7 +68,7 @@ async def run(settings: Settings, *, api: bool, worker: bool) -> None:
         await _run_together(parts, stop)
     finally:
         await close_client()
-        await queue.db.close()
+        await queue.store.close()
 
 
 async def _run_together(parts: list[Callable[[], Awaitable[None]]], stop: asyncio.Event) -> None:

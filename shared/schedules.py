@@ -5,59 +5,43 @@ People create, edit, pause and delete schedules; the scheduler (worker/scheduler
 this process's: a fire moves `next_fire_at` on with a compare-and-set in the same transaction
 that inserts the task, and a unique index on tasks (schedule_id, fire_time) refuses a second
 task for a fire time however it comes back (another scheduler, a restart, the clock going
-back). Semantics, including daylight saving: docs/schedules.md. SQL: shared/sql/schedules.sql.
+back). Semantics, including daylight saving: docs/schedules.md.
+The data is behind the Store (shared/store/base.py); the cron decisions are plan_fire's.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import structlog
 
 from shared import cron
-from shared.db import fetchall
+from shared.errors import InvalidSchedule, InvalidTask, ScheduleNotFound
 from shared.ids import new_id
-from shared.queue import InvalidTask, NotFound, Queue, QueueError
+from shared.queue import Queue
 from shared.schedule_schemas import FireTimes, Schedule, ScheduleCreate, ScheduleUpdate
-from shared.schemas import PAYLOAD_TYPES, Task, TaskCreate, to_datetime
+from shared.schemas import PAYLOAD_TYPES, Task, TaskCreate
 from shared.settings import Settings
-from shared.sql import Queries
+from shared.store.base import (
+    DueSchedule,
+    Fire,
+    FirePlan,
+    NewTask,
+    Outcome,
+    ScheduleFields,
+    ScheduleTiming,
+)
 
-S = Queries("schedules")
+__all__ = ["FIRE_BATCH", "Fire", "InvalidSchedule", "Outcome", "ScheduleNotFound", "Schedules",
+           "missed_grace", "plan_fire", "preview"]
+
 log = structlog.get_logger("localflow.schedules")
 
 MAX_SCHEDULES_LISTED = 1000
 FIRE_BATCH = 100  # due schedules handled per write transaction: keeps each one short
-
-Outcome = Literal["fired", "missed", "overlap", "already fired", "error"]
-
-
-class InvalidSchedule(QueueError):
-    """A schedule we refuse to store; `field` names the culprit (for forms), the message too."""
-
-    status_code = 422
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message if message.startswith(field) else f"{field}: {message}")
-        self.field = field
-
-
-class ScheduleNotFound(NotFound):
-    pass
-
-
-class Fire(msgspec.Struct, kw_only=True):
-    """What one due schedule came to in one scheduler pass."""
-
-    schedule_id: str
-    fire_time: float
-    outcome: Outcome
-    task_id: str | None = None
-    late: float = 0.0  # seconds between the fire time and the moment it was handled
 
 
 def missed_grace(settings: Settings) -> float:
@@ -86,7 +70,7 @@ class Schedules:
 
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
-        self.db = queue.db
+        self.store = queue.store
         self.clock = queue.clock
         self.settings = queue.settings
 
@@ -97,30 +81,21 @@ class Schedules:
         fields = self._validated(msgspec.structs.asdict(data))
         now = self.clock.now()
         schedule_id = new_id(now)
-        params = {
-            **fields, "id": schedule_id, "now": now,
-            "next_fire_at": self._first_fire(fields, now),
-        }
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(S.insert_schedule, params)
-
-        await self.db.write(op)
+        await self.store.insert_schedule(schedule_id, fields, self._first_fire(fields, now), now)
         self.queue.on_runnable()  # wakes schedulers (they share the workers' wake-ups)
-        log.info("schedule created", schedule_id=schedule_id, cron=fields["cron_expr"],
-                 timezone=fields["timezone"])
+        log.info("schedule created", schedule_id=schedule_id, cron=fields.cron_expr,
+                 timezone=fields.timezone)
         return await self.get(schedule_id)
 
     async def get(self, schedule_id: str) -> Schedule:
-        row = await self.db.fetch_one(S.get_schedule, (schedule_id,))
-        if row is None:
+        schedule = await self.store.get_schedule(schedule_id)
+        if schedule is None:
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
-        return _schedule(row)
+        return schedule
 
     async def list(self, limit: int = MAX_SCHEDULES_LISTED) -> list[Schedule]:
         """All schedules by name, each with its last fire, last task (and status), next fire."""
-        rows = await self.db.fetch_all(S.list_schedules, {"limit": limit})
-        return [_schedule(r) for r in rows]
+        return await self.store.list_schedules(limit)
 
     async def update(self, schedule_id: str, data: ScheduleUpdate) -> Schedule:
         """Replace the given fields. A changed cron_expr or timezone, or resuming, recomputes
@@ -132,24 +107,19 @@ class Schedules:
         fields = self._validated(merged)
         now = self.clock.now()
         timing_changed = (
-            fields["cron_expr"] != current.cron_expr
-            or fields["timezone"] != current.timezone
-            or (fields["enabled"] and not current.enabled)
-            or (fields["enabled"] and current.next_fire_at is None)
+            fields.cron_expr != current.cron_expr
+            or fields.timezone != current.timezone
+            or (fields.enabled and not current.enabled)
+            or (fields.enabled and current.next_fire_at is None)
         )
-        recompute = timing_changed or not fields["enabled"]
-        params = {
-            **fields, "id": schedule_id, "now": now, "recompute": int(recompute),
-            "next_fire_at": self._first_fire(fields, now) if recompute else None,
-        }
-
-        def op(conn: sqlite3.Connection) -> int:
-            # next_fire_at is written only when recomputed, so a fire that a scheduler
-            # committed since we read `current` is never undone by this edit.
-            cursor = conn.execute(S.update_schedule, params)
-            return cursor.rowcount
-
-        if await self.db.write(op) != 1:
+        recompute = timing_changed or not fields.enabled
+        # next_fire_at is written only when recomputed, so a fire that a scheduler committed
+        # since we read `current` is never undone by this edit.
+        updated = await self.store.update_schedule(
+            schedule_id, fields, recompute=recompute,
+            next_fire_at=self._first_fire(fields, now) if recompute else None, now=now,
+        )
+        if not updated:
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         self.queue.on_runnable()
         log.info("schedule updated", schedule_id=schedule_id, fields=sorted(given))
@@ -158,11 +128,7 @@ class Schedules:
     async def delete(self, schedule_id: str) -> None:
         """Delete the schedule. Its tasks stay, keeping their schedule_id; queued ones still
         run (cancel them through /api/tasks if they should not)."""
-
-        def op(conn: sqlite3.Connection) -> int:
-            return (conn.execute(S.delete_schedule, (schedule_id,))).rowcount
-
-        if await self.db.write(op) != 1:
+        if not await self.store.delete_schedule(schedule_id):
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         log.info("schedule deleted", schedule_id=schedule_id)
 
@@ -173,24 +139,11 @@ class Schedules:
         now = self.clock.now()
         new = self._task_for(current.task_type, current.payload, current.priority,
                              current.max_attempts, current.timeout)
-        task_id = new_id(now)
-        params = {**new, "id": task_id, "schedule_id": schedule_id, "fire_time": None,
-                  "run_at": now, "now": now}
-
-        def op(conn: sqlite3.Connection) -> bool:
-            rows = fetchall(conn, S.get_schedule, (schedule_id,))
-            if not rows:
-                return False  # deleted since we read it
-            conn.execute(S.insert_scheduled_task, params)
-            conn.execute(S.record_fire,
-                               {"id": schedule_id, "fire_time": now, "task_id": task_id})
-            return True
-
-        if not await self.db.write(op):
+        if not await self.store.run_schedule_now(schedule_id, new, now):
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         self.queue.on_runnable()
-        log.info("schedule run by hand", schedule_id=schedule_id, task_id=task_id)
-        return await self.queue.get(task_id)
+        log.info("schedule run by hand", schedule_id=schedule_id, task_id=new.id)
+        return await self.queue.get(new.id)
 
     async def next_fire_times(self, schedule_id: str, n: int = 5) -> FireTimes:
         """The schedule's next `n` fire times (1..100), in its timezone. A paused schedule
@@ -213,8 +166,7 @@ class Schedules:
 
     async def next_due(self) -> float | None:
         """The earliest next fire of any enabled schedule (a read: no write lock)."""
-        row = await self.db.fetch_one(S.next_due)
-        return None if row is None else row[0]
+        return await self.store.next_due()
 
     async def fire_due(self, now: float | None = None, grace: float | None = None) -> list[Fire]:
         """Turn every due fire into a task (or a recorded skip), exactly once.
@@ -227,85 +179,23 @@ class Schedules:
         """
         now = self.clock.now() if now is None else now
         grace = missed_grace(self.settings) if grace is None else grace
+
+        def plan(due: DueSchedule, at: float) -> FirePlan:
+            return plan_fire(due, at, grace, self._task_for_fields)
+
         fires: list[Fire] = []
         while True:
-
-            def op(conn: sqlite3.Connection) -> list[Fire]:
-                rows = fetchall(conn, S.due_schedules, {"now": now, "limit": FIRE_BATCH})
-                batch = []
-                for row in rows:
-                    fire = self._fire_one(conn, row, now, grace)
-                    if fire is not None:
-                        batch.append(fire)
-                return batch
-
-            batch = await self.db.write(op)
+            batch = await self.store.fire_due(now, FIRE_BATCH, plan)
             fires += batch
             if len(batch) < FIRE_BATCH:
                 break
+        for fire in fires:
+            if fire.outcome == "error":
+                log.error("schedule cannot fire; see its last skip reason",
+                          schedule_id=fire.schedule_id, fire_time=fire.fire_time)
         if any(f.outcome == "fired" for f in fires):
             self.queue.on_runnable()
         return fires
-
-    def _fire_one(
-        self, conn: sqlite3.Connection, row: sqlite3.Row, now: float, grace: float
-    ) -> Fire | None:
-        schedule_id, expected = row["id"], row["next_fire_at"]
-        try:
-            c = cron.parse(row["cron_expr"], row["timezone"])
-            latest = c.latest_at_or_before(now)
-            fire_time = expected if latest is None else max(expected, latest)
-            next_fire = c.next_after(now)[0]
-        except cron.CronError as exc:
-            # Valid when saved, not now (a timezone gone from the tz database?): pause it
-            # rather than fail every pass. The person sees why in last_skip_reason.
-            conn.execute(S.advance, {"id": schedule_id, "next": None, "expected": expected})
-            conn.execute(S.record_skip, {"id": schedule_id, "fire_time": expected,
-                                         "reason": f"error: {exc}"})
-            log.error("schedule cannot be computed; it will not fire until edited",
-                      schedule_id=schedule_id, error=str(exc))
-            return Fire(schedule_id=schedule_id, fire_time=expected, outcome="error")
-        advanced = conn.execute(
-            S.advance, {"id": schedule_id, "next": next_fire, "expected": expected}
-        )
-        if advanced.rowcount != 1:
-            return None  # another scheduler moved it on first: this fire is not ours
-        if fire_time > expected:
-            # Everything between the stored next fire and the latest due one was missed.
-            newest_missed = c.latest_at_or_before(fire_time - 1.0)
-            conn.execute(S.record_skip, {"id": schedule_id, "reason": "missed",
-                                         "fire_time": newest_missed or expected})
-        late = now - fire_time
-        if row["missed"] == "skip" and late > grace:
-            return self._skip(conn, schedule_id, fire_time, "missed", late=late)
-        if row["overlap"] == "skip":
-            active = fetchall(conn, S.has_active_task, (schedule_id,))
-            if active:
-                return self._skip(conn, schedule_id, fire_time, "overlap", late=late)
-        try:
-            new = self._task_for(row["task_type"], msgspec.json.decode(row["payload"]),
-                                 row["priority"], row["max_attempts"], row["timeout"])
-        except InvalidSchedule as exc:
-            # Valid when saved, not under today's settings (say, a lower payload limit).
-            return self._skip(conn, schedule_id, fire_time, "error", f"error: {exc}", late)
-        task_id = new_id(now)
-        inserted = conn.execute(S.insert_scheduled_task, {
-            **new, "id": task_id, "schedule_id": schedule_id, "fire_time": fire_time,
-            "run_at": fire_time, "now": now,
-        })
-        if inserted.rowcount != 1:
-            # The unique index: this fire time already has its task (the clock went back).
-            return self._skip(conn, schedule_id, fire_time, "already fired", late=late)
-        conn.execute(S.record_fire,
-                     {"id": schedule_id, "fire_time": fire_time, "task_id": task_id})
-        return Fire(schedule_id=schedule_id, fire_time=fire_time, outcome="fired",
-                    task_id=task_id, late=late)
-
-    def _skip(self, conn: sqlite3.Connection, schedule_id: str, fire_time: float,
-              outcome: Outcome, reason: str | None = None, late: float = 0.0) -> Fire:
-        conn.execute(S.record_skip,
-                     {"id": schedule_id, "fire_time": fire_time, "reason": reason or outcome})
-        return Fire(schedule_id=schedule_id, fire_time=fire_time, outcome=outcome, late=late)
 
     async def resync(self, now: float | None = None) -> int:
         """After the clock went back: pull next fires that lie further ahead than the cron
@@ -316,30 +206,15 @@ class Schedules:
         index refuses their second task.
         """
         now = self.clock.now() if now is None else now
-
-        def op(conn: sqlite3.Connection) -> int:
-            moved = 0
-            for row in fetchall(conn, S.ahead_schedules, {"now": now}):
-                try:
-                    should = cron.parse(row["cron_expr"], row["timezone"]).next_after(now)[0]
-                except cron.CronError:
-                    continue  # fire_due pauses it, with the reason, when it comes due
-                if should < row["next_fire_at"]:
-                    cursor = conn.execute(S.advance, {
-                        "id": row["id"], "next": should, "expected": row["next_fire_at"],
-                    })
-                    moved += cursor.rowcount
-            return moved
-
-        moved = await self.db.write(op)
+        moved = await self.store.resync(now, next_fire_after)
         if moved:
             log.warning("clock went back: moved next fire times earlier", schedules=moved)
         return moved
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _validated(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """Every check, for create and update alike; returns the row's column values."""
+    def _validated(self, fields: dict[str, Any]) -> ScheduleFields:
+        """Every check, for create and update alike; returns what the store keeps."""
         try:
             # Re-checks ranges and types when a caller (the dashboard) built the struct in
             # Python, where msgspec does not validate constraints.
@@ -352,37 +227,79 @@ class Schedules:
             raise InvalidSchedule(exc.field, str(exc)) from None
         new = self._task_for(data.task_type, data.payload, data.priority, data.max_attempts,
                              data.timeout)
-        return {
-            "name": data.name, "cron_expr": data.cron_expr.strip(), "timezone": data.timezone,
-            "task_type": data.task_type, "payload": new["payload"],
-            "enabled": int(data.enabled), "priority": data.priority,
-            "max_attempts": data.max_attempts, "timeout": data.timeout,
-            "overlap": data.overlap, "missed": data.missed,
-        }
+        return ScheduleFields(
+            name=data.name, cron_expr=data.cron_expr.strip(), timezone=data.timezone,
+            task_type=data.task_type, payload=new.payload, enabled=data.enabled,
+            priority=data.priority, max_attempts=data.max_attempts, timeout=data.timeout,
+            overlap=data.overlap, missed=data.missed,
+        )
 
     def _task_for(self, task_type: str, payload: Any, priority: int,
-                  max_attempts: int | None, timeout: float | None) -> dict[str, Any]:
+                  max_attempts: int | None, timeout: float | None) -> NewTask:
         """The task a fire makes, through the queue's own validation and defaults."""
         if task_type not in PAYLOAD_TYPES:
             known = ", ".join(sorted(PAYLOAD_TYPES))
             raise InvalidSchedule("task_type",
                                   f"unknown task type {task_type!r}: expected one of {known}")
         try:
-            new = self.queue.prepare(TaskCreate(
+            return self.queue.prepare(TaskCreate(
                 type=task_type, payload=payload, priority=priority,
                 max_attempts=max_attempts, timeout=timeout,
             ))
         except InvalidTask as exc:
             raise InvalidSchedule("payload", str(exc)) from None
-        return {
-            "type": new.type, "payload": msgspec.json.encode(new.payload).decode(),
-            "priority": new.priority, "max_attempts": new.max_attempts, "timeout": new.timeout,
-        }
 
-    def _first_fire(self, fields: Mapping[str, Any], now: float) -> float | None:
-        if not fields["enabled"]:
+    def _task_for_fields(self, fields: ScheduleFields) -> NewTask:
+        return self._task_for(fields.task_type, fields.payload, fields.priority,
+                              fields.max_attempts, fields.timeout)
+
+    def _first_fire(self, fields: ScheduleFields, now: float) -> float | None:
+        if not fields.enabled:
             return None
-        return cron.parse(fields["cron_expr"], fields["timezone"]).next_after(now)[0]
+        return cron.parse(fields.cron_expr, fields.timezone).next_after(now)[0]
+
+
+def plan_fire(
+    due: DueSchedule, now: float, grace: float, make_task: Callable[[ScheduleFields], NewTask]
+) -> FirePlan:
+    """The cron decision for one due schedule (pure: no I/O; the store carries it out, see
+    FirePlan). `make_task(fields) -> NewTask` may raise InvalidSchedule."""
+    expected = due.next_fire_at
+    fields = due.fields
+    try:
+        c = cron.parse(fields.cron_expr, fields.timezone)
+        latest = c.latest_at_or_before(now)
+        fire_time = expected if latest is None else max(expected, latest)
+        next_fire = c.next_after(now)[0]
+    except cron.CronError as exc:
+        # Valid when saved, not now (a timezone gone from the tz database?): pause it
+        # rather than fail every pass. The person sees why in last_skip_reason.
+        return FirePlan(fire_time=expected, next_fire_at=None, late=0.0,
+                        skip="error", skip_reason=f"error: {exc}")
+    late = now - fire_time
+    missed_fire_time = None
+    if fire_time > expected:
+        # Everything between the stored next fire and the latest due one was missed.
+        missed_fire_time = c.latest_at_or_before(fire_time - 1.0) or expected
+    if fields.missed == "skip" and late > grace:
+        return FirePlan(fire_time=fire_time, next_fire_at=next_fire, late=late,
+                        missed_fire_time=missed_fire_time, skip="missed")
+    try:
+        task = make_task(fields)
+    except InvalidSchedule as exc:
+        # Valid when saved, not under today's settings (say, a lower payload limit).
+        return FirePlan(fire_time=fire_time, next_fire_at=next_fire, late=late,
+                        missed_fire_time=missed_fire_time, task_error=f"error: {exc}")
+    return FirePlan(fire_time=fire_time, next_fire_at=next_fire, late=late,
+                    missed_fire_time=missed_fire_time, task=task)
+
+
+def next_fire_after(timing: ScheduleTiming, now: float) -> float | None:
+    """Where resync moves a schedule's next fire: the cron's next fire after now."""
+    try:
+        return cron.parse(timing.cron_expr, timing.timezone).next_after(now)[0]
+    except cron.CronError:
+        return None  # fire_due pauses it, with the reason, when it comes due
 
 
 def _editable(s: Schedule) -> dict[str, Any]:
@@ -402,17 +319,3 @@ def _field_of(exc: msgspec.ValidationError) -> str:
     if "unknown field `" in text:
         return text.split("unknown field `", 1)[1].split("`")[0]
     return "body"
-
-
-def _schedule(row: sqlite3.Row) -> Schedule:
-    return Schedule(
-        id=row["id"], name=row["name"], cron_expr=row["cron_expr"], timezone=row["timezone"],
-        task_type=row["task_type"], payload=msgspec.json.decode(row["payload"]),
-        enabled=bool(row["enabled"]), priority=row["priority"],
-        max_attempts=row["max_attempts"], timeout=row["timeout"], overlap=row["overlap"],
-        missed=row["missed"], next_fire_at=to_datetime(row["next_fire_at"]),
-        last_fire_at=to_datetime(row["last_fire_at"]), last_task_id=row["last_task_id"],
-        last_task_status=row["last_task_status"], last_skip_at=to_datetime(row["last_skip_at"]),
-        last_skip_reason=row["last_skip_reason"], created_at=to_datetime(row["created_at"]),
-        updated_at=to_datetime(row["updated_at"]),
-    )

@@ -1,5 +1,5 @@
-"""Shared fixtures: real SQLite files built from migrations/, a clock tests can move, and
-real LocalFlow processes."""
+"""Shared fixtures: real SQLite files built from migrations/sqlite/, the store and queue on
+them, a clock tests can move, and real LocalFlow processes."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared import migrate
 from shared.clock import FakeClock
-from shared.db import Database
 from shared.queue import Queue
+from shared.schedules import Schedules
 from shared.settings import Settings
+from shared.store.sqlite import SQLiteStore, migrations
 from tests import procs
 
 # PostgreSQL fixtures (pg_server, pg_url): a throwaway cluster or LOCALFLOW_TEST_PG_URL.
@@ -23,7 +23,7 @@ pytest_plugins = ["tests.pg"]
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     path = tmp_path / "lf.db"
-    migrate.migrate(str(path))
+    migrations.migrate(str(path))
     return path
 
 
@@ -38,15 +38,21 @@ def settings(db_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(str(db_path), synchronous="NORMAL")
-    yield database
-    await database.close()
+async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
+    """An opened store on a real, migrated file (the contract tests parametrize this)."""
+    opened = await SQLiteStore.open(str(db_path), synchronous="NORMAL")
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture
-async def queue(db: Database, clock: FakeClock, settings: Settings) -> Queue:
-    return Queue(db, clock, settings)
+async def queue(store: SQLiteStore, clock: FakeClock, settings: Settings) -> Queue:
+    return Queue(store, clock, settings)
+
+
+@pytest.fixture
+def schedules(queue: Queue) -> Schedules:
+    return Schedules(queue)
 
 
 @pytest.fixture

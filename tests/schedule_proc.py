@@ -15,11 +15,10 @@ import sys
 import time
 
 from shared import logs
-from shared.db import Database
 from shared.queue import Queue
 from shared.schedules import Schedules
 from shared.settings import Settings
-from shared.wake import WakeNotifier
+from shared.store.sqlite import SQLiteStore
 from worker.scheduler import Scheduler
 
 
@@ -40,9 +39,9 @@ async def main(db_path: str, epoch: float, t0: float, rate: float) -> None:
         loop.add_signal_handler(sig, stop.set)
     settings = Settings(db=db_path, schedule_interval=1.0)
     clock = ScaledClock(epoch, t0, rate)
-    db = await Database.open(db_path)
+    db = await SQLiteStore.open(db_path)
     try:
-        queue = Queue(db, clock, settings, on_runnable=WakeNotifier(db_path))
+        queue = Queue(db, clock, settings)
         await Scheduler(Schedules(queue), settings, clock).run(stop)
     finally:
         await db.close()

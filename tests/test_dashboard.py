@@ -14,7 +14,6 @@ import pytest
 
 from api.dashboard import chart, formatting, security
 from api.dashboard.forms import FormError, ScheduleForm, SubmitForm, field_of
-from shared import dashboard_queries
 from shared.queue import InvalidTask, Queue
 from shared.schedules import InvalidSchedule, Schedules
 from shared.schemas import Task, TaskCreate, to_datetime
@@ -462,7 +461,7 @@ async def test_throughput_counts_finished_tasks_per_minute(queue, clock):
     await _finish(queue, clock, "failed", base + 70)
     await _finish(queue, clock, "succeeded", base - 4 * 3600)  # outside the window
     now = base + 125
-    data = await dashboard_queries.throughput(queue.db, now, hours=1)
+    data = await queue.store.throughput(now, 1, 60)
     assert len(data.buckets) == 60
     assert data.buckets[-1].start == base + 120
     by_start = {b.start: (b.succeeded, b.failed) for b in data.buckets}
@@ -474,14 +473,14 @@ async def test_throughput_counts_finished_tasks_per_minute(queue, clock):
 
 
 async def test_oldest_runnable_ignores_tasks_not_yet_due(queue, clock):
-    assert await dashboard_queries.oldest_runnable(queue.db, clock.now()) is None
+    assert await queue.store.oldest_runnable(clock.now()) is None
     later, _ = await queue.enqueue(TaskCreate(type="shell", payload={"command": "x"}, delay=600))
     clock.advance(1)
     due, _ = await queue.enqueue(TaskCreate(type="shell", payload={"command": "y"}))
-    oldest = await dashboard_queries.oldest_runnable(queue.db, clock.now())
+    oldest = await queue.store.oldest_runnable(clock.now())
     assert oldest is not None and oldest.id == due.id
     clock.advance(600)
-    assert (await dashboard_queries.oldest_runnable(queue.db, clock.now())).id == later.id
+    assert (await queue.store.oldest_runnable(clock.now())).id == later.id
 
 
 async def test_recent_workers_with_their_running_tasks(queue, clock):
@@ -490,16 +489,19 @@ async def test_recent_workers_with_their_running_tasks(queue, clock):
     await queue.claim("w1", 4, 30.0)
     clock.advance(400)
     await queue.worker_seen("w2", "host", 11, 2)
-    seen = await dashboard_queries.recent_workers(queue.db, clock.now(), within=300)
+    seen = await queue.store.recent_workers(clock.now(), within=300)
     assert [w.id for w in seen] == ["w2"]
-    seen = await dashboard_queries.recent_workers(queue.db, clock.now(), within=600)
+    seen = await queue.store.recent_workers(clock.now(), within=600)
     assert {w.id: w.running for w in seen} == {"w1": 1, "w2": 0}
 
 
 async def test_storage_reports_database_and_wal_sizes(queue):
-    stats = await dashboard_queries.storage(queue.db)
-    assert stats.db_bytes == Path(queue.db.path).stat().st_size
-    assert stats.page_size * stats.page_count > 0 and stats.sqlite_version.startswith("3.")
+    stats = await queue.store.storage()
+    assert stats.sizes["database file"] == Path(queue.store.path).stat().st_size
+    assert stats.sizes["write-ahead log"] == Path(queue.store.path + "-wal").stat().st_size
+    assert stats.engine == "SQLite" and stats.version.startswith("3.")
+    assert stats.location == str(Path(queue.store.path).resolve())
+    assert " free" in stats.details["pages"]
 
 
 # -- formatting ------------------------------------------------------------------------------

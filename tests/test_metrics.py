@@ -281,7 +281,7 @@ async def test_worker_health_follows_the_loop_and_the_database(queue: Queue, set
 
     stop.set()
     await run
-    await queue.db.close()
+    await queue.store.close()
     status, body = await health.health()
     assert status == 503
     assert "worker loop is not running" in body["error"] and "database" in body["error"]

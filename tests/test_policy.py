@@ -154,10 +154,10 @@ def test_host_setting_rejects_what_is_not_a_host():
 # -- submit: the queue refuses, nothing is written ------------------------------------------
 
 
-async def test_queue_refuses_disallowed_tasks_and_writes_nothing(db, clock, db_path):
+async def test_queue_refuses_disallowed_tasks_and_writes_nothing(store, clock, db_path):
     settings = Settings(db=str(db_path), shell_allow=("echo",),
                         http_deny_hosts=("127.0.0.0/8",))
-    queue = Queue(db, clock, settings)
+    queue = Queue(store, clock, settings)
     bad = [
         TaskCreate(type="shell", payload={"command": "rm", "args": ["-rf", "/tmp/x"]}),
         TaskCreate(type="shell", payload={"command": "echo", "env": {"LD_PRELOAD": "x"}}),

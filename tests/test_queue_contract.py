@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 import pytest
 
 from shared.clock import FakeClock
-from shared.db import Database
 from shared.queue import Conflict, InvalidTask, NotFound, Queue
 from shared.schemas import TaskCreate
 from shared.settings import Settings
+from shared.store.sqlite import SQLiteStore
 
 
 def shell(*args: str, **fields) -> TaskCreate:
@@ -207,7 +207,7 @@ async def test_idempotency_same_request_returns_original(queue):
 
 async def test_idempotency_race_yields_one_task_across_connections(db_path, clock, settings):
     """50 submissions with one key, from 5 separate connections at once: exactly one task."""
-    dbs = [await Database.open(str(db_path)) for _ in range(5)]
+    dbs = [await SQLiteStore.open(str(db_path)) for _ in range(5)]
     try:
         queues = [Queue(d, clock, settings) for d in dbs]
         results = await asyncio.gather(
@@ -307,9 +307,9 @@ async def test_one_failing_write_does_not_fail_the_others_in_its_batch(queue):
     assert (await queue.counts())["queued"] == 3
 
 
-async def test_clock_is_injected(db, settings):
+async def test_clock_is_injected(store, settings):
     clock = FakeClock(start=1_000_000.0)
-    queue = Queue(db, clock, Settings(db=settings.db))
+    queue = Queue(store, clock, Settings(db=settings.db))
     task, _ = await queue.enqueue(shell("x"))
     assert task.created_at.timestamp() == pytest.approx(1_000_000.0)
 

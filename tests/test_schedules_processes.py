@@ -22,12 +22,11 @@ import msgspec
 import pytest
 
 from shared import cron
-from shared.db import Database
 from shared.queue import Queue
 from shared.schedule_schemas import ScheduleCreate
 from shared.schedules import Schedules
 from shared.settings import Settings
-from shared.wake import WakeNotifier
+from shared.store.sqlite import SQLiteStore
 from tests.procs import REPO
 from tests.schedule_proc import ScaledClock
 
@@ -79,9 +78,9 @@ async def test_three_scheduler_processes_fire_each_time_exactly_once(db_path, tm
         wait_started(logs)
         # Created while the schedulers run, as through the API (which wakes them too).
         settings = Settings(db=str(db_path))
-        db = await Database.open(str(db_path))
+        db = await SQLiteStore.open(str(db_path))
         try:
-            schedules = Schedules(Queue(db, clock, settings, WakeNotifier(str(db_path))))
+            schedules = Schedules(Queue(db, clock, settings))
             created_at = clock.now()
             created = [
                 await schedules.create(msgspec.convert(

@@ -13,11 +13,11 @@ import msgspec
 import pytest
 
 from shared.clock import FakeClock
-from shared.db import Database
 from shared.queue import Queue
 from shared.schedule_schemas import ScheduleCreate, ScheduleUpdate
 from shared.schedules import Schedules
 from shared.settings import Settings
+from shared.store.sqlite import SQLiteStore
 from worker.scheduler import Scheduler
 
 START = 1_800_000_000.0  # the FakeClock's start: Friday 2027-01-15 08:00:00 UTC
@@ -55,7 +55,7 @@ def scheduler(schedules: Schedules, settings: Settings, clock: FakeClock) -> Sch
 @pytest.fixture
 async def second(db_path, clock, settings) -> AsyncIterator[Scheduler]:
     """Another scheduler with its own connections to the same file: another process."""
-    db = await Database.open(str(db_path), synchronous="NORMAL")
+    db = await SQLiteStore.open(str(db_path), synchronous="NORMAL")
     yield Scheduler(Schedules(Queue(db, clock, settings)), settings, clock)
     await db.close()
 
@@ -112,7 +112,7 @@ async def test_a_restarted_scheduler_does_not_fire_again(schedules, scheduler, c
     clock.set(START + 300)
     assert len(await scheduler.run_once()) == 1
     # "Restart": a new process with new connections and no memory, at the same instant.
-    db = await Database.open(str(db_path), synchronous="NORMAL")
+    db = await SQLiteStore.open(str(db_path), synchronous="NORMAL")
     try:
         fresh = Scheduler(Schedules(Queue(db, clock, settings)), settings, clock)
         assert await fresh.run_once() == []

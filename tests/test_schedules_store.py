@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
+from api.errors import status_of
 from shared.clock import FakeClock
 from shared.queue import Queue
 from shared.schedule_schemas import ScheduleCreate, ScheduleUpdate
@@ -74,7 +75,7 @@ async def test_invalid_schedule_names_the_field_and_writes_nothing(
     with pytest.raises(InvalidSchedule) as caught:
         await schedules.create(data)
     assert caught.value.field == field
-    assert caught.value.status_code == 422
+    assert status_of(caught.value) == 422  # api/errors.py maps the domain error
     assert field in str(caught.value) and says in str(caught.value)
     assert count_rows(db_path, "schedules") == 0
 
@@ -155,7 +156,7 @@ async def test_unknown_ids_are_not_found(schedules):
     ):
         with pytest.raises(ScheduleNotFound) as caught:
             await call
-        assert caught.value.status_code == 404
+        assert status_of(caught.value) == 404
 
 
 async def test_run_now_makes_a_linked_task_even_when_paused(schedules, queue, clock):

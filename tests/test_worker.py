@@ -12,11 +12,10 @@ from threading import Thread
 
 import pytest
 
-from shared.db import Database
 from shared.queue import Queue
 from shared.schemas import TaskCreate
 from shared.settings import Settings
-from shared.wake import WakeNotifier
+from shared.store.sqlite import SQLiteStore
 from worker.pool import Worker
 
 
@@ -25,10 +24,10 @@ def shell(command: str, *args: str, **fields) -> TaskCreate:
 
 
 @pytest.fixture
-async def live_queue(db: Database, db_path) -> Queue:
+async def live_queue(store: SQLiteStore, db_path) -> Queue:
     settings = Settings(db=str(db_path), workers=4, lease=5, grace=2, retry_base=0.05,
                         poll=0.25)
-    return Queue(db, settings=settings, on_runnable=WakeNotifier(str(db_path)))
+    return Queue(store, settings=settings)
 
 
 @asynccontextmanager
@@ -218,7 +217,7 @@ async def test_worker_outlives_a_database_locked_past_its_busy_limit(db_path):
     the worker logs it and carries on, and runs the task once the lock is gone."""
     import sqlite3
 
-    db = await Database.open(str(db_path), busy_seconds=0.2)
+    db = await SQLiteStore.open(str(db_path), busy_seconds=0.2)
     settings = Settings(db=str(db_path), workers=2, lease=5, poll=0.1)
     queue = Queue(db, settings=settings)
     try:
@@ -226,7 +225,7 @@ async def test_worker_outlives_a_database_locked_past_its_busy_limit(db_path):
         other = sqlite3.connect(db_path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         async with running(Worker(queue, settings)):
-            await asyncio.sleep(0.6)  # several claims fail with DatabaseBusy meanwhile
+            await asyncio.sleep(0.6)  # several claims fail with StorageBusy meanwhile
             assert (await queue.get(task.id)).status == "queued"
             other.execute("COMMIT")
             done = await until(queue, task.id, {"succeeded"})

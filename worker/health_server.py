@@ -21,7 +21,7 @@ from collections.abc import Callable
 import structlog
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from shared import migrate
+from shared.health import database_health
 from shared.queue import Queue
 from shared.settings import Settings, is_loopback, split_addr
 from worker.pool import Worker
@@ -77,15 +77,11 @@ class HealthServer:
     async def health(self) -> tuple[int, dict[str, object]]:
         body: dict[str, object] = {"status": "ok"}
         problems: list[str] = []
-        try:
-            async with asyncio.timeout(DB_TIMEOUT):
-                version = await self.queue.db.schema_version()
-            body["schema_version"] = version
-            expected = migrate.newest_version()
-            if version != expected:
-                problems.append(f"schema version {version}, expected {expected}")
-        except Exception as exc:
-            problems.append(f"database unavailable: {exc!r}")
+        db = await database_health(self.queue.store, DB_TIMEOUT)
+        if db.schema_version is not None:
+            body["schema_version"] = db.schema_version
+        if db.problem is not None:
+            problems.append(db.problem)
         w = self.worker
         silent = time.monotonic() - w.last_loop
         body["worker"] = {"id": w.id, "running": w.running, "in_flight": len(w.inflight),

@@ -14,7 +14,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import structlog
@@ -23,7 +23,6 @@ from shared.clock import Clock, SystemClock
 from shared.queue import Claimed, Queue
 from shared.schemas import PayloadError, validate_payload
 from shared.settings import Settings
-from shared.wake import WakeListener
 from worker.handlers import HANDLERS, Handler, HandlerContext, TaskFailed
 
 log = structlog.get_logger("localflow.worker")
@@ -48,14 +47,13 @@ class Worker:
         self.slots = settings.workers
         suffix = secrets.token_hex(3)
         self.id = f"{socket.gethostname()}-{os.getpid()}-{suffix}"
-        self._wake_name = f"{os.getpid()}-{suffix}"
         self.inflight: dict[str, tuple[Claimed, asyncio.Task[None]]] = {}
         self._in_handler: set[str] = set()  # tasks whose handler runs: the slots in use
         self._stop_reason: dict[str, str] = {}
         self._nudge = asyncio.Event()
         self._peer_woke = False
         self._idle_until: float | None = None  # skip claims until then if nothing changed
-        self._seen_version: int | None = None
+        self._seen_version: Hashable = None
         # Hooks for metrics (issue: metrics); each gets the Claimed and a label.
         self.on_event: Callable[[str, Claimed, float], None] = lambda *_: None
         # Called after each claim with (tasks claimed, seconds the claim took).
@@ -67,8 +65,8 @@ class Worker:
     # -- main loop -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        listener = WakeListener(self.settings.db, self._wake_name, self._on_peer_wake)
-        listener.start()
+        # The process's one listener (shared with the scheduler): wake-ups from any process.
+        unsubscribe = self.queue.store.listener().subscribe(self._on_peer_wake)
         stop_watch = asyncio.create_task(self._nudge_on(stop))
         side = [
             asyncio.create_task(self._every(self.heartbeat_interval, self.heartbeat_once)),
@@ -102,7 +100,7 @@ class Worker:
                     await self.cancel_requested_once()
         finally:
             self.running = False
-            listener.stop()
+            unsubscribe()
             stop_watch.cancel()
             await self._drain()
             for task in side:
@@ -127,14 +125,14 @@ class Worker:
         return len(claimed)
 
     async def _nothing_changed(self) -> bool:
-        # While idle, a poll costs one read of PRAGMA data_version instead of a write
-        # transaction: no commit anywhere and no delayed task due means nothing to claim.
+        # While idle, a poll costs one cheap read of the store's change token instead of a
+        # write transaction: no commit anywhere and no delayed task due means nothing to claim.
         if self._idle_until is None or self.clock.now() >= self._idle_until:
             return False
-        return await self.queue.db.data_version() == self._seen_version
+        return await self.queue.store.change_token() == self._seen_version
 
     async def _remember_idle(self) -> None:
-        self._seen_version = await self.queue.db.data_version()
+        self._seen_version = await self.queue.store.change_token()
         due = await self.queue.next_run_at()
         self._idle_until = due if due is not None else float("inf")
 

@@ -6,16 +6,14 @@ fenced by a compare-and-set and a unique index (shared/schedules.py), so a fire 
 scheduler committed first is simply not due any more.
 
 Sleep: until the earliest next fire, but never longer than `schedule_interval`, so schedules
-created or edited by another process are seen even if its wake-up is lost; the API's
-wake-up (the workers' datagram sockets) usually makes that immediate.
+created or edited by another process are seen even if its wake-up is lost; the store's
+wake-ups (the process's one listener, shared with the worker) usually make that immediate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
 from collections.abc import Callable
 
 import structlog
@@ -23,7 +21,6 @@ import structlog
 from shared.clock import Clock
 from shared.schedules import Fire, Schedules, missed_grace
 from shared.settings import Settings
-from shared.wake import WakeListener
 
 log = structlog.get_logger("localflow.scheduler")
 
@@ -42,7 +39,6 @@ class Scheduler:
         self._last_now: float | None = None
         self._due: float | None = None  # the earliest next fire, as of the last pass
         self._nudge = asyncio.Event()
-        self._wake_name = f"sched-{os.getpid()}-{secrets.token_hex(3)}"
         # Hook for metrics: called with every fire and its lateness in seconds.
         self.on_fire: Callable[[Fire], None] = lambda _fire: None
 
@@ -72,8 +68,7 @@ class Scheduler:
         return min(interval, max(_MIN_SLEEP, (self._due - self.clock.now()) / rate))
 
     async def run(self, stop: asyncio.Event) -> None:
-        listener = WakeListener(self.settings.db, self._wake_name, self._nudge.set)
-        listener.start()
+        unsubscribe = self.schedules.store.listener().subscribe(self._nudge.set)
         stop_watch = asyncio.create_task(self._nudge_on(stop))
         log.info("scheduler started", interval=self.settings.schedule_interval,
                  missed_grace=self.grace)
@@ -91,7 +86,7 @@ class Scheduler:
                     async with asyncio.timeout(timeout):
                         await self._nudge.wait()
         finally:
-            listener.stop()
+            unsubscribe()
             stop_watch.cancel()
             log.info("scheduler stopped")
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from markupsafe import Markup, escape
 
-from shared.dashboard_queries import Throughput
+from shared.store.base import Throughput
 
 WIDTH = 960
 HEIGHT = 160

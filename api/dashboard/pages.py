@@ -18,8 +18,8 @@ from api.dashboard.chart import throughput_svg
 from api.dashboard.common import go, is_htmx, render, settings_of
 from api.dashboard.snapshots import snapshots
 from api.deps import QueueDep
-from shared import dashboard_queries, migrate
 from shared.settings import FIELDS
+from shared.store import redact
 
 CHART_HOURS = (1, 3, 6)
 WORKERS_WITHIN = 300.0
@@ -62,8 +62,8 @@ class OverviewController(Controller):
             "chart_hours": CHART_HOURS,
             "throughput": (data := await snap.throughput(queue, hours)),
             "chart": throughput_svg(data),
-            "oldest": await dashboard_queries.oldest_runnable(queue.db, now),
-            "workers": await dashboard_queries.recent_workers(queue.db, now, WORKERS_WITHIN),
+            "oldest": await queue.store.oldest_runnable(now),
+            "workers": await queue.store.recent_workers(now, WORKERS_WITHIN),
             "workers_within": WORKERS_WITHIN,
         }
         if is_htmx(request):
@@ -78,6 +78,8 @@ class OverviewController(Controller):
         for name, value in msgspec.structs.asdict(settings).items():
             if any(word in name for word in _SECRET_WORDS):
                 shown = "set (hidden)" if value else "not set"
+            elif name == "db":
+                shown = redact(value)  # a PostgreSQL URL may carry a password
             else:
                 shown = _shown(value)
             field = known.get(name)
@@ -88,9 +90,9 @@ class OverviewController(Controller):
         return render(
             "system.html", section="system", title="System", now=queue.clock.now(),
             version=version(), python=platform.python_version(),
-            storage=await dashboard_queries.storage(queue.db),
-            schema_version=await queue.db.schema_version(),
-            newest_schema=migrate.newest_version(), db_path=queue.db.path, config=config,
+            storage=await queue.store.storage(),
+            schema_version=await queue.store.schema_version(),
+            newest_schema=queue.store.newest_schema_version(), config=config,
             login=bool(settings.api_token),
         )
 

@@ -16,7 +16,6 @@ from litestar.response import Response
 from api.dashboard.common import go, is_htmx, render
 from api.dashboard.forms import HTTP_METHODS, FormError, ScheduleForm
 from api.deps import QueueDep
-from shared import dashboard_queries
 from shared.queue import Queue, QueueError
 from shared.schedule_schemas import Schedule, ScheduleUpdate
 from shared.schedules import InvalidSchedule, ScheduleNotFound, Schedules, preview
@@ -140,7 +139,7 @@ async def _list_context(queue: Queue, notice: str | None, error: bool = False) -
 
 
 async def _recent_tasks(queue: Queue, schedule_id: str) -> list:
-    ids = await dashboard_queries.task_ids_of_schedule(queue.db, schedule_id, limit=RECENT_TASKS)
+    ids = await queue.store.task_ids_of_schedule(schedule_id, limit=RECENT_TASKS)
     tasks = []
     for task_id in ids:
         try:

@@ -15,7 +15,7 @@ from api.dashboard.common import go, is_htmx, render
 from api.dashboard.forms import HTTP_METHODS, FormError, SubmitForm
 from api.dashboard.snapshots import snapshots
 from api.deps import QueueDep
-from shared import dashboard_queries
+from api.errors import status_of
 from shared.ids import is_valid_id
 from shared.queue import NotFound, Queue, QueueError
 from shared.schedules import Schedules
@@ -207,8 +207,8 @@ async def _schedule_page(
     cursor: str | None, limit: int,
 ) -> TaskPage:
     """Like Queue.list, for the tasks one schedule made."""
-    ids = await dashboard_queries.task_ids_of_schedule(
-        queue.db, schedule_id, status=status, type=task_type, cursor=cursor, limit=limit + 1
+    ids = await queue.store.task_ids_of_schedule(
+        schedule_id, status=status, type=task_type, cursor=cursor, limit=limit + 1
     )
     items = [t for t in [await _get(queue, i) for i in ids[:limit]] if t is not None]
     return TaskPage(items=items, next_cursor=ids[limit - 1] if len(ids) > limit else None)
@@ -218,7 +218,7 @@ async def _find(queue: Queue, q: str) -> str | None:
     """A task id (any case), or an idempotency key."""
     if is_valid_id(q.upper()) and await _get(queue, q.upper()) is not None:
         return q.upper()
-    return await dashboard_queries.task_id_by_key(queue.db, q)
+    return await queue.store.task_id_by_key(q)
 
 
 async def _detail(queue: Queue, task: Task, flash: str | None = None,
@@ -245,7 +245,7 @@ async def _act_failed(queue: Queue, task_id: str, exc: QueueError) -> Response:
     if task is None:
         return render("not_found.html", title="No such task", status_code=404, what=str(exc))
     context = await _detail(queue, task, flash=str(exc), flash_error=True)
-    return render("_task_live.html", status_code=exc.status_code, **context)
+    return render("_task_live.html", status_code=status_of(exc), **context)
 
 
 async def _bulk(queue: Queue, action: str, ids: list[str]) -> tuple[int, list[str]]:
@@ -274,8 +274,8 @@ async def _matching_ids(
     while len(ids) < BULK_MATCHING_MAX:
         limit = min(500, BULK_MATCHING_MAX - len(ids))
         if schedule:
-            page = await dashboard_queries.task_ids_of_schedule(
-                queue.db, schedule, status=status, type=task_type, cursor=cursor, limit=limit
+            page = await queue.store.task_ids_of_schedule(
+                schedule, status=status, type=task_type, cursor=cursor, limit=limit
             )
             ids += page
             cursor = page[-1] if len(page) == limit else None

@@ -1,4 +1,5 @@
-"""Every query LocalFlow runs lives in a .sql file here, in named blocks, loaded once.
+"""Every query LocalFlow runs lives in a .sql file here, one folder per dialect
+(shared/sql/sqlite/, shared/sql/postgres/), in named blocks, loaded once.
 
 A block starts with a line `-- name: some_name` and runs to the next such line.
 """
@@ -23,15 +24,16 @@ def parse(text: str) -> dict[str, str]:
 
 
 @cache
-def load(module: str) -> dict[str, str]:
-    return parse((Path(__file__).parent / f"{module}.sql").read_text())
+def load(dialect: str, module: str) -> dict[str, str]:
+    return parse((Path(__file__).parent / dialect / f"{module}.sql").read_text())
 
 
 class Queries:
-    """Attribute access to one file's queries: Q.claim is the text of `-- name: claim`."""
+    """Attribute access to one file's queries: Q.claim is the text of `-- name: claim` in
+    shared/sql/<dialect>/<module>.sql."""
 
-    def __init__(self, module: str) -> None:
-        self._queries = load(module)
+    def __init__(self, dialect: str, module: str) -> None:
+        self._queries = load(dialect, module)
 
     def __getattr__(self, name: str) -> str:
         try:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import secrets
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -108,3 +109,60 @@ class WakeListener:
         self._sock = None
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+class SharedWakeListener:
+    """The process's one Listener (shared/store/base.py) on SQLite: one socket, any number of
+    subscribers (the worker and the scheduler). Bound on the first subscribe, closed on the
+    last unsubscribe; a socket that cannot be bound leaves everyone polling."""
+
+    def __init__(self, db_path: str) -> None:
+        self.db_path = db_path
+        self._subscribers: list[Callable[[], None]] = []
+        self._socket: WakeListener | None = None
+        self._woken = asyncio.Event()
+
+    def subscribe(self, on_wake: Callable[[], None]) -> Callable[[], None]:
+        self._subscribers.append(on_wake)
+        self._ensure_started()
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(on_wake)
+            if not self._subscribers:
+                self.close()
+
+        return unsubscribe
+
+    async def wait(self, seconds: float) -> bool:
+        unsubscribe = self.subscribe(lambda: None)  # keeps the socket bound while waiting
+        event = self._woken
+        try:
+            async with asyncio.timeout(seconds):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            unsubscribe()
+
+    def _ensure_started(self) -> None:
+        if self._socket is None:
+            name = f"{os.getpid()}-{secrets.token_hex(3)}"
+            self._socket = WakeListener(self.db_path, name, self._on_wake)
+            self._socket.start()
+
+    def _on_wake(self) -> None:
+        # A fresh event per wake-up: every wait() pending now returns, later ones wait again.
+        event, self._woken = self._woken, asyncio.Event()
+        event.set()
+        for on_wake in list(self._subscribers):
+            try:
+                on_wake()
+            except Exception:
+                log.exception("wake-up subscriber failed")
+
+    def close(self) -> None:
+        if self._socket is not None:
+            sock, self._socket = self._socket, None
+            sock.stop()

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 import aiosqlite
 import structlog
 
-from shared import migrate
+from shared.errors import SchemaNotReady, SchemaTooNew, StorageBusy, StorageFull, StorageUnavailable
+from shared.store.sqlite import migrations
 
 T = TypeVar("T")
 WriteOp = Callable[[sqlite3.Connection], T]
@@ -36,12 +37,17 @@ def fetchall(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[sqlit
     return conn.execute(sql, params).fetchall()
 
 
-class DatabaseBusy(RuntimeError):
-    """Another process held the write lock for longer than we are willing to wait."""
-
-
-class SchemaNotReady(RuntimeError):
-    pass
+def storage_error(exc: sqlite3.Error, path: str) -> Exception:
+    """The domain error for a sqlite3 error: callers above the store never see sqlite3."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        if "full" in text:  # SQLITE_FULL: "database or disk is full"
+            return StorageFull(f"the disk holding {path} is full; nothing was written")
+        if "locked" in text or "busy" in text:
+            return StorageBusy(f"the database {path} is locked by another process; try again")
+        if "unable to open" in text or "disk I/O" in text or "readonly" in text:
+            return StorageUnavailable(f"cannot use the database {path}: {text}")
+    return exc
 
 
 class Database:
@@ -67,17 +73,23 @@ class Database:
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
-        self._writer = await loop.run_in_executor(self._executor, self._open_writer)
-        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-        self._reader.row_factory = sqlite3.Row
-        await self._reader.execute("PRAGMA busy_timeout=5000")
-        version = await self.schema_version()
-        newest = migrate.newest_version()
+        try:
+            self._writer = await loop.run_in_executor(self._executor, self._open_writer)
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            self._reader.row_factory = sqlite3.Row
+            await self._reader.execute("PRAGMA busy_timeout=5000")
+            version = await self.schema_version()
+        except sqlite3.Error as exc:
+            await self.close()
+            raise storage_error(exc, self.path) from None
+        newest = migrations.newest_version()
         if version != newest:
             await self.close()
-            raise SchemaNotReady(
+            error = SchemaTooNew if version > newest else SchemaNotReady
+            raise error(
                 f"database {self.path} is at schema version {version}, expected {newest}: "
-                "run `localflow migrate` (serve, api and worker migrate on start)"
+                + ("upgrade LocalFlow" if version > newest else
+                   "run `localflow migrate` (serve, api and worker migrate on start)")
             )
         self._writer_task = asyncio.create_task(self._write_loop(), name="db-writer")
 
@@ -108,8 +120,12 @@ class Database:
     # -- reads ---------------------------------------------------------------------------
 
     async def fetch_all(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
-        assert self._reader is not None
-        return list(await self._reader.execute_fetchall(sql, params))
+        if self._reader is None:
+            raise StorageUnavailable(f"the database {self.path} is closed")
+        try:
+            return list(await self._reader.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path) from None
 
     async def fetch_one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         rows = await self.fetch_all(sql, params)
@@ -132,7 +148,7 @@ class Database:
         op runs on the writer thread: it must only use conn, and never block on the loop.
         """
         if self._writer_task is None:
-            raise RuntimeError("database is closed")
+            raise StorageUnavailable(f"the database {self.path} is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.put_nowait((op, future))
         return await future
@@ -163,6 +179,8 @@ class Database:
                     continue
                 if ok:
                     fut.set_result(value)
+                elif isinstance(value, sqlite3.Error):
+                    fut.set_exception(storage_error(value, self.path))
                 else:
                     fut.set_exception(value)
 
@@ -197,7 +215,7 @@ class Database:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
                 if time.monotonic() > deadline:
-                    raise DatabaseBusy(
+                    raise StorageBusy(
                         f"the database {self.path} stayed locked by another process for "
                         f"{self.busy_seconds:g}s; try again"
                     ) from exc

@@ -1,4 +1,4 @@
-"""Applies migrations/NNN_name.sql in order; the schema version is SQLite's user_version.
+"""Applies migrations/sqlite/NNN_name.sql in order; the schema version is SQLite's user_version.
 
 Safe when the API and the worker start at the same moment on one file: the check and the
 migration run inside one BEGIN IMMEDIATE, so the second process waits, then finds nothing to do.
@@ -12,22 +12,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.errors import SchemaTooNew, StorageUnavailable
+
 
 def _find_migrations() -> Path:
     # A source checkout keeps them at the top level; a built wheel carries a copy in shared/.
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "migrations", here / "migrations_dist"):
-        if candidate.is_dir():
-            return candidate
-    return here.parent / "migrations"
+    shared = Path(__file__).resolve().parents[2]
+    for candidate in (shared.parent / "migrations", shared / "migrations_dist"):
+        if (candidate / "sqlite").is_dir():
+            return candidate / "sqlite"
+    return shared.parent / "migrations" / "sqlite"
 
 
 MIGRATIONS_DIR = _find_migrations()
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-
-
-class SchemaTooNew(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,17 @@ def available(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 
 def migrate(db_path: str, directory: Path = MIGRATIONS_DIR, busy_seconds: float = 30.0) -> int:
-    """Bring the database to the newest schema; return its version."""
+    """Bring the database to the newest schema; return its version.
+
+    Raises SchemaTooNew, or StorageUnavailable when the file cannot be opened or written.
+    """
+    try:
+        return _migrate(db_path, directory, busy_seconds)
+    except sqlite3.Error as exc:
+        raise StorageUnavailable(f"cannot migrate the database {db_path}: {exc}") from None
+
+
+def _migrate(db_path: str, directory: Path, busy_seconds: float) -> int:
     migrations = available(directory)
     newest = migrations[-1].version if migrations else 0
     conn = sqlite3.connect(db_path, isolation_level=None, timeout=busy_seconds)

@@ -1,0 +1,655 @@
+"""The SQLite Store: today's queue and schedule SQL behind shared/store/base.py.
+
+Writes are functions of a sqlite3 connection run on the Database's one writer thread, many
+sharing one transaction (group commit, shared/store/sqlite/database.py); reads go through the
+reader connection. /metrics reads on a third, read-only connection so a scrape never queues
+behind an API read. Queries: shared/sql/sqlite/*.sql.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Hashable, Sequence
+from typing import Any, Literal
+
+import aiosqlite
+import msgspec
+
+from shared.errors import IdempotencyConflict
+from shared.schedule_schemas import Schedule
+from shared.schemas import STATUSES, Attempt, Status, Task, TaskPage, to_datetime
+from shared.sql import Queries
+from shared.store.base import (
+    Claimed,
+    Depth,
+    DueSchedule,
+    FailOutcome,
+    Fire,
+    FirePlan,
+    Heartbeat,
+    NewTask,
+    NextFire,
+    PlanFire,
+    QueueStats,
+    ScheduleFields,
+    ScheduleTiming,
+    StorageInfo,
+    Throughput,
+    WaitingTask,
+    WorkerSeen,
+    fill_throughput,
+    throughput_window,
+)
+from shared.store.sqlite import migrations
+from shared.store.sqlite.database import Database, storage_error
+from shared.store.sqlite.wake import SharedWakeListener, WakeNotifier
+
+Q = Queries("sqlite", "queue")
+S = Queries("sqlite", "schedules")
+D = Queries("sqlite", "dashboard")
+M = Queries("sqlite", "metrics")
+_CURSOR_START = "~"  # sorts after every ULID character
+
+
+def fetchall(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+    return conn.execute(sql, params).fetchall()
+
+
+class SQLiteStore:
+    engine = "sqlite"
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.path = db.path
+        self._notifier = WakeNotifier(db.path)
+        self._listener = SharedWakeListener(db.path)
+        self._stats_conn: aiosqlite.Connection | None = None
+        self._stats_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls, path: str, *, synchronous: str = "FULL", busy_seconds: float = 30.0
+    ) -> SQLiteStore:
+        """Open a migrated file (raises SchemaNotReady, SchemaTooNew, StorageUnavailable)."""
+        return cls(await Database.open(path, synchronous=synchronous, busy_seconds=busy_seconds))
+
+    # -- lifecycle, health, notification -----------------------------------------------------
+
+    def describe(self) -> str:
+        return os.path.abspath(self.path)
+
+    async def schema_version(self) -> int:
+        return await self.db.schema_version()
+
+    def newest_schema_version(self) -> int:
+        return migrations.newest_version()
+
+    def notify(self) -> None:
+        self._notifier()
+
+    def listener(self) -> SharedWakeListener:
+        return self._listener
+
+    async def close(self) -> None:
+        self._listener.close()
+        self._notifier.close()
+        if self._stats_conn is not None:
+            conn, self._stats_conn = self._stats_conn, None
+            await conn.close()
+        await self.db.close()
+
+    # -- tasks: submitting ---------------------------------------------------------------------
+
+    async def insert_tasks(
+        self, tasks: Sequence[NewTask], now: float
+    ) -> list[tuple[Task, bool]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[Task, bool]]:
+            return [_insert(conn, new, now) for new in tasks]
+
+        return await self.db.write(op)
+
+    # -- tasks: working ------------------------------------------------------------------------
+
+    async def claim(
+        self, worker_id: str, limit: int, lease_until: float, now: float
+    ) -> list[Claimed]:
+        if limit <= 0:
+            return []
+
+        def op(conn: sqlite3.Connection) -> list[Claimed]:
+            params = {"now": now, "lease_until": lease_until, "worker_id": worker_id,
+                      "limit": limit}
+            rows = fetchall(conn, Q.claim, params)
+            if rows:
+                conn.executemany(
+                    Q.insert_attempt, [(r["id"], r["attempts"], worker_id, now) for r in rows]
+                )
+            return [
+                Claimed(
+                    id=r["id"], type=r["type"], payload=msgspec.json.decode(r["payload"]),
+                    attempt=r["attempts"], max_attempts=r["max_attempts"], timeout=r["timeout"],
+                    priority=r["priority"], run_at=r["run_at"], token=r["claim_token"],
+                )
+                for r in rows
+            ]
+
+        claimed = await self.db.write(op)
+        # RETURNING gives no order; the contract is most urgent first.
+        claimed.sort(key=lambda c: (-c.priority, c.run_at, c.id))
+        return claimed
+
+    async def extend_leases(
+        self, tokens: Sequence[str], lease_until: float, now: float
+    ) -> Heartbeat:
+        if not tokens:
+            return Heartbeat(held=set(), cancel=set())
+        params = {"lease_until": lease_until, "now": now,
+                  "tokens": msgspec.json.encode(list(tokens)).decode()}
+
+        def op(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return fetchall(conn, Q.extend_leases, params)
+
+        rows = await self.db.write(op)
+        return Heartbeat(
+            held={r["id"] for r in rows}, cancel={r["id"] for r in rows if r["cancel_requested"]}
+        )
+
+    async def complete(self, task: Claimed, result: Any, now: float) -> bool:
+        params = {"id": task.id, "token": task.token, "now": now, "result": _json(result)}
+        return await self._finish(task, Q.complete, params, "succeeded", None, result, now)
+
+    async def finish_cancelled(
+        self, task: Claimed, result: Any, error: str, now: float
+    ) -> bool:
+        params = {"id": task.id, "token": task.token, "now": now, "result": _json(result),
+                  "error": error}
+        return await self._finish(task, Q.finish_cancelled, params, "cancelled", error, result,
+                                  now)
+
+    async def _finish(
+        self, task: Claimed, query: str, params: dict[str, Any], outcome: str,
+        error: str | None, result: Any, now: float,
+    ) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            if conn.execute(query, params).rowcount != 1:
+                return False
+            _finish_attempt(conn, task, now, outcome, error, result)
+            return True
+
+        return await self.db.write(op)
+
+    async def fail(
+        self, task: Claimed, *, error: str, result: Any, outcome: FailOutcome,
+        retry_at: float | None, now: float,
+    ) -> Status | None:
+        params = {
+            "id": task.id, "token": task.token, "now": now,
+            "retry_at": now if retry_at is None else retry_at,
+            "error": error, "result": _json(result), "retry": retry_at is not None,
+        }
+
+        def op(conn: sqlite3.Connection) -> Status | None:
+            rows = fetchall(conn, Q.fail, params)
+            if not rows:
+                return None
+            _finish_attempt(conn, task, now, outcome, error, result)
+            return rows[0]["status"]
+
+        return await self.db.write(op)
+
+    async def release(self, task: Claimed, error: str, now: float) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(Q.release, {"id": task.id, "token": task.token, "now": now})
+            if cursor.rowcount != 1:
+                return False
+            _finish_attempt(conn, task, now, "released", error, None)
+            return True
+
+        return await self.db.write(op)
+
+    async def rescue_expired(self, now: float) -> list[str]:
+        def op(conn: sqlite3.Connection) -> list[str]:
+            rows = fetchall(conn, Q.rescue_expired, {"now": now})
+            conn.executemany(
+                Q.lose_attempt,
+                [{"id": r["id"], "attempt": r["attempts"], "now": now} for r in rows],
+            )
+            return [r["id"] for r in rows]
+
+        return await self.db.write(op)
+
+    async def cancel_requests(self, worker_id: str) -> set[str]:
+        rows = await self.db.fetch_all(Q.cancel_requests_for_worker, (worker_id,))
+        return {r["id"] for r in rows}
+
+    async def next_run_at(self) -> float | None:
+        row = await self.db.fetch_one(Q.next_run_at)
+        return None if row is None else row[0]
+
+    async def worker_seen(
+        self, worker_id: str, hostname: str, pid: int, slots: int, now: float
+    ) -> None:
+        params = {"id": worker_id, "hostname": hostname, "pid": pid, "slots": slots, "now": now}
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(Q.upsert_worker, params)
+
+        await self.db.write(op)
+
+    async def worker_stopped(self, worker_id: str, now: float) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(Q.stop_worker, {"id": worker_id, "now": now})
+
+        await self.db.write(op)
+
+    # -- tasks: people -------------------------------------------------------------------------
+
+    async def cancel(self, task_id: str, now: float) -> Task | None:
+        def op(conn: sqlite3.Connection) -> Task | None:
+            params = {"id": task_id, "now": now}
+            if conn.execute(Q.cancel_queued, params).rowcount == 0:
+                conn.execute(Q.request_cancel, params)
+            rows = fetchall(conn, Q.get_task, (task_id,))
+            return _task(rows[0]) if rows else None
+
+        return await self.db.write(op)
+
+    async def retry(
+        self, task_id: str, extra_attempts: int, now: float
+    ) -> tuple[bool, Task | None]:
+        def op(conn: sqlite3.Connection) -> tuple[bool, Task | None]:
+            params = {"id": task_id, "now": now, "extra": extra_attempts}
+            changed = conn.execute(Q.retry_task, params).rowcount == 1
+            rows = fetchall(conn, Q.get_task, (task_id,))
+            return changed, (_task(rows[0]) if rows else None)
+
+        return await self.db.write(op)
+
+    async def delete(self, task_id: str) -> Literal["deleted"] | Status | None:
+        def op(conn: sqlite3.Connection) -> Literal["deleted"] | Status | None:
+            if conn.execute(Q.delete_task, {"id": task_id}).rowcount == 1:
+                return "deleted"
+            rows = fetchall(conn, Q.get_task, (task_id,))
+            return rows[0]["status"] if rows else None
+
+        return await self.db.write(op)
+
+    async def get(self, task_id: str) -> Task | None:
+        row = await self.db.fetch_one(Q.get_task, (task_id,))
+        return None if row is None else _task(row)
+
+    async def attempts(self, task_id: str) -> list[Attempt]:
+        return [_attempt(r) for r in await self.db.fetch_all(Q.list_attempts, (task_id,))]
+
+    async def list_tasks(
+        self, *, status: Status | None, type: str | None, cursor: str | None, limit: int
+    ) -> TaskPage:
+        params = {"status": status, "type": type, "cursor": cursor or _CURSOR_START,
+                  "limit": limit + 1}
+        if status and type:
+            query = Q.list_by_status_and_type
+        elif status:
+            query = Q.list_by_status
+        elif type:
+            query = Q.list_by_type
+        else:
+            query = Q.list_all
+        rows = await self.db.fetch_all(query, params)
+        items = [_task(r) for r in rows[:limit]]
+        next_cursor = items[-1].id if len(rows) > limit and items else None
+        return TaskPage(items=items, next_cursor=next_cursor)
+
+    async def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for row in await self.db.fetch_all(Q.counts_by_status):
+            counts[row["status"]] = row["n"]
+        return counts
+
+    async def task_id_by_key(self, key: str) -> str | None:
+        row = await self.db.fetch_one(D.task_id_by_key, (key,))
+        return None if row is None else row["id"]
+
+    async def task_ids_of_schedule(
+        self, schedule_id: str, *, status: Status | None = None, type: str | None = None,
+        cursor: str | None = None, limit: int = 50,
+    ) -> list[str]:
+        rows = await self.db.fetch_all(D.task_ids_of_schedule, {
+            "schedule_id": schedule_id, "status": status, "type": type,
+            "cursor": cursor or _CURSOR_START, "limit": limit,
+        })
+        return [r["id"] for r in rows]
+
+    # -- schedules -----------------------------------------------------------------------------
+
+    async def insert_schedule(
+        self, schedule_id: str, fields: ScheduleFields, next_fire_at: float | None, now: float
+    ) -> None:
+        params = {**_schedule_params(fields), "id": schedule_id, "now": now,
+                  "next_fire_at": next_fire_at}
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(S.insert_schedule, params)
+
+        await self.db.write(op)
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        row = await self.db.fetch_one(S.get_schedule, (schedule_id,))
+        return None if row is None else _schedule(row)
+
+    async def list_schedules(self, limit: int) -> list[Schedule]:
+        rows = await self.db.fetch_all(S.list_schedules, {"limit": limit})
+        return [_schedule(r) for r in rows]
+
+    async def update_schedule(
+        self, schedule_id: str, fields: ScheduleFields, *, recompute: bool,
+        next_fire_at: float | None, now: float,
+    ) -> bool:
+        params = {**_schedule_params(fields), "id": schedule_id, "now": now,
+                  "recompute": int(recompute), "next_fire_at": next_fire_at}
+
+        def op(conn: sqlite3.Connection) -> int:
+            return conn.execute(S.update_schedule, params).rowcount
+
+        return await self.db.write(op) == 1
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        def op(conn: sqlite3.Connection) -> int:
+            return conn.execute(S.delete_schedule, (schedule_id,)).rowcount
+
+        return await self.db.write(op) == 1
+
+    async def run_schedule_now(self, schedule_id: str, task: NewTask, now: float) -> bool:
+        params = {**_scheduled_task_params(task), "schedule_id": schedule_id, "fire_time": None,
+                  "run_at": now, "now": now}
+
+        def op(conn: sqlite3.Connection) -> bool:
+            if not fetchall(conn, S.get_schedule, (schedule_id,)):
+                return False  # deleted since the caller read it
+            conn.execute(S.insert_scheduled_task, params)
+            conn.execute(S.record_fire, {"id": schedule_id, "fire_time": now, "task_id": task.id})
+            return True
+
+        return await self.db.write(op)
+
+    async def next_due(self) -> float | None:
+        row = await self.db.fetch_one(S.next_due)
+        return None if row is None else row[0]
+
+    async def fire_due(self, now: float, limit: int, plan: PlanFire) -> list[Fire]:
+        def op(conn: sqlite3.Connection) -> list[Fire]:
+            fires = []
+            for row in fetchall(conn, S.due_schedules, {"now": now, "limit": limit}):
+                due = DueSchedule(id=row["id"], fields=_fields(row),
+                                  next_fire_at=row["next_fire_at"])
+                fire = _carry_out(conn, due, plan(due, now), now)
+                if fire is not None:
+                    fires.append(fire)
+            return fires
+
+        return await self.db.write(op)
+
+    async def resync(self, now: float, next_fire: NextFire) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            moved = 0
+            for row in fetchall(conn, S.ahead_schedules, {"now": now}):
+                timing = ScheduleTiming(id=row["id"], cron_expr=row["cron_expr"],
+                                        timezone=row["timezone"],
+                                        next_fire_at=row["next_fire_at"])
+                should = next_fire(timing, now)
+                if should is not None and should < timing.next_fire_at:
+                    moved += conn.execute(S.advance, {
+                        "id": timing.id, "next": should, "expected": timing.next_fire_at,
+                    }).rowcount
+            return moved
+
+        return await self.db.write(op)
+
+    # -- stats ---------------------------------------------------------------------------------
+
+    async def throughput(self, now: float, hours: float, bucket_seconds: int) -> Throughput:
+        first, _ = throughput_window(now, hours, bucket_seconds)
+        rows = await self.db.fetch_all(
+            D.throughput, {"bucket": bucket_seconds, "since": first * bucket_seconds}
+        )
+        counts: dict[int, dict[str, int]] = {}
+        for row in rows:
+            counts.setdefault(row["bucket"], {})[row["status"]] = row["n"]
+        return fill_throughput(counts, now, hours, bucket_seconds)
+
+    async def oldest_runnable(self, now: float) -> WaitingTask | None:
+        row = await self.db.fetch_one(D.oldest_runnable, {"now": now})
+        if row is None:
+            return None
+        return WaitingTask(id=row["id"], type=row["type"], priority=row["priority"],
+                           run_at=row["run_at"], created_at=row["created_at"])
+
+    async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:
+        running = {r["worker_id"]: r["n"] for r in await self.db.fetch_all(D.running_by_worker)}
+        rows = await self.db.fetch_all(D.recent_workers, {"since": now - within})
+        return [
+            WorkerSeen(
+                id=r["id"], hostname=r["hostname"], pid=r["pid"], slots=r["slots"],
+                started_at=r["started_at"], last_seen=r["last_seen"],
+                stopped_at=r["stopped_at"], running=running.get(r["id"], 0),
+            )
+            for r in rows
+        ]
+
+    async def queue_stats(self, now: float, alive_since: float) -> QueueStats:
+        async with self._stats_lock:
+            try:
+                conn = await self._stats_connection()
+                live = await conn.execute_fetchall(M.live_depth)
+                totals = dict.fromkeys(STATUSES, 0)
+                for row in await conn.execute_fetchall(M.totals_by_status):
+                    totals[row["status"]] = row["n"]
+                oldest = next(iter(await conn.execute_fetchall(M.oldest_runnable, {"now": now})))
+                alive = await conn.execute_fetchall(M.workers_alive, {"since": alive_since})
+            except sqlite3.Error as exc:
+                raise storage_error(exc, self.path) from None
+        return QueueStats(
+            depth=[Depth(status=r["status"], type=r["type"], count=r["n"]) for r in live],
+            totals=totals, oldest_runnable_at=oldest["run_at"],
+            workers_alive=next(iter(alive))["n"],
+        )
+
+    async def _stats_connection(self) -> aiosqlite.Connection:
+        # Its own connection: a slow count on a big table never delays an API read.
+        if self._stats_conn is None:
+            conn = await aiosqlite.connect(self.path, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            await conn.execute("PRAGMA query_only=1")
+            await conn.execute("PRAGMA busy_timeout=5000")
+            self._stats_conn = conn
+        return self._stats_conn
+
+    async def storage(self) -> StorageInfo:
+        """Sizes of the database file and its write-ahead log, as the file system reports."""
+        pages = await self.db.fetch_one(D.page_stats)
+        version = await self.db.fetch_one(D.sqlite_version)
+        details = {}
+        if pages:
+            details["pages"] = (f"{pages['page_count']} of {pages['page_size']} bytes, "
+                                f"{pages['freelist_count']} free")
+        return StorageInfo(
+            engine="SQLite", version=version["version"] if version else "",
+            location=self.describe(),
+            sizes={"database file": _size(self.path), "write-ahead log": _size(self.path + "-wal")},
+            details=details,
+        )
+
+    async def change_token(self) -> Hashable:
+        return await self.db.data_version()
+
+    @property
+    def write_transactions(self) -> int:
+        return self.db.batches
+
+
+# -- op bodies (run on the writer thread) -------------------------------------------------------
+
+
+def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> tuple[Task, bool]:
+    cursor = conn.execute(
+        Q.insert_task,
+        {
+            "id": new.id, "type": new.type, "payload": msgspec.json.encode(new.payload).decode(),
+            "priority": new.priority, "run_at": new.run_at, "max_attempts": new.max_attempts,
+            "timeout": new.timeout, "idempotency_key": new.idempotency_key,
+            "request_hash": new.request_hash, "now": now,
+        },
+    )
+    if cursor.rowcount == 1:
+        when = to_datetime(now)
+        task = Task(
+            id=new.id, type=new.type, payload=new.payload, status="queued",
+            priority=new.priority, run_at=to_datetime(new.run_at), attempts=0,
+            max_attempts=new.max_attempts, timeout=new.timeout,
+            idempotency_key=new.idempotency_key, result=None, last_error=None,
+            cancel_requested=False, created_at=when, updated_at=when,
+            started_at=None, finished_at=None,
+        )
+        return task, True
+    existing = fetchall(conn, Q.get_task_by_key, (new.idempotency_key,))[0]
+    if existing["request_hash"] != new.request_hash:
+        raise IdempotencyConflict(str(new.idempotency_key), existing["id"])
+    return _task(existing), False
+
+
+def _finish_attempt(
+    conn: sqlite3.Connection, task: Claimed, now: float, outcome: str, error: str | None,
+    output: Any,
+) -> None:
+    conn.execute(Q.finish_attempt, {
+        "id": task.id, "attempt": task.attempt, "now": now, "outcome": outcome,
+        "error": error, "output": _json(output),
+    })
+
+
+def _carry_out(
+    conn: sqlite3.Connection, due: DueSchedule, plan: FirePlan, now: float
+) -> Fire | None:
+    """FirePlan's steps, in its order (shared/store/base.py)."""
+    schedule_id = due.id
+    advanced = conn.execute(
+        S.advance, {"id": schedule_id, "next": plan.next_fire_at, "expected": due.next_fire_at}
+    )
+    if advanced.rowcount != 1:
+        return None  # another scheduler moved it on first: this fire is not ours
+
+    def skip(outcome: Any, reason: str | None = None) -> Fire:
+        conn.execute(S.record_skip, {"id": schedule_id, "fire_time": plan.fire_time,
+                                     "reason": reason or outcome})
+        return Fire(schedule_id=schedule_id, fire_time=plan.fire_time, outcome=outcome,
+                    late=plan.late)
+
+    if plan.missed_fire_time is not None:
+        conn.execute(S.record_skip, {"id": schedule_id, "reason": "missed",
+                                     "fire_time": plan.missed_fire_time})
+    if plan.skip is not None:
+        return skip(plan.skip, plan.skip_reason)
+    if due.fields.overlap == "skip" and fetchall(conn, S.has_active_task, (schedule_id,)):
+        return skip("overlap")
+    if plan.task_error is not None or plan.task is None:
+        return skip("error", plan.task_error or "error: no task")
+    inserted = conn.execute(S.insert_scheduled_task, {
+        **_scheduled_task_params(plan.task), "schedule_id": schedule_id,
+        "fire_time": plan.fire_time, "run_at": plan.fire_time, "now": now,
+    })
+    if inserted.rowcount != 1:
+        # The unique index: this fire time already has its task (the clock went back).
+        return skip("already fired")
+    conn.execute(S.record_fire,
+                 {"id": schedule_id, "fire_time": plan.fire_time, "task_id": plan.task.id})
+    return Fire(schedule_id=schedule_id, fire_time=plan.fire_time, outcome="fired",
+                task_id=plan.task.id, late=plan.late)
+
+
+# -- row mappers ---------------------------------------------------------------------------------
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else msgspec.json.encode(value).decode()
+
+
+def _task(row: sqlite3.Row) -> Task:
+    return Task(
+        id=row["id"],
+        type=row["type"],
+        payload=msgspec.json.decode(row["payload"]),
+        status=row["status"],
+        priority=row["priority"],
+        run_at=to_datetime(row["run_at"]),
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        timeout=row["timeout"],
+        idempotency_key=row["idempotency_key"],
+        result=None if row["result"] is None else msgspec.json.decode(row["result"]),
+        last_error=row["last_error"],
+        cancel_requested=bool(row["cancel_requested"]),
+        created_at=to_datetime(row["created_at"]),
+        updated_at=to_datetime(row["updated_at"]),
+        started_at=to_datetime(row["started_at"]),
+        finished_at=to_datetime(row["finished_at"]),
+        schedule_id=row["schedule_id"],
+    )
+
+
+def _attempt(row: sqlite3.Row) -> Attempt:
+    return Attempt(
+        attempt=row["attempt"],
+        worker_id=row["worker_id"],
+        started_at=to_datetime(row["started_at"]),
+        finished_at=to_datetime(row["finished_at"]),
+        outcome=row["outcome"],
+        error=row["error"],
+        output=None if row["output"] is None else msgspec.json.decode(row["output"]),
+    )
+
+
+def _fields(row: sqlite3.Row) -> ScheduleFields:
+    return ScheduleFields(
+        name=row["name"], cron_expr=row["cron_expr"], timezone=row["timezone"],
+        task_type=row["task_type"], payload=msgspec.json.decode(row["payload"]),
+        enabled=bool(row["enabled"]), priority=row["priority"],
+        max_attempts=row["max_attempts"], timeout=row["timeout"], overlap=row["overlap"],
+        missed=row["missed"],
+    )
+
+
+def _schedule(row: sqlite3.Row) -> Schedule:
+    return Schedule(
+        id=row["id"], name=row["name"], cron_expr=row["cron_expr"], timezone=row["timezone"],
+        task_type=row["task_type"], payload=msgspec.json.decode(row["payload"]),
+        enabled=bool(row["enabled"]), priority=row["priority"],
+        max_attempts=row["max_attempts"], timeout=row["timeout"], overlap=row["overlap"],
+        missed=row["missed"], next_fire_at=to_datetime(row["next_fire_at"]),
+        last_fire_at=to_datetime(row["last_fire_at"]), last_task_id=row["last_task_id"],
+        last_task_status=row["last_task_status"], last_skip_at=to_datetime(row["last_skip_at"]),
+        last_skip_reason=row["last_skip_reason"], created_at=to_datetime(row["created_at"]),
+        updated_at=to_datetime(row["updated_at"]),
+    )
+
+
+def _schedule_params(fields: ScheduleFields) -> dict[str, Any]:
+    params = msgspec.structs.asdict(fields)
+    params["payload"] = msgspec.json.encode(fields.payload).decode()
+    params["enabled"] = int(fields.enabled)
+    return params
+
+
+def _scheduled_task_params(task: NewTask) -> dict[str, Any]:
+    return {
+        "id": task.id, "type": task.type, "payload": msgspec.json.encode(task.payload).decode(),
+        "priority": task.priority, "max_attempts": task.max_attempts, "timeout": task.timeout,
+    }
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # no WAL file yet (or a checkpoint just truncated it)
+        return 0
+

@@ -24,22 +24,27 @@ SELECT * FROM tasks WHERE idempotency_key = %(key)s
 -- queued -> running, the most urgent runnable tasks first. SKIP LOCKED: a claimer passes over
 -- rows another claimer is taking right now instead of queueing behind it, so workers on many
 -- hosts never get the same task and never wait for each other. Each row gets its own token.
-UPDATE tasks
-SET status = 'running',
-    attempts = attempts + 1,
-    claim_token = replace(gen_random_uuid()::text, '-', ''),
-    lease_until = %(lease_until)s,
-    worker_id = %(worker_id)s,
-    started_at = coalesce(started_at, %(now)s),
-    updated_at = %(now)s
-WHERE id IN (
+-- The pick is a MATERIALIZED CTE, evaluated exactly once: as `id IN (subquery LIMIT n)` the
+-- planner may run the subquery again per outer row and, skipping rows it has locked itself
+-- meanwhile, claim more than n.
+WITH picked AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status = 'queued' AND run_at <= %(now)s
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-) AND status = 'queued'
-RETURNING *
+)
+UPDATE tasks
+SET status = 'running',
+    attempts = tasks.attempts + 1,
+    claim_token = replace(gen_random_uuid()::text, '-', ''),
+    lease_until = %(lease_until)s,
+    worker_id = %(worker_id)s,
+    started_at = coalesce(tasks.started_at, %(now)s),
+    updated_at = %(now)s
+FROM picked
+WHERE tasks.id = picked.id AND tasks.status = 'queued'
+RETURNING tasks.*
 
 -- name: insert_attempt
 INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)

@@ -303,3 +303,16 @@ async def test_fail_without_retry_fails_at_once(queue):
     assert await queue.fail(c, "refused by policy", retry=False) == "failed"
     failed = await queue.get(task.id)
     assert failed.status == "failed" and failed.attempts == 1 and failed.finished_at is not None
+
+
+async def test_change_token_moves_when_another_process_commits(
+    queue, another_store, clock, settings
+):
+    """The idle worker's cheap check: a commit from elsewhere (here a completion, which wakes
+    nobody) changes the token."""
+    await queue.enqueue(shell("x"))
+    other = Queue(await another_store(), clock, settings)
+    (c,) = await other.claim("w", 1, lease=30)
+    before = await queue.store.change_token()
+    assert await other.complete(c, {"ok": True})
+    assert await queue.store.change_token() != before

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -75,6 +76,7 @@ Row = dict[str, Any]
 
 _CURSOR_START = "~"  # sorts after every ULID character (ids are COLLATE "C")
 _CHECKOUT_SECONDS = 5.0
+_FORCED_CHECK_SECONDS = 5.0  # see change_token
 _CONFLICT_RETRIES = 5  # a deadlock or serialization failure is retried this many times
 
 
@@ -818,14 +820,18 @@ class PostgresStore:
 
     @_translated
     async def change_token(self) -> Hashable:
-        """The next transaction id the server will assign: every committed write took one,
-        so it moves on with every change (and, harmlessly, with writes to other databases of
-        the server). One round trip, no table read."""
+        """The server's transaction snapshot (next xid to assign, xids in progress): every
+        committed write took an xid, so it moves on with every change (and, harmlessly,
+        with writes to the server's other databases). One round trip, no table read.
+
+        Plus a bucket of the monotonic clock, so the token also changes every few seconds
+        whatever happens: a worker that read the token just after a commit its empty claim
+        could not see yet would otherwise idle until woken, and a lost listener connection
+        would then leave it waiting. A periodic forced check costs one claim per bucket.
+        """
         async with self._read() as conn:
-            rows = await self._rows(
-                conn, b"SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax"
-            )
-        return rows[0]["xmax"]
+            rows = await self._rows(conn, b"SELECT pg_current_snapshot()::text AS snapshot")
+        return rows[0]["snapshot"], int(time.monotonic() // _FORCED_CHECK_SECONDS)
 
 
 async def _schema_version(conn: psycopg.AsyncConnection[Any]) -> int:

@@ -69,6 +69,7 @@ def test_a_failing_migration_leaves_no_trace(pg_url: str, tmp_path: Path) -> Non
     assert migrate.schema_version(pg_url) == 3
 
 
+@pytest.mark.e2e  # starts processes
 def test_concurrent_migrations_from_several_processes(pg_server: Server) -> None:
     """Six processes migrate one empty database at once: one applies, the rest wait and find
     nothing to do; none fails."""

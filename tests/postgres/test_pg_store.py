@@ -175,6 +175,7 @@ async def test_listener_reconnects_after_its_connection_is_killed(
         unsubscribe()
 
 
+@pytest.mark.e2e  # starts and stops a PostgreSQL server of its own
 async def test_server_restart_is_storage_unavailable_then_recovers() -> None:
     """A server of this test's own goes down under an open store: calls raise
     StorageUnavailable (one line, no password) instead of a driver error; once it is back

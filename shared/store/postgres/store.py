@@ -41,7 +41,7 @@ from shared.errors import (
 from shared.schedule_schemas import Schedule
 from shared.schemas import STATUSES, Attempt, Status, Task, TaskPage, to_datetime
 from shared.settings import Settings
-from shared.sql import parse
+from shared.sql import Queries
 from shared.store import redact
 from shared.store.base import (
     Claimed,
@@ -80,26 +80,10 @@ _FORCED_CHECK_SECONDS = 5.0  # see change_token
 _CONFLICT_RETRIES = 5  # a deadlock or serialization failure is retried this many times
 
 
-class _Queries:
-    """Attribute access to one file of shared/sql/postgres/: Q.claim is `-- name: claim`."""
-
-    def __init__(self, module: str) -> None:
-        from pathlib import Path
-
-        path = Path(__file__).resolve().parents[2] / "sql" / "postgres" / f"{module}.sql"
-        self._queries = {name: text.encode() for name, text in parse(path.read_text()).items()}
-
-    def __getattr__(self, name: str) -> bytes:
-        try:
-            return self._queries[name]
-        except KeyError:
-            raise AttributeError(f"no query named {name!r}") from None
-
-
-Q = _Queries("queue")
-S = _Queries("schedules")
-D = _Queries("dashboard")
-M = _Queries("metrics")
+Q = Queries("postgres", "queue")
+S = Queries("postgres", "schedules")
+D = Queries("postgres", "dashboard")
+M = Queries("postgres", "metrics")
 
 
 def _json(value: Any) -> str | None:
@@ -273,13 +257,13 @@ class PostgresStore:
         raise AssertionError("unreachable")
 
     @staticmethod
-    async def _rows(conn: psycopg.AsyncConnection[Any], query: bytes,
+    async def _rows(conn: psycopg.AsyncConnection[Any], query: str,
                     params: dict[str, Any] | None = None) -> list[Row]:
         cur = await conn.execute(query, params)
         return await cur.fetchall()
 
     @staticmethod
-    async def _count(conn: psycopg.AsyncConnection[Any], query: bytes,
+    async def _count(conn: psycopg.AsyncConnection[Any], query: str,
                      params: dict[str, Any] | None = None) -> int:
         cur = await conn.execute(query, params)
         return cur.rowcount
@@ -330,7 +314,7 @@ class PostgresStore:
         async def op(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Task, bool]]:
             results = []
             for new in tasks:
-                rows = await self._rows(conn, Q.insert_task + b" RETURNING *",
+                rows = await self._rows(conn, Q.insert_task + " RETURNING *",
                                         _task_params(new, now))
                 if rows:
                     results.append((_task(rows[0]), True))
@@ -830,7 +814,7 @@ class PostgresStore:
         would then leave it waiting. A periodic forced check costs one claim per bucket.
         """
         async with self._read() as conn:
-            rows = await self._rows(conn, b"SELECT pg_current_snapshot()::text AS snapshot")
+            rows = await self._rows(conn, "SELECT pg_current_snapshot()::text AS snapshot")
         return rows[0]["snapshot"], int(time.monotonic() // _FORCED_CHECK_SECONDS)
 
 

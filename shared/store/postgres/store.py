@@ -312,10 +312,17 @@ class PostgresStore:
         self, tasks: Sequence[NewTask], now: float
     ) -> list[tuple[Task, bool]]:
         async def op(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Task, bool]]:
+            # Pipeline mode: every INSERT goes out before the first answer comes back, so a
+            # batch of n tasks costs about one round trip, not n.
+            cursors = []
+            async with conn.pipeline():
+                for new in tasks:
+                    cur = conn.cursor()
+                    await cur.execute(Q.insert_task + " RETURNING *", _task_params(new, now))
+                    cursors.append(cur)
             results = []
-            for new in tasks:
-                rows = await self._rows(conn, Q.insert_task + " RETURNING *",
-                                        _task_params(new, now))
+            for new, cur in zip(tasks, cursors, strict=True):
+                rows = await cur.fetchall()
                 if rows:
                     results.append((_task(rows[0]), True))
                     continue

@@ -216,7 +216,10 @@ class PostgresStore:
             # API requests, claims, heartbeats, acks and the scheduler of one process, at
             # once; PostgreSQL's default allows 100 connections for every process together.
             max_size=max(4, min(20, settings.workers + 4)),
-            kwargs={"row_factory": dict_row, "connect_timeout": 10, **KEEPALIVES},
+            # Autocommit: a read is one round trip (no BEGIN/COMMIT around it); writes open
+            # their transactions explicitly (_write).
+            kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": 10,
+                    **KEEPALIVES},
             # A connection that died while idle in the pool (server restarted) is found at
             # checkout and replaced, instead of failing the caller's statement.
             check=AsyncConnectionPool.check_connection,

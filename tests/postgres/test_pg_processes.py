@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests import procs
+from tests import pg, procs
 from tests.pg import Server, with_database
 
 pytestmark = pytest.mark.e2e
@@ -154,3 +154,41 @@ def _listeners(conn: psycopg.Connection) -> set[int]:
         "AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()"
     ).fetchall()
     return {pid for (pid,) in rows}
+
+
+def test_serve_outlives_a_postgresql_restart(tmp_path: Path) -> None:
+    """The server goes down under a running `serve` and comes back on the same port: the
+    process keeps running, its pool and listener reconnect, and new work runs."""
+    try:
+        cluster = pg.start_cluster()
+    except pg.Unavailable as exc:
+        pytest.skip(str(exc))
+    proc = None
+    try:
+        proc = procs.start("serve", tmp_path / "unused.db", env={"LOCALFLOW_DB": cluster.url},
+                           log_dir=tmp_path)
+        with httpx.Client(base_url=proc.url, timeout=10) as client:
+            before = client.post("/api/tasks", json=README_TASK).json()
+            procs.wait_for_status(client, before["id"], {"succeeded"})
+            cluster.kill_server()
+            # While it is down the API answers (an error), and nothing exits.
+            assert client.get(f"/api/tasks/{before['id']}").status_code >= 500
+            assert proc.popen.poll() is None
+            cluster.start_server()
+            deadline = time.monotonic() + 60
+            while True:  # the first request after the restart may meet a dying connection
+                created = client.post("/api/tasks", json=README_TASK)
+                if created.status_code == 201:
+                    break
+                assert time.monotonic() < deadline, created.text
+                time.sleep(0.1)
+            task = procs.wait_for_status(client, created.json()["id"], {"succeeded"})
+            assert task["result"]["stdout"] == "Hello, LocalFlow!\n"
+            while "PostgreSQL listener reconnected" not in proc.log():  # backoff: <= 5 s
+                assert time.monotonic() < deadline, proc.log()
+                time.sleep(0.05)
+    finally:
+        if proc is not None:
+            assert proc.stop() == 0, proc.log()
+        cluster.stop()
+    assert urlsplit(cluster.url).password not in proc.log()

@@ -123,13 +123,17 @@ class PostgresListener:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    if self.connected.is_set():  # it had worked: start the backoff afresh
+                    lost = self.connected.is_set()
+                    if lost:  # it had worked: start the backoff afresh
                         delay = _BACKOFF_FIRST
                     self.connected.clear()
                     await self._drop_connection()
-                    log.warning("lost the PostgreSQL listener connection; reconnecting",
-                                db=redact(self.url), error=_one_line(exc),
-                                retry_in=round(delay, 2))
+                    # Said once per outage; each further failed attempt only at debug level.
+                    (log.warning if lost or not self._ever_connected else log.debug)(
+                        "lost the PostgreSQL listener connection; reconnecting"
+                        if lost else "PostgreSQL listener cannot connect; retrying",
+                        db=redact(self.url), error=_one_line(exc), retry_in=round(delay, 2),
+                    )
                     await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
                     delay = min(delay * 2, _BACKOFF_MAX)
         finally:

@@ -205,3 +205,25 @@ async def test_server_restart_is_storage_unavailable_then_recovers() -> None:
             await s.close()
     finally:
         cluster.stop()
+
+
+async def test_rescuers_on_several_hosts_rescue_each_task_once(
+    pg_url: str, store: PostgresStore
+) -> None:
+    """Six rescuers over two stores at once, on 60 expired leases: every task comes back
+    exactly once, and each lost attempt is recorded once."""
+    await store.insert_tasks([_new() for _ in range(60)], 1000.0)
+    claimed = await store.claim("dead-worker", 60, 1010.0, 1000.0)
+    assert len(claimed) == 60
+    other = await _open(pg_url)
+    try:
+        results = await asyncio.gather(*[
+            [store, other][i % 2].rescue_expired(1011.0) for i in range(6)
+        ])
+    finally:
+        await other.close()
+    rescued = [task_id for batch in results for task_id in batch]
+    assert sorted(rescued) == sorted(c.id for c in claimed)
+    assert (await store.counts())["queued"] == 60
+    for c in claimed[:5]:
+        assert [a.outcome for a in await store.attempts(c.id)] == ["lost"]

@@ -2,10 +2,10 @@
 cluster of the machine's own PostgreSQL (Debian's `postgresql` package) started for the
 test session in a temp dir and removed at its end.
 
-Each test gets its own database, copied from a template that was migrated once: copying a
-small database is much cheaper than running the migrations again (numbers in
-`template_cost` below and the pg report), and a database of its own keeps a test's rows and
-its NOTIFY traffic (channels are per database) away from every other test.
+Each test gets its own database, copied from a template that was migrated once: cheaper than
+running the migrations again (numbers in Server.create_database), and a database of its own
+keeps a test's rows and its NOTIFY traffic (channels are per database) away from every other
+test. LocalFlow needs PostgreSQL 13 or newer (gen_random_uuid, pg_current_snapshot).
 """
 
 from __future__ import annotations
@@ -218,12 +218,12 @@ class Server:
         name = f"{self.prefix}_{next(self._counter)}"
         with self._admin() as conn:
             if migrated:
-                # FILE_COPY: copies the template's few files instead of WAL-logging every
-                # block, the faster strategy for a small database (see the pg report).
-                conn.execute(
-                    f'CREATE DATABASE "{name}" TEMPLATE "{self.template()}" '
-                    "STRATEGY = FILE_COPY"
-                )
+                # FILE_COPY (PostgreSQL 15+; older servers only copy files): copies the
+                # template's few files instead of WAL-logging every block. Measured here
+                # under load: median 99 ms to create, against 123 ms (WAL_LOG) and 163 ms
+                # (an empty database, then the migrations).
+                strategy = " STRATEGY = FILE_COPY" if conn.info.server_version >= 150000 else ""
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template()}"{strategy}')
             else:
                 conn.execute(f'CREATE DATABASE "{name}"')
         return self.url_for(name)

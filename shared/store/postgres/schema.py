@@ -29,6 +29,7 @@ def _find_migrations() -> Path:
 
 
 MIGRATIONS_DIR = _find_migrations()
+MIN_SERVER_VERSION = 130000  # libpq's server_version number: 13.0
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # Any constant will do, as long as every LocalFlow uses the same one: "LFmigrat" in ASCII.
 _LOCK_KEY = 0x4C466D6967726174
@@ -77,8 +78,19 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> int:
         raise StorageUnavailable(explain(url, exc)) from None
 
 
+def check_server(url: str, server_version: int) -> None:
+    """Refuse a server older than the features the queries use (gen_random_uuid,
+    pg_current_snapshot, DROP DATABASE ... FORCE in the tests): PostgreSQL 13."""
+    if server_version < MIN_SERVER_VERSION:
+        major = server_version // 10000 if server_version >= 100000 else server_version / 10000
+        raise StorageUnavailable(
+            f"database {redact(url)}: PostgreSQL {major:g} is too old; LocalFlow needs 13 or newer"
+        )
+
+
 def _migrate(url: str, migrations: list[tuple[int, Path]], newest: int) -> int:
     with connect(url) as conn, conn.transaction():
+        check_server(url, conn.info.server_version)
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         conn.execute(_VERSION_TABLE)
         row = conn.execute("SELECT coalesce(max(version), 0) FROM localflow_schema").fetchone()

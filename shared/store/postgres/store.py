@@ -196,6 +196,7 @@ class PostgresStore:
         url = settings.db
         try:
             async with await psycopg.AsyncConnection.connect(url, connect_timeout=10) as conn:
+                schema.check_server(url, conn.info.server_version)
                 version = await _schema_version(conn)
         except psycopg.Error as exc:
             raise StorageUnavailable(explain(url, exc)) from None

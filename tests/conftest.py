@@ -16,6 +16,9 @@ from shared.settings import Settings
 from shared.store.sqlite import SQLiteStore, migrations
 from tests import procs
 
+# PostgreSQL fixtures (pg_server, pg_url): a throwaway cluster or LOCALFLOW_TEST_PG_URL.
+pytest_plugins = ["tests.pg"]
+
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:

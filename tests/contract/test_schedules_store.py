@@ -1,9 +1,8 @@
-"""Schedule operations (shared/schedules.py) on real SQLite files with a fake clock:
-validation, create/read/update/delete, run now, next fire times."""
+"""Schedule operations (shared/schedules.py) on every backend (tests/contract/conftest.py)
+with a fake clock: validation, create/read/update/delete, run now, next fire times."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 
 import msgspec
@@ -29,9 +28,8 @@ def schedules(queue: Queue) -> Schedules:
     return Schedules(queue)
 
 
-def count_rows(db_path, table: str) -> int:
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+def count_rows(rows, table: str) -> int:
+    return rows(f"SELECT count(*) FROM {table}")[0][0]
 
 
 async def test_seed_example_is_accepted_with_documented_defaults(schedules, clock):
@@ -67,7 +65,7 @@ async def test_seed_example_is_accepted_with_documented_defaults(schedules, cloc
     ],
 )
 async def test_invalid_schedule_names_the_field_and_writes_nothing(
-    schedules, db_path, changes, field, says
+    schedules, rows, changes, field, says
 ):
     # Built in Python, as the dashboard may: msgspec checks no constraints then, so the
     # service must catch everything itself.
@@ -77,7 +75,7 @@ async def test_invalid_schedule_names_the_field_and_writes_nothing(
     assert caught.value.field == field
     assert status_of(caught.value) == 422  # api/errors.py maps the domain error
     assert field in str(caught.value) and says in str(caught.value)
-    assert count_rows(db_path, "schedules") == 0
+    assert count_rows(rows, "schedules") == 0
 
 
 def test_unknown_fields_are_rejected():
@@ -175,7 +173,7 @@ async def test_run_now_makes_a_linked_task_even_when_paused(schedules, queue, cl
     assert again.id != task.id
 
 
-async def test_delete_keeps_the_schedules_tasks(schedules, queue, db_path):
+async def test_delete_keeps_the_schedules_tasks(schedules, queue, rows):
     s = await schedules.create(body())
     task = await schedules.run_now(s.id)
     other, _ = await queue.enqueue(TaskCreate(type="shell", payload={"command": "true"}))
@@ -185,7 +183,7 @@ async def test_delete_keeps_the_schedules_tasks(schedules, queue, db_path):
     kept = await queue.get(task.id)
     assert kept.schedule_id == s.id  # kept, pointing at the deleted schedule's id
     assert (await queue.get(other.id)).schedule_id is None
-    assert count_rows(db_path, "tasks") == 2
+    assert count_rows(rows, "tasks") == 2
 
 
 async def test_list_shows_last_task_status_and_is_sorted_by_name(schedules, queue):

@@ -1,12 +1,10 @@
-"""The scheduler (worker/scheduler.py) on real SQLite files with a fake clock: firing on
-time, exactly once with several schedulers and across restarts, clock jumps both ways, the
-missed-run and overlap policies, daylight saving, pause, edit and delete."""
+"""The scheduler (worker/scheduler.py) on every backend (tests/contract/conftest.py) with a
+fake clock: firing on time, exactly once with several schedulers and across restarts, clock
+jumps both ways, the missed-run and overlap policies, daylight saving, pause, edit, delete."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import msgspec
@@ -17,7 +15,6 @@ from shared.queue import Queue
 from shared.schedule_schemas import ScheduleCreate, ScheduleUpdate
 from shared.schedules import Schedules
 from shared.settings import Settings
-from shared.store.sqlite import SQLiteStore
 from worker.scheduler import Scheduler
 
 START = 1_800_000_000.0  # the FakeClock's start: Friday 2027-01-15 08:00:00 UTC
@@ -33,13 +30,11 @@ def at(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def fired_tasks(db_path) -> list[tuple[str, float]]:
+def fired_tasks(rows) -> list[tuple[str, float]]:
     """(schedule_id, fire_time) of every task a cron fire made."""
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute(
-            "SELECT schedule_id, fire_time FROM tasks WHERE fire_time IS NOT NULL "
-            "ORDER BY fire_time"
-        ).fetchall()
+    return rows(
+        "SELECT schedule_id, fire_time FROM tasks WHERE fire_time IS NOT NULL ORDER BY fire_time"
+    )
 
 
 @pytest.fixture
@@ -53,11 +48,9 @@ def scheduler(schedules: Schedules, settings: Settings, clock: FakeClock) -> Sch
 
 
 @pytest.fixture
-async def second(db_path, clock, settings) -> AsyncIterator[Scheduler]:
-    """Another scheduler with its own connections to the same file: another process."""
-    db = await SQLiteStore.open(str(db_path), synchronous="NORMAL")
-    yield Scheduler(Schedules(Queue(db, clock, settings)), settings, clock)
-    await db.close()
+async def second(another_store, clock, settings) -> Scheduler:
+    """Another scheduler with its own connections to the same database: another process."""
+    return Scheduler(Schedules(Queue(await another_store(), clock, settings)), settings, clock)
 
 
 async def test_fires_when_due_links_the_task_and_moves_on(schedules, scheduler, clock, queue):
@@ -93,7 +86,7 @@ async def test_sleeps_until_the_next_fire_bounded_by_the_interval(schedules, sch
 
 
 async def test_two_schedulers_racing_fire_each_time_once(
-    schedules, scheduler, second, clock, db_path
+    schedules, scheduler, second, clock, rows
 ):
     ids = [(await schedules.create(body(name=f"s{i}", cron_expr="* * * * *"))).id
            for i in range(5)]
@@ -101,30 +94,27 @@ async def test_two_schedulers_racing_fire_each_time_once(
         clock.set(START + 60 * minute)
         a, b = await asyncio.gather(scheduler.run_once(), second.run_once())
         assert len(a) + len(b) == 5
-    rows = fired_tasks(db_path)
-    assert len(rows) == len(set(rows)) == 5 * 20
-    assert {sid for sid, _ in rows} == set(ids)
+    fired = fired_tasks(rows)
+    assert len(fired) == len(set(fired)) == 5 * 20
+    assert {sid for sid, _ in fired} == set(ids)
 
 
-async def test_a_restarted_scheduler_does_not_fire_again(schedules, scheduler, clock, db_path,
-                                                         settings):
+async def test_a_restarted_scheduler_does_not_fire_again(schedules, scheduler, clock, rows,
+                                                         settings, another_store):
     await schedules.create(body())
     clock.set(START + 300)
     assert len(await scheduler.run_once()) == 1
     # "Restart": a new process with new connections and no memory, at the same instant.
-    db = await SQLiteStore.open(str(db_path), synchronous="NORMAL")
-    try:
-        fresh = Scheduler(Schedules(Queue(db, clock, settings)), settings, clock)
-        assert await fresh.run_once() == []
-        clock.set(START + 600)
-        assert [f.outcome for f in await fresh.run_once()] == ["fired"]
-    finally:
-        await db.close()
-    assert [t for _, t in fired_tasks(db_path)] == [START + 300, START + 600]
+    db = await another_store()
+    fresh = Scheduler(Schedules(Queue(db, clock, settings)), settings, clock)
+    assert await fresh.run_once() == []
+    clock.set(START + 600)
+    assert [f.outcome for f in await fresh.run_once()] == ["fired"]
+    assert [t for _, t in fired_tasks(rows)] == [START + 300, START + 600]
 
 
 async def test_clock_back_never_fires_a_time_twice_and_then_follows_the_clock(
-    schedules, scheduler, clock, db_path
+    schedules, scheduler, clock, rows
 ):
     s = await schedules.create(body())
     for k in (1, 2, 3):  # 08:05, 08:10, 08:15
@@ -139,13 +129,13 @@ async def test_clock_back_never_fires_a_time_twice_and_then_follows_the_clock(
         clock.set(START + 300 * k)
         outcomes += [f.outcome for f in await scheduler.run_once()]
     assert outcomes == ["already fired", "already fired", "already fired", "fired"]
-    times = [t for _, t in fired_tasks(db_path)]
+    times = [t for _, t in fired_tasks(rows)]
     assert times == [START + 300 * k for k in (1, 2, 3, 4)]
     assert (await schedules.get(s.id)).last_skip_reason == "already fired"
 
 
 async def test_clock_back_seen_by_a_scheduler_that_restarts(schedules, scheduler, second, clock,
-                                                            db_path):
+                                                            rows):
     await schedules.create(body())
     clock.set(START + 600)
     await scheduler.run_once()  # fires 08:10; the next would be 08:15
@@ -154,44 +144,44 @@ async def test_clock_back_seen_by_a_scheduler_that_restarts(schedules, scheduler
     await second.run_once()
     clock.set(START + 300)
     assert [f.outcome for f in await second.run_once()] == ["fired"]  # 08:05 never fired
-    assert [t for _, t in fired_tasks(db_path)] == [START + 300, START + 600]
+    assert [t for _, t in fired_tasks(rows)] == [START + 300, START + 600]
 
 
 @pytest.mark.parametrize(("missed", "expected"), [("skip", "missed"), ("run_once", "fired")])
 async def test_clock_forward_runs_at_most_the_latest_fire(
-    schedules, scheduler, clock, db_path, missed, expected
+    schedules, scheduler, clock, rows, missed, expected
 ):
     s = await schedules.create(body(missed=missed))
     clock.set(START + 3 * 3600 + 7 * 60)  # 11:07: 08:05 .. 11:05 all passed
     fires = await scheduler.run_once()
     assert [(f.outcome, f.fire_time) for f in fires] == [(expected, START + 3 * 3600 + 300)]
-    assert len(fired_tasks(db_path)) == (1 if missed == "run_once" else 0)
+    assert len(fired_tasks(rows)) == (1 if missed == "run_once" else 0)
     after = await schedules.get(s.id)
     assert after.next_fire_at == datetime.fromtimestamp(START + 3 * 3600 + 600, UTC)
     assert after.last_skip_reason == "missed"  # 08:05 .. 11:00 were skipped either way
 
 
-async def test_a_fire_a_little_late_is_not_missed(schedules, scheduler, clock, db_path):
+async def test_a_fire_a_little_late_is_not_missed(schedules, scheduler, clock, rows):
     await schedules.create(body(missed="skip"))
     clock.set(START + 300 + 45)  # 45 s late: within the grace of a minute
     assert [f.outcome for f in await scheduler.run_once()] == ["fired"]
 
 
 @pytest.mark.parametrize(("missed", "tasks"), [("skip", 0), ("run_once", 1)])
-async def test_downtime_over_a_daily_fire(schedules, scheduler, clock, db_path, missed, tasks):
+async def test_downtime_over_a_daily_fire(schedules, scheduler, clock, rows, missed, tasks):
     """Machine off from 01:00 to 08:00 over a 02:00 daily job."""
     clock.set(at("2027-01-15T01:00:00+00:00"))
     s = await schedules.create(body(cron_expr="0 2 * * *", missed=missed))
     clock.set(at("2027-01-15T08:00:00+00:00"))
     await scheduler.run_once()
-    rows = fired_tasks(db_path)
-    assert len(rows) == tasks
+    fired = fired_tasks(rows)
+    assert len(fired) == tasks
     if tasks:
-        assert rows[0][1] == at("2027-01-15T02:00:00+00:00")  # made for the missed fire
+        assert fired[0][1] == at("2027-01-15T02:00:00+00:00")  # made for the missed fire
     after = await schedules.get(s.id)
     assert after.next_fire_at == datetime(2027, 1, 16, 2, 0, tzinfo=UTC)
     await scheduler.run_once()
-    assert len(fired_tasks(db_path)) == tasks  # and only once
+    assert len(fired_tasks(rows)) == tasks  # and only once
 
 
 async def test_overlap_skip_waits_for_the_previous_task(schedules, scheduler, clock, queue):
@@ -217,7 +207,7 @@ async def test_overlap_skip_waits_for_the_previous_task(schedules, scheduler, cl
 
 
 async def test_pause_stops_firing_and_resume_does_not_replay(schedules, scheduler, clock,
-                                                             db_path):
+                                                             rows):
     s = await schedules.create(body(missed="run_once"))
     await schedules.update(s.id, ScheduleUpdate(enabled=False))
     clock.set(START + 3600)
@@ -225,7 +215,7 @@ async def test_pause_stops_firing_and_resume_does_not_replay(schedules, schedule
     await schedules.update(s.id, ScheduleUpdate(enabled=True))
     clock.set(START + 3600 + 300)
     assert [f.fire_time for f in await scheduler.run_once()] == [START + 3600 + 300]
-    assert len(fired_tasks(db_path)) == 1
+    assert len(fired_tasks(rows)) == 1
 
 
 async def test_edit_takes_effect_at_the_next_pass(schedules, scheduler, clock, queue):
@@ -237,7 +227,7 @@ async def test_edit_takes_effect_at_the_next_pass(schedules, scheduler, clock, q
     assert (await queue.get(fire.task_id)).payload["args"] == ["v2"]
 
 
-async def test_delete_stops_firing_and_keeps_tasks(schedules, scheduler, clock, queue, db_path):
+async def test_delete_stops_firing_and_keeps_tasks(schedules, scheduler, clock, queue, rows):
     s = await schedules.create(body())
     clock.set(START + 300)
     [fire] = await scheduler.run_once()
@@ -245,10 +235,10 @@ async def test_delete_stops_firing_and_keeps_tasks(schedules, scheduler, clock, 
     clock.set(START + 600)
     assert await scheduler.run_once() == []
     assert (await queue.get(fire.task_id)).schedule_id == s.id
-    assert len(fired_tasks(db_path)) == 1
+    assert len(fired_tasks(rows)) == 1
 
 
-async def test_daylight_saving_days_in_berlin(schedules, scheduler, clock, db_path):
+async def test_daylight_saving_days_in_berlin(schedules, scheduler, clock, rows):
     """02:30 every day: once at 03:00 CEST on spring-forward day, once at the first 02:30 on
     fall-back day."""
     clock.set(at("2026-03-28T12:00:00+01:00"))
@@ -276,7 +266,7 @@ async def test_daylight_saving_days_in_berlin(schedules, scheduler, clock, db_pa
                                                                      tzinfo=UTC)
 
 
-async def test_run_loop_wakes_for_a_fire_and_stops(schedules, queue, clock, db_path, settings):
+async def test_run_loop_wakes_for_a_fire_and_stops(schedules, queue, clock, rows, settings):
     """The real loop: it fires once the (fake) clock reaches the fire, and ends on stop."""
     settings = msgspec.structs.replace(settings, schedule_interval=0.02)
     scheduler = Scheduler(schedules, settings, clock)
@@ -285,9 +275,9 @@ async def test_run_loop_wakes_for_a_fire_and_stops(schedules, queue, clock, db_p
     loop_task = asyncio.create_task(scheduler.run(stop))
     clock.set(START + 300)
     for _ in range(500):  # polls the database, bounded: at most a few seconds
-        if fired_tasks(db_path):
+        if fired_tasks(rows):
             break
         await asyncio.sleep(0.01)
     stop.set()
     await asyncio.wait_for(loop_task, 5)
-    assert [t for _, t in fired_tasks(db_path)] == [START + 300]
+    assert [t for _, t in fired_tasks(rows)] == [START + 300]

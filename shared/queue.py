@@ -12,9 +12,11 @@ import msgspec
 
 from shared.clock import Clock, SystemClock
 from shared.db import Database, fetchall
-from shared.ids import new_id
+from shared.ids import is_valid_id, new_id
 from shared.policy import Policy, PolicyError
 from shared.schemas import (
+    MAX_DELAY,
+    MAX_RUN_AT_PAST,
     STATUSES,
     TERMINAL,
     Attempt,
@@ -34,6 +36,10 @@ _CURSOR_START = "~"  # sorts after every ULID character
 
 class QueueError(Exception):
     status_code = 400
+
+    def __init__(self, message: str = "", field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field  # the request field at fault ("payload.env"), when there is one
 
 
 class NotFound(QueueError):
@@ -148,19 +154,26 @@ class Queue:
         try:
             payload = validate_payload(create.type, create.payload)
         except PayloadError as exc:
-            raise InvalidTask(str(exc)) from None
+            raise InvalidTask(str(exc), exc.field) from None
         try:
             self.policy.check(create.type, payload)
         except PolicyError as exc:
-            raise InvalidTask(str(exc)) from None
+            raise InvalidTask(str(exc), exc.field) from None
         encoded = msgspec.json.encode(create.payload)
         if len(encoded) > self.settings.max_payload_bytes:
             raise InvalidTask(
-                f"payload is {len(encoded)} bytes; the limit is {self.settings.max_payload_bytes}"
+                f"payload is {len(encoded)} bytes; the limit is {self.settings.max_payload_bytes}",
+                "payload",
             )
         now = self.clock.now()
         if create.run_at is not None:
             run_at = create.run_at.timestamp()
+            if not now - MAX_RUN_AT_PAST <= run_at <= now + MAX_DELAY:
+                raise InvalidTask(
+                    f"run_at: {create.run_at.isoformat()} is outside the accepted window, from "
+                    f"{MAX_RUN_AT_PAST // 86400} days ago to {MAX_DELAY // 86400} days from now",
+                    "run_at",
+                )
         else:
             run_at = now + (create.delay or 0.0)
         timeout = (
@@ -193,7 +206,10 @@ class Queue:
             try:
                 news.append(self.prepare(create))
             except InvalidTask as exc:
-                raise InvalidTask(f"tasks[{index}]: {exc}") from None
+                where = f"tasks[{index}]"
+                raise InvalidTask(
+                    f"{where}: {exc}", f"{where}.{exc.field}" if exc.field else where
+                ) from None
 
         def op(conn: sqlite3.Connection) -> list[tuple[Task, bool]]:
             return [self._insert(conn, new) for new in news]
@@ -505,7 +521,16 @@ class Queue:
     ) -> TaskPage:
         """Newest first; pass next_cursor back to get the following page."""
         if status is not None and status not in STATUSES:
-            raise InvalidTask(f"unknown status {status!r}: expected one of {', '.join(STATUSES)}")
+            raise InvalidTask(
+                f"unknown status {status!r}: expected one of {', '.join(STATUSES)}", "status"
+            )
+        if cursor and not is_valid_id(cursor):
+            # A cursor is a task id this API handed out; anything else would silently restart
+            # at the first page. (Empty, as a cleared form field sends it, is no cursor.)
+            raise InvalidTask(
+                f"cursor: {cursor!r} is not a cursor: pass back a next_cursor from a listing",
+                "cursor",
+            )
         params = {"status": status, "type": type, "cursor": cursor or _CURSOR_START,
                   "limit": limit + 1}
         if status and type:

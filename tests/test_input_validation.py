@@ -488,3 +488,25 @@ def test_a_schedule_saved_before_the_cron_rules_keeps_firing_as_it_did(server, a
     got = problem(api.put(f"/api/schedules/{created['id']}", json={"name": "renamed"}), 422)
     assert "cron_expr" in fields(got)
     assert api.delete(f"/api/schedules/{created['id']}").status_code == 204
+
+
+def test_large_bodies_get_the_same_checks(server, api, clean):
+    """Bodies above 64 KiB are checked off the event loop (api/body.py): the same answers."""
+    import msgspec
+
+    items = [msgspec.json.encode({**LATER, "payload": {"command": "echo", "args": ["x" * 100]}})
+             for _ in range(800)]
+    head = b'{"tasks": [' + b",".join(items)
+    assert len(head) > 64 * 1024
+    before = rows(server)
+    dup = head + b', {"type": "shell", "type": "shell", "payload": {"command": "echo"}}]}'
+    problem(api.post("/api/tasks/batch", content=dup, headers=JSON), 400, "duplicate")
+    lax = head + b', {"type": "shell", "payload": {"command": "echo"}, "priority": "1"}]}'
+    got = problem(api.post("/api/tasks/batch", content=lax, headers=JSON), 422)
+    assert fields(got) == ["tasks[800].priority"], got
+    deep = head + b", " + b"[" * 100 + b"]" * 100 + b"]}"
+    problem(api.post("/api/tasks/batch", content=deep, headers=JSON), 400, "nested")
+    assert rows(server) == before
+    r = api.post("/api/tasks/batch", content=head + b"]}", headers=JSON)
+    assert r.status_code == 201, r.text[:500]
+    assert len(r.json()["ids"]) == 800

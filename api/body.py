@@ -10,8 +10,10 @@ value of the right type and passes it through.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
+import msgspec.inspect
 from litestar import Request
 from litestar.exceptions import ClientException, ValidationException
 from litestar.types import Empty
@@ -31,6 +33,16 @@ class JsonBodyRequest(Request):
         return self._json
 
 
+@functools.lru_cache(maxsize=256)
+def _readable(annotation: Any) -> Any:
+    """The handler's type if msgspec can convert into it, else Any (Litestar converts then)."""
+    try:
+        info = msgspec.inspect.type_info(annotation)
+    except (TypeError, ValueError):
+        return Any
+    return Any if isinstance(info, msgspec.inspect.CustomType) else annotation
+
+
 # Checking a body costs about a tenth of a second per MiB (its nesting and repeated keys are
 # read in Python); above this size it is done off the event loop, which keeps answering others.
 INLINE_BYTES = 64 * 1024
@@ -38,7 +50,7 @@ INLINE_BYTES = 64 * 1024
 
 async def _decoded(body: bytes, request: Request) -> Any:
     data = request.route_handler.parsed_data_field
-    into = data.annotation if data is not None else Any
+    into = _readable(data.annotation) if data is not None else Any
     try:
         if len(body) <= INLINE_BYTES:
             return decode(body, into)

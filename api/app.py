@@ -12,7 +12,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CollectorRegistry
 
 from api.auth import BEARER_SCHEME_NAME, BearerAuth, cookie_session, open_operations
-from api.body import JsonBodyRequest
+from api.body import StrictBodyRequest
 from api.browser_guard import BrowserGuard
 from api.canonical_path import CanonicalPath
 from api.dashboard import dashboard_router, security, static_router, template_config
@@ -59,7 +59,7 @@ def create_app(
         logging_config=None,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY_BYTES,
-        request_class=JsonBodyRequest,  # strict, bounded JSON bodies (api/body.py)
+        request_class=StrictBodyRequest,  # strict, bounded bodies (api/body.py)
         openapi_config=OpenAPIConfig(
             title="LocalFlow", version="0.1.0", path=OPENAPI_PATH,
             components=Components(security_schemes={BEARER_SCHEME_NAME: SecurityScheme(

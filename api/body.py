@@ -1,10 +1,12 @@
 """Request bodies: every JSON body is read by shared/json_input.py, strictly, into the type the
-handler declares (`data: TaskCreate`), before Litestar sees it.
+handler declares (`data: TaskCreate`), before Litestar sees it; a form that is not text is a 400.
 
 Litestar's own path decodes first and converts afterwards with coercion on (so `"priority": "1"`
 became 1), and lets a decoder's UnicodeDecodeError or RecursionError escape as a 500. Here the
 handler's `data` arrives already converted, and Litestar's later, laxer conversion is handed a
-value of the right type and passes it through.
+value of the right type and passes it through. Litestar's multipart reader, likewise, let a
+field that is not UTF-8 (or names a charset Python does not know) escape as a 500; forms are read
+first by the CSRF check, for every dashboard POST.
 """
 
 from __future__ import annotations
@@ -15,14 +17,23 @@ from typing import Any
 
 import msgspec.inspect
 from litestar import Request
+from litestar.datastructures import FormMultiDict
 from litestar.exceptions import ClientException, ValidationException
 from litestar.types import Empty
 
 from shared.json_input import BodyError, decode
 
 
-class JsonBodyRequest(Request):
+class StrictBodyRequest(Request):
     __slots__ = ()
+
+    async def form(self) -> FormMultiDict:
+        try:
+            return await super().form()
+        except (UnicodeDecodeError, LookupError):
+            raise ClientException(
+                detail="a form field is not text in its charset (UTF-8 unless it names another)"
+            ) from None
 
     async def json(self) -> Any:
         if self._json is Empty:

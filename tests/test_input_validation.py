@@ -510,3 +510,21 @@ def test_large_bodies_get_the_same_checks(server, api, clean):
     r = api.post("/api/tasks/batch", content=head + b"]}", headers=JSON)
     assert r.status_code == 201, r.text[:500]
     assert len(r.json()["ids"]) == 800
+
+
+@pytest.mark.parametrize("part", [
+    b'Content-Disposition: form-data; name="command"\r\n\r\n\xff\xfe',
+    b'Content-Disposition: form-data; name="command"\r\nContent-Type: text/plain; '
+    b"charset=no-such-charset\r\n\r\necho",
+], ids=["not-utf8", "unknown-charset"])
+def test_a_form_that_is_not_text_is_a_400(server, clean, part):
+    """Forms are read (by the CSRF check) on every dashboard POST: a field that cannot be
+    decoded is the client's error, not a 500."""
+    before = rows(server)
+    body = b"--x\r\n" + part + b"\r\n--x--\r\n"
+    answer = raw_exchange(server, raw_request(
+        "POST", "/dashboard/submit", body,
+        headers={"Content-Type": "multipart/form-data; boundary=x"}))
+    assert status_of(answer) == 400, answer[:400]
+    assert b"form field" in answer
+    assert rows(server) == before

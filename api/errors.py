@@ -221,6 +221,10 @@ def _http(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:
     # Litestar's own routing errors say only "Not Found"; say what was not found.
     if isinstance(exc, NotFoundException) and detail == "Not Found":
         detail = f"no route {request.url.path}; the API is described at /schema"
+    elif exc.status_code == 413:
+        limit = getattr(request.app, "request_max_body_size", None)
+        detail = (f"the request body is larger than the limit of {limit} bytes"
+                  if limit else "the request body is larger than the limit")
     elif isinstance(exc, MethodNotAllowedException):
         allowed = (exc.headers or {}).get("allow", "")
         detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"

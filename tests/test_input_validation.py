@@ -153,7 +153,10 @@ def test_a_body_over_the_limit_is_413_on_every_json_route(server, api, schedule_
     before = rows(server)
     for method, path in (("POST", "/api/tasks"), ("POST", "/api/tasks/batch"),
                          ("POST", "/api/schedules"), ("PUT", f"/api/schedules/{schedule_id}")):
-        problem(api.request(method, path, content=huge, headers=JSON), 413)
+        problem(api.request(method, path, content=huge, headers=JSON), 413, "limit")
+    # The same without a Content-Length: chunks are counted as they arrive.
+    chunks = (huge[i:i + 65536] for i in range(0, len(huge), 65536))
+    problem(api.post("/api/tasks", content=chunks, headers=JSON), 413, "limit")
     assert rows(server) == before
 
 

@@ -12,7 +12,9 @@ from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CollectorRegistry
 
 from api.auth import BEARER_SCHEME_NAME, BearerAuth, cookie_session, open_operations
+from api.body import StrictBodyRequest
 from api.browser_guard import BrowserGuard
+from api.canonical_path import CanonicalPath
 from api.dashboard import dashboard_router, security, static_router, template_config
 from api.debug import DebugController, start_tracing
 from api.deps import provide_queue
@@ -57,6 +59,7 @@ def create_app(
         logging_config=None,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY_BYTES,
+        request_class=StrictBodyRequest,  # strict, bounded bodies (api/body.py)
         openapi_config=OpenAPIConfig(
             title="LocalFlow", version="0.1.0", path=OPENAPI_PATH,
             components=Components(security_schemes={BEARER_SCHEME_NAME: SecurityScheme(
@@ -75,8 +78,10 @@ def create_app(
     document_errors(app.openapi_schema, open_operations(app, OPENAPI_PATH), BEARER_SCHEME_NAME)
     # Outside routing and error handling, so 404s, 405s and errors are counted and carry a
     # request id too (api/observe.py).
-    # Inside it, before everything else: what a web page may not do (api/browser_guard.py).
+    # Inside it, before everything else: one spelling of the path (api/canonical_path.py), then
+    # what a web page may not do (api/browser_guard.py).
     app.asgi_handler = ObserveRequests(
-        BrowserGuard(app.asgi_handler, settings), metrics, access_log=settings.access_log
+        CanonicalPath(BrowserGuard(app.asgi_handler, settings)), metrics,
+        access_log=settings.access_log,
     )
     return app

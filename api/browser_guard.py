@@ -61,7 +61,7 @@ class BrowserGuard:
         if refusal is None:
             await self.app(scope, receive, send)
         else:
-            await _problem(send, *refusal)
+            await send_problem(send, *refusal)
 
     def refusal(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str] | None:
         host = headers.get("host", "")
@@ -75,8 +75,10 @@ class BrowserGuard:
         if _cross_site(headers, host):
             return 403, "cross-site request refused: a page of another site may not change "\
                 "anything here"
+        # `path` is canonical (api/canonical_path.py runs first): no other spelling reaches /api.
+        to_api = path == "/api" or path.startswith("/api/")
         if (
-            path.startswith("/api/") and method in _BODY_METHODS and _has_body(headers)
+            to_api and method in _BODY_METHODS and _has_body(headers)
             and not is_json(headers.get("content-type", ""))
         ):
             return 415, "send the request body as JSON, with Content-Type: application/json"
@@ -100,8 +102,9 @@ def _has_body(headers: dict[str, str]) -> bool:
     return (length not in ("", "0")) or "transfer-encoding" in headers
 
 
-async def _problem(send: Send, status: int, detail: str) -> None:
-    titles = {403: "Forbidden", 415: "Unsupported Media Type"}
+async def send_problem(send: Send, status: int, detail: str) -> None:
+    """A problem+json answer sent before Litestar (and its error handlers) is reached."""
+    titles = {400: "Bad Request", 403: "Forbidden", 415: "Unsupported Media Type"}
     body = msgspec.json.encode(
         {"type": "about:blank", "title": titles[status], "status": status, "detail": detail}
     )

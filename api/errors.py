@@ -71,7 +71,7 @@ _WHEN = {
     409: "Conflicts with the resource's current state",
     413: "Request body larger than the limit",
     415: "The body is not JSON (send Content-Type: application/json)",
-    422: "The body is well-formed JSON but not a valid request; `detail` names the field",
+    422: "Well-formed, but a value is not valid; `detail` and `errors[].field` name it",
     429: "Too many wrong tokens from this address; retry after Retry-After seconds",
     500: "Unexpected error; the details are in the server log only",
     503: "The database stayed locked or cannot be reached; retry after Retry-After seconds",
@@ -173,6 +173,8 @@ def problem(
 
 def _validation(request: Request, exc: ValidationException) -> Response[dict[str, Any]]:
     extra = exc.extra if isinstance(exc.extra, list) else []
+    if _body_missing(request, extra):
+        return problem(400, "the request body is empty: send a JSON object")
     errors = [
         {"field": _field(e.get("key"), e.get("source"), request), "message": e.get("message", "")}
         for e in extra
@@ -184,6 +186,16 @@ def _validation(request: Request, exc: ValidationException) -> Response[dict[str
                       for e in errors)
     status = HTTP_422_UNPROCESSABLE_ENTITY if _from_body(extra) else 400
     return problem(status, f"invalid request: {where}", errors)
+
+
+def _body_missing(request: Request, extra: list[Any]) -> bool:
+    """Litestar's way of saying a handler's `data` got no body at all: a KeyError on "data"."""
+    return (
+        any(isinstance(e, dict) and e.get("key") == "data" and e.get("message") == "'data'"
+            for e in extra)
+        and request.headers.get("content-length", "0").strip() == "0"
+        and "transfer-encoding" not in request.headers
+    )
 
 
 def _from_body(extra: list[Any]) -> bool:
@@ -216,6 +228,10 @@ def _http(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:
     # Litestar's own routing errors say only "Not Found"; say what was not found.
     if isinstance(exc, NotFoundException) and detail == "Not Found":
         detail = f"no route {request.url.path}; the API is described at /schema"
+    elif exc.status_code == 413:
+        limit = getattr(request.app, "request_max_body_size", None)
+        detail = (f"the request body is larger than the limit of {limit} bytes"
+                  if limit else "the request body is larger than the limit")
     elif isinstance(exc, MethodNotAllowedException):
         allowed = (exc.headers or {}).get("allow", "")
         detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
@@ -233,7 +249,11 @@ def status_of(exc: QueueError) -> int:
 
 
 def _queue(request: Request, exc: QueueError) -> Response[dict[str, Any]]:
-    return problem(status_of(exc), str(exc))
+    # A refusal that is about one field names it in errors[], like a body that failed the
+    # schema's checks, so a client (or a form) can put the message beside that field.
+    field = getattr(exc, "field", None)
+    errors = [{"field": field, "message": str(exc)}] if field else None
+    return problem(status_of(exc), str(exc), errors)
 
 
 def _storage(request: Request, exc: StorageError) -> Response[dict[str, Any]]:

@@ -40,7 +40,8 @@ def _with_header_key(data: TaskCreate, header_key: str | None) -> TaskCreate:
     if data.idempotency_key is not None and data.idempotency_key != header_key:
         raise InvalidTask(
             "idempotency_key: the Idempotency-Key header and the body field idempotency_key "
-            "differ; send one of them, or the same value in both"
+            "differ; send one of them, or the same value in both",
+            "idempotency_key",
         )
     return msgspec.structs.replace(data, idempotency_key=header_key)
 
@@ -80,13 +81,20 @@ class TaskController(Controller):
         tasks = [task for task, _ in results]
         return TaskBatchResult(ids=[t.id for t in tasks], tasks=tasks)
 
-    @get("/", summary="List tasks, newest first")
+    @get(
+        "/",
+        summary="List tasks, newest first",
+        description="422 for a `cursor` that is not a `next_cursor` this API handed out.",
+        responses=problem_responses(422),
+    )
     async def list_tasks(
         self,
         queue: QueueDep,
         status: Annotated[Status | None, QueryParameter()] = None,
         task_type: Annotated[str | None, QueryParameter(name="type", max_length=64)] = None,
-        cursor: Annotated[str | None, Parameter(max_length=26)] = None,
+        cursor: Annotated[str | None, Parameter(
+            max_length=26, description="next_cursor of the previous page"
+        )] = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
     ) -> TaskPage:
         return await queue.list(status=status, type=task_type, cursor=cursor, limit=limit)

@@ -42,6 +42,19 @@ _MACROS = {
 # processes unless every process is handed the same seed, which would break exactly-once.
 _NONDETERMINISTIC = re.compile(r"(?<![A-Za-z])[HhRr](?![A-Za-z])")
 _FIELDS = ("minute", "hour", "day of month", "month", "day of week")
+# Per field: the lowest and highest value, and how many distinct values it has (day of week
+# takes 0-7 with 0 and 7 both Sunday). A step goes from 1 up to that count.
+_BOUNDS = ((0, 59, 60), (0, 23, 24), (1, 31, 31), (1, 12, 12), (0, 7, 7))
+_NAMES = (
+    {}, {}, {},
+    {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep",
+                                 "oct", "nov", "dec"), 1)},
+    {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))},
+)
+# One item of a comma list: `*`, `5`, `1-5`, `MON-FRI`, each with an optional `/step`. Items
+# using croniter's extensions (L, W, #, ?) do not match, and croniter alone judges them.
+_ITEM = re.compile(r"(?P<base>\*|(?P<low>[0-9]+|[A-Za-z]{3})(?:-(?P<high>[0-9]+|[A-Za-z]{3}))?)"
+                   r"(?:/(?P<step>[0-9]+))?")
 
 
 class CronError(ValueError):
@@ -168,14 +181,59 @@ def parse(expr: str, timezone: str = "UTC") -> Cron:
     return cron
 
 
+def validate(expr: str, timezone: str = "UTC") -> Cron:
+    """parse(), plus the rules for an expression being saved now (see _check_items).
+
+    Kept apart from parse() on purpose: a schedule saved before these rules (`0 23-1 * * *`,
+    which croniter reads as wrapping around midnight) keeps firing as it always did; the rules
+    apply when it is created, edited or previewed.
+    """
+    cron = parse(expr, timezone)
+    for index, part in enumerate(cron.fields.split(" ")):
+        _check_items(index, part)
+    return cron
+
+
+def _check_items(index: int, part: str) -> None:
+    """What croniter lets through but classic cron refuses: ranges that run backwards (croniter
+    wraps `23-1` around midnight; cron says "bad hour") and steps longer than the field, which
+    can only ever match the first value (`*/1000` is `0`) and are surely a mistake."""
+    name = _FIELDS[index]
+    low_bound, high_bound, count = _BOUNDS[index]
+    for item in part.split(","):
+        m = _ITEM.fullmatch(item)
+        if m is None:
+            continue
+        if m["high"] is not None:
+            low, high = _value(index, m["low"]), _value(index, m["high"])
+            if low is not None and high is not None and low > high:
+                raise CronError(
+                    "cron_expr", f"{name} field {part!r}: the range {m['base']} runs backwards; "
+                    f"a range goes from low to high; to wrap around, give two: "
+                    f"{low}-{high_bound},{low_bound}-{high}"
+                )
+        if m["step"] is not None and not 1 <= int(m["step"]) <= count:
+            raise CronError(
+                "cron_expr", f"{name} field {part!r}: the step /{m['step']} must be from 1 to "
+                f"{count}"
+            )
+
+
+def _value(index: int, text: str) -> int | None:
+    if text.isdigit():
+        return int(text)
+    return _NAMES[index].get(text.lower())  # an unknown name is croniter's to refuse
+
+
 def preview(expr: str, timezone: str = "UTC", after: float | None = None,
-            n: int = 5) -> list[datetime]:
+            n: int = 5, *, saved: bool = False) -> list[datetime]:
     """The next `n` fire times after `after` (default: now) as datetimes in the timezone.
 
-    For forms that show "this will run at ..." before anything is saved.
+    For forms that show "this will run at ..." before anything is saved (the rules for saving
+    apply), and, with `saved`, for a stored schedule (it is read as the scheduler reads it).
     """
     if not 1 <= n <= MAX_PREVIEW:
         raise CronError("n", f"must be between 1 and {MAX_PREVIEW}")
-    cron = parse(expr, timezone)
+    cron = parse(expr, timezone) if saved else validate(expr, timezone)
     start = time.time() if after is None else after
     return [datetime.fromtimestamp(ts, cron.tz) for ts in cron.next_after(start, n)]

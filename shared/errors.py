@@ -14,6 +14,10 @@ class LocalFlowError(Exception):
 class QueueError(LocalFlowError):
     """A request the queue refuses: the caller can fix it (bad input, wrong state, unknown id)."""
 
+    def __init__(self, message: str = "", field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field  # the request field at fault ("payload.env"), when there is one
+
 
 class NotFound(QueueError):
     """No task (or schedule) with that id."""

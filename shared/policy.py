@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+import httpx
 
 from shared.settings import Settings
 
@@ -51,7 +54,18 @@ _ENV_DENIED_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "PYTHON")
 
 
 class PolicyError(ValueError):
-    """A task the policy does not allow; the message names the field and the setting."""
+    """A task the policy does not allow; the message names the field and the setting.
+
+    Messages start with the field ("payload.url: ..."), which is also kept as `field`.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        head, colon, _ = message.partition(": ")
+        self.field = head if colon and _FIELD_NAME.fullmatch(head) else None
+
+
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 
 def parse_address(text: str) -> IPAddress | None:
@@ -190,6 +204,13 @@ class HttpPolicy:
             raise PolicyError(f"{field}: the URL's port is not valid: {url!r}") from None
         if parts.username is not None or parts.password is not None:
             raise PolicyError(f"{field}: credentials in the URL are not allowed; use headers")
+        spelling = host_spelling_problem(parts.hostname)
+        if spelling:
+            raise PolicyError(f"{field}: {spelling}")
+        try:
+            httpx.URL(url)  # what the worker will parse; refuse here what it would refuse there
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise PolicyError(f"{field}: not a URL the worker can call: {exc}") from None
         host = normalize_host(parts.hostname)
         ip = parse_address(host)
         if ip is not None:
@@ -224,6 +245,43 @@ class HttpPolicy:
                 "in LOCALFLOW_HTTP_ALLOW_HOSTS"
             )
         return None
+
+
+_LAST_LABEL_NUMBER = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
+
+
+def host_spelling_problem(host: str) -> str | None:
+    """Why `host` (a URL's host, brackets removed) is spelled ambiguously, or None.
+
+    `0177.0.0.1`, `0x7f.1`, `127.1` and `2130706433` all mean 127.0.0.1 to the C resolver
+    (inet_aton) and to browsers, but are a host *name* or an error to others: the worker's
+    HTTP library refuses some and would look others up in DNS. A host whose last label is a
+    number is therefore an IPv4 address, and must be written the one unambiguous way: four
+    decimal numbers without leading zeros. (The URL standard's "ends in a number" rule.)
+    """
+    if ":" in host:  # an IPv6 literal
+        return None if parse_address(host) is not None else f"{host!r} is not an IPv6 address"
+    labels = host.split(".")
+    if labels[-1] == "" and len(labels) > 1:
+        labels = labels[:-1]  # one trailing dot: the root
+        if _LAST_LABEL_NUMBER.fullmatch(labels[-1]):
+            return f"write the address {host!r} without the trailing dot"
+    if _LAST_LABEL_NUMBER.fullmatch(labels[-1]):
+        dotted = ".".join(labels)
+        try:
+            ipaddress.IPv4Address(dotted)
+        except ValueError:
+            return (f"{host!r} is not an IPv4 address written the one unambiguous way: four "
+                    "decimal numbers from 0 to 255 without leading zeros, e.g. 127.0.0.1 "
+                    "(octal, hex, short and integer forms are read differently by different "
+                    "programs)")
+        return None
+    if any(not label for label in labels):
+        return f"the host {host!r} has an empty label"
+    for ch in host:
+        if not (ch.isalnum() or ch in "-_."):
+            return f"the host {host!r} has a character {ch!r} that no host name has"
+    return None
 
 
 # -- both ----------------------------------------------------------------------------------

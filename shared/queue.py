@@ -15,9 +15,11 @@ import msgspec
 
 from shared.clock import Clock, SystemClock
 from shared.errors import Conflict, IdempotencyConflict, InvalidTask, NotFound, QueueError
-from shared.ids import new_id
+from shared.ids import is_valid_id, new_id
 from shared.policy import Policy, PolicyError
 from shared.schemas import (
+    MAX_DELAY,
+    MAX_RUN_AT_PAST,
     STATUSES,
     TERMINAL,
     Attempt,
@@ -68,19 +70,26 @@ class Queue:
         try:
             payload = validate_payload(create.type, create.payload)
         except PayloadError as exc:
-            raise InvalidTask(str(exc)) from None
+            raise InvalidTask(str(exc), exc.field) from None
         try:
             self.policy.check(create.type, payload)
         except PolicyError as exc:
-            raise InvalidTask(str(exc)) from None
+            raise InvalidTask(str(exc), exc.field) from None
         encoded = msgspec.json.encode(create.payload)
         if len(encoded) > self.settings.max_payload_bytes:
             raise InvalidTask(
-                f"payload is {len(encoded)} bytes; the limit is {self.settings.max_payload_bytes}"
+                f"payload is {len(encoded)} bytes; the limit is {self.settings.max_payload_bytes}",
+                "payload",
             )
         now = self.clock.now()
         if create.run_at is not None:
             run_at = create.run_at.timestamp()
+            if not now - MAX_RUN_AT_PAST <= run_at <= now + MAX_DELAY:
+                raise InvalidTask(
+                    f"run_at: {create.run_at.isoformat()} is outside the accepted window, from "
+                    f"{MAX_RUN_AT_PAST // 86400} days ago to {MAX_DELAY // 86400} days from now",
+                    "run_at",
+                )
         else:
             run_at = now + (create.delay or 0.0)
         timeout = (
@@ -114,7 +123,10 @@ class Queue:
             try:
                 news.append(self.prepare(create))
             except InvalidTask as exc:
-                raise InvalidTask(f"tasks[{index}]: {exc}") from None
+                where = f"tasks[{index}]"
+                raise InvalidTask(
+                    f"{where}: {exc}", f"{where}.{exc.field}" if exc.field else where
+                ) from None
         results = await self.store.insert_tasks(news, self.clock.now())
         self.on_runnable()
         return results
@@ -251,7 +263,16 @@ class Queue:
     ) -> TaskPage:
         """Newest first; pass next_cursor back to get the following page."""
         if status is not None and status not in STATUSES:
-            raise InvalidTask(f"unknown status {status!r}: expected one of {', '.join(STATUSES)}")
+            raise InvalidTask(
+                f"unknown status {status!r}: expected one of {', '.join(STATUSES)}", "status"
+            )
+        if cursor and not is_valid_id(cursor):
+            # A cursor is a task id this API handed out; anything else would silently restart
+            # at the first page. (Empty, as a cleared form field sends it, is no cursor.)
+            raise InvalidTask(
+                f"cursor: {cursor!r} is not a cursor: pass back a next_cursor from a listing",
+                "cursor",
+            )
         return await self.store.list_tasks(
             status=status, type=type, cursor=cursor, limit=limit  # type: ignore[arg-type]
         )

@@ -40,7 +40,7 @@ class ScheduleCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name
     cron_expr: CronExpr
     task_type: TaskType
-    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    payload: dict[str, Any]  # required: every task type needs one (shell: command; http: url)
     enabled: bool = True
     timezone: TimezoneName = "UTC"
     priority: Priority = 0

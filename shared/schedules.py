@@ -54,13 +54,14 @@ def missed_grace(settings: Settings) -> float:
 
 
 def preview(cron_expr: str, timezone: str = "UTC", n: int = 5,
-            after: float | None = None) -> list[datetime]:
-    """Next `n` fire times of an expression in a timezone, before anything is saved.
+            after: float | None = None, *, saved: bool = False) -> list[datetime]:
+    """Next `n` fire times of an expression in a timezone, before anything is saved (or, with
+    `saved`, of a stored schedule, read as the scheduler reads it: see cron.validate).
 
     Raises InvalidSchedule naming "cron_expr", "timezone" or "n".
     """
     try:
-        return cron.preview(cron_expr, timezone, after, n)
+        return cron.preview(cron_expr, timezone, after, n, saved=saved)
     except cron.CronError as exc:
         raise InvalidSchedule(exc.field, str(exc)) from None
 
@@ -153,7 +154,7 @@ class Schedules:
         if current.enabled and current.next_fire_at is not None:
             # From the stored next fire, so the first time shown is the one that will happen.
             start = min(start, current.next_fire_at.timestamp() - 0.001)
-        times = preview(current.cron_expr, current.timezone, n, start)
+        times = preview(current.cron_expr, current.timezone, n, start, saved=True)
         return FireTimes(schedule_id=schedule_id, cron_expr=current.cron_expr,
                          timezone=current.timezone, times=times)
 
@@ -222,7 +223,7 @@ class Schedules:
         except msgspec.ValidationError as exc:
             raise InvalidSchedule(_field_of(exc), str(exc)) from None
         try:
-            cron.parse(data.cron_expr, data.timezone)
+            cron.validate(data.cron_expr, data.timezone)  # the rules for saving, not firing
         except cron.CronError as exc:
             raise InvalidSchedule(exc.field, str(exc)) from None
         new = self._task_for(data.task_type, data.payload, data.priority, data.max_attempts,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
+
+from shared.json_input import describe
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -16,24 +19,33 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 Seconds = Annotated[float, Meta(gt=0, le=7 * 86400, description="seconds, > 0")]
 ShortText = Annotated[str, Meta(min_length=1, max_length=4096)]
 
+# How far ahead a task may be put: `delay` at most, and `run_at` at most this far from now.
+MAX_DELAY = 366 * 86400
+# How far back `run_at` may lie (a past run_at means "due now"). A year-1 run_at would sort
+# ahead of every task of its priority for ever; a month covers a client replaying its backlog.
+MAX_RUN_AT_PAST = 30 * 86400
+
 
 class TaskCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """POST /api/tasks. Only `type` and `payload` are required."""
 
     type: Annotated[str, Meta(min_length=1, max_length=64, description="shell or http")]
-    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    payload: dict[str, Any]
     priority: Annotated[int, Meta(ge=-1000, le=1000, description="higher runs first")] = 0
     max_attempts: Annotated[int, Meta(ge=1, le=100)] | None = None
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
-    run_at: datetime | None = None
-    delay: Annotated[float, Meta(ge=0, le=366 * 86400, description="seconds")] | None = None
+    run_at: Annotated[datetime, Meta(
+        description="when it may run, with a timezone; from 30 days ago to 366 days ahead"
+    )] | None = None
+    delay: Annotated[float, Meta(ge=0, le=MAX_DELAY, description="seconds")] | None = None
     timeout: Seconds | None = None
 
     def __post_init__(self) -> None:
+        # Each message starts with the field it is about: the error names that field.
         if self.run_at is not None and self.delay is not None:
-            raise ValueError("give either run_at or delay, not both")
+            raise ValueError("run_at: give either run_at or delay, not both")
         if self.run_at is not None and self.run_at.tzinfo is None:
-            raise ValueError("run_at needs a timezone, e.g. 2026-01-01T09:00:00Z")
+            raise ValueError("run_at: needs a timezone, e.g. 2026-01-01T09:00:00Z")
 
 
 class ShellPayload(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -47,11 +59,17 @@ class ShellPayload(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timeout: Seconds | None = None
 
     def __post_init__(self) -> None:
-        if "\x00" in self.command or any("\x00" in a for a in self.args):
-            raise ValueError("command and args must not contain NUL bytes")
-        for name in self.env:
+        # A C string ends at NUL: execve would silently run a shorter command or argument.
+        if "\x00" in self.command:
+            raise ValueError("command: must not contain a NUL byte")
+        for i, arg in enumerate(self.args):
+            if "\x00" in arg:
+                raise ValueError(f"args[{i}]: must not contain a NUL byte")
+        for name, value in self.env.items():
             if not name or "=" in name or "\x00" in name:
-                raise ValueError(f"invalid environment variable name {name!r}")
+                raise ValueError(f"env: invalid environment variable name {name!r}")
+            if "\x00" in value:
+                raise ValueError(f"env: the value of {name} must not contain a NUL byte")
 
 
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -70,38 +88,70 @@ class HttpPayload(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timeout: Seconds = 30.0
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
+        try:
+            parts = urlsplit(self.url)
+        except ValueError as exc:  # a bracketed host that is no IPv6 address, say
+            raise ValueError(f"url: not a valid URL: {exc}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"url must be an http:// or https:// URL with a host: {self.url!r}")
+            raise ValueError(
+                f"url: must be an http:// or https:// URL with a host: {self.url!r}"
+            )
+        for name, value in self.headers.items():
+            problem = header_problem(name, value)
+            if problem:
+                raise ValueError(f"headers: {problem}")
         if self.body is not None and self.json is not UNSET:
-            raise ValueError("give either body or json, not both")
+            raise ValueError("body: give either body or json, not both")
+
+
+# RFC 9110 5.1 and 5.5: a name is a token; a value is visible ASCII with inner spaces or tabs.
+# Exactly what the worker's HTTP library sends, so nothing accepted here fails there.
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"([\x21-\x7e]([ \t\x21-\x7e]*[\x21-\x7e])?)?")
+# Framing is the worker's: it sets these from the body it sends.
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why `name: value` cannot be sent as an HTTP header, or None."""
+    if not _TOKEN.fullmatch(name):
+        return (f"{name!r} is not a valid header name (ASCII letters, digits and "
+                "!#$%&'*+-.^_`|~ only)")
+    if name.lower() in _FRAMING_HEADERS:
+        return f"{name} is set by the worker from the body; leave it out"
+    if not _FIELD_VALUE.fullmatch(value):
+        return (f"the value of {name} must be printable ASCII without leading or trailing "
+                "spaces (no line breaks, NUL or non-ASCII characters)")
+    return None
 
 
 PAYLOAD_TYPES: dict[str, type[msgspec.Struct]] = {"shell": ShellPayload, "http": HttpPayload}
 
 
 class PayloadError(ValueError):
-    """A payload that does not fit its task type; the message names the field."""
+    """A payload that does not fit its task type; `field` names the culprit ("payload.env")."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def validate_payload(task_type: str, payload: Any) -> msgspec.Struct:
     schema = PAYLOAD_TYPES.get(task_type)
     if schema is None:
         known = ", ".join(sorted(PAYLOAD_TYPES))
-        raise PayloadError(f"unknown task type {task_type!r}: expected one of {known}")
+        raise PayloadError(f"unknown task type {task_type!r}: expected one of {known}", "type")
     if isinstance(payload, dict) and schema is HttpPayload and isinstance(
         payload.get("method"), str
     ):
         payload = {**payload, "method": payload["method"].upper()}
     try:
-        return msgspec.convert(payload, schema)
+        return msgspec.convert(payload, schema, strict=True)
     except msgspec.ValidationError as exc:
-        raise PayloadError(f"invalid {task_type} payload: {_at(exc, '$.payload')}") from None
-
-
-def _at(exc: msgspec.ValidationError, prefix: str) -> str:
-    # msgspec says "... - at `$.args[0]`"; name the field as the user wrote it.
-    return str(exc).replace("`$", f"`{prefix}")
+        field, message = describe(exc, "payload")
+        field = field or "payload"
+        raise PayloadError(f"invalid {task_type} payload: {message} - at `$.{field}`",
+                           field) from None
 
 
 class Task(msgspec.Struct, kw_only=True):

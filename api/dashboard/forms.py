@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Self
 
 import msgspec
 
+from shared import json_input
 from shared.schedule_schemas import Schedule, ScheduleCreate, ScheduleUpdate
 from shared.schemas import Task, TaskCreate
 
@@ -123,9 +124,11 @@ class SubmitForm:
         if body.strip():
             if self.get("body_is_json"):
                 try:
-                    payload["json"] = msgspec.json.decode(body)
-                except msgspec.DecodeError as exc:
-                    raise FormError("body", f"not valid JSON: {exc}") from None
+                    # The API's own reader: the same limits (nesting, repeated keys) apply.
+                    payload["json"] = json_input.decode(body.encode("utf-8", "surrogatepass"))
+                except json_input.BodyError as exc:
+                    reason = str(exc).removeprefix("the body is not valid JSON: ")
+                    raise FormError("body", f"not valid JSON: {reason}") from None
             else:
                 payload["body"] = body
         return payload

@@ -1,0 +1,147 @@
+"""Reading a JSON document a client sent: strictly, within bounds, with errors a person can act on.
+
+What is refused, and why (docs/security.md, "Inputs"):
+
+- bytes that are not UTF-8 (RFC 8259 8.1): 400;
+- anything that is not one JSON text (truncated, NaN, Infinity, trailing garbage): 400;
+- numbers beyond what a field can hold: 400 (msgspec) or 422 (out of the field's range);
+- nesting deeper than MAX_DEPTH: 400. Nothing LocalFlow takes is deeper than a few levels, and
+  every later step (validation, storage, the dashboard's rendering) would otherwise have to be
+  safe against unbounded recursion;
+- a key repeated in one object: 400. Parsers disagree on which copy wins, so a body that one
+  reader (a proxy, a log) sees as `"type": "shell"` must not run as something else here;
+- values of the wrong kind: 422 naming the field. No coercion: `"priority": "1"` is a string,
+  not a number, and `true` is not 1 (msgspec's strict mode).
+
+A `field` is named as a person writes it: `priority`, `payload.env`, `tasks[3].priority`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import msgspec
+
+MAX_DEPTH = 64  # objects and arrays inside one another, the outermost counting as 1
+
+_ANY = msgspec.json.Decoder()
+
+
+class BodyError(ValueError):
+    """A body refused: `status` 400 (not a JSON text we read) or 422 (a value that does not
+    fit); `field` names the value for 422, None when it is the body as a whole."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.status = status
+        self.field = field
+        self.message = message  # without the field
+
+
+def decode(body: bytes, into: Any = Any) -> Any:
+    """The value of `body`, converted strictly into the type `into`; or BodyError."""
+    if not body.strip():
+        raise BodyError(400, "the request body is empty: send a JSON object")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyError(
+            400, f"the body is not valid UTF-8 (byte {exc.start}): send JSON encoded as UTF-8"
+        ) from None
+    try:
+        value = _ANY.decode(body)
+    except RecursionError:
+        raise _too_deep() from None
+    except msgspec.DecodeError as exc:
+        raise BodyError(400, f"the body is not valid JSON: {exc}") from None
+    _check_depth(body, value)
+    _check_unique_keys(body)
+    if into is Any:
+        return value
+    try:
+        return msgspec.convert(value, into, strict=True)
+    except msgspec.ValidationError as exc:
+        field, message = describe(exc)
+        raise BodyError(422, message, field) from None
+
+
+def _too_deep() -> BodyError:
+    return BodyError(400, f"the JSON is nested more than {MAX_DEPTH} levels deep")
+
+
+def _check_depth(body: bytes, value: Any) -> None:
+    # A document with fewer brackets than the limit cannot be deeper than it: the common case
+    # costs two byte counts. (Brackets inside strings only make this count larger.)
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+        return
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                if depth >= MAX_DEPTH:
+                    raise _too_deep()
+                stack.append((child, depth + 1))
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Duplicate(key)
+            seen.add(key)
+    return found
+
+
+def _check_unique_keys(body: bytes) -> None:
+    if b"," not in body:
+        return  # a repeated key needs two members in one object, hence a comma
+    try:
+        json.loads(body, object_pairs_hook=_unique)
+    except _Duplicate as exc:
+        raise BodyError(
+            400, f"duplicate key {exc.args[0]!r} in one JSON object: give each key once"
+        ) from None
+    except ValueError:
+        pass  # msgspec read it already; any other disagreement is not about keys
+
+
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_NAMED = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]+)`")
+# Our own checks (__post_init__) start their message with the field they are about.
+_PREFIX = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])*): ")
+
+
+def describe(exc: msgspec.ValidationError, prefix: str = "") -> tuple[str | None, str]:
+    """(field, message) of a msgspec error: "Expected `int`, got `str` - at `$.tasks[3].priority`"
+    -> ("tasks[3].priority", "Expected `int`, got `str`"). `prefix` is where the converted value
+    sits in the request ("payload")."""
+    match = _AT.match(str(exc))
+    assert match is not None  # the pattern matches any text
+    # msgspec writes a dict's member as `[...]`: name the dict ("payload.env").
+    message, path = match["message"], (match["path"] or "").replace("[...]", "").lstrip(".")
+    if named := _NAMED.match(message):
+        path = join(path, named["name"])
+    elif own := _PREFIX.match(message):
+        path = join(path, own["name"])
+        message = message[own.end():]
+    field = join(prefix, path)
+    return field or None, message
+
+
+def join(*parts: str) -> str:
+    """"tasks[3]", "priority" -> "tasks[3].priority"; "payload", "[0]" -> "payload[0]"."""
+    out = ""
+    for part in parts:
+        if not part:
+            continue
+        out = part if not out else out + (part if part.startswith("[") else "." + part)
+    return out

@@ -31,7 +31,9 @@ from tests.procs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+POSTGRES_COMPOSE_FILE = REPO / "docker-compose.postgres.yml"
 BASE_IMAGE = "python:3.11-slim"
+POSTGRES_IMAGE = "postgres:15-bookworm"
 TEST_IMAGE = "localflow:compose-test"
 PREPARE = "run docker/prepare-offline.sh (as root) to set one up"
 DONE = {"succeeded", "failed", "cancelled"}
@@ -81,13 +83,14 @@ def docker_ready() -> None:
 
 @dataclass
 class Stack:
-    """One Compose project running the repository's docker-compose.yml."""
+    """One Compose project running one of the repository's compose files."""
 
     compose: list[str]
     project: str
     env_file: Path
     port: int
     token: str = ""
+    file: Path = COMPOSE_FILE
     client: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -103,7 +106,7 @@ class Stack:
             "--env-file",
             str(self.env_file),
             "--file",
-            str(COMPOSE_FILE),
+            str(self.file),
             *args,
         ]
 
@@ -145,9 +148,13 @@ class Stack:
                     raise AssertionError(f"{service} is {state}, not healthy\n{self.logs()}")
                 time.sleep(0.5)
 
-    def up(self) -> None:
-        self("up", "-d")
+    def up(self, *args: str) -> None:
+        self("up", "-d", *args)
         self.wait_healthy("api", "worker")
+
+    def containers(self, service: str) -> list[str]:
+        """Every container of a (possibly scaled) service."""
+        return self("ps", "-q", service).stdout.split()
 
     # -- the API ---------------------------------------------------------------------
 
@@ -196,8 +203,7 @@ def _offline_build() -> str:
     return "1"
 
 
-@pytest.fixture(scope="session")
-def stack(docker_ready, tmp_path_factory) -> Iterator[Stack]:
+def _start(file: Path, tmp_path_factory, extra_env: str = "") -> Stack:
     compose = compose_command()
     if compose is None:
         pytest.skip(f"neither `docker compose` nor docker-compose is installed; {PREPARE}")
@@ -211,11 +217,14 @@ def stack(docker_ready, tmp_path_factory) -> Iterator[Stack]:
         # Short lease: a task whose worker was SIGKILLed is re-run within seconds.
         "LOCALFLOW_LEASE=5s\n"
         "LOCALFLOW_GRACE=20s\n"
-        "LOCALFLOW_STOP_GRACE_PERIOD=30s\n"
+        "LOCALFLOW_STOP_GRACE_PERIOD=30s\n" + extra_env
     )
-    s = Stack(compose, f"lftest{uuid.uuid4().hex[:8]}", env_file, port)
+    return Stack(compose, f"lftest{uuid.uuid4().hex[:8]}", env_file, port, file=file)
+
+
+def _run_stack(s: Stack) -> Iterator[Stack]:
     try:
-        # Build one service: both use the same image, and a second build is wasted time.
+        # Build one service: every LocalFlow service uses the same image.
         s("build", "api", timeout=900)
         s.up()
         s.token = s("exec", "-T", "api", "cat", "/data/api-token").stdout.strip()
@@ -225,3 +234,21 @@ def stack(docker_ready, tmp_path_factory) -> Iterator[Stack]:
         s.client.close()
         if os.environ.get("LOCALFLOW_KEEP_STACK") != "1":
             s("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+
+
+@pytest.fixture(scope="session")
+def stack(docker_ready, tmp_path_factory) -> Iterator[Stack]:
+    """docker-compose.yml: api and worker on one SQLite volume."""
+    yield from _run_stack(_start(COMPOSE_FILE, tmp_path_factory))
+
+
+@pytest.fixture(scope="session")
+def postgres_stack(docker_ready, tmp_path_factory) -> Iterator[Stack]:
+    """docker-compose.postgres.yml: PostgreSQL, the api and workers with no shared volume."""
+    if not _works(["docker", "image", "inspect", POSTGRES_IMAGE]) and not _works(
+        ["docker", "pull", POSTGRES_IMAGE]
+    ):
+        pytest.skip(f"image {POSTGRES_IMAGE} is absent and cannot be pulled; {PREPARE}")
+    yield from _run_stack(
+        _start(POSTGRES_COMPOSE_FILE, tmp_path_factory, "POSTGRES_PASSWORD=compose-test-pw\n")
+    )

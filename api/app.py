@@ -20,7 +20,7 @@ from api.errors import EXCEPTION_HANDLERS, document_errors
 from api.http_methods import HttpMethods, methods_by_template
 from api.metrics import ApiMetrics, MetricsController
 from api.observe import ObserveRequests
-from api.openapi import DocsPage, DocumentJson, handler_opts, shape
+from api.openapi import DocsPage, DocumentJson, docs_router, handler_opts, shape
 from api.schedules import ScheduleController
 from api.system import SystemController
 from api.tasks import TaskController
@@ -63,6 +63,7 @@ def create_app(
             title="LocalFlow", version="0.1.0", path=OPENAPI_PATH,
             # The shaped document (api/openapi.py) and Redoc from vendored files.
             render_plugins=[DocumentJson(), DocsPage(OPENAPI_PATH)],
+            openapi_router=docs_router(OPENAPI_PATH),
             components=Components(security_schemes={BEARER_SCHEME_NAME: SecurityScheme(
                 type="http", scheme="bearer",
                 description="LOCALFLOW_API_TOKEN; required only when the server has one",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import html
 import typing
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Router
+from litestar.datastructures import ResponseHeader
 from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin
 
 from api.conditional import ETAG_OPT, IF_MATCH_OPT, MAX_CONDITION_LENGTH
@@ -311,17 +313,39 @@ def document(request: Request) -> dict[str, Any]:
     return request.app.state.openapi_document
 
 
+# The docs page loads only from this server; the browser refuses anything else before asking
+# (Redoc's footer would fetch its logo from a CDN). Inline styles: Redoc's styled-components;
+# blob: workers: its search index.
+DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "worker-src 'self' blob:; font-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def docs_router(schema_path: str) -> Router:
+    """The router Litestar puts the document, the docs page and the docs UI files on."""
+    return Router(
+        path=schema_path, route_handlers=[], include_in_schema=False,
+        response_headers=[ResponseHeader(name="Content-Security-Policy", value=DOCS_CSP)],
+    )
+
+
+@functools.cache
+def docs_ui_files() -> StaticDirectory:
+    """Read (and gzipped) once per process, when first asked for."""
+    return StaticDirectory(DOCS_UI)
+
+
 class DocsPage(OpenAPIRenderPlugin):
     """/schema: Redoc from the vendored files in api/docs_ui (no CDN, no web fonts)."""
 
     def __init__(self, schema_path: str) -> None:
         super().__init__(path="/")
         self.schema_path = schema_path.rstrip("/")
-        self.files = StaticDirectory(DOCS_UI)
 
     def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
         title = html.escape(str(document(request)["info"]["title"]))
-        script = f"{self.schema_path}/ui/{self.files.version}/redoc.standalone.js"
+        script = f"{self.schema_path}/ui/{docs_ui_files().version}/redoc.standalone.js"
         return (
             "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{title} API</title>"
@@ -332,4 +356,5 @@ class DocsPage(OpenAPIRenderPlugin):
         ).encode()
 
     def receive_router(self, router: Router) -> None:
-        router.register(static_router("/ui", self.files, "openapi-ui"))
+        # Read on the first request for it: 1 MB that most processes never serve.
+        router.register(static_router("/ui", docs_ui_files, "openapi-ui"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import mimetypes
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -54,7 +55,7 @@ def _load(path: Path) -> Asset:
     gzipped = None
     if len(body) >= _MIN_GZIP_BYTES:
         # mtime=0: the same bytes every start, so caches and ETags stay stable.
-        packed = gzip.compress(body, compresslevel=9, mtime=0)
+        packed = gzip.compress(body, compresslevel=6, mtime=0)
         if len(packed) <= 0.9 * len(body):
             gzipped = packed
     mtime = datetime.fromtimestamp(int(path.stat().st_mtime), UTC)
@@ -134,11 +135,12 @@ def not_modified(request: Request, asset: Asset) -> bool:
     return False
 
 
-def static_router(path: str, files: StaticDirectory, name: str) -> Router:
-    """A public router serving `files` under `path`."""
+def static_router(path: str, files: Callable[[], StaticDirectory], name: str) -> Router:
+    """A public router serving `files()` under `path` (a callable, so a directory may be read
+    on its first request rather than at start-up)."""
 
     @get("/{file_path:path}", name=name, include_in_schema=False, sync_to_thread=False)
     def serve_file(request: Request, file_path: str) -> Response[bytes]:
-        return files.answer(request, file_path)
+        return files().answer(request, file_path)
 
     return Router(path=path, route_handlers=[serve_file], include_in_schema=False)

@@ -296,6 +296,8 @@ def test_docs_page_needs_no_network(api):
     # Nothing loaded from elsewhere: no absolute URL at all in the page.
     assert not re.search(r"(?:src|href)=\"(?:https?:)?//", page.text), page.text
     assert "fonts.googleapis" not in page.text and "cdn" not in page.text.lower()
+    # And the browser is told to load nothing from elsewhere (Redoc's footer would fetch a logo).
+    assert "default-src 'self'" in page.headers["content-security-policy"]
     script = re.search(r'<script src="(/schema/ui/[0-9a-f]{12}/redoc\.standalone\.js)"',
                        page.text)
     assert script, page.text

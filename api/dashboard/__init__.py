@@ -53,4 +53,4 @@ def dashboard_router(settings: Settings) -> Router:
 
 def static_router() -> Router:
     # Public: the login page needs its CSS, and htmx is no secret.
-    return static_files.static_router(STATIC_PATH, STATIC_FILES, "dashboard-static")
+    return static_files.static_router(STATIC_PATH, lambda: STATIC_FILES, "dashboard-static")

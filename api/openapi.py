@@ -188,7 +188,9 @@ def _concept_key(schema: Any) -> Any:
     if "enum" in schema:
         values = [v for v in schema["enum"] if v is not None]
         return ("enum", frozenset(values))
-    return ("schema", msgspec.json.encode(schema, order="sorted"))
+    # A field's default is the field's, not the concept's (it stays beside the $ref).
+    concept = {k: v for k, v in schema.items() if k != "default"}
+    return ("schema", msgspec.json.encode(concept, order="sorted"))
 
 
 def _named_components() -> dict[str, dict[str, Any]]:

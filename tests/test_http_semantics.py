@@ -64,6 +64,14 @@ def test_head_answers_like_get_without_a_body(api, path):
         assert head.headers["content-length"] == get.headers["content-length"]
 
 
+def test_head_is_counted_as_head_on_its_route(api):
+    api.head("/api/schedules")
+    metrics = api.get("/metrics").text
+    assert re.search(
+        r'localflow_http_requests_total\{method="HEAD",route="/api/schedules",status="200"\} '
+        r"[1-9]", metrics)
+
+
 def test_head_of_a_missing_task_is_404_like_get(api):
     assert api.head("/api/tasks/01NOSUCHTASK00000000000000").status_code == 404
 

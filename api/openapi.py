@@ -70,6 +70,13 @@ NAMED_TYPES: dict[str, Any] = {
 }
 # A handler's opt under this key: "201 carries Location, pointing at <this>".
 LOCATION_OPT = "created_location"
+# Ids are ULIDs in Crockford's base 32 (shared/ids.py); a task id is also the list's cursor.
+# (An empty cursor, as a cleared form field sends it, is no cursor.)
+ULID_PATTERN = "^[0-9A-HJKMNP-TV-Z]{26}$"
+_PARAMETER_PATTERNS = {
+    ("path", "task_id"): ULID_PATTERN, ("path", "schedule_id"): ULID_PATTERN,
+    ("query", "cursor"): "^([0-9A-HJKMNP-TV-Z]{26})?$",
+}
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": REF + "Problem"}}}
 _ETAG_HEADER = {
     "description": "The resource's current version; send it back in If-Match to change it "
@@ -256,6 +263,10 @@ def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _tidy_parameters(op: dict[str, Any]) -> None:
     for param in op.get("parameters", []):
+        pattern = _PARAMETER_PATTERNS.get((param.get("in"), param.get("name")))
+        if pattern is not None:
+            param["schema"] = {**param.get("schema", {}), "pattern": pattern}
+            param["schema"].pop("minLength", None)
         schema = param.get("schema", {})
         for bound in ("minimum", "maximum"):
             # Litestar writes integer bounds as floats (500.0); generators then type them float.

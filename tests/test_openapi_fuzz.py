@@ -27,8 +27,9 @@ TOKEN = "fuzz-token-0c9d3b"
 # Seconds schemathesis may spend in all (its phases repeat until the budget is spent).
 FUZZ_SECONDS = int(os.environ.get("LOCALFLOW_FUZZ_SECONDS", "45"))
 # Every check runs (`--checks all`). Two answers are allowed beyond schemathesis's defaults:
-# - 412 for any schema-valid request: a made-up If-Match is well formed and simply not the
-#   current version, as a made-up id is a 404.
+# - 412 for any request with If-Match: a made-up one is well formed and simply not the current
+#   version, as a made-up id is a 404; and the precondition is decided before the body is
+#   read (RFC 9110 13.2.1), so a schema-violating body with a stale If-Match is refused by 412.
 # - 422 for schema-valid bodies of the four operations whose rules a schema cannot state: the
 #   command must exist on the server, the cron expression must be one that fires, the timezone
 #   a real IANA name, the URL one the policy allows (shared/policy.py). Everything a schema can
@@ -36,6 +37,9 @@ FUZZ_SECONDS = int(os.environ.get("LOCALFLOW_FUZZ_SECONDS", "45"))
 CONFIG = """
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "3xx", 401, 403, 404, 409, 412, 429]
+
+[checks.negative_data_rejection]
+expected-statuses = [400, 401, 403, 404, 405, 406, 409, 412, 415, 422, 428, 429]
 
 [[operations]]
 include-operation-id = ["ApiTasksSubmit", "ApiTasksBatchSubmitBatch", "ApiSchedulesCreate",

@@ -1,5 +1,5 @@
 """The OpenAPI document describes every operation and error answer, and schemathesis, run against
-a live server with it, finds no 5xx and no answer that contradicts it.
+a live server with it and every check it has, finds no 5xx and no answer that contradicts it.
 
 The server under fuzz is `localflow api` only: no worker, so nothing schemathesis invents (a shell
 task running a random program) is ever executed. It has a token, so the auth paths are exercised

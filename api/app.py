@@ -19,8 +19,10 @@ from api.dashboard import dashboard_router, security, static_router, template_co
 from api.debug import DebugController, start_tracing
 from api.deps import provide_queue
 from api.errors import EXCEPTION_HANDLERS, document_errors
+from api.http_methods import HttpMethods, methods_by_template
 from api.metrics import ApiMetrics, MetricsController
 from api.observe import ObserveRequests
+from api.openapi import DocsPage, DocumentJson, docs_router, handler_opts, shape
 from api.schedules import ScheduleController
 from api.system import SystemController
 from api.tasks import TaskController
@@ -62,6 +64,9 @@ def create_app(
         request_class=StrictBodyRequest,  # strict, bounded bodies (api/body.py)
         openapi_config=OpenAPIConfig(
             title="LocalFlow", version="0.1.0", path=OPENAPI_PATH,
+            # The shaped document (api/openapi.py) and Redoc from vendored files.
+            render_plugins=[DocumentJson(), DocsPage(OPENAPI_PATH)],
+            openapi_router=docs_router(OPENAPI_PATH),
             components=Components(security_schemes={BEARER_SCHEME_NAME: SecurityScheme(
                 type="http", scheme="bearer",
                 description="LOCALFLOW_API_TOKEN; required only when the server has one",
@@ -76,12 +81,20 @@ def create_app(
     )
     # Every operation's error answers and security, derived from its shape (api/errors.py).
     document_errors(app.openapi_schema, open_operations(app, OPENAPI_PATH), BEARER_SCHEME_NAME)
+    # ... then finished for generated clients, and auth described as configured.
+    app.state["openapi_document"] = shape(
+        app.openapi_schema.to_schema(), token_required=bool(settings.api_token),
+        opts=handler_opts(app),
+    )
     # Outside routing and error handling, so 404s, 405s and errors are counted and carry a
     # request id too (api/observe.py).
     # Inside it, before everything else: one spelling of the path (api/canonical_path.py), then
-    # what a web page may not do (api/browser_guard.py).
+    # what a web page may not do (api/browser_guard.py). Innermost: HEAD as GET without a
+    # body, complete Allow headers (api/http_methods.py).
     app.asgi_handler = ObserveRequests(
-        CanonicalPath(BrowserGuard(app.asgi_handler, settings)), metrics,
-        access_log=settings.access_log,
+        CanonicalPath(
+            BrowserGuard(HttpMethods(app.asgi_handler, methods_by_template(app)), settings)
+        ),
+        metrics, access_log=settings.access_log,
     )
     return app

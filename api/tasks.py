@@ -5,15 +5,28 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.exceptions import ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody, Parameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from api.auth import BEARER_SECURITY
+from api.conditional import (
+    ETAG_OPT,
+    IF_MATCH_OPT,
+    check_if_match,
+    none_match,
+    task_etag,
+    write_lock,
+)
 from api.deps import QueueDep
 from api.errors import problem_responses
-from shared.queue import InvalidTask
+from api.openapi import LOCATION_OPT
+from api.request_rules import before_api_request
+from shared.queue import InvalidTask, Queue
 from shared.schemas import (
+    STATUSES,
     Attempt,
     Status,
     Task,
@@ -46,25 +59,43 @@ def _with_header_key(data: TaskCreate, header_key: str | None) -> TaskCreate:
     return msgspec.structs.replace(data, idempotency_key=header_key)
 
 
+def _located(task: Task, status_code: int) -> Response[Task]:
+    return Response(task, status_code=status_code, headers={
+        "Location": f"/api/tasks/{task.id}", "ETag": task_etag(task),
+    })
+
+
+async def _if_match(request: Request, queue: Queue, task_id: str) -> None:
+    if "if-match" in request.headers:
+        check_if_match(request, task_etag(await queue.get(task_id)))
+
+
 class TaskController(Controller):
     path = "/api/tasks"
     tags = ["tasks"]
     security = BEARER_SECURITY
+    # Repeated query parameters, conditions an operation ignores: 400 (api/request_rules.py).
+    before_request = before_api_request
 
     @post(
         "/",
         status_code=HTTP_201_CREATED,
         summary="Submit a task",
-        description="201 with the new task; 200 with the original task when the same "
-        "idempotency key (body field or Idempotency-Key header) comes with the same request; "
-        "409 when it comes with another.",
-        responses=problem_responses(409),
+        description="201 with the new task (Location: its URL); 200 with the original task "
+        "when the same idempotency key (body field or Idempotency-Key header) comes with the "
+        "same request; 409 when it comes with another.",
+        responses={**problem_responses(409), 200: ResponseSpec(
+            data_container=Task, generate_examples=False,
+            description="The same idempotency key came with the same request again: the task "
+            "it made the first time (nothing new is queued)",
+        )},
+        opt={LOCATION_OPT: "the new task, /api/tasks/{id}"},
     )
     async def submit(
         self, data: JSONBody[TaskCreate], queue: QueueDep, idempotency_key: IdempotencyHeader = None
     ) -> Response[Task]:
         task, created = await queue.enqueue(_with_header_key(data, idempotency_key))
-        return Response(task, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
+        return _located(task, HTTP_201_CREATED if created else HTTP_200_OK)
 
     @post(
         "/batch",
@@ -89,6 +120,7 @@ class TaskController(Controller):
     )
     async def list_tasks(
         self,
+        request: Request,
         queue: QueueDep,
         status: Annotated[Status | None, QueryParameter()] = None,
         task_type: Annotated[str | None, QueryParameter(name="type", max_length=64)] = None,
@@ -97,11 +129,24 @@ class TaskController(Controller):
         )] = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
     ) -> TaskPage:
+        raw_status = request.query_params.get("status")
+        if raw_status is not None and raw_status not in STATUSES:
+            # Litestar reads "?status=null" as no filter at all; it is a wrong value.
+            raise ValidationException(
+                detail=f"invalid request: status: {raw_status!r} is not one of "
+                f"{', '.join(STATUSES)}",
+                extra=[{"key": "status", "source": "query", "message": "not a task status"}],
+            )
         return await queue.list(status=status, type=task_type, cursor=cursor, limit=limit)
 
-    @get("/{task_id:str}", summary="Get a task")
-    async def get_task(self, task_id: TaskId, queue: QueueDep) -> Task:
-        return await queue.get(task_id)
+    @get("/{task_id:str}", summary="Get a task",
+         description="With its ETag; If-None-Match with it answers 304.", opt={ETAG_OPT: True})
+    async def get_task(self, request: Request, task_id: TaskId, queue: QueueDep) -> Response[Task]:
+        task = await queue.get(task_id)
+        etag = task_etag(task)
+        if none_match(request, etag):
+            return Response(None, status_code=304, headers={"ETag": etag})  # type: ignore[arg-type]
+        return Response(task, headers={"ETag": etag})
 
     @get(
         "/{task_id:str}/attempts",
@@ -120,9 +165,13 @@ class TaskController(Controller):
         description="A queued task is cancelled at once and never runs. A running task gets "
         "cancel_requested=true; its worker stops its process and marks it cancelled.",
         responses=problem_responses(409),
+        opt={IF_MATCH_OPT: True},
     )
-    async def cancel(self, task_id: TaskId, queue: QueueDep) -> Task:
-        return await queue.cancel(task_id)
+    async def cancel(self, request: Request, task_id: TaskId, queue: QueueDep) -> Response[Task]:
+        async with write_lock(request):
+            await _if_match(request, queue, task_id)
+            task = await queue.cancel(task_id)
+        return Response(task, headers={"ETag": task_etag(task)})
 
     @post(
         "/{task_id:str}/retry",
@@ -132,16 +181,21 @@ class TaskController(Controller):
         "attempts (default 1) on top of those already spent; its attempt history is kept and "
         "numbering continues. 409 for a task that is queued, running or succeeded.",
         responses=problem_responses(409),
+        opt={IF_MATCH_OPT: True},
     )
     async def retry(
         self,
+        request: Request,
         task_id: TaskId,
         queue: QueueDep,
         attempts: Annotated[
             int, Parameter(ge=1, le=100, description="more attempts it may spend")
         ] = 1,
-    ) -> Task:
-        return await queue.retry(task_id, attempts)
+    ) -> Response[Task]:
+        async with write_lock(request):
+            await _if_match(request, queue, task_id)
+            task = await queue.retry(task_id, attempts)
+        return Response(task, headers={"ETag": task_etag(task)})
 
     @delete(
         "/{task_id:str}",
@@ -150,6 +204,9 @@ class TaskController(Controller):
         description="Any task that is not running; a running one is 409 (cancel it first). "
         "Its idempotency key becomes free again.",
         responses=problem_responses(409),
+        opt={IF_MATCH_OPT: True},
     )
-    async def delete_task(self, task_id: TaskId, queue: QueueDep) -> None:
-        await queue.delete(task_id)
+    async def delete_task(self, request: Request, task_id: TaskId, queue: QueueDep) -> None:
+        async with write_lock(request):
+            await _if_match(request, queue, task_id)
+            await queue.delete(task_id)

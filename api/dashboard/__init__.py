@@ -11,9 +11,9 @@ from pathlib import Path
 
 from litestar import Router
 from litestar.plugins.jinja import JinjaTemplateEngine
-from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from api import static_files
 from api.dashboard import formatting, security
 from api.dashboard.pages import LoginController, OverviewController
 from api.dashboard.schedule_pages import SchedulePages
@@ -22,12 +22,14 @@ from shared.settings import Settings
 
 HERE = Path(__file__).parent
 STATIC_PATH = "/dashboard/static"
+# Read once; pages link STATIC_PATH/<version>/..., cached for a year (api/static_files.py).
+STATIC_FILES = static_files.StaticDirectory(HERE / "static")
 
 
 def _configure(engine: JinjaTemplateEngine) -> None:
     engine.engine.filters.update(formatting.FILTERS)
     engine.engine.globals.update(formatting.GLOBALS)
-    engine.engine.globals["static"] = STATIC_PATH
+    engine.engine.globals["static"] = f"{STATIC_PATH}/{STATIC_FILES.version}"
     engine.engine.trim_blocks = True
     engine.engine.lstrip_blocks = True
 
@@ -51,7 +53,4 @@ def dashboard_router(settings: Settings) -> Router:
 
 def static_router() -> Router:
     # Public: the login page needs its CSS, and htmx is no secret.
-    return create_static_files_router(
-        path=STATIC_PATH, directories=[HERE / "static"], name="dashboard-static",
-        include_in_schema=False,
-    )
+    return static_files.static_router(STATIC_PATH, lambda: STATIC_FILES, "dashboard-static")

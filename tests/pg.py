@@ -10,6 +10,7 @@ test. LocalFlow needs PostgreSQL 13 or newer (gen_random_uuid, pg_current_snapsh
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import itertools
@@ -153,6 +154,9 @@ def start_cluster() -> Cluster:
         os.chown(log_path, as_user["user"], as_user["group"])  # type: ignore[arg-type]
     cluster = Cluster(url=f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres",
                       root=root, log_path=log_path, argv=argv, popen_kwargs=popen_kwargs)
+    # Also stopped when this interpreter exits some other way than through the fixture (a
+    # script that raised, a session interrupted): no orphaned server left behind.
+    atexit.register(cluster.stop)
     try:
         cluster.start_server()
     except BaseException:

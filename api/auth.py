@@ -61,7 +61,7 @@ def throttle_of(state: State) -> FailureThrottle:
     """The process's one count of wrong tokens per address: the API's bearer check and the
     dashboard's login form both add to it and both obey it."""
     if "auth_throttle" not in state:
-        state["auth_throttle"] = FailureThrottle()
+        state["auth_throttle"] = FailureThrottle(limit=state.settings.auth_failures)
     return state["auth_throttle"]
 
 

@@ -31,6 +31,8 @@ class Settings(msgspec.Struct, kw_only=True):
     # The worker's own /metrics (`localflow worker`); the worker needs no API token.
     metrics_token: str | None = None
     insecure: bool = False
+    # Wrong tokens one client address may send in a minute before it gets 429s (shared/tokens.py).
+    auth_failures: int = 10
     # Run task programs as this user (the worker must start as root); empty: as the worker.
     task_user: str = ""
     # FULL: a task is on disk before the API answers 201 (group commit keeps that cheap).
@@ -163,6 +165,9 @@ FIELDS: tuple[Field, ...] = (
     Field("metrics_token", str,
           "bearer token required by the worker's own /metrics (`localflow worker`)", flag=False),
     Field("insecure", _parse_bool, "allow listening beyond loopback without an API token"),
+    Field("auth_failures", _positive_int,
+          "wrong tokens one client address may send per minute before it gets 429s "
+          "(behind a reverse proxy every client shares the proxy's address)"),
     Field("synchronous", _choice("FULL", "NORMAL"), "SQLite synchronous mode"),
     Field("log_format", _choice("auto", "json", "console"), "log format"),
     Field("access_log", _parse_bool, "log every API request (method, route, status, time)"),

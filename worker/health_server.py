@@ -51,7 +51,7 @@ class HealthServer:
         # The loop goes round at least every poll interval; a claim can wait on a busy
         # database for a while. Past this, the loop counts as stuck.
         self.stuck_after = max(30.0, 4 * settings.poll)
-        self.throttle = FailureThrottle()
+        self.throttle = FailureThrottle(limit=settings.auth_failures)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Listen on settings.metrics_addr until stop is set.

@@ -183,7 +183,7 @@ def test_listens_beyond_loopback_with_a_token_or_insecure(tmp_path, args, env):
     port = procs.free_port()
     proc = _localflow("api", "--addr", f"0.0.0.0:{port}", *args, env=env, db=tmp_path / "x.db")
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert proc.poll() is None, proc.stdout.read()
             try:

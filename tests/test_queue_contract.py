@@ -286,10 +286,10 @@ async def test_locked_database_is_waited_for_not_reported(queue, db_path):
     other = sqlite3.connect(db_path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     pending = asyncio.create_task(queue.enqueue(shell("waits")))
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # a window for it to fail in (no event to wait on: it must not)
     assert not pending.done()
     other.execute("COMMIT")
-    task, created = await asyncio.wait_for(pending, 5)
+    task, created = await asyncio.wait_for(pending, 30)
     assert created and task.status == "queued"
     other.close()
 

@@ -177,6 +177,7 @@ def test_requests_are_counted_by_route_template_never_raw_path(client: httpx.Cli
 # -- the worker's endpoint: real `localflow api` + `localflow worker` processes ------------
 
 
+@pytest.mark.e2e
 def test_worker_process_serves_health_and_metrics_on_its_own_port(tmp_path):
     db = tmp_path / "lf.db"
     port = procs.free_port()

@@ -16,6 +16,7 @@ from shared.db import Database
 from shared.queue import Queue
 from shared.settings import Settings
 from tests import inproc, procs
+from tests.procs import REPO
 
 # The app, worker and scheduler log as they do in a process: to stderr, never into the
 # stdout a test reads from a command it runs in this process (tests/test_client.py).
@@ -27,16 +28,26 @@ logs.configure("console")
 # An audit hook sees every subprocess this interpreter starts, fixtures' included.
 
 _spawned: list[str] = []
-_LOCALFLOW_MARKS = ("localflow.cli", "localflow", "tests.", "bench/", "bench.")
 _SLOW_TIERS = ("e2e", "browser", "compose", "soak")
+_OUR_MODULES = ("localflow", "tests.", "bench.")
 
 
 def _is_localflow(args: object) -> bool:
+    """`localflow ...`, `python -m localflow.cli|tests.*|bench.*`, `python bench/x.py`."""
     if isinstance(args, (str, bytes)):
         args = [args]
     words = [a.decode() if isinstance(a, bytes) else str(a) for a in (args or [])]
-    return any(w == "localflow" or w.endswith("/localflow") or w.startswith(_LOCALFLOW_MARKS)
-               for w in words[1:] + words[:1])
+    if not words:
+        return False
+    program = Path(words[0]).name
+    if program == "localflow":
+        return True
+    if not program.startswith("python"):
+        return False
+    if "-m" in words[1:-1]:
+        return words[words.index("-m") + 1].startswith(_OUR_MODULES)
+    script = next((w for w in words[1:] if not w.startswith("-")), "")
+    return script.startswith(("bench/", "tests/")) or f"{REPO}/" in script
 
 
 def _audit(event: str, args: tuple) -> None:

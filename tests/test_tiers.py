@@ -27,6 +27,7 @@ def test_localflow_processes_are_recognised(argv):
 @pytest.mark.parametrize("argv", [
     ["echo", "hi"], ["sh", "-c", "sleep 1"], [sys.executable, "-c", "print(1)"],
     ["/usr/bin/chromium", "--headless"], ["docker", "compose", "up"],
+    ["echo", "tests.txt", "bench/x.py"], [sys.executable, "-c", "import localflow"],
 ])
 def test_task_programs_are_not(argv):
     assert not conftest._is_localflow(argv)

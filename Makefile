@@ -1,4 +1,6 @@
 # Two commands matter: `make run` starts LocalFlow, `make test` runs every test.
+# `make test-fast` skips the slow tiers (real processes, Chromium, containers, the soak);
+# `make soak` is the chaos soak (SOAK_SECONDS=60 make soak for a short one).
 # uv installs the locked dependencies on first use; if uv is missing we bootstrap it into
 # .uv/ with the machine's own Python, so a fresh Debian with Python 3.11 needs nothing else.
 
@@ -7,13 +9,16 @@ UV := $(shell command -v uv 2>/dev/null || echo .uv/bin/uv)
 COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint tidy bench migrate compose-up
+.PHONY: run test test-fast lint tidy bench soak migrate compose-up
 
 run: $(UV)
 	$(UV) run localflow serve
 
 test: $(UV)
 	$(UV) run pytest $(PYTEST_ARGS)
+
+test-fast: $(UV)
+	$(UV) run pytest -m "not e2e and not browser and not compose and not soak" $(PYTEST_ARGS)
 
 lint: $(UV)
 	$(UV) run ruff check .
@@ -24,6 +29,9 @@ tidy: $(UV)
 
 bench: $(UV)
 	$(UV) run python bench/run.py
+
+soak: $(UV)
+	$(UV) run python bench/soak.py $(SOAK_ARGS)
 
 migrate: $(UV)
 	$(UV) run localflow migrate

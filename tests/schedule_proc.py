@@ -1,18 +1,20 @@
-"""A real scheduler process for tests: `python -m tests.schedule_proc DB EPOCH T0 RATE`.
+"""A real scheduler process for tests: `python -m tests.schedule_proc DB CLOCK_FILE RATE`.
 
 It runs the production Scheduler (worker/scheduler.py) on a real database file, exactly as
-`localflow worker` does, except for its clock: wall time since T0, times RATE, added to EPOCH.
-Every process started with the same EPOCH, T0 and RATE reads the same time, so three of them
-race for the same fires, and a test sees an hour of once-a-minute cron fires in a minute
-instead of waiting for real minutes to pass.
+`localflow worker` does, except for its clock: a SteeredClock read from CLOCK_FILE. Every
+process given the same file reads the same time, so three of them race for the same fires,
+and a test sees an hour of once-a-minute cron fires in a minute instead of waiting for real
+minutes to pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from shared import logs
 from shared.queue import Queue
@@ -22,23 +24,44 @@ from shared.store.sqlite import SQLiteStore
 from worker.scheduler import Scheduler
 
 
-class ScaledClock:
-    """Wall time, `rate` times faster, anchored so that real time t0 reads as `epoch`."""
+class SteeredClock:
+    """Wall time `rate` times faster, which never runs past a limit the test sets.
 
-    def __init__(self, epoch: float, t0: float, rate: float) -> None:
-        self.epoch, self.t0, self.rate = epoch, t0, rate
+    The file holds three numbers: a real time, the simulated time it reads as, and the limit.
+    A test moves the limit on only after the fires before it are committed, so a process the
+    machine starves finds its fire late by at most (limit - fire time), never by the grace
+    after which `missed: skip` drops a fire: starvation slows the test down instead of
+    changing what it sees. On an idle machine the limit is always ahead and the clock simply
+    runs fast, so the scheduler's own sleep-until-the-next-fire is what the test exercises.
+    """
+
+    def __init__(self, path: Path, rate: float) -> None:
+        self.path, self.rate = Path(path), rate
+
+    def _read(self) -> tuple[float, float, float]:
+        real, sim, limit = (float(x) for x in self.path.read_text().split())
+        return real, sim, limit
 
     def now(self) -> float:
-        return self.epoch + (time.time() - self.t0) * self.rate
+        real, sim, limit = self._read()
+        return min(sim + (time.time() - real) * self.rate, limit)
+
+    def hold(self, limit: float, start: float | None = None) -> None:
+        """Let the clock run up to `limit` (from `start`, if given). Never moves it back:
+        it carries on from what it reads now, so every process sees a monotonic clock."""
+        current = self.now() if start is None else start
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(f"{time.time()!r} {current!r} {max(limit, current)!r}")
+        os.replace(tmp, self.path)  # readers see the old numbers or the new, never half
 
 
-async def main(db_path: str, epoch: float, t0: float, rate: float) -> None:
+async def main(db_path: str, clock_path: str, rate: float) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     settings = Settings(db=db_path, schedule_interval=1.0)
-    clock = ScaledClock(epoch, t0, rate)
+    clock = SteeredClock(Path(clock_path), rate)
     db = await SQLiteStore.open(db_path)
     try:
         queue = Queue(db, clock, settings)
@@ -49,5 +72,5 @@ async def main(db_path: str, epoch: float, t0: float, rate: float) -> None:
 
 if __name__ == "__main__":
     logs.configure("json")
-    path, epoch_s, t0_s, rate_s = sys.argv[1:5]
-    asyncio.run(main(path, float(epoch_s), float(t0_s), float(rate_s)))
+    path, clock_file, rate_s = sys.argv[1:4]
+    asyncio.run(main(path, clock_file, float(rate_s)))

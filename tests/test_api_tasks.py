@@ -1,4 +1,5 @@
-"""The task API over real HTTP against a real `localflow serve` process."""
+"""The task API against `localflow serve`'s app in this process (a real SQLite file and a real
+worker); the one example that needs a real port runs a real process."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import concurrent.futures
 
 import pytest
 
-from tests import procs
+from tests import inproc, procs
 
 ECHO = {"type": "shell", "payload": {"command": "echo", "args": ["Hello, LocalFlow!"]}}
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    with procs.serving(tmp_path_factory.mktemp("api") / "api.db") as client:
+    with inproc.serving(tmp_path_factory.mktemp("api") / "api.db") as client:
         yield client
 
 
@@ -32,7 +33,13 @@ def test_seed_example_submit_and_status(api):
     assert done["attempts"] == 1 and done["finished_at"] is not None
 
 
-def test_seed_http_example_against_own_health(api):
+@pytest.mark.e2e
+def test_seed_http_example_against_own_health(tmp_path):
+    with procs.serving(tmp_path / "own.db") as api:
+        seed_http_example_against_own_health(api)
+
+
+def seed_http_example_against_own_health(api):
     url = f"{str(api.base_url).rstrip('/')}/health"
     body = {"type": "http", "payload": {"url": url, "method": "GET", "timeout": 10}}
     r = api.post("/api/tasks", json=body)

@@ -1,5 +1,5 @@
-"""Retry, delete, batch, the Idempotency-Key header, the attempts view and the error shape, over
-real HTTP against a real `localflow serve`."""
+"""Retry, delete, batch, the Idempotency-Key header, the attempts view and the error shape,
+against `localflow serve`'s app, worker and scheduler in this process (tests/inproc.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests import procs
-
-pytestmark = pytest.mark.e2e
+from tests import inproc, procs
 
 FINAL = {"succeeded", "failed", "cancelled"}
 
@@ -28,11 +26,8 @@ def later(**fields) -> dict:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory) -> Iterator[httpx.Client]:
     db = tmp_path_factory.mktemp("extra") / "extra.db"
-    proc = procs.start("serve", db, env={"LOCALFLOW_RETRY_BASE": "0.05"})
-    with httpx.Client(base_url=proc.url, timeout=10) as client:
-        client.db_path = db
+    with inproc.serving(db, env={"LOCALFLOW_RETRY_BASE": "0.05"}) as client:
         yield client
-    proc.stop()
 
 
 def count(api: httpx.Client, table: str = "tasks") -> int:

@@ -7,14 +7,14 @@ import pytest
 
 from api.browser_guard import BrowserGuard, is_loopback_host
 from shared.settings import Settings
-from tests import procs
+from tests import inproc, procs
 
 ECHO = b'{"type": "shell", "payload": {"command": "echo", "args": ["pwned"]}}'
 
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
-    with procs.serving(tmp_path_factory.mktemp("guard") / "g.db") as client:
+    with inproc.serving(tmp_path_factory.mktemp("guard") / "g.db") as client:
         yield client
 
 

@@ -1,5 +1,6 @@
 """The typed client (localflow/client.py) and the `localflow submit | status | tasks | schedules`
-commands, against a real `localflow serve` over real HTTP."""
+commands, against `localflow serve`'s app in this process (tests/inproc.py); what needs a real
+port or a real process runs a real `localflow serve` and is marked e2e."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from localflow import cli
+from localflow import cli, client_cli
 from localflow.client import AsyncClient, Client, ClientError, WaitTimeout
 from shared.schedule_schemas import ScheduleCreate, ScheduleUpdate
 from shared.schemas import Task, TaskCreate
-from tests import procs
+from tests import inproc, procs
 
 TOKEN = "client-test-token-71c3a9d2"
 MISSING = "01ZZZZZZZZZZZZZZZZZZZZZZZZ"
@@ -31,9 +32,16 @@ def server(tmp_path_factory) -> Iterator[procs.Proc]:
     proc.stop()
 
 
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """`localflow serve`'s app in this process, for all but the e2e tests here."""
+    with inproc.serving(tmp_path_factory.mktemp("client-inproc") / "lf.db") as client:
+        yield client
+
+
 @pytest.fixture
-def lf(server: procs.Proc) -> Iterator[Client]:
-    with Client(server.url, timeout=10) as c:
+def lf(app) -> Iterator[Client]:
+    with Client(str(app.base_url), timeout=10, transport=inproc.transport(app)) as c:
         yield c
 
 
@@ -70,7 +78,7 @@ def test_cancel_retry_and_delete(lf: Client):
     assert gone.value.status == 404
 
 
-def test_errors_carry_the_problem_details(lf: Client, server: procs.Proc):
+def test_errors_carry_the_problem_details(lf: Client):
     with pytest.raises(ClientError) as missing:
         lf.get(MISSING)
     assert missing.value.status == 404 and MISSING in missing.value.detail
@@ -120,8 +128,9 @@ def test_schedules(lf: Client):
     assert gone.value.status == 404
 
 
-async def test_async_client(server: procs.Proc):
-    async with AsyncClient(server.url, timeout=10) as lf:
+async def test_async_client(tmp_path):
+    async with inproc.serving_async(tmp_path / "async.db") as (url, transport), \
+            AsyncClient(url, timeout=10, transport=transport) as lf:
         task = await lf.submit("shell", ECHO)
         done = await lf.wait(task.id, timeout=20)
         assert done.status == "succeeded"
@@ -132,6 +141,7 @@ async def test_async_client(server: procs.Proc):
         assert missing.value.status == 404
 
 
+@pytest.mark.e2e
 def test_token_from_the_environment(tmp_path, monkeypatch):
     proc = procs.start("serve", tmp_path / "auth.db", env={"LOCALFLOW_API_TOKEN": TOKEN})
     try:
@@ -158,9 +168,27 @@ def test_token_from_the_environment(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def run(server: procs.Proc, monkeypatch, capsys):
-    """Run `localflow ARGS...` in this process against the server: (exit code, out, err)."""
-    monkeypatch.setenv("LOCALFLOW_URL", server.url)
+def run(app, monkeypatch, capsys):
+    """Run `localflow ARGS...` in this process against the app: (exit code, out, err)."""
+    url = str(app.base_url)
+
+    def client_for(server: str, *args, **kwargs) -> Client:
+        # The app's address reaches the app in this process; any other is really tried.
+        transport = inproc.transport(app) if server.rstrip("/") == url.rstrip("/") else None
+        return Client(server, *args, transport=transport, **kwargs)
+
+    monkeypatch.setattr(client_cli, "Client", client_for)
+    return cli_runner(url, monkeypatch, capsys)
+
+
+@pytest.fixture
+def run_served(server: procs.Proc, monkeypatch, capsys):
+    """Run `localflow ARGS...` in this process against a real server."""
+    return cli_runner(server.url, monkeypatch, capsys)
+
+
+def cli_runner(url: str, monkeypatch, capsys):
+    monkeypatch.setenv("LOCALFLOW_URL", url)
     monkeypatch.delenv("LOCALFLOW_API_TOKEN", raising=False)
 
     def run_cli(*args: str) -> tuple[int, str, str]:
@@ -174,7 +202,9 @@ def run(server: procs.Proc, monkeypatch, capsys):
     return run_cli
 
 
-def test_cli_submit_and_wait(run, server: procs.Proc):
+@pytest.mark.e2e
+def test_cli_submit_and_wait(run_served, server: procs.Proc):
+    run = run_served
     code, out, _ = run("submit", "shell", "--wait", "--", "echo", "-n", "hello; rm -rf /")
     assert code == 0
     assert "status    succeeded" in out
@@ -269,6 +299,7 @@ def _cli_subprocess(*args: str) -> tuple[int, str, str]:
     return done.returncode, done.stdout, done.stderr
 
 
+@pytest.mark.e2e
 def test_cli_as_a_real_process(server: procs.Proc, monkeypatch):
     monkeypatch.setenv("LOCALFLOW_URL", server.url)
     code, out, err = _cli_subprocess("submit", "shell", "--wait", "--", "echo", "from a script")

@@ -18,7 +18,7 @@ from shared.queue import InvalidTask, Queue
 from shared.schedules import InvalidSchedule, Schedules
 from shared.schemas import Task, TaskCreate, to_datetime
 from shared.tokens import FailureThrottle
-from tests import procs
+from tests import inproc, procs
 
 TOKEN = "dashboard-test-token"
 ENV = {"LOCALFLOW_METRICS_ADDR": "off"}
@@ -32,15 +32,14 @@ def _csrf(client: httpx.Client) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    proc = procs.start("serve", tmp_path_factory.mktemp("dash") / "d.db", env=ENV)
-    yield proc
-    proc.stop()
+    with inproc.serving(tmp_path_factory.mktemp("dash") / "d.db", env=ENV) as client:
+        yield client
 
 
 @pytest.fixture
 def web(served):
-    with httpx.Client(base_url=served.url, timeout=10) as client:
-        yield client
+    served.cookies.clear()  # each test starts as a new visitor
+    return served
 
 
 def _task(web: httpx.Client, **fields) -> dict:
@@ -238,87 +237,75 @@ def test_submit_with_an_idempotency_key_returns_the_first_task(web):
 
 
 def test_login_session_and_csrf_with_a_token(tmp_path: Path):
-    proc = procs.start("serve", tmp_path / "t.db", env={**ENV, "LOCALFLOW_API_TOKEN": TOKEN})
-    try:
-        with httpx.Client(base_url=proc.url, timeout=10) as web:
-            r = web.get("/dashboard/tasks?status=failed")
-            assert r.status_code == 303
-            login_url = "/dashboard/login?next=/dashboard/tasks%3Fstatus%3Dfailed"
-            assert r.headers["location"] == login_url
-            assert web.get("/").status_code == 303
-            assert web.get("/dashboard/static/dashboard.css").status_code == 200  # public
-            fragment = web.get("/dashboard/overview", headers={"hx-request": "true"})
-            assert fragment.status_code == 401 and fragment.headers["hx-redirect"]
+    with inproc.serving(tmp_path / "t.db", env={**ENV, "LOCALFLOW_API_TOKEN": TOKEN}) as web:
+        r = web.get("/dashboard/tasks?status=failed")
+        assert r.status_code == 303
+        login_url = "/dashboard/login?next=/dashboard/tasks%3Fstatus%3Dfailed"
+        assert r.headers["location"] == login_url
+        assert web.get("/").status_code == 303
+        assert web.get("/dashboard/static/dashboard.css").status_code == 200  # public
+        fragment = web.get("/dashboard/overview", headers={"hx-request": "true"})
+        assert fragment.status_code == 401 and fragment.headers["hx-redirect"]
 
-            login = web.get("/dashboard/login")
-            assert login.status_code == 200 and 'name="_csrf_token"' in login.text
-            csrf = re.search(r'name="_csrf_token" value="(\w+)"', login.text).group(1)
-            assert web.post("/dashboard/login", data={"token": TOKEN}).status_code == 403
-            wrong = web.post("/dashboard/login", data={"token": "nope", "_csrf_token": csrf})
-            assert wrong.status_code == 401 and "not the API token" in wrong.text
-            assert "localflow_session" not in web.cookies
-            ok = web.post("/dashboard/login", data={
-                "token": TOKEN, "_csrf_token": csrf, "next": "//evil.example/x",
-            })
-            assert ok.status_code == 303 and ok.headers["location"] == "/dashboard"
-            cookie = ok.headers["set-cookie"].lower()
-            assert "httponly" in cookie and "samesite=strict" in cookie
-            assert TOKEN.lower() not in cookie
-            assert web.get("/dashboard/tasks").status_code == 200
-            # The API takes the session for reading only (api/auth.py).
-            assert web.get("/api/tasks").status_code == 200
-            assert web.post("/api/tasks", json={"type": "shell",
-                                                "payload": {"command": "echo"}}).status_code == 403
-            # A session cookie alone does not pass CSRF.
-            assert web.post("/dashboard/submit", data={"command": "echo"}).status_code == 403
-            logout = web.post("/dashboard/logout", data={"_csrf_token": csrf})
-            assert logout.status_code == 303
-            assert web.get("/dashboard").status_code == 303
-    finally:
-        proc.stop()
+        login = web.get("/dashboard/login")
+        assert login.status_code == 200 and 'name="_csrf_token"' in login.text
+        csrf = re.search(r'name="_csrf_token" value="(\w+)"', login.text).group(1)
+        assert web.post("/dashboard/login", data={"token": TOKEN}).status_code == 403
+        wrong = web.post("/dashboard/login", data={"token": "nope", "_csrf_token": csrf})
+        assert wrong.status_code == 401 and "not the API token" in wrong.text
+        assert "localflow_session" not in web.cookies
+        ok = web.post("/dashboard/login", data={
+            "token": TOKEN, "_csrf_token": csrf, "next": "//evil.example/x",
+        })
+        assert ok.status_code == 303 and ok.headers["location"] == "/dashboard"
+        cookie = ok.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert TOKEN.lower() not in cookie
+        assert web.get("/dashboard/tasks").status_code == 200
+        # The API takes the session for reading only (api/auth.py).
+        assert web.get("/api/tasks").status_code == 200
+        assert web.post("/api/tasks", json={"type": "shell",
+                                            "payload": {"command": "echo"}}).status_code == 403
+        # A session cookie alone does not pass CSRF.
+        assert web.post("/dashboard/submit", data={"command": "echo"}).status_code == 403
+        logout = web.post("/dashboard/logout", data={"_csrf_token": csrf})
+        assert logout.status_code == 303
+        assert web.get("/dashboard").status_code == 303
 
 
 def test_bulk_action_on_every_task_matching_the_filter(tmp_path: Path):
-    proc = procs.start("serve", tmp_path / "bulk.db", env=ENV)
-    try:
-        with httpx.Client(base_url=proc.url, timeout=10) as web:
-            failing = [_task(web, payload={"command": "false"}, max_attempts=1) for _ in range(3)]
-            fine = _task(web)
-            for t in failing:
-                procs.wait_for_status(web, t["id"], {"failed"})
-            procs.wait_for_status(web, fine["id"], {"succeeded"})
-            web.get("/dashboard")
-            r = web.post("/dashboard/tasks/bulk", headers=_csrf(web), data={
-                "action": "delete", "scope": "matching", "status": "failed",
-            })
-            assert r.status_code == 200, r.text
-            assert web.get("/api/tasks", params={"status": "failed"}).json()["items"] == []
-            remaining = [t["id"] for t in web.get("/api/tasks").json()["items"]]
-            assert remaining == [fine["id"]]
-    finally:
-        proc.stop()
+    with inproc.serving(tmp_path / "bulk.db", env=ENV) as web:
+        failing = [_task(web, payload={"command": "false"}, max_attempts=1) for _ in range(3)]
+        fine = _task(web)
+        for t in failing:
+            procs.wait_for_status(web, t["id"], {"failed"})
+        procs.wait_for_status(web, fine["id"], {"succeeded"})
+        web.get("/dashboard")
+        r = web.post("/dashboard/tasks/bulk", headers=_csrf(web), data={
+            "action": "delete", "scope": "matching", "status": "failed",
+        })
+        assert r.status_code == 200, r.text
+        assert web.get("/api/tasks", params={"status": "failed"}).json()["items"] == []
+        remaining = [t["id"] for t in web.get("/api/tasks").json()["items"]]
+        assert remaining == [fine["id"]]
 
 
 def test_wrong_tokens_are_throttled_per_address(tmp_path: Path):
-    proc = procs.start("serve", tmp_path / "t.db", env={**ENV, "LOCALFLOW_API_TOKEN": TOKEN})
-    try:
-        with httpx.Client(base_url=proc.url, timeout=10) as web:
-            csrf = re.search(r'name="_csrf_token" value="(\w+)"',
-                             web.get("/dashboard/login").text).group(1)
+    with inproc.serving(tmp_path / "t.db", env={**ENV, "LOCALFLOW_API_TOKEN": TOKEN}) as web:
+        csrf = re.search(r'name="_csrf_token" value="(\w+)"',
+                         web.get("/dashboard/login").text).group(1)
 
-            def attempt(token: str) -> httpx.Response:
-                return web.post("/dashboard/login", data={"token": token, "_csrf_token": csrf})
+        def attempt(token: str) -> httpx.Response:
+            return web.post("/dashboard/login", data={"token": token, "_csrf_token": csrf})
 
-            assert [attempt(f"guess-{i}").status_code for i in range(10)] == [401] * 10
-            blocked = attempt("guess-10")
-            assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0
-            assert "Too many wrong tokens" in blocked.text
-            assert "localflow_session" not in web.cookies
-            # The right token is never refused: anyone on this address could fail on purpose.
-            assert attempt(TOKEN).status_code == 303
-            assert "localflow_session" in web.cookies
-    finally:
-        proc.stop()
+        assert [attempt(f"guess-{i}").status_code for i in range(10)] == [401] * 10
+        blocked = attempt("guess-10")
+        assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0
+        assert "Too many wrong tokens" in blocked.text
+        assert "localflow_session" not in web.cookies
+        # The right token is never refused: anyone on this address could fail on purpose.
+        assert attempt(TOKEN).status_code == 303
+        assert "localflow_session" in web.cookies
 
 
 def test_login_throttle_forgets_after_its_window():

@@ -117,12 +117,13 @@ def test_profile_seconds_are_bounded(debug: httpx.Client):
 def test_one_profile_at_a_time(debug: httpx.Client, debug_server: procs.Proc):
     results: list[int] = []
     first = threading.Thread(
-        target=lambda: results.append(debug.get("/debug/profile?seconds=3").status_code)
+        # Long enough that a busy machine cannot end it before the second request is in.
+        target=lambda: results.append(debug.get("/debug/profile?seconds=10").status_code)
     )
     first.start()
     try:
         # The tasks dump shows when the first profile is under way.
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while "in profile" not in debug.get("/debug/tasks").text:
             assert time.monotonic() < deadline, "the first profile never started"
             time.sleep(0.02)

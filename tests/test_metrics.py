@@ -51,7 +51,7 @@ def shell(command: str = "true", *args: str, **fields) -> TaskCreate:
     return TaskCreate(type="shell", payload={"command": command, "args": list(args)}, **fields)
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+def wait_until(check: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -177,6 +177,7 @@ def test_requests_are_counted_by_route_template_never_raw_path(client: httpx.Cli
 # -- the worker's endpoint: real `localflow api` + `localflow worker` processes ------------
 
 
+@pytest.mark.e2e
 def test_worker_process_serves_health_and_metrics_on_its_own_port(tmp_path):
     db = tmp_path / "lf.db"
     port = procs.free_port()
@@ -267,7 +268,7 @@ def test_worker_process_serves_health_and_metrics_on_its_own_port(tmp_path):
 
 
 async def _until(check: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(60):
         while not check():
             await asyncio.sleep(0.01)
 
@@ -309,7 +310,7 @@ async def test_worker_endpoint_speaks_plain_http(queue: Queue, settings):
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base) as http:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(60):
                 while True:
                     try:
                         first = await http.get("/health")

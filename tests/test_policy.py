@@ -18,7 +18,7 @@ from shared.policy import Policy, PolicyError
 from shared.queue import InvalidTask, Queue
 from shared.schemas import HttpPayload, ShellPayload, TaskCreate
 from shared.settings import Settings
-from tests import procs
+from tests import inproc, procs
 from worker.handlers.base import HandlerContext, TaskFailed
 from worker.handlers.http import close_client, run_http
 from worker.handlers.shell import run_shell
@@ -359,13 +359,22 @@ async def test_response_size_cap(sites, path):
 # -- end to end: the API refuses at submit, the worker runs what is allowed ------------------
 
 
+LOCKED = {"LOCALFLOW_SHELL_ALLOW": "echo",
+          "LOCALFLOW_HTTP_DENY_HOSTS": "10.0.0.0/8,blocked.example"}
+
+
 @pytest.fixture(scope="module")
 def locked(tmp_path_factory) -> Iterator[httpx.Client]:
-    db = tmp_path_factory.mktemp("policy") / "policy.db"
-    proc = procs.start("serve", db, env={
-        "LOCALFLOW_SHELL_ALLOW": "echo",
-        "LOCALFLOW_HTTP_DENY_HOSTS": "10.0.0.0/8,blocked.example",
-    })
+    """`localflow serve`'s app in this process (tests/inproc.py), locked down."""
+    with inproc.serving(tmp_path_factory.mktemp("policy") / "policy.db", env=LOCKED) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def locked_served(tmp_path_factory) -> Iterator[httpx.Client]:
+    """The same as a real process: for a task that calls LocalFlow back over HTTP."""
+    db = tmp_path_factory.mktemp("policy-served") / "policy.db"
+    proc = procs.start("serve", db, env=LOCKED)
     with httpx.Client(base_url=proc.url, timeout=10) as client:
         client.db_path = db
         client.root = proc.url
@@ -378,7 +387,6 @@ def _count(client: httpx.Client) -> int:
         return conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("payload", "mentions"),
     [
@@ -402,7 +410,9 @@ def test_api_refuses_disallowed_tasks_with_422_and_queues_nothing(locked, payloa
 
 
 @pytest.mark.e2e
-def test_api_runs_allowed_shell_with_metacharacters_literal_and_the_seed_http_example(locked):
+def test_api_runs_allowed_shell_with_metacharacters_literal_and_the_seed_http_example(
+        locked_served):
+    locked = locked_served
     r = locked.post("/api/tasks", json={"type": "shell", "payload": {
         "command": "echo", "args": METACHARACTERS}})
     assert r.status_code == 201, r.text

@@ -1,5 +1,5 @@
-"""/api/schedules over real HTTP against a real `localflow serve` (API, worker and scheduler
-in one process) on its own database file."""
+"""/api/schedules against `localflow serve`'s app, worker and scheduler in this process
+(tests/inproc.py) on its own database file; what needs a real port runs a real process."""
 
 from __future__ import annotations
 
@@ -12,26 +12,22 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from tests import procs
+from tests import inproc, procs
 from tests.seed import SEED_SCHEDULE
-
-pytestmark = pytest.mark.e2e
 
 SEED = SEED_SCHEDULE  # the seed README's example
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[procs.Proc, Path]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Path]]:
     db = tmp_path_factory.mktemp("schedules-api") / "serve.db"
-    proc = procs.start("serve", db)
-    yield proc, db
-    proc.stop()
+    with inproc.serving(db) as client:
+        yield client, db
 
 
 @pytest.fixture
-def api(served) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=served[0].url, timeout=10) as c:
-        yield c
+def api(served) -> httpx.Client:
+    return served[0]
 
 
 def count_schedules(db: Path) -> int:
@@ -129,9 +125,18 @@ def test_next_fire_times(api):
         assert api.get(f"/api/schedules/{s['id']}/next", params={"n": bad}).status_code == 400
 
 
-def test_run_now_runs_the_task_and_the_schedule_shows_it(api, served):
-    payload = {"url": f"{served[0].url}/health", "method": "GET"}
-    s = api.post("/api/schedules", json={**SEED, "payload": payload, "enabled": False}).json()
+@pytest.mark.e2e
+def test_run_now_runs_the_task_and_the_schedule_shows_it(tmp_path):
+    """The seed's example calls LocalFlow's own /health: a real port, so a real process."""
+    with procs.serving(tmp_path / "run-now.db") as api:
+        run_now_runs_the_task_and_the_schedule_shows_it(api)
+
+
+def run_now_runs_the_task_and_the_schedule_shows_it(api):
+    payload = {"url": f"{str(api.base_url).rstrip('/')}/health", "method": "GET"}
+    r = api.post("/api/schedules", json={**SEED, "payload": payload, "enabled": False})
+    assert r.status_code == 201, r.text
+    s = r.json()
     r = api.post(f"/api/schedules/{s['id']}/run")
     assert r.status_code == 201, r.text
     task = r.json()

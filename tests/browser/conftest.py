@@ -35,6 +35,9 @@ def browser() -> Iterator[object]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium to run the browser tests")
     sync_api = pytest.importorskip("playwright.sync_api")
+    # expect() gives up after 5 s by default: too little on a busy machine, and only a slow
+    # machine (not a wrong page) would take that long.
+    sync_api.expect.set_options(timeout=30_000)
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield b
@@ -87,7 +90,7 @@ def api(live: procs.Proc) -> Iterator[httpx.Client]:
 def page(browser, live: procs.Proc) -> Iterator[object]:
     context = browser.new_context(viewport=DESKTOP, base_url=live.url)
     pg = context.new_page()
-    pg.set_default_timeout(15_000)
+    pg.set_default_timeout(30_000)  # generous: a busy machine is slow, not wrong
     yield pg
     context.close()
 

@@ -21,6 +21,6 @@ async def test_locked_database_is_waited_for_not_reported(queue, db_path):
     await asyncio.sleep(0.3)
     assert not pending.done()
     other.execute("COMMIT")
-    task, created = await asyncio.wait_for(pending, 5)
+    task, created = await asyncio.wait_for(pending, 30)
     assert created and task.status == "queued"
     other.close()

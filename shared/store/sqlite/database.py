@@ -97,8 +97,11 @@ class Database:
         # busy_timeout=0: _begin retries a locked database itself, with shorter sleeps.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout=0")
+        # Switching to WAL needs the file's lock, which another process starting at the same
+        # moment may hold (creating the file): wait for it, as for any lock at start-up.
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_seconds * 1000)}")
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=0")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from litestar import Request, Response, Router, get
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "public, no-cache"
@@ -140,7 +141,7 @@ def static_router(path: str, files: Callable[[], StaticDirectory], name: str) ->
     on its first request rather than at start-up)."""
 
     @get("/{file_path:path}", name=name, include_in_schema=False, sync_to_thread=False)
-    def serve_file(request: Request, file_path: str) -> Response[bytes]:
+    def serve_file(request: Request, file_path: FromPath[str]) -> Response[bytes]:
         return files().answer(request, file_path)
 
     return Router(path=path, route_handlers=[serve_file], include_in_schema=False)

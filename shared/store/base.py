@@ -24,7 +24,8 @@ Rules every backend keeps:
   StorageUnavailable (cannot reach or read the database). Driver exceptions never escape.
   No message contains a password.
 - Records in, records out: msgspec Structs and dataclasses from here and shared/schemas.py,
-  plain str/int/float/dict values. JSON columns are decoded before they leave the store.
+  plain str/int/float/dict values. JSON columns are decoded before they leave the store
+  (except in TransferStore's rows, which carry a copy's data as stored: see there).
 - Statuses are shared/schemas.py STATUSES: queued, running, succeeded, failed, cancelled; the
   edges are docs/state_machine.md.
 

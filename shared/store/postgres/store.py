@@ -886,7 +886,7 @@ class PostgresStore:
                 if attempts:
                     await cur.executemany(T.insert_attempt, attempts)
             return Imported(rows=len(inserted), skipped=len(rows) - len(inserted),
-                            attempts=len(attempts) if table == "tasks" else 0)
+                            attempts=len(attempts))
 
         return await self._write(op)
 

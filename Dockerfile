@@ -36,14 +36,16 @@ COPY docker/wheelhouse/ /wheelhouse/
 WORKDIR /app
 
 # Dependencies first, from uv.lock alone, so editing the source does not
-# reinstall them. `uv export` keeps the lock's hashes: the build installs
+# reinstall them. The postgres extra (psycopg 3 and its pool) is always in: one
+# image serves a SQLite file and a postgresql:// URL alike. `uv export` keeps the lock's hashes: the build installs
 # exactly the files that were locked, from PyPI or from the wheelhouse.
 COPY pyproject.toml uv.lock ./
 RUN set -eu; \
     no_index=""; if [ "$OFFLINE" = 1 ]; then no_index="--no-index"; fi; \
     python -m pip install --quiet $no_index --find-links /wheelhouse "uv==${UV_VERSION}"; \
     uv venv --quiet /opt/venv --python /usr/local/bin/python3; \
-    uv export --quiet --frozen --no-dev --no-emit-project -o /tmp/requirements.txt; \
+    uv export --quiet --frozen --no-dev --extra postgres --no-emit-project \
+        -o /tmp/requirements.txt; \
     uv pip install --quiet --python /opt/venv/bin/python --require-hashes \
         $no_index --find-links /wheelhouse -r /tmp/requirements.txt
 

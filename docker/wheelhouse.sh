@@ -20,9 +20,11 @@ log() { printf '[wheelhouse] %s\n' "$*" >&2; }
 
 uv_version=$(sed -n 's/^ARG UV_VERSION=//p' "$root/Dockerfile")
 build_tools=("uv==$uv_version" hatchling editables)
+# The same export as the Dockerfile's, extras included (psycopg for PostgreSQL).
+export_args=(--quiet --frozen --no-dev --extra postgres --no-emit-project)
 
 # Anything that changes what we would download changes the stamp.
-stamp=$( { sha256sum "$root/uv.lock" "$root/pyproject.toml"; echo "${build_tools[*]}"; } |
+stamp=$( { sha256sum "$root/uv.lock" "$root/pyproject.toml"; echo "${build_tools[*]} ${export_args[*]}"; } |
   sha256sum | cut -d' ' -f1)
 if [[ -f "$dest/.stamp" && "$(cat "$dest/.stamp")" == "$stamp" ]]; then
   log "up to date ($dest)"
@@ -34,7 +36,7 @@ find "$dest" -mindepth 1 -maxdepth 1 ! -name .gitignore -exec rm -rf {} +
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-(cd "$root" && uv export --quiet --frozen --no-dev --no-emit-project -o "$tmp/requirements.txt")
+(cd "$root" && uv export "${export_args[@]}" -o "$tmp/requirements.txt")
 
 # pip does not widen an explicit --platform to older manylinux tags, so list
 # every glibc level up to bookworm's (2.36).

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import uvloop
 
-from localflow import client_cli
+from localflow import client_cli, copy_cli
 from shared import logs, store
 from shared.errors import BadDatabaseURL, StorageError
 from shared.settings import FIELDS, Settings, is_loopback, settings_from
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"{field.help} [env {field.env}, default {default}]",
                 )
     client_cli.add_commands(commands)  # submit, status, tasks, schedules: talk to the API
+    copy_cli.add_command(commands)  # copy: one database into another
     return parser
 
 
@@ -75,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if hasattr(args, "client_run"):
         return client_cli.run(args, command_words, extra)
+    if hasattr(args, "copy_run") and not extra:
+        return copy_cli.run(args)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     overrides = {f.name: getattr(args, f.name, None) for f in FIELDS}

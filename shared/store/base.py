@@ -24,7 +24,8 @@ Rules every backend keeps:
   StorageUnavailable (cannot reach or read the database). Driver exceptions never escape.
   No message contains a password.
 - Records in, records out: msgspec Structs and dataclasses from here and shared/schemas.py,
-  plain str/int/float/dict values. JSON columns are decoded before they leave the store.
+  plain str/int/float/dict values. JSON columns are decoded before they leave the store
+  (except in TransferStore's rows, which carry a copy's data as stored: see there).
 - Statuses are shared/schemas.py STATUSES: queued, running, succeeded, failed, cancelled; the
   edges are docs/state_machine.md.
 
@@ -554,7 +555,91 @@ class StatsStore(Protocol):
         ...
 
 
-class Store(TaskStore, ScheduleStore, StatsStore, Protocol):
+# --------------------------------------------------------------------------------------------
+# Copying between stores (`localflow copy`)
+# --------------------------------------------------------------------------------------------
+
+# The tables a copy moves, in the order it moves them. Attempts travel with their tasks (a
+# task row carries them), so no batch ever holds an attempt without its task.
+TransferTable = Literal["workers", "schedules", "tasks"]
+TRANSFER_TABLES: tuple[TransferTable, ...] = ("workers", "schedules", "tasks")
+
+# Every column a copied row carries, per table: all of them, so ids, statuses, timestamps,
+# claim tokens, leases, idempotency keys and request hashes, schedule state and fire times
+# arrive unchanged. An attempt's own integer id is the one thing not carried: it is the
+# target's to assign (it is never shown, and ids of two sources would collide); attempts are
+# inserted oldest first, so their order is kept.
+TRANSFER_COLUMNS: dict[str, tuple[str, ...]] = {
+    "workers": ("id", "hostname", "pid", "slots", "started_at", "last_seen", "stopped_at"),
+    "schedules": (
+        "id", "name", "cron_expr", "timezone", "task_type", "payload", "enabled", "priority",
+        "max_attempts", "timeout", "overlap", "missed", "next_fire_at", "last_fire_at",
+        "last_task_id", "last_skip_at", "last_skip_reason", "created_at", "updated_at",
+    ),
+    "tasks": (
+        "id", "type", "payload", "status", "priority", "run_at", "attempts", "max_attempts",
+        "timeout", "idempotency_key", "request_hash", "claim_token", "lease_until", "worker_id",
+        "cancel_requested", "result", "last_error", "created_at", "updated_at", "started_at",
+        "finished_at", "schedule_id", "fire_time",
+    ),
+    "task_attempts": (
+        "task_id", "attempt", "worker_id", "started_at", "finished_at", "outcome", "error",
+        "output",
+    ),
+}
+# The row counts table_counts reports: the copied tables and the attempts.
+COUNTED_TABLES = ("workers", "schedules", "tasks", "task_attempts")
+
+# One row as a copy moves it: TRANSFER_COLUMNS' names to plain values (str, int, float, None;
+# bool for `enabled` and `cancel_requested`). JSON columns (payload, result, output) stay the
+# text that was stored, byte for byte: a copy has no reason to decode them. A task row also
+# has "attempt_rows": its attempt rows, oldest first.
+TransferRow = dict[str, Any]
+
+
+def attach_attempts(tasks: list[TransferRow], attempts: Sequence[TransferRow]) -> None:
+    """Give each task row of an export batch its attempt rows (oldest first, as read).
+    Shared by the backends."""
+    by_task: dict[str, list[TransferRow]] = {t["id"]: [] for t in tasks}
+    for attempt in attempts:
+        if attempt["task_id"] in by_task:
+            by_task[attempt["task_id"]].append(dict(attempt))
+    for task in tasks:
+        task["attempt_rows"] = by_task[task["id"]]
+
+
+@dataclass(frozen=True)
+class Imported:
+    rows: int  # rows inserted
+    skipped: int  # rows not inserted because they collide with one already there
+    attempts: int  # attempt rows inserted with their tasks
+
+
+class TransferStore(Protocol):
+    """Bulk reads and writes for copying one database into another (localflow/copy.py), in
+    bounded batches. Not for a live system: a copy reads a stopped one (docs/scaling.md)."""
+
+    async def table_counts(self) -> dict[str, int]:
+        """Rows in each of COUNTED_TABLES (a read)."""
+        ...
+
+    async def export_rows(
+        self, table: TransferTable, after: str, limit: int
+    ) -> list[TransferRow]:
+        """Up to `limit` rows of `table` whose id sorts after `after` ("" for the first
+        batch), by id: keyset paging, so each batch costs the same however far the copy is."""
+        ...
+
+    async def import_rows(self, table: TransferTable, rows: Sequence[TransferRow]) -> Imported:
+        """Insert `rows` (as export_rows returns them) in one transaction, values unchanged.
+        A row that collides with one already there (same id, idempotency key, or schedule
+        and fire time) is skipped and counted, and a skipped task's attempts are not
+        inserted: running the same copy twice inserts nothing the second time. Sends no
+        wake-up (nobody is expected to be running)."""
+        ...
+
+
+class Store(TaskStore, ScheduleStore, StatsStore, TransferStore, Protocol):
     """One opened database. Made by a backend's `open(settings)`; closed by close()."""
 
     engine: str  # "sqlite" or "postgresql"

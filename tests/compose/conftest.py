@@ -133,11 +133,15 @@ class Stack:
         return result.stdout + result.stderr
 
     def health(self, service: str) -> str:
+        """"healthy" when every container of the service is; else the first other state."""
         fmt = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}"
-        cid = self("ps", "-q", service).stdout.strip()
-        if not cid:
+        cids = self.containers(service)  # several once the service is scaled
+        if not cids:
             return "absent"
-        return run(["docker", "inspect", "-f", fmt, cid], check=False).stdout.strip()
+        states = run(["docker", "inspect", "-f", fmt, *cids], check=False).stdout.split()
+        if len(states) != len(cids):
+            return "gone"  # a container went away between ps and inspect
+        return next((state for state in states if state != "healthy"), "healthy")
 
     def wait_healthy(self, *services: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

@@ -44,6 +44,8 @@ from shared.settings import Settings
 from shared.sql import Queries
 from shared.store import redact
 from shared.store.base import (
+    COUNTED_TABLES,
+    TRANSFER_COLUMNS,
     Claimed,
     Depth,
     DueSchedule,
@@ -51,6 +53,7 @@ from shared.store.base import (
     Fire,
     FirePlan,
     Heartbeat,
+    Imported,
     NewTask,
     NextFire,
     PlanFire,
@@ -59,8 +62,11 @@ from shared.store.base import (
     ScheduleTiming,
     StorageInfo,
     Throughput,
+    TransferRow,
+    TransferTable,
     WaitingTask,
     WorkerSeen,
+    attach_attempts,
     fill_throughput,
     throughput_window,
 )
@@ -84,6 +90,7 @@ Q = Queries("postgres", "queue")
 S = Queries("postgres", "schedules")
 D = Queries("postgres", "dashboard")
 M = Queries("postgres", "metrics")
+T = Queries("postgres", "transfer")
 
 
 def _json(value: Any) -> str | None:
@@ -827,6 +834,61 @@ class PostgresStore:
         async with self._read() as conn:
             rows = await self._rows(conn, "SELECT pg_current_snapshot()::text AS snapshot")
         return rows[0]["snapshot"], int(time.monotonic() // _FORCED_CHECK_SECONDS)
+
+    # -- copying (localflow copy) --------------------------------------------------------
+
+    @_translated
+    async def table_counts(self) -> dict[str, int]:
+        async with self._read() as conn:
+            rows = await self._rows(conn, T.table_counts)
+        return {name: int(rows[0][name]) for name in COUNTED_TABLES}
+
+    @_translated
+    async def export_rows(
+        self, table: TransferTable, after: str, limit: int
+    ) -> list[TransferRow]:
+        query = {"workers": T.export_workers, "schedules": T.export_schedules,
+                 "tasks": T.export_tasks}[table]
+        # One snapshot for a batch of tasks and their attempts.
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            rows = await self._rows(conn, query, {"after": after, "limit": limit})
+            if table == "tasks" and rows:
+                attempts = await self._rows(
+                    conn, T.export_attempts, {"after": after, "last": rows[-1]["id"]}
+                )
+                attach_attempts(rows, attempts)
+        return rows
+
+    @_translated
+    async def import_rows(self, table: TransferTable, rows: Sequence[TransferRow]) -> Imported:
+        query = {"workers": T.insert_worker, "schedules": T.insert_schedule,
+                 "tasks": T.insert_task}[table]
+        columns = TRANSFER_COLUMNS[table]
+
+        async def op(conn: psycopg.AsyncConnection[Any]) -> Imported:
+            if not rows:
+                return Imported(rows=0, skipped=0, attempts=0)
+            inserted: set[str] = set()
+            async with conn.cursor() as cur:
+                # One round trip for the batch (pipelined); RETURNING names the rows that
+                # went in, one result set per row (empty where ON CONFLICT skipped it).
+                await cur.executemany(
+                    query, [{c: row[c] for c in columns} for row in rows], returning=True
+                )
+                while True:
+                    for found in await cur.fetchall():
+                        inserted.add(found["id"])
+                    if not cur.nextset():
+                        break
+                attempts = [a for row in rows if row["id"] in inserted
+                            for a in row.get("attempt_rows", ())]
+                if attempts:
+                    await cur.executemany(T.insert_attempt, attempts)
+            return Imported(rows=len(inserted), skipped=len(rows) - len(inserted),
+                            attempts=len(attempts))
+
+        return await self._write(op)
 
 
 async def _schema_version(conn: psycopg.AsyncConnection[Any]) -> int:

@@ -22,6 +22,8 @@ from shared.schedule_schemas import Schedule
 from shared.schemas import STATUSES, Attempt, Status, Task, TaskPage, to_datetime
 from shared.sql import Queries
 from shared.store.base import (
+    COUNTED_TABLES,
+    TRANSFER_COLUMNS,
     Claimed,
     Depth,
     DueSchedule,
@@ -29,6 +31,7 @@ from shared.store.base import (
     Fire,
     FirePlan,
     Heartbeat,
+    Imported,
     NewTask,
     NextFire,
     PlanFire,
@@ -37,8 +40,11 @@ from shared.store.base import (
     ScheduleTiming,
     StorageInfo,
     Throughput,
+    TransferRow,
+    TransferTable,
     WaitingTask,
     WorkerSeen,
+    attach_attempts,
     fill_throughput,
     throughput_window,
 )
@@ -50,6 +56,7 @@ Q = Queries("sqlite", "queue")
 S = Queries("sqlite", "schedules")
 D = Queries("sqlite", "dashboard")
 M = Queries("sqlite", "metrics")
+T = Queries("sqlite", "transfer")
 _CURSOR_START = "~"  # sorts after every ULID character
 
 
@@ -486,6 +493,53 @@ class SQLiteStore:
     @property
     def write_transactions(self) -> int:
         return self.db.batches
+
+    # -- copying (localflow copy) --------------------------------------------------------------
+
+    async def table_counts(self) -> dict[str, int]:
+        (row,) = await self.db.fetch_all(T.table_counts)  # one row of counts, always
+        return {name: row[name] for name in COUNTED_TABLES}
+
+    async def export_rows(
+        self, table: TransferTable, after: str, limit: int
+    ) -> list[TransferRow]:
+        query = {"workers": T.export_workers, "schedules": T.export_schedules,
+                 "tasks": T.export_tasks}[table]
+        rows = [_neutral(r) for r in await self.db.fetch_all(query, {"after": after,
+                                                                      "limit": limit})]
+        if table == "tasks" and rows:
+            attempts = await self.db.fetch_all(
+                T.export_attempts, {"after": after, "last": rows[-1]["id"]}
+            )
+            attach_attempts(rows, [dict(a) for a in attempts])
+        return rows
+
+    async def import_rows(self, table: TransferTable, rows: Sequence[TransferRow]) -> Imported:
+        query = {"workers": T.insert_worker, "schedules": T.insert_schedule,
+                 "tasks": T.insert_task}[table]
+        columns = TRANSFER_COLUMNS[table]
+
+        def op(conn: sqlite3.Connection) -> Imported:
+            inserted = attempts = 0
+            for row in rows:
+                if conn.execute(query, {c: row[c] for c in columns}).rowcount != 1:
+                    continue  # collides with a row already there: skipped
+                inserted += 1
+                for attempt in row.get("attempt_rows", ()):
+                    conn.execute(T.insert_attempt, attempt)
+                    attempts += 1
+            return Imported(rows=inserted, skipped=len(rows) - inserted, attempts=attempts)
+
+        return await self.db.write(op)
+
+
+def _neutral(row: sqlite3.Row) -> TransferRow:
+    """A row as a copy carries it: SQLite's 0/1 flags become booleans."""
+    out = dict(row)
+    for flag in ("enabled", "cancel_requested"):
+        if flag in out:
+            out[flag] = bool(out[flag])
+    return out
 
 
 # -- op bodies (run on the writer thread) -------------------------------------------------------

@@ -309,7 +309,16 @@ def test_workers_outlive_a_postgresql_restart_and_nothing_acknowledged_is_lost(
         assert "Traceback" not in refused.text
 
         # A client submitting during the outage retries until the server is back.
-        during = threading.Thread(target=submit, args=("during", 100))
+        failures: list[BaseException] = []
+
+        def submit_during() -> None:
+            try:
+                submit("during", 100)
+            except BaseException as exc:  # re-raised in the test's own thread below
+                failures.append(exc)
+                submitter.saw_503.set()
+
+        during = threading.Thread(target=submit_during)
         during.start()
         _wait(lambda: submitter.saw_503.is_set(), "the retrying client was told 503", dep)
         for worker in dep.workers:
@@ -318,6 +327,8 @@ def test_workers_outlive_a_postgresql_restart_and_nothing_acknowledged_is_lost(
         outage = time.monotonic() - outage_started
         during.join(DEADLINE)
         assert not during.is_alive()
+        if failures:
+            raise failures[0]
         submit("after", 100)
 
         _wait(lambda: dep.sql("SELECT count(*) FROM tasks WHERE status = 'succeeded'")[0][0]

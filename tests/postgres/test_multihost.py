@@ -14,8 +14,10 @@ Every task is `mktemp RUNS/<key>.XXXXXX` (argv, no shell): each run leaves one n
 the file system (shared by the namespaces; only the network is separate) counts the runs
 independently of what the database says.
 
-These tests wait on minute boundaries and real processes: about 1.5 to 2.5 minutes for the
-first (it must see two cron fire times), well under a minute for the second.
+These tests wait on minute boundaries and real processes. Measured on the shared 2-core
+machine (load average 15): 108 s for the first (it must see two cron fire times: between 60 and
+120 s of that is waiting for them) and 60-68 s for the second (during the outage each request
+waits the store's 5 s connection checkout before its 503).
 """
 
 from __future__ import annotations
@@ -343,7 +345,13 @@ def test_workers_outlive_a_postgresql_restart_and_nothing_acknowledged_is_lost(
         for worker in dep.workers:
             assert worker.popen.poll() is None, worker.log()[-3000:]
         assert 500 not in submitter.statuses, submitter.statuses
+        # At least once: a run whose end could not be recorded while the server was down
+        # (its lease ran out meanwhile) is run again; every history ends in one success.
+        attempts = _attempts(dep)
+        histories = Counter(tuple(o for o, _ in attempts[i]) for i in acknowledged.values())
+        for history in histories:
+            assert history[-1] == "succeeded" and "succeeded" not in history[:-1], histories
         reruns = sum(1 for n in runs.values() if n > 1)
     print(f"\nrestart: outage {outage:.1f}s, answers {dict(submitter.statuses)}, "
-          f"{reruns} tasks ran twice (their completion was cut off with the server); "
+          f"{reruns} tasks ran twice; attempt histories {dict(histories)}; "
           f"test took {time.monotonic() - started:.1f}s")

@@ -2,10 +2,15 @@
 `shell` type mapped to a no-op handler so we time the platform and not `fork/exec`.
 
     python -m bench.lf_worker --db X --slots 8 --expect N --out result.json
+    python -m bench.lf_worker --slots 8 --expect 0 --wait-go --out result.json
 
-Exits once N tasks have *succeeded* (their completion committed), writing when the worker
-loop started, when the Nth success committed, and (for the pickup-latency run) the wall-clock
-time each handler started.
+--db (or LOCALFLOW_DB: a URL's password stays out of the process list) is a SQLite file or a
+postgresql:// URL. Exits once N tasks have *succeeded* (their completion committed), writing
+when the worker loop started, when the Nth success committed, and (for the pickup-latency run)
+the wall-clock time each handler started. With --expect 0 it runs until SIGTERM (one of
+several worker processes sharing a queue: the parent sees the total) and reports its own
+count and when its last success committed; with --wait-go it says "ready" once open and
+starts claiming only when a line arrives on stdin, so several processes start together.
 """
 
 from __future__ import annotations
@@ -14,20 +19,24 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import signal
+import sys
 import time
 from typing import Any
 
 from shared import logs
 from shared.queue import Claimed, Queue
 from shared.settings import Settings
-from shared.store.sqlite import SQLiteStore
+from shared.store import open_store
 from worker.handlers import HandlerContext
 from worker.pool import Worker
 
 
-async def main(db_path: str, slots: int, expect: int, out: str, poll: float) -> None:
+async def main(db_path: str, slots: int, expect: int, out: str, poll: float,
+               wait_go: bool) -> None:
     settings = Settings(db=db_path, workers=slots, poll=poll)
-    db = await SQLiteStore.open(db_path, synchronous=settings.synchronous)
+    db = await open_store(settings, migrate_first=False)
     queue = Queue(db, settings=settings)
     starts: dict[str, float] = {}
 
@@ -38,6 +47,9 @@ async def main(db_path: str, slots: int, expect: int, out: str, poll: float) -> 
     worker = Worker(queue, settings, handlers={"shell": noop})
     stop = asyncio.Event()
     done_at: list[float] = []
+    last_success = [0.0]
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     succeeded = 0
 
     def on_event(kind: str, claimed: Claimed, _: float) -> None:
@@ -45,6 +57,7 @@ async def main(db_path: str, slots: int, expect: int, out: str, poll: float) -> 
         nonlocal succeeded
         if kind == "succeeded":
             succeeded += 1
+            last_success[0] = time.time()
             if succeeded == expect:
                 done_at.append(time.time())
                 stop.set()
@@ -53,6 +66,9 @@ async def main(db_path: str, slots: int, expect: int, out: str, poll: float) -> 
     claims: list[tuple[int, float]] = []
     if hasattr(worker, "on_claim"):  # (tasks claimed, seconds the claim took)
         worker.on_claim = lambda n, seconds: claims.append((n, seconds))
+    if wait_go:
+        print("ready", flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)
     batches0, cpu0 = db.write_transactions, time.process_time()
     started = time.time()
     run = asyncio.create_task(worker.run(stop))
@@ -60,24 +76,28 @@ async def main(db_path: str, slots: int, expect: int, out: str, poll: float) -> 
     # (its wake-up socket is bound before the worker counts as running)
     while not worker.running and not run.done():
         await asyncio.sleep(0.005)
-    print("ready", flush=True)
+    if not wait_go:
+        print("ready", flush=True)
     await run
     cpu, batches = time.process_time() - cpu0, db.write_transactions - batches0
     await db.close()
     with open(out, "w") as f:
         json.dump({"started": started, "done": done_at[0] if done_at else None,
                    "count": succeeded, "cpu_seconds": cpu, "write_transactions": batches,
-                   "claims": claims,
+                   "claims": claims, "last_success": last_success[0],
                    "starts": starts}, f)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--db", required=True)
+    parser.add_argument("--db", default=os.environ.get("LOCALFLOW_DB"))
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--poll", type=float, default=Settings().poll)
+    parser.add_argument("--wait-go", action="store_true")
     args = parser.parse_args()
+    if not args.db:
+        parser.error("--db or LOCALFLOW_DB is required")
     logs.configure("json", level=logging.WARNING)
-    asyncio.run(main(args.db, args.slots, args.expect, args.out, args.poll))
+    asyncio.run(main(args.db, args.slots, args.expect, args.out, args.poll, args.wait_go))

@@ -1,10 +1,13 @@
-"""The LocalFlow measurements: (a) HTTP submit, (b) end to end, (c) pickup, (d) idle CPU."""
+"""The LocalFlow measurements: (a) HTTP submit, (b) end to end, (c) pickup, (d) idle CPU,
+(e) scale-out: several worker processes on one queue (SQLite file or PostgreSQL database)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sqlite3
+import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +20,8 @@ from bench.http_load import SUBMIT_BODY, LoadResult, batch_body, run_load
 from shared.queue import Queue
 from shared.schemas import TaskCreate
 from shared.settings import Settings
-from shared.store.sqlite import SQLiteStore, migrations
+from shared.store import open_store, redact
+from shared.store.sqlite import migrations
 from shared.store.sqlite.wake import wake_dir
 
 
@@ -37,24 +41,26 @@ def _load_dict(load: LoadResult, per_request: int = 1) -> dict[str, Any]:
     }
 
 
-def _count_tasks(db: Path) -> int:
-    async def count() -> int:
-        database = await SQLiteStore.open(str(db))
-        try:
-            return sum((await database.counts()).values())
-        finally:
-            await database.close()
+async def _counts(db: str) -> dict[str, int]:
+    database = await open_store(Settings(db=db), migrate_first=False)
+    try:
+        return await database.counts()
+    finally:
+        await database.close()
 
-    return asyncio.run(count())
+
+def _count_tasks(db: Path | str) -> int:
+    return sum(asyncio.run(_counts(str(db))).values())
 
 
 def http_submit(
-    workdir: Path, seconds: float, connections: int, batch_size: int
+    workdir: Path, seconds: float, connections: int, batch_size: int, db: str | None = None
 ) -> dict[str, Any]:
-    """(a) POST /api/tasks against `localflow api` with no worker: only the submit path."""
-    db = fresh_db(workdir, "submit")
+    """(a) POST /api/tasks against `localflow api` with no worker: only the submit path.
+    `db`: a fresh, migrated database to use (a postgresql:// URL); default a new SQLite file."""
+    db = db or str(fresh_db(workdir, "submit"))
     api = procs.localflow("api", db, workdir)
-    out: dict[str, Any] = {"process": " ".join(api.argv[1:])}
+    out: dict[str, Any] = {"process": " ".join(api.argv[1:]), "db": redact(db)}
     try:
         url = f"{api.url}/api/tasks"
         with httpx.Client() as client:  # warm-up: first requests build Litestar's caches
@@ -80,8 +86,8 @@ def http_submit(
     return out
 
 
-async def _pre_enqueue(db: Path, n: int, chunk: int = 500) -> float:
-    database = await SQLiteStore.open(str(db))
+async def _pre_enqueue(db: Path | str, n: int, chunk: int = 500) -> float:
+    database = await open_store(Settings(db=str(db)), migrate_first=False)
     queue = Queue(database, settings=Settings(db=str(db)))
     create = TaskCreate(type="shell", payload={"command": "true"})
     started = time.perf_counter()
@@ -118,6 +124,58 @@ def end_to_end(workdir: Path, n: int, slots: int) -> dict[str, Any]:
         **_claim_stats(data["claims"]),
         "pre_enqueue_tasks_per_s": n / enqueue_s,
         "command": " ".join(worker.argv[1:]),
+    }
+
+
+def scale_out(workdir: Path, db: str, n: int, processes: int, slots: int) -> dict[str, Any]:
+    """(e) N queued tasks, then P worker processes (no-op handler, `slots` each) on the same
+    database run them all. The processes open their stores and say "ready"; all are told
+    "go" at once, and the time runs from "go" to the last committed success among them."""
+    enqueue_s = asyncio.run(_pre_enqueue(db, n))
+    results = [workdir / f"scale-{processes}-{i}-{time.monotonic_ns()}.json"
+               for i in range(processes)]
+    workers = [procs.python_module("bench.lf_worker", workdir, "--slots", str(slots),
+                                   "--expect", "0", "--wait-go", "--out", str(out), db=db,
+                                   stdin=subprocess.PIPE)
+               for out in results]
+    try:
+        for worker in workers:
+            procs.wait_line(worker, "ready", timeout=60)
+        go = time.time()
+        for worker in workers:
+            assert worker.popen.stdin is not None
+            worker.popen.stdin.write(b"go\n")
+            worker.popen.stdin.flush()
+        # The parent sees the total; 0.1 s polls of the counts cost the database little.
+        deadline = time.monotonic() + 600
+        while asyncio.run(_counts(db)).get("succeeded", 0) < n:
+            if any(w.popen.poll() is not None for w in workers):
+                raise RuntimeError("a bench worker exited:\n"
+                                   + "\n".join(w.log()[-2000:] for w in workers))
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{n} tasks not done in 600 s")
+            time.sleep(0.1)
+        for worker in workers:
+            worker.popen.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.popen.wait(60)
+    finally:
+        for worker in workers:
+            worker.stop()
+    data = [json.loads(path.read_text()) for path in results]
+    done = sum(d["count"] for d in data)
+    if done != n:
+        raise RuntimeError(f"the workers report {done} successes, expected {n}")
+    seconds = max(d["last_success"] for d in data) - go
+    cpu = sum(d["cpu_seconds"] for d in data)
+    return {
+        "processes": processes, "slots_per_process": slots, "tasks": n, "seconds": seconds,
+        "tasks_per_s": n / seconds, "per_process": [d["count"] for d in data],
+        # Of the two cores, how much the workers took (the rest: the database server, if any).
+        "workers_cpu_percent": 100 * cpu / seconds,
+        "write_transactions_per_task": sum(d["write_transactions"] for d in data) / n,
+        "pre_enqueue_tasks_per_s": n / enqueue_s,
+        "command": " ".join(workers[0].argv[1:]), "db": redact(db),
     }
 
 

@@ -54,32 +54,38 @@ class Proc:
             return self.popen.wait()
 
 
-def localflow(command: str, db: Path, workdir: Path, *args: str) -> Proc:
-    """`localflow <command>` on db; for api/serve, waits until /health answers."""
-    argv = [sys.executable, "-m", "localflow.cli", command, "--db", str(db), *args]
+def localflow(command: str, db: Path | str, workdir: Path, *args: str) -> Proc:
+    """`localflow <command>` on db (a file or a postgresql:// URL, given in LOCALFLOW_DB so
+    a password stays out of the process list and the recorded argv); for api/serve, waits
+    until /health answers."""
+    argv = [sys.executable, "-m", "localflow.cli", command, *args]
     url = None
     if command in ("api", "serve"):
         port = free_port()
         argv += ["--addr", f"127.0.0.1:{port}"]
         url = f"http://127.0.0.1:{port}"
-    proc = _start(argv, workdir / f"{command}-{time.monotonic_ns()}.log", clean_env())
+    proc = _start(argv, workdir / f"{command}-{time.monotonic_ns()}.log",
+                  clean_env(LOCALFLOW_DB=str(db)))
     proc.url = url
     if url:
         _wait_healthy(proc)
     return proc
 
 
-def python_module(module: str, workdir: Path, *args: str) -> Proc:
+def python_module(module: str, workdir: Path, *args: str, db: Path | str | None = None,
+                  stdin: int | None = None) -> Proc:
     argv = [sys.executable, "-m", module, *args]
     name = module.rsplit(".", 1)[-1]
-    return _start(argv, workdir / f"{name}-{time.monotonic_ns()}.log", clean_env(),
-                  stdout=subprocess.PIPE)
+    env = clean_env() if db is None else clean_env(LOCALFLOW_DB=str(db))
+    return _start(argv, workdir / f"{name}-{time.monotonic_ns()}.log", env,
+                  stdout=subprocess.PIPE, stdin=stdin)
 
 
-def _start(argv: list[str], log_path: Path, env: dict[str, str], stdout: int | None = None) -> Proc:
+def _start(argv: list[str], log_path: Path, env: dict[str, str], stdout: int | None = None,
+           stdin: int | None = None) -> Proc:
     with open(log_path, "wb") as log_file:
         popen = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdout=stdout or log_file, stderr=log_file
+            argv, cwd=REPO, env=env, stdin=stdin, stdout=stdout or log_file, stderr=log_file
         )
     return Proc(popen, log_path, argv)
 

@@ -3,6 +3,8 @@
     uv run python bench/run.py            # full run (~2 minutes on 2 cores)
     uv run python bench/run.py --quick    # seconds: proves the script works, numbers are noise
     uv run python bench/run.py --profile  # also py-spy profiles of the API and the worker
+    uv run python bench/run.py --backends sqlite   # without the PostgreSQL half
+    uv run python bench/run.py --pg-url postgresql://u:p@host:5432/postgres  # a server of yours
 
 Prints a table and writes bench/results/bench-<time>.json. See bench/README.md.
 """
@@ -24,11 +26,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from bench import huey_side, localflow_side, profiling
+from bench import huey_side, localflow_side, pg_side, profiling
 from bench.http_load import wrk_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["submit", "e2e", "pickup", "idle", "huey"]
+PARTS = ["submit", "e2e", "scale", "pickup", "idle", "huey"]
+BACKENDS = ["sqlite", "postgres"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,11 +48,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle-seconds", type=float, help="idle CPU window (default 10)")
     p.add_argument("--only", nargs="+", choices=PARTS, default=PARTS, metavar="PART",
                    help=f"run only these parts: {' '.join(PARTS)} (default all)")
+    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=BACKENDS,
+                   help="queues to measure (default both); PostgreSQL runs (a) and (e)")
+    p.add_argument("--pg-url", help="a PostgreSQL server whose user may create databases "
+                   "(default: a throwaway cluster of the machine's PostgreSQL, as the tests "
+                   "start, with fsync on)")
+    p.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4],
+                   help="worker processes to try in (e) scale-out (default 1 2 4)")
+    p.add_argument("--scale-tasks", type=int, help="tasks per scale-out run (default 10000)")
+    p.add_argument("--scale-slots", type=int, default=8, help="slots per worker process in (e)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     args = p.parse_args(argv)
     quick = args.quick
     args.seconds = args.seconds or (1.0 if quick else 10.0)
     args.tasks = args.tasks or (300 if quick else 20000)
+    args.scale_tasks = args.scale_tasks or (200 if quick else 10000)
     args.pickup_tasks = args.pickup_tasks or (20 if quick else 500)
     args.idle_seconds = args.idle_seconds or (1.0 if quick else 10.0)
     return args
@@ -105,18 +118,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": args.quick,
         "command": " ".join(["uv run python bench/run.py", *sys.argv[1:]]),
         "machine": machine(), "load_average_before": os.getloadavg(),
-        "localflow": {}, "huey": {},
+        "localflow": {}, "huey": {}, "postgres": {},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
-    lf, hu = out["localflow"], out["huey"]
+    lf, hu, pg = out["localflow"], out["huey"], out["postgres"]
+    server = None
     try:
         lf["disk_before"] = step("disk probe", localflow_side.disk_probe, workdir, 200)
-        if "submit" in args.only:
+        if "postgres" in args.backends and {"submit", "scale"} & set(args.only):
+            server = step("PostgreSQL server", pg_side.open_server, args.pg_url)
+            if isinstance(server, dict):  # no server here: say why, measure SQLite alone
+                pg["skipped"], server = server["error"], None
+            else:
+                pg["server"] = server.describe()
+        if "submit" in args.only and "sqlite" in args.backends:
             lf["submit"] = step("(a) HTTP submit", localflow_side.http_submit, workdir,
                                 args.seconds, args.connections, args.batch_size)
+        if "submit" in args.only and server is not None:
+            pg["submit"] = step("(a) HTTP submit, PostgreSQL", localflow_side.http_submit,
+                                workdir, args.seconds, args.connections, args.batch_size,
+                                server.new_database())
+        # (e) the two backends alternate at each process count, as LocalFlow and Huey do below.
+        lf["scale_out"], pg["scale_out"] = [], []
+        for processes in args.processes if "scale" in args.only else []:
+            if "sqlite" in args.backends:
+                lf["scale_out"].append(step(
+                    f"(e) scale-out, SQLite, {processes} worker processes",
+                    localflow_side.scale_out, workdir,
+                    str(localflow_side.fresh_db(workdir, f"scale-{processes}")),
+                    args.scale_tasks, processes, args.scale_slots))
+            if server is not None:
+                pg["scale_out"].append(step(
+                    f"(e) scale-out, PostgreSQL, {processes} worker processes",
+                    localflow_side.scale_out, workdir, server.new_database(),
+                    args.scale_tasks, processes, args.scale_slots))
         # LocalFlow and Huey alternate, so a slow spell of the disk hits both alike.
         lf["end_to_end"], hu["runs"] = [], []
-        for slots in args.slots:
+        for slots in args.slots if "sqlite" in args.backends else []:
             if "huey" in args.only:
                 hu["runs"].append(step(f"(a', b') Huey, {slots} workers",
                                        huey_side.enqueue_and_consume, workdir, args.tasks, slots))
@@ -124,16 +162,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 lf["end_to_end"].append(step(f"(b) end to end, {slots} slots",
                                              localflow_side.end_to_end, workdir, args.tasks,
                                              slots))
-        if "pickup" in args.only:
+        if "pickup" in args.only and "sqlite" in args.backends:
             lf["pickup"] = step("(c) pickup latency", localflow_side.pickup_latency, workdir,
                                 args.pickup_tasks, args.pickup_gap)
-        if "idle" in args.only:
+        if "idle" in args.only and "sqlite" in args.backends:
             lf["idle"] = step("(d) idle worker CPU", localflow_side.idle_cpu, workdir,
                               args.idle_seconds)
         lf["disk_after"] = step("disk probe", localflow_side.disk_probe, workdir, 200)
         if args.profile:
             out["profile"] = profile(args, workdir)
     finally:
+        if server is not None:
+            server.close()
         shutil.rmtree(workdir, ignore_errors=True)
     out["load_average_after"] = os.getloadavg()
     out["ratios"] = ratios(out)
@@ -241,6 +281,37 @@ def table(out: dict[str, Any]) -> str:
         key = f"b_end_to_end_{slots}_slots_vs_huey"
         if key in ratio:
             add(f"(b) ratio, {slots} slots / Huey", f"{ratio[key]:.2f}x", "target >= 2x")
+    pg = out.get("postgres", {})
+    if "skipped" in pg:
+        add("PostgreSQL", "skipped", str(pg["skipped"])[:300])
+    elif "server" in pg:
+        srv = pg["server"]
+        add("PostgreSQL server", str(srv["version"]),
+            f"{'throwaway cluster' if srv['throwaway_cluster'] else srv['url']}, fsync "
+            f"{srv['fsync']}, synchronous_commit {srv['synchronous_commit']}, shared_buffers "
+            f"{srv['shared_buffers']}; on this machine, sharing its cores")
+    sub = pg.get("submit")
+    if sub is not None and not failed("(a) PostgreSQL HTTP submit", sub):
+        s = sub["single"]
+        add("(a) PostgreSQL POST /api/tasks", f"{s['tasks_per_s']:,.0f} tasks/s",
+            f"{s['tool']} c={out['config']['connections']}: p50 "
+            f"{s['latency_ms'].get('p50', 0):.1f} ms, p99 {s['latency_ms'].get('p99', 0):.1f} ms, "
+            f"{s['errors']} errors; API process CPU {s['api_cpu_percent']:.0f}%")
+        b = sub["batch"]
+        if "tasks_per_s" in b:
+            add("(a) PostgreSQL POST /api/tasks/batch", f"{b['tasks_per_s']:,.0f} tasks/s",
+                f"{b['batch_size']} tasks per request, {b['errors']} errors")
+    scale = (("SQLite", lf.get("scale_out", [])), ("PostgreSQL", pg.get("scale_out", [])))
+    for name, runs in scale:
+        for e in runs:
+            if failed(f"(e) {name} scale-out", e):
+                continue
+            add(f"(e) {name}, {e['processes']} worker process{'es' if e['processes'] > 1 else ''}",
+                f"{e['tasks_per_s']:,.0f} tasks/s",
+                f"{e['tasks']} no-op tasks in {e['seconds']:.2f}s, {e['slots_per_process']} slots "
+                f"each; per process {e['per_process']}; workers' CPU "
+                f"{e['workers_cpu_percent']:.0f}% of one core, "
+                f"{e['write_transactions_per_task']:.2f} commits/task")
     pk = lf.get("pickup")
     if not failed("(c) pickup latency", pk):
         c, s = pk["from_created_ms"], pk["from_client_send_ms"]

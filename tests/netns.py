@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 # Link-local, so the addresses can never be mistaken for, or routed to, a real network.
 # 169.254.169.0/24 is left alone: cloud metadata services live there.
-_SUBNETS = ipaddress.ip_network("169.254.0.0/16").subnets(new_prefix=24)
+# A tuple, not subnets()'s generator: that one is spent by the first Network of a process.
+_SUBNETS = tuple(ipaddress.ip_network("169.254.0.0/16").subnets(new_prefix=24))
 _METADATA = ipaddress.ip_network("169.254.169.0/24")
 
 

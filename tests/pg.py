@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,8 +117,17 @@ def _as_user() -> dict[str, object]:
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
-def start_cluster() -> Cluster:
-    """initdb + postgres on a free loopback port; returns once it accepts connections."""
+def start_cluster(
+    listen: Sequence[str] = ("127.0.0.1",), hba: Sequence[str] = (), durable: bool = False
+) -> Cluster:
+    """initdb + postgres on a free port; returns once it accepts connections.
+
+    `listen`: the addresses it listens on (its `url` always uses the first); each must exist
+    on this machine, e.g. a test bridge's address for clients in other network namespaces.
+    `hba`: pg_hba.conf lines added to initdb's (which trust the Unix socket and ask loopback
+    TCP for the password), e.g. `host all all 169.254.7.0/24 scram-sha-256`.
+    `durable`: keep PostgreSQL's own fsync and commit settings (the bench, which compares it
+    with SQLite at synchronous=FULL); tests turn them off for speed."""
     bin_dir = _bin_dir()
     as_user = _as_user()
     root = Path(tempfile.mkdtemp(prefix="localflow-pg-"))
@@ -142,17 +151,21 @@ def start_cluster() -> Cluster:
     if init.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"initdb failed: {init.stderr.decode(errors='replace')[-2000:]}")
+    if hba:
+        with open(data / "pg_hba.conf", "a") as hba_file:
+            hba_file.write("".join(line + "\n" for line in hba))
     port = free_port()
     argv = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
-            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={root}",
-            # A throwaway cluster: durability buys nothing, speed buys shorter tests.
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c", f"listen_addresses={','.join(listen)}", "-c", f"unix_socket_directories={root}",
             "-c", "max_connections=300", "-c", "shared_buffers=64MB"]
+    if not durable:
+        # A throwaway cluster: durability buys nothing, speed buys shorter tests.
+        argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     popen_kwargs = {"env": env, "cwd": root, "start_new_session": True, **as_user}
     log_path.touch()
     if as_user:
         os.chown(log_path, as_user["user"], as_user["group"])  # type: ignore[arg-type]
-    cluster = Cluster(url=f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres",
+    cluster = Cluster(url=f"postgresql://postgres:{password}@{listen[0]}:{port}/postgres",
                       root=root, log_path=log_path, argv=argv, popen_kwargs=popen_kwargs)
     # Also stopped when this interpreter exits some other way than through the fixture (a
     # script that raised, a session interrupted): no orphaned server left behind.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -67,6 +68,8 @@ async def test_shell_success_failure_and_retry(live_queue):
         assert [a.outcome for a in attempts] == ["failed", "failed"]
         not_found = await until(live_queue, missing.id, {"failed"})
         assert "cannot start 'no-such-command-xyz'" in not_found.last_error
+        assert os.environ["PATH"] not in not_found.last_error  # the server's PATH is its own
+        assert "/usr/bin" not in not_found.last_error
         assert not_found.attempts == 1  # retrying cannot make the program appear
 
 
@@ -261,3 +264,15 @@ async def test_worker_outlives_a_database_locked_past_its_busy_limit(db_path):
         assert done.result["stdout"] == "after the lock\n"
     finally:
         await db.close()
+
+
+async def test_a_final_failure_is_a_warning_and_a_retry_stays_info(live_queue):
+    from structlog.testing import capture_logs
+
+    retried, _ = await live_queue.enqueue(shell("false", max_attempts=2))
+    with capture_logs() as logs:
+        async with running(Worker(live_queue, live_queue.settings)):
+            await until(live_queue, retried.id, {"failed"})
+    about = [e for e in logs if e.get("task_id") == retried.id and "failed" in e["event"]]
+    assert [(e["event"], e["log_level"], e["attempt"]) for e in about] == [
+        ("task attempt failed", "info", 1), ("task failed", "warning", 2)]

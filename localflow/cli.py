@@ -77,6 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return client_cli.run(args, command_words, extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in ("serve", "api") and getattr(args, "metrics_addr", None) is not None:
+        # Accepting it and doing nothing would leave someone scraping a port nobody opens.
+        # (LOCALFLOW_METRICS_ADDR is ignored here: one environment may serve every service.)
+        parser.error(
+            f"--metrics-addr is for `localflow worker` only; `{args.command}` serves "
+            + ("its worker's metrics on the API's /metrics at --addr" if args.command == "serve"
+               else "/metrics at --addr")
+        )
     overrides = {f.name: getattr(args, f.name, None) for f in FIELDS}
     try:
         settings = settings_from(os.environ, overrides)

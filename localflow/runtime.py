@@ -86,7 +86,10 @@ async def _run(
     pool = Worker(queue, settings) if worker else None
     # `serve`: the worker's metrics are part of the API's /metrics (one port, one scrape).
     # `worker`: they are served with the worker's /health on settings.metrics_addr.
-    worker_metrics = WorkerMetrics(process_metrics=not api)
+    worker_metrics = WorkerMetrics(
+        process_metrics=not api,
+        write_transactions=None if api else lambda: queue.store.write_transactions,
+    )
     if pool is not None:
         worker_metrics.attach(pool)
     if api:

@@ -230,3 +230,16 @@ def test_database_files_and_wake_folder_are_private(tmp_path):
     with procs.serving(fresh):
         assert _mode(fresh) == 0o600
         assert _mode(Path(f"{fresh}-wal")) == 0o600
+
+
+@pytest.mark.parametrize("command", ["serve", "api"])
+def test_metrics_addr_is_refused_where_it_would_do_nothing(tmp_path, command):
+    done = _cli(command, "--db", str(tmp_path / "lf.db"), "--metrics-addr", "127.0.0.1:9999")
+    assert done.returncode == 2
+    assert "--metrics-addr is for `localflow worker` only" in done.stderr
+    assert not (tmp_path / "lf.db").exists()  # refused before anything was done
+    # The environment variable (one environment for every service) is no reason to refuse.
+    port = procs.free_port()
+    proc = procs.start(command, tmp_path / "env.db", port=port,
+                       env={"LOCALFLOW_METRICS_ADDR": "127.0.0.1:9999"})
+    assert proc.stop() == 0

@@ -77,7 +77,9 @@ class Worker:
         # Tasks whose outcome is known but not yet written (the database refuses writes).
         self.pending_outcomes: set[str] = set()
         self._abandon_outcomes = asyncio.Event()  # set at shutdown once the grace is spent
-        # Hooks for metrics (issue: metrics); each gets the Claimed and a label.
+        # Hooks for metrics (issue: metrics); each gets the Claimed and a label. Besides the
+        # task events (started, succeeded, retried, failed, cancelled, timeout), every attempt
+        # whose end was written reports "attempt:<its outcome>" once.
         self.on_event: Callable[[str, Claimed, float], None] = lambda *_: None
         # Called after each claim with (tasks claimed, seconds the claim took).
         self.on_claim: Callable[[int, float], None] = lambda *_: None
@@ -201,6 +203,7 @@ class Worker:
                 done = await self._write_outcome(c, bound, lambda: self.queue.complete(c, value))
                 if done is True:
                     self.on_event("succeeded", c, self._since(started))
+                    self.on_event("attempt:succeeded", c, 0.0)
                 elif done is False:
                     bound.warning("task finished after its lease was lost; result not recorded")
             else:
@@ -216,6 +219,8 @@ class Worker:
                     bound.warning("task failed", error=error, now=status)
                 else:
                     bound.info("task attempt failed", error=error, now=status or "lease lost")
+                if status is not None:  # written: the attempt ended as `outcome`
+                    self.on_event(f"attempt:{outcome}", c, 0.0)
                 if outcome == "timeout":  # counted apart, and also as retried or failed below
                     self.on_event("timeout", c, self._since(started))
                 self.on_event(
@@ -310,14 +315,18 @@ class Worker:
     async def _stopped_from_outside(self, c: Claimed, bound: Any) -> None:
         reason = self._stop_reason.get(c.id, _SHUTDOWN)
         if reason == _CANCELLED:
-            if await self._write_outcome(c, bound, lambda: self.queue.finish_cancelled(c)) \
-                    is not UNWRITTEN:
+            done = await self._write_outcome(c, bound, lambda: self.queue.finish_cancelled(c))
+            if done is not UNWRITTEN:
                 bound.info("task cancelled")
                 self.on_event("cancelled", c, 0.0)
+                if done:
+                    self.on_event("attempt:cancelled", c, 0.0)
         elif reason == _SHUTDOWN:
-            if await self._write_outcome(c, bound, lambda: self.queue.release(c)) \
-                    is not UNWRITTEN:
+            done = await self._write_outcome(c, bound, lambda: self.queue.release(c))
+            if done is not UNWRITTEN:
                 bound.info("task returned to the queue: worker stopping")
+                if done:
+                    self.on_event("attempt:released", c, 0.0)
         else:
             bound.warning("task stopped: its lease was lost to another worker")
 

@@ -26,6 +26,8 @@ import pytest
 
 from tests import procs
 
+pytestmark = pytest.mark.e2e  # real processes
+
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:

@@ -17,6 +17,8 @@ from shared.store.base import Outcome
 from tests import procs
 from worker.metrics import ATTEMPT_OUTCOMES
 
+pytestmark = pytest.mark.e2e  # real processes
+
 TYPES = sorted(PAYLOAD_TYPES)
 FIRE_OUTCOMES = list(Outcome.__args__)  # type: ignore[attr-defined]
 

@@ -23,6 +23,8 @@ import pytest
 
 from tests import procs
 
+pytestmark = pytest.mark.e2e  # real processes
+
 
 def _wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
     deadline = time.monotonic() + timeout

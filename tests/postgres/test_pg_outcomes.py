@@ -13,6 +13,8 @@ import pytest
 
 from tests import pg, procs
 
+pytestmark = pytest.mark.e2e  # real processes
+
 
 def _longest_outcome_wait(proc: procs.Proc) -> float:
     longest = 0.0

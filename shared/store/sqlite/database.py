@@ -97,11 +97,12 @@ class Database:
         # busy_timeout=0: _begin retries a locked database itself, with shorter sleeps.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout=0")
         # migrate() switched the file to WAL; switching again would want a lock that another
-        # process may hold for long (start-up must not die over it), so only check here.
+        # process may hold for long (start-up must not die over it), so only check here (with
+        # the connection's default 5 s busy wait: a read, which WAL never blocks for long).
         if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
             conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=0")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn

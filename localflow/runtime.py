@@ -171,7 +171,9 @@ async def _serve_api(
     server = _Server(config)
     watcher = asyncio.create_task(_exit_on(stop, server))
     try:
-        log.info("api listening", url=f"http://{settings.addr}")
+        bound_port = listening.getsockname()[1]  # the real one, also for --addr HOST:0
+        shown = f"[{host}]" if ":" in host else host
+        log.info("api listening", url=f"http://{shown}:{bound_port}")
         try:
             await server.serve(sockets=[listening])
         except SystemExit:  # uvicorn's way of saying start-up failed (already logged)

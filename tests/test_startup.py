@@ -159,6 +159,8 @@ def test_fatal_start_up_lines_are_json_with_log_format_json(tmp_path):
     cases = [
         # An unopenable database: a directory where the file should be.
         (["migrate", "--db", str(tmp_path)], "cannot migrate the database"),
+        (["serve", "--db", str(tmp_path / "no" / "such" / "dir.db"), "--addr", "127.0.0.1:0"],
+         "cannot create the database"),
         (["serve", "--db", str(tmp_path / "x.db"), "--addr", "0.0.0.0:0"],
          "refusing to listen on 0.0.0.0:0 without an API token"),
     ]

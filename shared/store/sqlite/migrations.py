@@ -95,6 +95,10 @@ def migrate(
         return _migrate(db_path, directory, stop or threading.Event())
     except sqlite3.Error as exc:
         raise StorageUnavailable(f"cannot migrate the database {db_path}: {exc}") from None
+    except OSError as exc:  # creating the file: a missing folder, no permission
+        raise StorageUnavailable(
+            f"cannot create the database {db_path}: {exc.strerror or exc}"
+        ) from None
 
 
 def create_private(db_path: str) -> None:

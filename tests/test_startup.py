@@ -195,7 +195,8 @@ def test_api_and_worker_started_together_on_a_new_database_both_start_every_time
         db = tmp_path / f"race-{n}.db"
         # Alternate which is started first; they start within a millisecond of each other.
         first, second = ("api", "worker") if n % 2 == 0 else ("worker", "api")
-        started = {name: procs.start(name, db, "--metrics-addr", "off", wait_for_health=False)
+        flags = {"api": [], "worker": ["--metrics-addr", "off"]}
+        started = {name: procs.start(name, db, *flags[name], wait_for_health=False)
                    for name in (first, second)}
         try:
             for name, proc in started.items():

@@ -205,8 +205,8 @@ def test_api_and_worker_started_together_on_a_new_database_both_start_every_time
                           what=f"{name} to open the database")
                 assert proc.popen.poll() is None, f"round {n}: {name} died:\n{proc.log()}"
         finally:
-            for proc in started.values():
-                assert proc.stop() == 0
+            codes = [proc.stop() for proc in started.values()]  # every one, then judge
+        assert codes == [0, 0], [proc.log() for proc in started.values()]
         for proc in started.values():
             assert "Traceback" not in proc.log(), proc.log()
     print(f"{rounds} rounds in {time.monotonic() - began:.1f}s")

@@ -34,6 +34,7 @@ from shared.errors import (
     NotFound,
     QueueError,
     StorageError,
+    StorageFull,
 )
 
 log = structlog.get_logger("localflow.api")
@@ -45,7 +46,7 @@ _TITLES = {
     413: "Payload Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content", 429: "Too Many Requests", 500: "Internal Server Error",
-    503: "Service Unavailable",
+    503: "Service Unavailable", 507: "Insufficient Storage",
 }
 
 
@@ -76,6 +77,7 @@ _WHEN = {
     429: "Too many wrong tokens from this address; retry after Retry-After seconds",
     500: "Unexpected error; the details are in the server log only",
     503: "The database stayed locked or cannot be reached; retry after Retry-After seconds",
+    507: "The disk holding the database is full; nothing was written. Free space and retry",
 }
 
 
@@ -121,6 +123,8 @@ def document_errors(
                 codes.add(404)
             if path.startswith("/api/"):
                 codes.add(503)
+                if method in ("post", "put", "patch", "delete"):
+                    codes.add(507)
             if (path, method.upper()) not in open_operations:
                 codes.update((401, 403, 429))  # 429: wrong tokens, throttled
                 op.security = op.security or [{security_scheme: []}]
@@ -260,6 +264,10 @@ def _queue(request: Request, exc: QueueError) -> Response[dict[str, Any]]:
 def _storage(request: Request, exc: StorageError) -> Response[dict[str, Any]]:
     # Busy, full, unreachable or not migrated: nothing was changed; the client may retry.
     log.warning("storage error", path=request.url.path, error=str(exc))
+    if isinstance(exc, StorageFull):
+        # 507 Insufficient Storage: not a passing hiccup but something a person must free;
+        # the same request succeeds, with no restart, once there is room.
+        return problem(507, str(exc), headers={"Retry-After": "10"})
     return problem(503, str(exc), headers={"Retry-After": "1"})
 
 

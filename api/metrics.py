@@ -41,11 +41,12 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from shared.queue import Queue
-from shared.schemas import STATUSES
+from shared.schemas import PAYLOAD_TYPES, STATUSES
 from shared.store.base import Depth
 
 REQUEST_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                    10)
+UNFINISHED = ("queued", "running")  # the statuses localflow_queue_depth reports
 MIN_REFRESH = 1.0  # seconds: scrapes closer together than this share one set of reads
 # The classic text format every Prometheus reads (Litestar adds the charset).
 TEXT_FORMAT = "text/plain; version=0.0.4"
@@ -157,8 +158,13 @@ class QueueState(Collector):
             "localflow_queue_depth", "Unfinished tasks by status (queued, running) and type",
             labels=["status", "type"],
         )
+        # A sample for every status and known type even at 0: an empty queue must graph as
+        # 0, not as "No data". Types the database holds beyond those are added as they come.
+        counts = {(status, t): 0 for status in UNFINISHED for t in PAYLOAD_TYPES}
         for row in self._live:
-            depth.add_metric([row.status, row.type], row.count)
+            counts[(row.status, row.type)] = row.count
+        for (status, task_type), count in sorted(counts.items()):
+            depth.add_metric([status, task_type], count)
         yield depth
         totals = GaugeMetricFamily(
             "localflow_tasks", "Tasks in the database by status, finished ones included",

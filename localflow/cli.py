@@ -80,28 +80,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return copy_cli.run(args)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in ("serve", "api") and getattr(args, "metrics_addr", None) is not None:
+        # Accepting it and doing nothing would leave someone scraping a port nobody opens.
+        # (LOCALFLOW_METRICS_ADDR is ignored here: one environment may serve every service.)
+        parser.error(
+            f"--metrics-addr is for `localflow worker` only; `{args.command}` serves "
+            + ("its worker's metrics on the API's /metrics at --addr" if args.command == "serve"
+               else "/metrics at --addr")
+        )
     overrides = {f.name: getattr(args, f.name, None) for f in FIELDS}
     try:
         settings = settings_from(os.environ, overrides)
         host, _ = settings.host_port
     except ValueError as exc:
         parser.error(str(exc))
-    try:
-        store.check_db(settings.db)
-    except BadDatabaseURL as exc:
-        print(f"localflow: {exc}", file=sys.stderr)
-        return 2
     logs.configure(settings.log_format,
                    secrets=[settings.api_token, settings.metrics_token,
                             store.password_of(settings.db)])
+    try:
+        store.check_db(settings.db)
+    except BadDatabaseURL as exc:
+        return _say(settings, str(exc))
 
     try:
         return _run_command(args.command, settings, host)
     except (BadDatabaseURL, StorageError) as exc:
         # Unreachable server, wrong credentials, a newer schema, a disk full: one line, no
         # traceback; the message names the database without its password.
-        print(f"localflow: {exc}", file=sys.stderr)
-        return 2
+        return _say(settings, str(exc), 2)
+
+
+def _say(settings: Settings, message: str, code: int = 2, level: str = "error") -> int:
+    """One start-up line on stderr: a JSON object with --log-format json (so a log pipeline
+    reads it like every other line), else plain text. Returns `code`, the exit status."""
+    logs.startup_line(settings.log_format, level, message)
+    return code
 
 
 def _run_command(command: str, settings: Settings, host: str) -> int:
@@ -115,32 +128,30 @@ def _run_command(command: str, settings: Settings, host: str) -> int:
         return refused
     serves_http = command in ("serve", "api")
     if serves_http and not is_loopback(host) and not settings.api_token and not settings.insecure:
-        print(
-            f"localflow: refusing to listen on {settings.addr} without an API token: anyone who "
+        return _say(
+            settings,
+            f"refusing to listen on {settings.addr} without an API token: anyone who "
             "can reach it could run commands on this machine. Set LOCALFLOW_API_TOKEN, or listen "
             "on 127.0.0.1, or pass --insecure if the network is yours alone.",
-            file=sys.stderr,
         )
-        return 2
     if serves_http and not is_loopback(host) and not settings.api_token:
-        print(
-            f"localflow: WARNING: listening on {settings.addr} without an API token (--insecure): "
-            "anyone who can reach it can run commands on this machine.",
-            file=sys.stderr,
-        )
+        _say(settings,
+             f"WARNING: listening on {settings.addr} without an API token (--insecure): "
+             "anyone who can reach it can run commands on this machine.", level="warning")
 
     if command == "worker" and settings.api_token:
-        print(
-            "localflow: WARNING: the worker does not use LOCALFLOW_API_TOKEN (its /metrics takes "
-            "LOCALFLOW_METRICS_TOKEN); remove it from the worker's environment, where it is one "
-            "more copy of the secret near task programs.",
-            file=sys.stderr,
-        )
+        _say(settings,
+             "WARNING: the worker does not use LOCALFLOW_API_TOKEN (its /metrics takes "
+             "LOCALFLOW_METRICS_TOKEN); remove it from the worker's environment, where it is one "
+             "more copy of the secret near task programs.", level="warning")
 
-    from localflow.runtime import run  # imported late: `migrate` needs none of it
+    from localflow.runtime import StartupFailed, run  # imported late: `migrate` needs none
 
     # uvloop: a faster event loop for the HTTP server and the worker's many small awaits.
-    uvloop.run(run(settings, api=serves_http, worker=command in ("serve", "worker")))
+    try:
+        uvloop.run(run(settings, api=serves_http, worker=command in ("serve", "worker")))
+    except StartupFailed as exc:
+        return _say(settings, str(exc), 1)
     return 0
 
 
@@ -154,16 +165,15 @@ def _refuse_weak_tokens(command: str, settings: Settings) -> int:
         if why is None:
             continue
         if settings.insecure:
-            print(f"localflow: WARNING: {env} is weak: it {why} (accepted with --insecure)",
-                  file=sys.stderr)
+            _say(settings, f"WARNING: {env} is weak: it {why} (accepted with --insecure)",
+                 level="warning")
             continue
-        print(
-            f"localflow: refusing to start: {env} {why}; anyone who can reach the port may guess "
+        return _say(
+            settings,
+            f"refusing to start: {env} {why}; anyone who can reach the port may guess "
             "a weak token. Make one with `python -c 'import secrets; "
             "print(secrets.token_urlsafe(32))'`, or pass --insecure.",
-            file=sys.stderr,
         )
-        return 2
     return 0
 
 
@@ -173,8 +183,7 @@ def _refuse_task_user(command: str, settings: Settings) -> int:
     try:
         task_user_from(settings.task_user)
     except ValueError as exc:
-        print(f"localflow: refusing to start: {exc}", file=sys.stderr)
-        return 2
+        return _say(settings, f"refusing to start: {exc}")
     return 0
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -15,7 +17,7 @@ import uvicorn
 from api.app import create_app
 from shared.queue import Queue
 from shared.schedules import Schedules
-from shared.settings import Settings
+from shared.settings import Settings, split_addr
 from shared.store import open_store
 from worker.handlers.http import close_client
 from worker.health_server import HealthServer
@@ -25,6 +27,11 @@ from worker.scheduler import Scheduler
 from worker.task_identity import protect_process
 
 log = structlog.get_logger("localflow")
+
+
+class StartupFailed(Exception):
+    """A reason this process cannot start, in one line a person can act on (the CLI logs it
+    and exits 1)."""
 
 
 class _Server(uvicorn.Server):
@@ -46,21 +53,49 @@ async def run(settings: Settings, *, api: bool, worker: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # The port first: a port that is taken fails in a moment, before any database work.
+    listening = bind(settings.addr) if api else None
+    try:
+        await _run(settings, stop, listening, api=api, worker=worker)
+    finally:
+        if listening is not None:
+            listening.close()
+
+
+async def _run(
+    settings: Settings, stop: asyncio.Event, listening: socket.socket | None, *, api: bool,
+    worker: bool,
+) -> None:
     if worker:
         # Task programs of this user may not read this process's environment or memory
         # through /proc (worker/task_identity.py).
         protect_process()
-    queue = await open_queue(settings)
+    # Opening may wait (for another process's lock, to migrate); a signal meanwhile stops it.
+    opening = asyncio.create_task(open_queue(settings))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([opening, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not opening.done():
+        opening.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await opening
+        log.info("stopped during start-up, before the database was opened")
+        return
+    queue = opening.result()
     parts: list[Callable[[], Awaitable[None]]] = []
     pool = Worker(queue, settings) if worker else None
     # `serve`: the worker's metrics are part of the API's /metrics (one port, one scrape).
     # `worker`: they are served with the worker's /health on settings.metrics_addr.
-    worker_metrics = WorkerMetrics(process_metrics=not api)
+    worker_metrics = WorkerMetrics(
+        process_metrics=not api,
+        write_transactions=None if api else lambda: queue.store.write_transactions,
+    )
     if pool is not None:
         worker_metrics.attach(pool)
     if api:
         extra = [worker_metrics.registry] if pool is not None else []
-        parts.append(lambda: _serve_api(queue, settings, stop, extra))
+        assert listening is not None
+        parts.append(lambda: _serve_api(queue, settings, stop, extra, listening))
     if pool is not None:
         parts.append(lambda: pool.run(stop))
         if not api and settings.metrics_addr != "off":
@@ -91,8 +126,36 @@ async def _run_together(parts: list[Callable[[], Awaitable[None]]], stop: asynci
             raise result
 
 
+def bind(addr: str) -> socket.socket:
+    """The API's listening socket, bound now so a taken port is one clear line and a quick
+    exit (uvicorn's own bind raises SystemExit from inside the event loop, which left the
+    process hanging on the database threads and deaf to SIGTERM)."""
+    host, port = split_addr(addr)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise StartupFailed(f"cannot listen on {addr}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            why = ("the port is taken by another program (another LocalFlow?); stop it, or "
+                   "choose another port with --addr / LOCALFLOW_ADDR")
+        raise StartupFailed(f"cannot listen on {addr}: {why}") from None
+    return sock
+
+
 async def _serve_api(
-    queue: Queue, settings: Settings, stop: asyncio.Event, extra_metrics: list[Any]
+    queue: Queue, settings: Settings, stop: asyncio.Event, extra_metrics: list[Any],
+    listening: socket.socket,
 ) -> None:
     host, port = settings.host_port
     config = uvicorn.Config(
@@ -108,10 +171,16 @@ async def _serve_api(
     server = _Server(config)
     watcher = asyncio.create_task(_exit_on(stop, server))
     try:
-        log.info("api listening", url=f"http://{settings.addr}")
-        await server.serve()
+        bound_port = listening.getsockname()[1]  # the real one, also for --addr HOST:0
+        shown = f"[{host}]" if ":" in host else host
+        log.info("api listening", url=f"http://{shown}:{bound_port}")
+        try:
+            await server.serve(sockets=[listening])
+        except SystemExit:  # uvicorn's way of saying start-up failed (already logged)
+            raise StartupFailed(f"the API on {settings.addr} could not start") from None
         if not server.started:
-            raise SystemExit(f"could not listen on {settings.addr}")
+            raise StartupFailed(f"the API on {settings.addr} could not start")
+        log.info("api stopped", url=f"http://{settings.addr}")
     finally:
         watcher.cancel()
 

@@ -61,6 +61,24 @@ def _redact(_: object, __: str, event: dict) -> dict:
     return event
 
 
+class _NamedPrintLogger(structlog.PrintLogger):
+    """A PrintLogger that remembers the name it was asked for (structlog.get_logger(name)),
+    so every line of LocalFlow's own carries a `logger` field, like the standard library's."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(sys.stderr)
+        self.name = name
+
+
+def _named_logger(*args: Any) -> _NamedPrintLogger:
+    return _NamedPrintLogger(str(args[0]) if args and args[0] else "localflow")
+
+
+def _add_logger_name(logger: Any, __: str, event: dict) -> dict:
+    event.setdefault("logger", getattr(logger, "name", None) or "localflow")
+    return event
+
+
 def configure(
     fmt: str = "auto", level: int = logging.INFO, secrets: Iterable[str | None] = ()
 ) -> None:
@@ -79,13 +97,14 @@ def configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            _add_logger_name,
             timestamper,
             structlog.processors.format_exc_info,
             _redact,  # after format_exc_info: a traceback's text is scrubbed too
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_named_logger,
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
@@ -111,3 +130,16 @@ def configure(
     # httpx logs every request at INFO through the standard library; that is our handlers'
     # business to report, not noise for every line.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def startup_line(fmt: str, level: str, message: str) -> None:
+    """A line about starting (or refusing to start), written before or instead of running.
+
+    With --log-format json it is one JSON object like every other line (logger "localflow",
+    scrubbed of secrets); otherwise `localflow: message`, plain, for a person at a terminal
+    or a script reading stderr.
+    """
+    if fmt == "json":
+        getattr(structlog.get_logger("localflow"), level)(message)
+    else:
+        print(f"localflow: {message}", file=sys.stderr, flush=True)

@@ -64,7 +64,8 @@ def test_json_lines_carry_request_and_task_context_and_never_the_token(tmp_path)
     about_tasks = [e for e in lines if "task_id" in e]
     assert all({"task_type", "attempt"} <= e.keys() for e in about_tasks)
     [failed] = [e for e in about_tasks if e["task_id"] == failing]
-    assert failed["event"] == "task attempt failed"
+    # Its last attempt: someone should look, so a warning (a retry stays info).
+    assert failed["event"] == "task failed" and failed["level"] == "warning"
     assert failed["task_type"] == "shell" and failed["attempt"] == 1
     # The API lines and the worker lines do not bleed into each other.
     assert not any("request_id" in e for e in about_tasks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -66,6 +67,8 @@ async def test_shell_success_failure_and_retry(live_queue):
         assert [a.outcome for a in attempts] == ["failed", "failed"]
         not_found = await until(live_queue, missing.id, {"failed"})
         assert "cannot start 'no-such-command-xyz'" in not_found.last_error
+        assert os.environ["PATH"] not in not_found.last_error  # the server's PATH is its own
+        assert "/usr/bin" not in not_found.last_error
         assert not_found.attempts == 1  # retrying cannot make the program appear
 
 
@@ -260,5 +263,62 @@ async def test_worker_outlives_a_database_locked_past_its_busy_limit(db_path):
             done = await until(queue, task.id, {"succeeded"})
         other.close()
         assert done.result["stdout"] == "after the lock\n"
+    finally:
+        await db.close()
+
+
+async def test_a_final_failure_is_a_warning_and_a_retry_stays_info(live_queue):
+    from structlog.testing import capture_logs
+
+    retried, _ = await live_queue.enqueue(shell("false", max_attempts=2))
+    with capture_logs() as logs:
+        async with running(Worker(live_queue, live_queue.settings)):
+            await until(live_queue, retried.id, {"failed"})
+    about = [e for e in logs if e.get("task_id") == retried.id and "failed" in e["event"]]
+    assert [(e["event"], e["log_level"], e["attempt"]) for e in about] == [
+        ("task attempt failed", "info", 1), ("task failed", "warning", 2)]
+
+
+async def test_an_outcome_refused_by_a_locked_database_is_written_later_not_run_twice(
+    db_path, tmp_path
+):
+    """The write lock is held by another process while a task finishes, past the task's lease:
+    the worker keeps the outcome (StorageBusy is retried), its rescuer does not hand the task
+    out again, and once the lock is gone the task is `succeeded` after one attempt."""
+    import sqlite3
+
+    db = await SQLiteStore.open(str(db_path), busy_seconds=0.2)
+    settings = Settings(db=str(db_path), workers=2, lease=1, poll=0.1)
+    queue = Queue(db, settings=settings)
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    runs.mkdir()
+    try:
+        script = f"touch {runs}/run-$$; while [ ! -e {gate} ]; do sleep 0.02; done"
+        task, _ = await queue.enqueue(shell("sh", "-c", script))
+        worker = Worker(queue, settings)
+        async with running(worker):
+            await until(queue, task.id, {"running"})
+            other = sqlite3.connect(db_path, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            gate.touch()
+            reader = sqlite3.connect(db_path)
+            deadline = time.monotonic() + 30
+            # Until the lease in the database has run out while the outcome waits: the moment
+            # a rescue would run the finished command again.
+            while not (task.id in worker.pending_outcomes and reader.execute(
+                    "SELECT lease_until < ? FROM tasks WHERE id = ?",
+                    (time.time(), task.id)).fetchone()[0]):
+                assert time.monotonic() < deadline, "the lease never ran out"
+                await asyncio.sleep(0.02)
+            other.execute("COMMIT")
+            # The worker's own rescuer, run the moment writes resume (before the outcome's next
+            # retry): it must leave the task alone, or the finished command runs again.
+            await worker.rescue_once()
+            done = await until(queue, task.id, {"succeeded", "failed", "queued"})
+            reader.close()
+            other.close()
+        assert done.status == "succeeded" and done.attempts == 1
+        assert [a.outcome for a in await queue.attempts(task.id)] == ["succeeded"]
+        assert len(list(runs.iterdir())) == 1
     finally:
         await db.close()

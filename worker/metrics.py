@@ -7,6 +7,9 @@ API's /metrics.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import get_args
+
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -18,10 +21,21 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from shared.queue import Claimed
 from shared.schedules import Fire
+from shared.schemas import PAYLOAD_TYPES
+from shared.store.base import Outcome
 from worker.pool import Worker
+
+# How one attempt ended, as localflow_task_attempts_total counts it: failure rate is
+# sum(rate(localflow_task_attempts_total{outcome!="succeeded"}[5m]))
+#   / sum(rate(localflow_task_attempts_total[5m])).
+# "released" (worker stopping) and "cancelled" are not failures of the task; filter as you like.
+ATTEMPT_OUTCOMES = ("succeeded", "failed", "timeout", "cancelled", "released")
+FIRE_OUTCOMES = get_args(Outcome)
 
 TASK_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900,
                 3600)
@@ -35,13 +49,21 @@ LATENESS_SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600
 
 
 class WorkerMetrics:
-    def __init__(self, *, process_metrics: bool = True) -> None:
+    def __init__(
+        self, *, process_metrics: bool = True,
+        write_transactions: Callable[[], int] | None = None,
+    ) -> None:
         """process_metrics: add CPU/memory/GC collectors. Off when another registry (the
-        API's, in `serve`) already has them, so no metric is exported twice."""
+        API's, in `serve`) already has them, so no metric is exported twice.
+        write_transactions: the store's count of committed write transactions, exported as
+        localflow_db_write_transactions_total (the `worker` process; in `serve` the API's
+        /metrics has it already)."""
         self.registry = CollectorRegistry(auto_describe=True)
         if process_metrics:
             for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
                 self.registry.register(collector)
+        if write_transactions is not None:
+            self.registry.register(_WriteTransactions(write_transactions))
         r = self.registry
         self.started = Counter(
             "localflow_worker_tasks_started", "Task attempts this worker started", ["type"],
@@ -101,6 +123,22 @@ class WorkerMetrics:
             "Schedule fires handled by this process's scheduler, by outcome (fired, or why not)",
             ["outcome"], registry=r,
         )
+        self.attempts = Counter(
+            "localflow_task_attempts",
+            "Finished task attempts by how they ended (succeeded, failed, timeout, cancelled, "
+            "released); a failed or timed-out attempt counts here whether or not it is retried",
+            ["type", "outcome"], registry=r,
+        )
+        # Every known label value from the start, at 0: a graph of a rate shows 0, not "No
+        # data", before the first event.
+        for task_type in PAYLOAD_TYPES:
+            for counter in (self.started, self.succeeded, self.failed, self.retried,
+                            self.cancelled, self.timed_out):
+                counter.labels(task_type)
+            for outcome in ATTEMPT_OUTCOMES:
+                self.attempts.labels(task_type, outcome)
+        for outcome in FIRE_OUTCOMES:
+            self.fires.labels(outcome)
         self._by_outcome = {
             "succeeded": self.succeeded, "failed": self.failed, "retried": self.retried,
             "cancelled": self.cancelled, "timeout": self.timed_out,
@@ -118,6 +156,9 @@ class WorkerMetrics:
         if kind == "started":
             self.started.labels(c.type).inc()
             self.wait.labels(c.type).observe(max(0.0, worker.clock.now() - c.run_at))
+            return
+        if kind.startswith("attempt:"):
+            self.attempts.labels(c.type, kind.removeprefix("attempt:")).inc()
             return
         counter = self._by_outcome.get(kind)
         if counter is None:
@@ -144,3 +185,17 @@ class WorkerMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+
+
+class _WriteTransactions(Collector):
+    """The store's counter, read at scrape time (a number in memory: no database access)."""
+
+    def __init__(self, read: Callable[[], int]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "localflow_db_write_transactions",
+            "Write transactions this process committed (each may carry many writes)",
+            value=self.read(),
+        )

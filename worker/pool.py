@@ -15,11 +15,12 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from shared.clock import Clock, SystemClock
+from shared.errors import StorageBusy, StorageError, StorageFull, StorageUnavailable
 from shared.queue import Claimed, Queue
 from shared.schemas import PayloadError, validate_payload
 from shared.settings import Settings
@@ -30,6 +31,22 @@ log = structlog.get_logger("localflow.worker")
 
 # Why an in-flight task was stopped from outside, which decides what is written back.
 _CANCELLED, _SHUTDOWN, _LOST = "cancelled", "shutdown", "lost"
+
+T = TypeVar("T")
+# Storage trouble that passes (a full disk freed, a lock released, a server back): an outcome
+# the worker holds is kept and written once the database takes writes again. Dropping it
+# would let the lease expire and run a finished command a second time.
+TRANSIENT = (StorageBusy, StorageFull, StorageUnavailable)
+OUTCOME_RETRY_FIRST = 0.1  # seconds before the first retry of an outcome; doubles from there
+OUTCOME_RETRY_MAX = 2.0
+OUTCOME_LOG_EVERY = 5.0  # seconds between "still not written" lines for one task
+
+
+class _Unwritten:
+    """What _write_outcome returns for an outcome given up at shutdown."""
+
+
+UNWRITTEN = _Unwritten()
 
 
 class Worker:
@@ -57,7 +74,12 @@ class Worker:
         self._peer_woke = False
         self._idle_until: float | None = None  # skip claims until then if nothing changed
         self._seen_version: Hashable = None
-        # Hooks for metrics (issue: metrics); each gets the Claimed and a label.
+        # Tasks whose outcome is known but not yet written (the database refuses writes).
+        self.pending_outcomes: set[str] = set()
+        self._abandon_outcomes = asyncio.Event()  # set at shutdown once the grace is spent
+        # Hooks for metrics (issue: metrics); each gets the Claimed and a label. Besides the
+        # task events (started, succeeded, retried, failed, cancelled, timeout), every attempt
+        # whose end was written reports "attempt:<its outcome>" once.
         self.on_event: Callable[[str, Claimed, float], None] = lambda *_: None
         # Called after each claim with (tasks claimed, seconds the claim took).
         self.on_claim: Callable[[int, float], None] = lambda *_: None
@@ -88,10 +110,14 @@ class Worker:
                 self.last_loop = time.monotonic()
                 try:
                     started = await self.claim_once()
-                except Exception:
-                    # A database locked for longer than the busy limit, say: the worker must
-                    # outlive it, so wait a poll interval and try again.
-                    log.exception("claim failed; retrying after the poll interval")
+                except Exception as exc:
+                    # A database locked for longer than the busy limit, or a full disk: the
+                    # worker must outlive it, so wait a poll interval and try again.
+                    if isinstance(exc, StorageError):
+                        log.warning("claim failed; retrying after the poll interval",
+                                    error=str(exc))
+                    else:
+                        log.exception("claim failed; retrying after the poll interval")
                     started = 0
                     await self._wait(self.settings.poll)
                     continue
@@ -109,7 +135,10 @@ class Worker:
             for task in side:
                 task.cancel()
             await asyncio.gather(*side, return_exceptions=True)
-            await self.queue.worker_stopped(self.id)
+            try:
+                await self.queue.worker_stopped(self.id)
+            except StorageError as exc:  # bookkeeping only: others see it stop heartbeating
+                log.warning("could not record the worker as stopped", error=str(exc))
             log.info("worker stopped", worker_id=self.id)
 
     async def claim_once(self) -> int:
@@ -171,26 +200,80 @@ class Worker:
             if kind == "stopped":
                 await self._stopped_from_outside(c, bound)
             elif kind == "succeeded":
-                if await self.queue.complete(c, value):
+                done = await self._write_outcome(c, bound, lambda: self.queue.complete(c, value))
+                if done is True:
                     self.on_event("succeeded", c, self._since(started))
-                else:
+                    self.on_event("attempt:succeeded", c, 0.0)
+                elif done is False:
                     bound.warning("task finished after its lease was lost; result not recorded")
             else:
                 error, result, outcome, retry = value
-                status = await self.queue.fail(c, error, result, outcome, retry=retry)
+                status = await self._write_outcome(
+                    c, bound, lambda: self.queue.fail(c, error, result, outcome, retry=retry)
+                )
+                if status is UNWRITTEN:
+                    return
                 if kind == "crashed":
                     bound.error("task handler crashed", error=error, now=status or "lease lost")
+                elif status == "failed":  # no attempts left: someone should look
+                    bound.warning("task failed", error=error, now=status)
                 else:
                     bound.info("task attempt failed", error=error, now=status or "lease lost")
+                if status is not None:  # written: the attempt ended as `outcome`
+                    self.on_event(f"attempt:{outcome}", c, 0.0)
                 if outcome == "timeout":  # counted apart, and also as retried or failed below
                     self.on_event("timeout", c, self._since(started))
                 self.on_event(
                     "retried" if status == "queued" else "failed", c, self._since(started)
                 )
+        except Exception:
+            # Never let an error escape this task unseen ("Task exception was never retrieved").
+            bound.exception("writing the task's outcome failed")
         finally:
             self.inflight.pop(c.id, None)
             self._in_handler.discard(c.id)
             self._stop_reason.pop(c.id, None)
+
+    async def _write_outcome(
+        self, c: Claimed, bound: Any, write: Callable[[], Awaitable[T]]
+    ) -> T | _Unwritten:
+        """Write an outcome, retrying with backoff while the database refuses writes.
+
+        The task stays in `inflight` meanwhile, so heartbeats keep its lease (they too are
+        retried until the database takes writes), and this worker's rescuer waits for it: the
+        command, which has finished, must not run again. Gives up only at shutdown, after the
+        grace (then the lease expires and the task runs again: at-least-once).
+        """
+        began = time.monotonic()
+        delay, logged_at = OUTCOME_RETRY_FIRST, float("-inf")
+        try:
+            while True:
+                try:
+                    return await write()
+                except TRANSIENT as exc:
+                    self.pending_outcomes.add(c.id)
+                    waited = time.monotonic() - began
+                    if self._abandon_outcomes.is_set():
+                        bound.error(
+                            "outcome not recorded: the database refused writes until shutdown; "
+                            "the task runs again once its lease expires", error=str(exc),
+                            waited=round(waited, 1),
+                        )
+                        self.pending_outcomes.discard(c.id)
+                        return UNWRITTEN
+                    if waited - logged_at >= OUTCOME_LOG_EVERY:
+                        logged_at = waited
+                        bound.warning("outcome not written yet; retrying until the database "
+                                      "takes writes", error=str(exc), waited=round(waited, 1))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._abandon_outcomes.wait()
+                delay = min(delay * 2, OUTCOME_RETRY_MAX)
+        finally:
+            if c.id in self.pending_outcomes:
+                self.pending_outcomes.discard(c.id)
+                bound.info("outcome written after the database refused writes",
+                           waited=round(time.monotonic() - began, 1))
 
     async def _attempt(self, c: Claimed) -> tuple[str, Any]:
         """Run the handler; say how it ended. The slot is free as soon as it ends, before the
@@ -232,12 +315,18 @@ class Worker:
     async def _stopped_from_outside(self, c: Claimed, bound: Any) -> None:
         reason = self._stop_reason.get(c.id, _SHUTDOWN)
         if reason == _CANCELLED:
-            await self.queue.finish_cancelled(c)
-            bound.info("task cancelled")
-            self.on_event("cancelled", c, 0.0)
+            done = await self._write_outcome(c, bound, lambda: self.queue.finish_cancelled(c))
+            if done is not UNWRITTEN:
+                bound.info("task cancelled")
+                self.on_event("cancelled", c, 0.0)
+                if done:
+                    self.on_event("attempt:cancelled", c, 0.0)
         elif reason == _SHUTDOWN:
-            await self.queue.release(c)
-            bound.info("task returned to the queue: worker stopping")
+            done = await self._write_outcome(c, bound, lambda: self.queue.release(c))
+            if done is not UNWRITTEN:
+                bound.info("task returned to the queue: worker stopping")
+                if done:
+                    self.on_event("attempt:released", c, 0.0)
         else:
             bound.warning("task stopped: its lease was lost to another worker")
 
@@ -278,6 +367,10 @@ class Worker:
                 self._stop_task(task_id, _CANCELLED)
 
     async def rescue_once(self) -> None:
+        if self.pending_outcomes:
+            # Our own tasks' leases may have run out while the database refused writes; the
+            # outcomes we hold go first, or the rescue would run finished commands again.
+            return
         rescued = await self.queue.rescue_expired()
         if rescued:
             log.warning("rescued tasks whose lease expired", count=len(rescued), ids=rescued[:20])
@@ -288,6 +381,9 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 await once()
+            except StorageError as exc:  # busy, full, unreachable: it passes; no traceback
+                log.warning("background step failed; retrying", step=once.__name__,
+                            error=str(exc))
             except Exception:
                 log.exception("background step failed", step=once.__name__)
 
@@ -297,11 +393,17 @@ class Worker:
         tasks = [t for _, t in self.inflight.values()]
         log.info("waiting for running tasks", count=len(tasks), grace=self.settings.grace)
         _, pending = await asyncio.wait(tasks, timeout=self.settings.grace)
+        # The grace is spent: outcomes still refused by the database get one more try each.
+        self._abandon_outcomes.set()
         for task_id in list(self.inflight):
             self._stop_task(task_id, _SHUTDOWN)
         if pending:
             await asyncio.wait(pending)
         # A task cancelled before its first step never ran its own clean-up: release it here.
         for c, _ in list(self.inflight.values()):
-            await self.queue.release(c)
+            try:
+                await self.queue.release(c)
+            except StorageError as exc:
+                log.error("could not return a task to the queue; it runs again once its "
+                          "lease expires", task_id=c.id, error=str(exc))
             self.inflight.pop(c.id, None)

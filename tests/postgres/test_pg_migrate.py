@@ -90,3 +90,22 @@ def test_concurrent_migrations_from_several_processes(pg_server: Server) -> None
             versions = [r[0] for r in conn.execute(
                 "SELECT version FROM localflow_schema ORDER BY version").fetchall()]
         assert versions == [1, 2, 3]
+
+
+def test_a_current_schema_is_not_locked_to_be_checked(pg_url: str) -> None:
+    """Start-up on a current database takes no lock: another session holding the migration
+    lock (say, a process migrating another LocalFlow's schema) does not hold it up."""
+    import threading
+
+    holder = psycopg.connect(pg_url, autocommit=True)
+    try:
+        holder.execute("SELECT pg_advisory_lock(%s)", (migrate._LOCK_KEY,))
+        done = threading.Event()
+        result: list[int] = []
+        worker = threading.Thread(target=lambda: (result.append(migrate.migrate(pg_url)),
+                                                  done.set()), daemon=True)
+        worker.start()
+        assert done.wait(30), "migrate waited for the lock although nothing was to do"
+        assert result == [migrate.newest_version()]
+    finally:
+        holder.close()

@@ -31,8 +31,10 @@ async def run_shell(payload: ShellPayload, ctx: HandlerContext) -> dict[str, Any
     except PolicyError as exc:
         raise TaskFailed(f"refused by policy: {exc}", permanent=True) from None
     if program is None:
-        raise TaskFailed(f"cannot start {payload.command!r}: no such program on PATH "
-                         f"({policy.path}) or in {policy.workdir}", permanent=True)
+        # The server's PATH is not told (it says what is installed where): only what to do.
+        raise TaskFailed(f"cannot start {payload.command!r}: no such program on the worker's "
+                         "PATH (give an absolute path, or install it on the worker)",
+                         permanent=True)
     if not os.path.isdir(policy.workdir):  # noqa: ASYNC240 - one stat(), like the PATH lookup
         raise TaskFailed(f"the shell working directory {policy.workdir} does not exist "
                          "(LOCALFLOW_SHELL_WORKDIR)")

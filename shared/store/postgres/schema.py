@@ -91,6 +91,10 @@ def check_server(url: str, server_version: int) -> None:
 def _migrate(url: str, migrations: list[tuple[int, Path]], newest: int) -> int:
     with connect(url) as conn, conn.transaction():
         check_server(url, conn.info.server_version)
+        # Read first: a current schema needs no lock at all, so start-up never waits behind
+        # another process that holds the migration lock (or a long transaction).
+        if _current_version(conn) == newest:
+            return newest
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         conn.execute(_VERSION_TABLE)
         row = conn.execute("SELECT coalesce(max(version), 0) FROM localflow_schema").fetchone()
@@ -108,6 +112,14 @@ def _migrate(url: str, migrations: list[tuple[int, Path]], newest: int) -> int:
                 (version, path.stem),
             )
     return newest
+
+
+def _current_version(conn: psycopg.Connection[Any]) -> int:
+    exists = conn.execute("SELECT to_regclass('localflow_schema') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM localflow_schema").fetchone()
+    return row[0] if row else 0
 
 
 def schema_version(url: str) -> int:

@@ -173,7 +173,8 @@ def _translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
                 pg_errors.LockNotAvailable, pg_errors.QueryCanceled) as exc:
             raise StorageBusy(f"database {store.describe()} is busy: {_line(exc)}") from None
         except pg_errors.DiskFull as exc:
-            raise StorageFull(f"database {store.describe()}: disk full ({_line(exc)})") from None
+            raise StorageFull(f"the disk holding the database {store.describe()} is full; nothing "
+                              f"was written ({_line(exc)})") from None
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
             raise StorageUnavailable(explain(store.url, exc)) from None
         except psycopg.Error as exc:

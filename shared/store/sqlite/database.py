@@ -97,10 +97,14 @@ class Database:
         # busy_timeout=0: _begin retries a locked database itself, with shorter sleeps.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        # Switching to WAL needs the file's lock, which another process starting at the same
-        # moment may hold (creating the file): wait for it, as for any lock at start-up.
-        conn.execute(f"PRAGMA busy_timeout={int(self.busy_seconds * 1000)}")
-        conn.execute("PRAGMA journal_mode=WAL")
+        # migrate() switched the file to WAL; switching again would want a lock that another
+        # process may hold for long (start-up must not die over it), so only check here (with
+        # the connection's default 5 s busy wait: a read, which WAL never blocks for long).
+        if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            # Not WAL yet (a file migrate() did not make): switching needs the file's lock,
+            # which another process starting at the same moment may hold: wait for it.
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_seconds * 1000)}")
+            conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA busy_timeout=0")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")

@@ -81,7 +81,9 @@ class WakeListener:
             log.warning("wake socket path too long; relying on polling", path=str(self.path))
             return False
         try:
-            self.path.parent.mkdir(exist_ok=True)
+            # 0700: the socket names reveal nothing, but nobody else should wake (or flood)
+            # our workers.
+            self.path.parent.mkdir(mode=0o700, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -160,7 +160,8 @@ def parse(expr: str, timezone: str = "UTC") -> Cron:
     try:
         croniter(fields, datetime(2000, 1, 1, tzinfo=tz))
     except CroniterError as exc:
-        raise CronError("cron_expr", f"invalid cron expression {expr!r}: {exc}") from None
+        problem = field_problem(parts) or f"invalid cron expression: {exc}"
+        raise CronError("cron_expr", f"{problem} (in {expr!r})") from None
     cron = Cron(expr=expr, fields=fields, tz=tz, hour_wildcard=parts[1].startswith("*"))
     # An expression like "0 0 30 2 *" is well-formed but never fires; say so now, not at
     # the first tick of the scheduler.
@@ -183,3 +184,36 @@ def preview(expr: str, timezone: str = "UTC", after: float | None = None,
 
 def as_local(ts: float, timezone: str) -> datetime:
     return datetime.fromtimestamp(ts, zone(timezone))
+
+
+# -- wording: which field is wrong and why, in words a person can act on --------------------
+
+_TO = "\N{EN DASH}"  # "0 to 23" with a dash reads as a range; a hyphen as a subtraction
+_RANGES = {"minute": (0, 59), "hour": (0, 23), "day of month": (1, 31), "month": (1, 12),
+           "day of week": (0, 7)}
+_NAMES = {
+    "month": {m: i + 1 for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))},
+    "day of week": {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))},
+}
+
+
+def field_problem(parts: list[str]) -> str | None:
+    """The first field of five whose value is out of its range, worded by field, e.g. "hour
+    must be 0 to 23, got 25" (an en dash for "to"); None when every value is in range."""
+    for name, part in zip(_FIELDS, parts, strict=False):
+        lo, hi = _RANGES[name]
+        for item in part.split(","):
+            base, _, step = item.partition("/")
+            if step and (not step.isdigit() or not 1 <= int(step) <= hi):
+                return f"{name} step must be 1{_TO}{hi}, got {step!r}"
+            for value in base.split("-") if base not in ("*", "?", "") else ():
+                known = _NAMES.get(name, {})
+                if value.lower() in known or (name == "day of month" and value.upper() == "L"):
+                    continue
+                if not value.isdigit():
+                    names = " or a name" if known else ""
+                    return f"{name} must be {lo}{_TO}{hi}{names}, got {value!r}"
+                if not lo <= int(value) <= hi:
+                    return f"{name} must be {lo}{_TO}{hi}, got {value}"
+    return None

@@ -1,12 +1,15 @@
 """Read-only views the dashboard needs and the queue does not offer: throughput over time, the
-longest-waiting task, recently seen workers, database size. SQL in shared/sql/dashboard.sql."""
+longest-waiting task, recently seen workers, database size, counts under filters; and one
+write, "run now" for a waiting task. SQL in shared/sql/dashboard.sql."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
 from shared.db import Database
+from shared.schemas import STATUSES
 from shared.sql import Queries
 
 Q = Queries("dashboard")
@@ -152,3 +155,53 @@ async def task_ids_of_schedule(
         "cursor": cursor or "~", "limit": limit,
     })
     return [r["id"] for r in rows]
+
+
+QUEUED_VIEWS = ("ready", "scheduled", "retrying")  # derived from queued; not stored states
+
+
+async def status_counts(
+    db: Database, now: float, *, type: str | None = None, schedule_id: str | None = None
+) -> dict[str, int]:
+    """Tasks per status under the list's filters, with the queued ones split into ready,
+    scheduled and retrying (their sum is the queued count)."""
+    if schedule_id:
+        rows = await db.fetch_all(
+            Q.counts_by_status_of_schedule, {"schedule_id": schedule_id, "type": type}
+        )
+    elif type:
+        rows = await db.fetch_all(Q.counts_by_status_of_type, {"type": type})
+    else:
+        rows = await db.fetch_all(Q.counts_by_status)
+    counts = dict.fromkeys(STATUSES, 0) | {r["status"]: r["n"] for r in rows}
+    views = {r["view"]: r["n"] for r in await db.fetch_all(
+        Q.queued_views, {"now": now, "type": type, "schedule_id": schedule_id}
+    )}
+    return counts | {view: views.get(view, 0) for view in QUEUED_VIEWS}
+
+
+async def queued_view_ids(
+    db: Database, view: str, now: float, *, type: str | None = None,
+    schedule_id: str | None = None, cursor: str | None = None, limit: int = 50,
+) -> list[str]:
+    """Ids of the queued tasks in one derived view, newest first, from before `cursor`."""
+    rows = await db.fetch_all(Q.queued_view_ids, {
+        "view": view, "now": now, "type": type, "schedule_id": schedule_id,
+        "cursor": cursor or "~", "limit": limit,
+    })
+    return [r["id"] for r in rows]
+
+
+async def run_waiting_now(db: Database, task_id: str, now: float) -> bool:
+    """Make a queued task that is not yet due runnable now. False if it was not waiting."""
+    return await db.write(
+        lambda conn: conn.execute(Q.run_waiting_now, {"id": task_id, "now": now}).rowcount == 1
+    )
+
+
+async def attempt_seconds(db: Database, task_ids: list[str], now: float) -> dict[str, float]:
+    """Seconds each task's attempts took, summed (no backoff waits); absent: no attempt yet."""
+    if not task_ids:
+        return {}
+    rows = await db.fetch_all(Q.attempt_seconds, {"ids": json.dumps(task_ids), "now": now})
+    return {r["task_id"]: r["seconds"] for r in rows}

@@ -6,14 +6,22 @@ The browser tests (tests/browser/) drive the same pages in Chromium."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 import httpx
 import msgspec
 import pytest
 
-from api.dashboard import chart, formatting, security
-from api.dashboard.forms import FormError, ScheduleForm, SubmitForm, field_of
+from api.dashboard import chart, formatting, schedule_pages, security
+from api.dashboard.forms import (
+    FormInvalid,
+    ScheduleForm,
+    SubmitForm,
+    check_payload,
+    field_of,
+)
 from shared import dashboard_queries
 from shared.queue import InvalidTask, Queue
 from shared.schedules import InvalidSchedule, Schedules
@@ -278,6 +286,29 @@ def test_login_session_and_csrf_with_a_token(tmp_path: Path):
         proc.stop()
 
 
+def _bulk_result(web: httpx.Client, started: httpx.Response, timeout: float = 30) -> str:
+    """Follow a bulk action's progress line until it is done; returns where it sends the page
+    (the list, with what happened in its notice)."""
+    job = re.search(r'hx-get="(/dashboard/tasks/bulk/[^"]+)"', started.text)
+    assert job, started.text
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = web.get(job.group(1), headers={"hx-request": "true"})
+        assert r.status_code == 200, r.text
+        if "HX-Redirect" in r.headers:
+            return r.headers["HX-Redirect"]
+        assert "data-bulk-running" in r.text
+    raise AssertionError(f"the bulk action did not finish in {timeout} s")
+
+
+def test_bulk_with_nothing_ticked_says_so_and_changes_nothing(web):
+    task = _task(web)
+    r = web.post("/dashboard/tasks/bulk", headers=_csrf(web), data={"action": "retry"})
+    assert r.status_code == 200, r.text
+    assert "Tick at least one task first." in r.text
+    assert web.get(f"/api/tasks/{task['id']}").status_code == 200
+
+
 def test_bulk_action_on_every_task_matching_the_filter(tmp_path: Path):
     proc = procs.start("serve", tmp_path / "bulk.db", env=ENV)
     try:
@@ -292,6 +323,8 @@ def test_bulk_action_on_every_task_matching_the_filter(tmp_path: Path):
                 "action": "delete", "scope": "matching", "status": "failed",
             })
             assert r.status_code == 200, r.text
+            done = _bulk_result(web, r)
+            assert "Delete: 3 of 3 task(s) done." in unquote_plus(done)
             assert web.get("/api/tasks", params={"status": "failed"}).json()["items"] == []
             remaining = [t["id"] for t in web.get("/api/tasks").json()["items"]]
             assert remaining == [fine["id"]]
@@ -356,11 +389,30 @@ def test_login_redirects_only_within_the_site(target, expected):
 def _errors_of(form: SubmitForm, queue: Queue) -> dict[str, str]:
     try:
         queue.prepare(form.to_create())
-    except FormError as exc:
-        form.errors[exc.field] = str(exc)
-    except (msgspec.ValidationError, InvalidTask) as exc:
+    except FormInvalid:
+        pass
+    except InvalidTask as exc:
         form.fail(str(exc))
+    check_payload(queue, form)
     return form.errors
+
+
+def test_the_submit_form_reports_every_mistake_at_once(queue):
+    form = SubmitForm(values={"type": "shell", "command": "", "priority": "5000",
+                              "env": "NOEQUALS", "timeout": "-1", "delay": "soon"})
+    errors = _errors_of(form, queue)
+    assert set(errors) == {"command", "priority", "env", "timeout", "delay"}, errors
+    assert errors["command"] == "is required"
+    assert "<= 1000" in errors["priority"]
+
+
+def test_the_schedule_form_reports_every_mistake_at_once(queue):
+    form = ScheduleForm(values={"name": "", "cron_expr": "*/7 25 * * *",
+                                "timezone": "Mars/Olympus", "task_type": "shell",
+                                "command": "", "priority": "2000"})
+    errors = _schedule_errors(form, queue)
+    assert set(errors) == {"name", "cron_expr", "timezone", "command", "priority"}, errors
+    assert errors["cron_expr"].startswith("hour must be 0\N{EN DASH}23, got 25")
 
 
 def test_form_errors_land_beside_the_field_they_name(queue):
@@ -418,6 +470,18 @@ def _fake_task() -> Task:
                 started_at=None, finished_at=None)
 
 
+def _schedule_errors(
+    form: ScheduleForm, queue: Queue, schedules: Schedules | None = None
+) -> dict[str, str]:
+    data = schedule_pages._checked(queue, form, form.to_schedule)
+    if data is not None:
+        try:
+            (schedules or Schedules(queue)).validate(data)
+        except InvalidSchedule as exc:
+            form.fail(str(exc), exc.field)
+    return form.errors
+
+
 def test_schedule_form_errors_name_cron_and_timezone(queue):
     schedules = Schedules(queue)
     for values, field in (
@@ -427,10 +491,7 @@ def test_schedule_form_errors_name_cron_and_timezone(queue):
     ):
         form = ScheduleForm(values={"name": "n", "cron_expr": "*/5 * * * *", "timezone": "UTC",
                                     "task_type": "shell", "command": "echo", **values})
-        try:
-            schedules.validate(form.to_schedule())
-        except (msgspec.ValidationError, InvalidSchedule) as exc:
-            form.fail(str(exc), getattr(exc, "field", None))
+        _schedule_errors(form, queue, schedules)
         assert list(form.errors) == [field], (values, form.errors, form.general)
         assert not form.errors[field].startswith(f"{field}:")
 

@@ -86,6 +86,11 @@ def size(n: int | None) -> str:
     return f"{value:.1f} TiB"  # pragma: no cover - the loop returns at GiB
 
 
+def thousands(n: int | None) -> str:
+    """12,345: a count read at a glance."""
+    return "—" if n is None else f"{n:,}"
+
+
 def pretty(value: Any) -> str:
     """Indented JSON, as a person reads it; strings pass through unquoted."""
     if isinstance(value, str):
@@ -103,6 +108,35 @@ def summary(task: Any) -> str:
     return pretty(task.payload)
 
 
+TAIL_LINES = 8
+TAIL_CHARS = 1200
+
+
+def error_tail(output: Any) -> str | None:
+    """What a failure said in its own words: the last lines of a command's stderr, or the body
+    of an HTTP error answer. A generic "exited with status 3" is shown next to this."""
+    if not isinstance(output, dict):
+        return None
+    stderr = output.get("stderr")
+    if isinstance(stderr, str) and stderr.strip():
+        lines = [line for line in stderr.rstrip().splitlines() if line.strip()]
+        return "\n".join(lines[-TAIL_LINES:])[-TAIL_CHARS:]
+    body, code = output.get("body"), output.get("status_code")
+    if isinstance(body, str) and body.strip() and isinstance(code, int) and code >= 400:
+        return body.strip()[:TAIL_CHARS]
+    return None
+
+
+def short_error(task: Any, width: int = 110) -> str:
+    """One line for a failed row of the list: the error and the last line of its cause."""
+    error = (task.last_error or "").strip()
+    tail = error_tail(task.result)
+    if tail:
+        last = tail.splitlines()[-1].strip() if task.type != "http" else " ".join(tail.split())
+        error = f"{error} — {last}" if error else last
+    return error if len(error) <= width else error[: width - 1] + "…"
+
+
 def badge(status: str) -> Markup:
     return Markup('<span class="badge badge-{0}" data-status="{0}">{0}</span>').format(
         escape(status)
@@ -111,6 +145,7 @@ def badge(status: str) -> Markup:
 
 FILTERS = {
     "exact": exact, "iso": iso, "span": span, "size": size, "pretty": pretty, "badge": badge,
-    "summary": summary,
+    "summary": summary, "thousands": thousands, "error_tail": error_tail,
+    "short_error": short_error,
 }
 GLOBALS = {"when": when, "ago": ago, "took": took}

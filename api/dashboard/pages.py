@@ -19,6 +19,8 @@ from api.dashboard.common import go, is_htmx, render, settings_of
 from api.dashboard.snapshots import snapshots
 from api.deps import QueueDep
 from shared import dashboard_queries, migrate
+from shared.dashboard_queries import QUEUED_VIEWS
+from shared.schemas import STATUSES
 from shared.settings import FIELDS
 
 CHART_HOURS = (1, 3, 6)
@@ -58,7 +60,8 @@ class OverviewController(Controller):
         snap = snapshots(request)
         counts = await snap.counts(queue)
         context = {
-            "now": now, "counts": counts, "total": sum(counts.values()), "hours": hours,
+            "now": now, "counts": counts, "statuses": STATUSES, "views": QUEUED_VIEWS,
+            "total": sum(counts[s] for s in STATUSES), "hours": hours,
             "chart_hours": CHART_HOURS,
             "throughput": (data := await snap.throughput(queue, hours)),
             "chart": throughput_svg(data),

@@ -45,3 +45,53 @@ WHERE schedule_id = :schedule_id
   AND id < :cursor
 ORDER BY id DESC
 LIMIT :limit
+
+-- name: counts_by_status
+-- Tasks per stored status: a walk of the (status, id) index.
+SELECT status, count(*) AS n FROM tasks INDEXED BY tasks_status_id GROUP BY status
+
+-- name: counts_by_status_of_type
+SELECT status, count(*) AS n FROM tasks INDEXED BY tasks_type_id WHERE type = :type
+GROUP BY status
+
+-- name: counts_by_status_of_schedule
+SELECT status, count(*) AS n FROM tasks INDEXED BY tasks_schedule_id
+WHERE schedule_id = :schedule_id AND (:type IS NULL OR type = :type)
+GROUP BY status
+
+-- name: queued_views
+-- Queued tasks split the way a person asks about them: ready (due now), retrying (an attempt
+-- failed and the backoff is not over), scheduled (delayed, not due yet). Derived, not stored.
+SELECT CASE WHEN run_at <= :now THEN 'ready' WHEN attempts > 0 THEN 'retrying'
+            ELSE 'scheduled' END AS view,
+       count(*) AS n
+FROM tasks INDEXED BY tasks_runnable
+WHERE status = 'queued'
+  AND (:type IS NULL OR type = :type)
+  AND (:schedule_id IS NULL OR schedule_id = :schedule_id)
+GROUP BY view
+
+-- name: queued_view_ids
+-- One derived view of the queued tasks, newest first, keyset-paged like the queue's lists.
+SELECT id FROM tasks INDEXED BY tasks_status_id
+WHERE status = 'queued' AND id < :cursor
+  AND CASE WHEN run_at <= :now THEN 'ready' WHEN attempts > 0 THEN 'retrying'
+           ELSE 'scheduled' END = :view
+  AND (:type IS NULL OR type = :type)
+  AND (:schedule_id IS NULL OR schedule_id = :schedule_id)
+ORDER BY id DESC
+LIMIT :limit
+
+-- name: run_waiting_now
+-- "Run now" on a task that waits (delayed, or in its backoff before a retry): due at once.
+-- The one write here; a task in any other state is left as it is.
+UPDATE tasks SET run_at = :now, updated_at = :now
+WHERE id = :id AND status = 'queued' AND run_at > :now
+
+-- name: attempt_seconds
+-- Time the attempts of these tasks (a JSON list of ids) took themselves: what "Took" means.
+-- Backoff waits between attempts are not work; a running attempt counts up to :now.
+SELECT task_id, sum(coalesce(finished_at, :now) - started_at) AS seconds
+FROM task_attempts INDEXED BY task_attempts_task
+WHERE task_id IN (SELECT value FROM json_each(:ids))
+GROUP BY task_id

@@ -1,4 +1,5 @@
-// LocalFlow dashboard: the little that htmx attributes do not cover. No dependencies.
+// LocalFlow dashboard: the little that htmx attributes do not cover. No dependencies beyond the
+// vendored htmx and idiomorph.
 (function () {
   "use strict";
 
@@ -9,6 +10,26 @@
     box.hidden = false;
     clearTimeout(box._timer);
     box._timer = setTimeout(function () { box.hidden = true; }, 8000);
+  }
+
+  function number(n) { return Number(n).toLocaleString("en-US"); }
+
+  // Live regions are morphed (hx-swap="morph"), not replaced: what the user did to the page
+  // stays. A tick, an opened <details>, a field being typed in belong to the user, not to the
+  // server's copy; an element marked data-client-owned (a progress line, a message) is left
+  // as the script last drew it.
+  if (window.Idiomorph) {
+    var callbacks = window.Idiomorph.defaults.callbacks;
+    callbacks.beforeAttributeUpdated = function (name, element) {
+      if (name === "checked" && element.type === "checkbox") return false;
+      if (name === "open" && element.tagName === "DETAILS") return false;
+      return true;
+    };
+    callbacks.beforeNodeMorphed = function (oldNode) {
+      if (oldNode.nodeType === 1 && oldNode.hasAttribute("data-client-owned")) return false;
+      return true;
+    };
+    window.Idiomorph.defaults.ignoreActiveValue = true;
   }
 
   // Errors htmx did not swap (401, 403, 404, 5xx): say what happened instead of nothing.
@@ -23,6 +44,78 @@
   });
   document.addEventListener("htmx:sendError", function () {
     toast("The server did not answer. Is LocalFlow still running?");
+  });
+
+  // The task list's poll waits while a bulk action runs: the rows are changing under it, and
+  // its buttons stay disabled until the action is done.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    if (!elt || !elt.matches || !elt.matches("[data-live]")) return;
+    if (elt.id === "tasks-live" && document.querySelector("[data-bulk-running]")) {
+      event.preventDefault();
+    }
+  });
+
+  // -- Bulk actions on the task list -----------------------------------------------------
+  var VERBS = {retry: "Retry", cancel: "Cancel", "delete": "Delete"};
+  var WARNINGS = {
+    cancel: "Queued ones are cancelled now; running ones are asked to stop.",
+    "delete": "Their attempts go too. This cannot be undone.",
+  };
+
+  function bulkStatus(form, text) {
+    var box = form.querySelector("#bulk-status");
+    if (box) box.textContent = text;
+  }
+
+  function bulkButtons(form, disabled) {
+    form.querySelectorAll(".bulk-buttons button").forEach(function (b) { b.disabled = disabled; });
+  }
+
+  // How many tasks the pressed button would touch: the ticked rows, or the whole filter.
+  function bulkCount(form) {
+    var matching = form.querySelector('input[name="scope"][value="matching"]');
+    if (matching && matching.checked) {
+      var total = Number(form.dataset.matching || 0);
+      var cap = Number(form.dataset.max || total);
+      return {n: Math.min(total, cap), total: total};
+    }
+    var n = form.querySelectorAll('input[name="ids"]:checked').length;
+    return {n: n, total: n};
+  }
+
+  document.addEventListener("htmx:confirm", function (event) {
+    var form = event.detail.elt;
+    if (!form || form.id !== "bulk-form") return;
+    var submitter = event.detail.triggeringEvent && event.detail.triggeringEvent.submitter;
+    var action = submitter ? submitter.value : "";
+    var count = bulkCount(form);
+    event.preventDefault();
+    if (count.n === 0) {
+      bulkStatus(form, "Tick at least one task first.");
+      return;
+    }
+    if (WARNINGS[action]) {
+      var what = count.n === count.total
+        ? number(count.n) + " task" + (count.n === 1 ? "" : "s")
+        : number(count.n) + " of the " + number(count.total) + " matching tasks (at most " +
+          number(count.n) + " at a time)";
+      if (!window.confirm(VERBS[action] + " " + what + "? " + WARNINGS[action])) {
+        bulkStatus(form, "Nothing was changed.");
+        return;
+      }
+    }
+    bulkStatus(form, VERBS[action] + ": starting…");
+    bulkButtons(form, true);
+    event.detail.issueRequest(true);
+  });
+
+  // The progress line the server sends while a bulk action runs keeps the buttons disabled;
+  // any other answer (a message, an error) gives them back.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = event.detail.elt && event.detail.elt.closest && event.detail.elt.closest("#bulk-form");
+    if (!form) return;
+    bulkButtons(form, !!document.querySelector("[data-bulk-running]"));
   });
 
   // "Select all on this page" for bulk actions.

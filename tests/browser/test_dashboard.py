@@ -205,7 +205,8 @@ def test_a_bad_cron_expression_shows_an_inline_error_and_creates_nothing(page, a
     page.get_by_label("Command", exact=True).fill("echo")
     page.get_by_role("button", name="Create schedule").click()
 
-    expect(page.locator("#f-cron_expr-error")).to_contain_text("minute must be 0\N{EN DASH}59, got 61")
+    expect(page.locator("#f-cron_expr-error")).to_contain_text(
+        "minute must be 0\N{EN DASH}59, got 61")
     expect(page.get_by_label("Cron expression")).to_have_attribute("aria-invalid", "true")
     expect(page.get_by_label("Cron expression")).to_have_value("61 * * * *")  # kept as typed
     shot(page, "schedule-bad-cron")

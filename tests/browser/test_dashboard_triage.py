@@ -5,6 +5,7 @@ that honour every filter, errors in plain sight, forms that report every mistake
 from __future__ import annotations
 
 import re
+import sqlite3
 
 import httpx
 import pytest
@@ -204,3 +205,145 @@ def test_a_failed_task_shows_the_tail_of_stderr_beside_the_exit_status(page, api
     row = page.locator(f"#row-{task_id}")
     expect(row.locator(".row-error")).to_contain_text("exited with status 3")
     expect(row.locator(".row-error")).to_contain_text(cause)
+
+
+# -- 8. forms report every mistake at once, focus the first, word cron errors by field ------
+
+def test_the_submit_form_reports_every_mistake_at_once_and_focuses_the_first(page, api):
+    before = api.get("/api/tasks", params={"limit": 1}).json()["items"]
+    page.goto("/dashboard/submit")
+    page.get_by_label("Environment", exact=True).fill("NOEQUALS")
+    page.get_by_text("Options: priority").click()
+    page.get_by_label("Priority", exact=True).fill("5000")
+    page.get_by_role("button", name="Submit task").click()
+    expect(page.locator("#f-command-error")).to_have_text("is required")
+    expect(page.locator("#f-env-error")).to_contain_text("NAME=value")
+    expect(page.locator("#f-priority-error")).to_contain_text("1000")
+    expect(page.get_by_label("Command", exact=True)).to_be_focused()
+    assert api.get("/api/tasks", params={"limit": 1}).json()["items"] == before
+
+
+def test_the_schedule_form_reports_cron_and_timezone_together_worded_by_field(page, api):
+    before = api.get("/api/schedules").json()
+    page.goto("/dashboard/schedules/new")
+    page.get_by_label("Name", exact=True).fill("Both wrong")
+    page.get_by_label("Cron expression").fill("*/7 25 * * *")
+    expect(page.locator("#cron-preview-error")).to_contain_text(
+        "hour must be 0\N{EN DASH}23, got 25")
+    page.get_by_label("Timezone").fill("Mars/Olympus")
+    page.get_by_label("Command", exact=True).fill("echo")
+    page.get_by_role("button", name="Create schedule").click()
+    expect(page.locator("#f-cron_expr-error")).to_contain_text(
+        "hour must be 0\N{EN DASH}23, got 25")
+    expect(page.locator("#f-timezone-error")).to_contain_text("Mars/Olympus")
+    expect(page.get_by_label("Cron expression")).to_be_focused()
+    assert api.get("/api/schedules").json() == before
+
+
+# -- 5. ready / scheduled / retrying apart; Run now; Took; attempts agree after a retry -------
+
+def test_waiting_tasks_are_shown_apart_as_scheduled_retrying_and_ready(page, live_db):
+    scheduled = insert_tasks(live_db, 3, status="queued", type="views", run_in=3600, attempts=0)
+    retrying = insert_tasks(live_db, 2, status="queued", type="views", run_in=3600, attempts=1,
+                            error="exit 1")
+    page.goto("/dashboard/tasks?type=views")
+    pills = page.locator(".status-pills")
+    expect(pills.get_by_role("link", name=re.compile(r"^queued"))).to_contain_text("5")
+    expect(pills.get_by_role("link", name=re.compile(r"^scheduled"))).to_contain_text("3")
+    expect(pills.get_by_role("link", name=re.compile(r"^retrying"))).to_contain_text("2")
+    expect(pills.get_by_role("link", name=re.compile(r"^ready"))).to_contain_text("0")
+    pills.get_by_role("link", name=re.compile(r"^retrying")).click()
+    expect(page.locator("tr[data-task-id]")).to_have_count(2)
+    for task_id in retrying:
+        expect(page.locator(f"#row-{task_id}")).to_be_visible()
+    page.locator("#f-status").select_option("scheduled")
+    expect(page.locator("tr[data-task-id]")).to_have_count(3)
+    assert {page.locator("tr[data-task-id]").nth(i).get_attribute("data-task-id")
+            for i in range(3)} == set(scheduled)
+    page.goto("/dashboard")
+    expect(page.locator(".count-queued [data-view=retrying]")).to_be_visible()
+
+
+def test_run_now_on_a_delayed_task(page, api):
+    task_id = submit(api, {"command": "echo", "args": ["brought forward"]}, delay=3600)
+    page.goto(f"/dashboard/tasks/{task_id}")
+    page.get_by_role("button", name="Run now").click()
+    expect(page.locator("#task-live")).to_have_attribute("data-status", "succeeded",
+                                                         timeout=20_000)
+    assert api.get(f"/api/tasks/{task_id}").json()["result"]["stdout"] == "brought forward\n"
+
+
+def test_took_is_the_attempts_own_time_not_the_backoff_between_them(page, live_db):
+    (task_id,) = insert_tasks(live_db, 1, status="failed", type="took", attempts=2,
+                              max_attempts=2, error="exit 1")
+    with sqlite3.connect(live_db, timeout=30) as conn:
+        finished = conn.execute("SELECT finished_at FROM tasks WHERE id = ?",
+                                (task_id,)).fetchone()[0]
+        conn.execute("UPDATE tasks SET started_at = ? WHERE id = ?", (finished - 600, task_id))
+        conn.executemany(
+            "INSERT INTO task_attempts (task_id, attempt, started_at, finished_at, outcome,"
+            " error) VALUES (?, ?, ?, ?, 'failed', 'exit 1')",
+            [(task_id, 1, finished - 600, finished - 598),
+             (task_id, 2, finished - 3, finished)],
+        )
+    page.goto(f"/dashboard/tasks/{task_id}")
+    took = page.locator(".timings div", has_text="Took").locator("dd")
+    expect(took).to_have_text("5.0 s")  # 2 s + 3 s of work; not the 10 min between
+    page.goto("/dashboard/tasks?type=took")
+    expect(page.locator(f"#row-{task_id} td").last).to_have_text("5.0 s")
+
+
+def test_attempt_count_and_max_attempts_agree_after_a_retry(page, api):
+    task_id = submit(api, {"command": "false"}, max_attempts=1)
+    procs.wait_for_status(api, task_id, {"failed"})
+    page.goto(f"/dashboard/tasks/{task_id}")
+    expect(page.locator(".status-line")).to_contain_text("attempt 1 of 1")
+    page.get_by_role("button", name="Retry now").click()
+    expect(page.locator('.attempt[data-attempt="2"]')).to_be_visible(timeout=15_000)
+    expect(page.locator(".status-line")).to_contain_text("attempt 2 of 2")
+    max_attempts = page.locator("dt", has_text="Max attempts").locator(
+        "xpath=following-sibling::dd")
+    expect(max_attempts).to_have_count(1)
+    expect(max_attempts).to_have_text("2")
+
+
+# -- 10. a big bulk action shows its progress; buttons disabled while it runs --------------
+
+WATCH_BULK = """() => {
+  window.__progress = [];
+  new MutationObserver(() => {
+    const bar = document.querySelector("[data-bulk-running]");
+    if (!bar) return;
+    const buttons = [...document.querySelectorAll(".bulk-buttons button")];
+    window.__progress.push({text: bar.textContent.trim().replace(/\\s+/g, " "),
+                            disabled: buttons.every((b) => b.disabled)});
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_a_big_bulk_action_shows_progress_with_buttons_disabled(page, api, live_db):
+    insert_tasks(live_db, 400, status="queued", type="bulk-big", run_in=3600, attempts=0)
+    page.goto("/dashboard/tasks?type=bulk-big")
+    page.get_by_label(re.compile("Every task matching this filter")).check()
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Cancel selected").click()
+    expect(page.locator(".notice")).to_contain_text("Cancel: 400 of 400 task(s) done.",
+                                                    timeout=60_000)
+    assert count_of(api, "bulk-big", "cancelled") == 400
+
+
+def test_bulk_progress_is_drawn_before_the_action_ends(page, live_db):
+    insert_tasks(live_db, 400, status="queued", type="bulk-watch", run_in=3600, attempts=0)
+    page.goto("/dashboard/tasks?type=bulk-watch")
+    page.evaluate(WATCH_BULK)
+    # Hold the page on the progress line: the redirect that ends it is not followed.
+    page.route("**/dashboard/tasks/bulk/*", lambda route: route.abort())
+    page.get_by_label(re.compile("Every task matching this filter")).check()
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Cancel selected").click()
+    bar = page.locator("[data-bulk-running]")
+    expect(bar).to_contain_text(re.compile(r"Cancelling [\d,]+ of 400 tasks"))
+    progress = page.evaluate("window.__progress")
+    assert progress and all(p["disabled"] for p in progress), progress
+    for name in ("Retry selected", "Cancel selected", "Delete selected"):
+        expect(page.get_by_role("button", name=name)).to_be_disabled()

@@ -118,6 +118,20 @@
     bulkButtons(form, !!document.querySelector("[data-bulk-running]"));
   });
 
+  // A form sent back with mistakes: every one is marked; put the cursor in the first, opening
+  // the section it sits in.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var root = event.target;
+    if (!root || !root.querySelector) return;
+    var form = root.tagName === "FORM" ? root : null;
+    if (!form || !form.matches("#submit-form, #schedule-form")) return;
+    var bad = form.querySelector('[aria-invalid="true"]');
+    if (!bad) return;
+    var section = bad.closest("details");
+    if (section) section.open = true;
+    bad.focus();
+  });
+
   // "Select all on this page" for bulk actions.
   document.addEventListener("change", function (event) {
     var box = event.target;

@@ -25,6 +25,7 @@ T = TypeVar("T")
 PREVIEW_COUNT = 5
 RECENT_TASKS = 10
 LIST_TARGET = "schedules-live"
+STATUS_TARGET = "schedule-status"
 
 
 @cache
@@ -221,6 +222,11 @@ async def _act(request: Request, queue: Queue, schedule_id: str, action: str) ->
         message, error = str(exc), True
     if request.headers.get("hx-target") == LIST_TARGET:
         return render("_schedules.html", **await _list_context(queue, message, error))
+    if request.headers.get("hx-target") == STATUS_TARGET and action != "delete":
+        # The edit page: redraw its heading and state only; the form keeps what is typed.
+        return render("_schedule_status.html", schedule=await _get(queue, schedule_id),
+                      now=queue.clock.now(), notice=message, notice_error=error,
+                      started=task_id, follow_enabled=action in ("pause", "resume"))
     if task_id:
         return go(request, f"/dashboard/tasks/{task_id}")
     if action != "delete" and not error:

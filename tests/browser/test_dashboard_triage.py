@@ -347,3 +347,34 @@ def test_bulk_progress_is_drawn_before_the_action_ends(page, live_db):
     assert progress and all(p["disabled"] for p in progress), progress
     for name in ("Retry selected", "Cancel selected", "Delete selected"):
         expect(page.get_by_role("button", name=name)).to_be_disabled()
+
+
+# -- 9. Pause / Run now on the schedule's edit page keep unsaved edits -----------------------
+
+def test_pause_and_run_now_on_the_edit_page_keep_unsaved_edits(page, api):
+    schedule = api.post("/api/schedules", json={
+        "name": "Edit me", "cron_expr": "0 3 * * *", "task_type": "shell",
+        "payload": {"command": "echo", "args": ["before"]}}).json()
+    page.goto(f"/dashboard/schedules/{schedule['id']}")
+    page.evaluate("window.__marker = 'same page'")
+    page.get_by_label("Name", exact=True).fill("Edited, not saved yet")
+    page.get_by_label("Arguments", exact=True).fill("after")
+
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("button", name="Resume")).to_be_visible()
+    assert api.get(f"/api/schedules/{schedule['id']}").json()["enabled"] is False
+    expect(page.get_by_label("Name", exact=True)).to_have_value("Edited, not saved yet")
+    expect(page.get_by_label("Arguments", exact=True)).to_have_value("after")
+    # The form follows the pause, so saving does not quietly resume it.
+    expect(page.locator("#f-enabled")).not_to_be_checked()
+
+    page.get_by_role("button", name="Run now").click()
+    expect(page.locator("#schedule-status .notice")).to_contain_text("Started task")
+    expect(page.get_by_label("Name", exact=True)).to_have_value("Edited, not saved yet")
+    assert page.evaluate("window.__marker") == "same page"
+
+    page.get_by_role("button", name="Save changes").click()
+    expect(page).to_have_url(re.compile(r"/dashboard/schedules\?notice="))
+    saved = api.get(f"/api/schedules/{schedule['id']}").json()
+    assert (saved["name"], saved["payload"]["args"], saved["enabled"]) == (
+        "Edited, not saved yet", ["after"], False)

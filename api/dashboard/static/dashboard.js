@@ -23,13 +23,15 @@
     callbacks.beforeAttributeUpdated = function (name, element) {
       if (name === "checked" && element.type === "checkbox") return false;
       if (name === "open" && element.tagName === "DETAILS") return false;
+      // (not ignoreActiveValue: it also freezes the text of a focused button)
+      if (name === "value" && element === document.activeElement &&
+          element.matches("input, textarea")) return false;
       return true;
     };
     callbacks.beforeNodeMorphed = function (oldNode) {
       if (oldNode.nodeType === 1 && oldNode.hasAttribute("data-client-owned")) return false;
       return true;
     };
-    window.Idiomorph.defaults.ignoreActiveValue = true;
   }
 
   // Errors htmx did not swap (401, 403, 404, 5xx): say what happened instead of nothing.

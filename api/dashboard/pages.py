@@ -104,10 +104,13 @@ class LoginController(Controller):
     opt = {security.PUBLIC: True}
 
     @get("/login", name="dashboard-login")
-    async def login_page(self, request: Request, next: str | None = None) -> Response:
+    async def login_page(
+        self, request: Request, next: str | None = None, expired: str | None = None
+    ) -> Response:
         if security.is_logged_in(request, settings_of(request)):
             return go(request, security.safe_next(next))
-        return render("login.html", title="Log in", next=security.safe_next(next), error=None)
+        return render("login.html", title="Log in", next=security.safe_next(next), error=None,
+                      expired=bool(expired))
 
     @post("/login", status_code=303)
     async def login(self, request: Request) -> Response:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 
 import httpx
 import pytest
@@ -378,3 +379,41 @@ def test_pause_and_run_now_on_the_edit_page_keep_unsaved_edits(page, api):
     saved = api.get(f"/api/schedules/{schedule['id']}").json()
     assert (saved["name"], saved["payload"]["args"], saved["enabled"]) == (
         "Edited, not saved yet", ["after"], False)
+
+
+# -- 11. session expiry says so, returns to the page, keeps the form ------------------------
+
+def test_an_expired_session_says_so_returns_to_the_page_and_keeps_the_form(browser, tmp_path):
+    from api.dashboard.security import SESSION_COOKIE, make_session
+    from tests.browser.conftest import DESKTOP, env_with
+
+    token = "expiry-test-token"
+    proc = procs.start("serve", tmp_path / "expiry.db", env=env_with(LOCALFLOW_API_TOKEN=token))
+    try:
+        context = browser.new_context(viewport=DESKTOP, base_url=proc.url)
+        page = context.new_page()
+        page.goto("/dashboard/schedules/new")
+        page.get_by_label("API token").fill(token)
+        page.get_by_role("button", name="Log in").click()
+        expect(page).to_have_url(re.compile(r"/dashboard/schedules/new$"))
+        page.get_by_label("Name", exact=True).fill("Typed before expiry")
+        page.get_by_label("Command", exact=True).fill("echo")
+
+        # The session runs out (signed with the token, expired a minute ago).
+        stale = make_session(token, now=time.time() - 7 * 86400 - 60)
+        context.add_cookies([{"name": SESSION_COOKIE, "value": stale, "url": proc.url}])
+        page.get_by_label("Cron expression").fill("*/10 * * * *")  # the preview asks the server
+
+        expect(page).to_have_url(re.compile(r"/dashboard/login"))
+        assert "preview" not in page.url  # never the fragment the page was polling
+        expect(page.locator(".notice")).to_contain_text("session expired")
+        page.get_by_label("API token").fill(token)
+        page.get_by_role("button", name="Log in").click()
+        expect(page).to_have_url(re.compile(r"/dashboard/schedules/new$"))
+        expect(page.get_by_label("Name", exact=True)).to_have_value("Typed before expiry")
+        expect(page.get_by_label("Command", exact=True)).to_have_value("echo")
+        expect(page.get_by_label("Cron expression")).to_have_value("*/10 * * * *")
+        expect(page.locator(".notice")).to_contain_text("Restored")
+        context.close()
+    finally:
+        proc.stop()

@@ -134,6 +134,66 @@
     bad.focus();
   });
 
+  // -- Session expiry: keep what was typed ---------------------------------------------
+  // A request refused for want of a session (401) sends the page to the login form, which
+  // comes back here afterwards. What is typed in the page's forms is kept in this tab's
+  // sessionStorage until then, and put back on return.
+  var KEPT = "localflow:typed:" + location.pathname + location.search;
+  var FORMS = "#submit-form, #schedule-form";
+
+  document.addEventListener("htmx:beforeOnLoad", function (event) {
+    if (event.detail.xhr.status !== 401) return;
+    var kept = [];
+    document.querySelectorAll(FORMS).forEach(function (form) {
+      var fields = {};
+      Array.prototype.forEach.call(form.elements, function (el) {
+        if (!el.name || el.name === "_csrf_token" || el.type === "submit") return;
+        if (el.type === "checkbox" || el.type === "radio") {
+          if (el.checked) fields[el.name + "=" + el.value] = true;
+          else if (el.type === "checkbox") fields[el.name + "=" + el.value] = false;
+        } else {
+          fields[el.name] = el.value;
+        }
+      });
+      kept.push({form: form.id, fields: fields});
+    });
+    try { sessionStorage.setItem(KEPT, JSON.stringify(kept)); } catch (e) { /* full: lost */ }
+  });
+
+  function restoreTyped() {
+    var kept;
+    try { kept = JSON.parse(sessionStorage.getItem(KEPT) || "null"); } catch (e) { kept = null; }
+    sessionStorage.removeItem(KEPT);
+    if (!kept || !kept.length) return;
+    kept.forEach(function (entry) {
+      var form = document.getElementById(entry.form);
+      if (!form) return;
+      Array.prototype.forEach.call(form.elements, function (el) {
+        if (!el.name || el.name === "_csrf_token") return;
+        if (el.type === "checkbox" || el.type === "radio") {
+          var key = el.name + "=" + el.value;
+          if (key in entry.fields) el.checked = entry.fields[key];
+        } else if (el.name in entry.fields) {
+          el.value = entry.fields[el.name];
+        }
+      });
+      form.querySelectorAll("input, textarea").forEach(function (el) {
+        el.dispatchEvent(new Event("input", {bubbles: true}));  // the cron preview follows
+      });
+      var note = document.createElement("p");
+      note.className = "notice";
+      note.setAttribute("role", "status");
+      note.textContent = "Restored what you had typed before your session expired. " +
+        "Nothing was sent: check it and submit again.";
+      form.insertBefore(note, form.firstChild);
+    });
+  }
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", restoreTyped);
+  } else {
+    restoreTyped();
+  }
+
   // "Select all on this page" for bulk actions.
   document.addEventListener("change", function (event) {
     var box = event.target;

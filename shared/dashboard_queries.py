@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from shared.db import Database
 from shared.schemas import STATUSES
@@ -71,18 +72,24 @@ class StorageStats:
     sqlite_version: str
 
 
+CHART_SLICE = 10  # buckets read at a time
+
+
 async def throughput(
     db: Database, now: float, hours: float = 3.0, bucket_seconds: int = 60
 ) -> Throughput:
     """Succeeded and failed tasks per bucket over the last `hours`, oldest first, gaps as 0."""
     first = int((now - hours * 3600) // bucket_seconds) + 1
     last = int(now // bucket_seconds)
-    rows = await db.fetch_all(
-        Q.throughput, {"bucket": bucket_seconds, "since": first * bucket_seconds}
-    )
     counts: dict[int, dict[str, int]] = {}
-    for row in rows:
-        counts.setdefault(row["bucket"], {})[row["status"]] = row["n"]
+    # A slice of the window per read (see the SQL): at most CHART_SLICE buckets at a time.
+    for start in range(first, last + 1, CHART_SLICE):
+        rows = await db.fetch_all(Q.throughput, {
+            "bucket": bucket_seconds, "since": start * bucket_seconds,
+            "until": min(start + CHART_SLICE, last + 1) * bucket_seconds,
+        })
+        for row in rows:
+            counts.setdefault(row["bucket"], {})[row["status"]] = row["n"]
     buckets = [
         Bucket(
             start=float(b * bucket_seconds),
@@ -95,7 +102,8 @@ async def throughput(
 
 
 async def oldest_runnable(db: Database, now: float) -> WaitingTask | None:
-    """The due task created longest ago: what "how far behind are we" is about."""
+    """The task that has been due longest (earliest run_at at or before now): what "how far
+    behind are we" is about. Reads one index entry per distinct priority, not the backlog."""
     row = await db.fetch_one(Q.oldest_runnable, {"now": now})
     if row is None:
         return None
@@ -160,36 +168,67 @@ async def task_ids_of_schedule(
 QUEUED_VIEWS = ("ready", "scheduled", "retrying")  # derived from queued; not stored states
 
 
+INDEX_CHUNK = 50_000  # index entries one count reads at a time (a few ms)
+ROW_CHUNK = 10_000  # rows one count reads at a time when it needs more than an index holds
+
+
+async def _count_in_chunks(
+    db: Database, sql: str, params: dict[str, Any], chunk: int
+) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    after = ""
+    while True:
+        rows = await db.fetch_all(sql, {**params, "after": after, "chunk": chunk})
+        for r in rows:
+            if r["key"] is not None:
+                counts[r["key"]] = counts.get(r["key"], 0) + r["n"]
+        if not rows or rows[0]["seen"] < chunk:
+            return counts
+        after = rows[0]["last"]
+
+
 async def status_counts(
     db: Database, now: float, *, type: str | None = None, schedule_id: str | None = None
 ) -> dict[str, int]:
     """Tasks per status under the list's filters, with the queued ones split into ready,
-    scheduled and retrying (their sum is the queued count)."""
+    scheduled and retrying (their sum is the queued count). Read in chunks: see the SQL."""
     if schedule_id:
-        rows = await db.fetch_all(
-            Q.counts_by_status_of_schedule, {"schedule_id": schedule_id, "type": type}
+        counts = await _count_in_chunks(
+            db, Q.count_schedule_chunk, {"schedule_id": schedule_id, "type": type}, ROW_CHUNK
         )
     elif type:
-        rows = await db.fetch_all(Q.counts_by_status_of_type, {"type": type})
+        counts = await _count_in_chunks(db, Q.count_type_chunk, {"type": type}, ROW_CHUNK)
     else:
-        rows = await db.fetch_all(Q.counts_by_status)
-    counts = dict.fromkeys(STATUSES, 0) | {r["status"]: r["n"] for r in rows}
-    views = {r["view"]: r["n"] for r in await db.fetch_all(
-        Q.queued_views, {"now": now, "type": type, "schedule_id": schedule_id}
-    )}
-    return counts | {view: views.get(view, 0) for view in QUEUED_VIEWS}
+        counts = {}
+        for status in STATUSES:
+            counts |= await _count_in_chunks(
+                db, Q.count_status_chunk, {"status": status}, INDEX_CHUNK
+            )
+    views = await _count_in_chunks(
+        db, Q.count_queued_views_chunk,
+        {"now": now, "type": type, "schedule_id": schedule_id}, ROW_CHUNK,
+    )
+    return dict.fromkeys(STATUSES, 0) | counts | {v: views.get(v, 0) for v in QUEUED_VIEWS}
+
+
+VIEW_SCAN = 5000  # queued tasks looked at per page of a derived view
 
 
 async def queued_view_ids(
     db: Database, view: str, now: float, *, type: str | None = None,
     schedule_id: str | None = None, cursor: str | None = None, limit: int = 50,
-) -> list[str]:
-    """Ids of the queued tasks in one derived view, newest first, from before `cursor`."""
-    rows = await db.fetch_all(Q.queued_view_ids, {
-        "view": view, "now": now, "type": type, "schedule_id": schedule_id,
-        "cursor": cursor or "~", "limit": limit,
-    })
-    return [r["id"] for r in rows]
+    scan: int = VIEW_SCAN,
+) -> tuple[list[str], str | None]:
+    """Up to `limit` ids of queued tasks in one derived view, newest first from before
+    `cursor`, looking at no more than `scan` queued tasks; and the cursor to go on from (None
+    when the queued tasks are all looked at). A page may hold fewer than `limit` ids."""
+    params = {"view": view, "now": now, "type": type, "schedule_id": schedule_id,
+              "cursor": cursor or "~", "scan": scan, "limit": limit}
+    ids = [r["id"] for r in await db.fetch_all(Q.queued_view_ids, params)]
+    if len(ids) == limit:
+        return ids, ids[-1]
+    end = await db.fetch_one(Q.queued_window_end, {"cursor": cursor or "~", "offset": scan - 1})
+    return ids, (end["id"] if end else None)
 
 
 async def run_waiting_now(db: Database, task_id: str, now: float) -> bool:

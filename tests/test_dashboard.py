@@ -541,8 +541,26 @@ async def test_oldest_runnable_ignores_tasks_not_yet_due(queue, clock):
     due, _ = await queue.enqueue(TaskCreate(type="shell", payload={"command": "y"}))
     oldest = await dashboard_queries.oldest_runnable(queue.db, clock.now())
     assert oldest is not None and oldest.id == due.id
-    clock.advance(600)
+    clock.advance(600)  # both due now: `due` has been due for 600 s, `later` for a moment
+    assert (await dashboard_queries.oldest_runnable(queue.db, clock.now())).id == due.id
+    await queue.delete(due.id)
     assert (await dashboard_queries.oldest_runnable(queue.db, clock.now())).id == later.id
+
+
+async def test_oldest_runnable_looks_across_priorities_past_a_delayed_backlog(queue, clock):
+    for p in (-5, 0, 7):  # each priority has delayed tasks that sort before its due ones
+        for _ in range(3):
+            await queue.enqueue(TaskCreate(type="shell", payload={"command": "x"}, priority=p,
+                                           delay=3600))
+    clock.advance(5)
+    high, _ = await queue.enqueue(TaskCreate(type="shell", payload={"command": "h"},
+                                             priority=7))
+    clock.advance(5)
+    low, _ = await queue.enqueue(TaskCreate(type="shell", payload={"command": "l"},
+                                            priority=-5))
+    assert (await dashboard_queries.oldest_runnable(queue.db, clock.now())).id == high.id
+    await queue.delete(high.id)
+    assert (await dashboard_queries.oldest_runnable(queue.db, clock.now())).id == low.id
 
 
 async def test_recent_workers_with_their_running_tasks(queue, clock):
@@ -574,3 +592,26 @@ def test_times_are_relative_with_the_exact_time_on_hover():
     html = str(formatting.when(now - 90, now))
     assert 'title="2027-01-15 07:58:30 UTC"' in html and ">1 min 30 s ago<" in html
     assert formatting.size(1536) == "1.5 KiB" and formatting.span(0.25) == "250 ms"
+
+
+async def test_status_counts_in_small_chunks_match_every_filter(queue, clock, monkeypatch):
+    # Chunks of 3 rows: every count is put together from many reads, as at a million tasks.
+    monkeypatch.setattr(dashboard_queries, "INDEX_CHUNK", 3)
+    monkeypatch.setattr(dashboard_queries, "ROW_CHUNK", 3)
+    for _ in range(7):
+        await queue.enqueue(TaskCreate(type="shell", payload={"command": "x"}, delay=600))
+    for _ in range(4):
+        await queue.enqueue(TaskCreate(type="http", payload={"url": "http://127.0.0.1:1/"}))
+    page = await queue.list(type="shell", limit=2)
+    for task in page.items:
+        await queue.cancel(task.id)
+    counts = await dashboard_queries.status_counts(queue.db, clock.now())
+    assert (counts["queued"], counts["cancelled"]) == (9, 2)
+    assert (counts["ready"], counts["scheduled"], counts["retrying"]) == (4, 5, 0)
+    shell = await dashboard_queries.status_counts(queue.db, clock.now(), type="shell")
+    assert (shell["queued"], shell["cancelled"], shell["scheduled"], shell["ready"]) == (5, 2, 5, 0)
+    http = await dashboard_queries.status_counts(queue.db, clock.now(), type="http")
+    assert (http["queued"], http["ready"], http["cancelled"]) == (4, 4, 0)
+    clock.advance(601)  # the delayed ones fall due
+    later = await dashboard_queries.status_counts(queue.db, clock.now(), type="shell")
+    assert (later["ready"], later["scheduled"]) == (5, 0)

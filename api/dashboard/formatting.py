@@ -87,8 +87,8 @@ def size(n: int | None) -> str:
 
 
 def thousands(n: int | None) -> str:
-    """12,345: a count read at a glance."""
-    return "—" if n is None else f"{n:,}"
+    """12,345: a count read at a glance ("…" while it is still being counted)."""
+    return "…" if n is None else f"{n:,}"
 
 
 def pretty(value: Any) -> str:

@@ -61,7 +61,7 @@ class OverviewController(Controller):
         counts = await snap.counts(queue)
         context = {
             "now": now, "counts": counts, "statuses": STATUSES, "views": QUEUED_VIEWS,
-            "total": sum(counts[s] for s in STATUSES), "hours": hours,
+            "hours": hours,
             "chart_hours": CHART_HOURS,
             "throughput": (data := await snap.throughput(queue, hours)),
             "chart": throughput_svg(data),

@@ -1,10 +1,13 @@
-"""Short-lived copies of the two reads that cost the most at volume, shared by every open page.
+"""Copies of the reads that cost what the table holds, shared by every open page.
 
 Each open overview or task list polls every 2 seconds. Counting tasks by status walks the whole
-status index (about 60-80 ms at a million tasks) and the throughput chart every task finished
-in its window; neither needs to be fresher than the poll. So: counts are reused while the
-database has not changed (PRAGMA data_version) and for at most a second while it has; the chart
-is reused for a few seconds.
+status index (tens of milliseconds at a million tasks; more with the queued ones split into
+ready / scheduled / retrying) and the throughput chart every task finished in its window. A
+poll never waits for either: it gets the last copy, and a stale copy is redone in the
+background, one at a time, no more often than every second (counts; 5 s for the chart) nor
+than ten times what it took last (so at most a tenth of the time goes on it, however many tabs
+are open). Counts are stale once the database changed (PRAGMA data_version) or after 5 s (ready
+turns from scheduled with the clock). Only the first request for a filter waits for its count.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from litestar import Request
 
 from shared import dashboard_queries
 from shared.queue import Queue
+from shared.schemas import STATUSES
 
 COUNTS_MAX_AGE = 1.0
 # Counting costs what the table holds (tens of ms at a million tasks): never spend more than a
@@ -27,6 +31,8 @@ COUNTS_COST_SHARE = 10.0
 COUNTS_CLOCK_AGE = 5.0
 COUNTS_KEPT = 64  # filters remembered
 CHART_MAX_AGE = 5.0
+FIRST_COUNT_WAIT = 0.015  # seconds a page waits for a filter's first count
+COUNTED = (*STATUSES, *dashboard_queries.QUEUED_VIEWS)
 
 CountsKey = tuple[str | None, str | None]  # (type, schedule id)
 
@@ -43,23 +49,31 @@ class Counted:
 class Snapshots:
     counted: dict[CountsKey, Counted] = field(default_factory=dict)
     refreshing: dict[CountsKey, asyncio.Task] = field(default_factory=dict)
-    charts: dict[int, tuple[float, dashboard_queries.Throughput]] = field(default_factory=dict)
+    # hours -> (when drawn, seconds the query took, data)
+    charts: dict[int, tuple[float, float, dashboard_queries.Throughput]] = field(
+        default_factory=dict)
+    charting: dict[int, asyncio.Task] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def counts(
         self, queue: Queue, type: str | None = None, schedule_id: str | None = None
-    ) -> dict[str, int]:
-        """Tasks per status (and per derived queued view) under these filters.
+    ) -> dict[str, int | None]:
+        """Tasks per status (and per derived queued view) under these filters; None for each
+        while a filter's first count is still running.
 
-        Served from the last count: a poll never waits for a count except the very first for
-        a filter. A stale count is redone in the background, one at a time per filter.
+        Served from the last count: a poll never waits for a count except, briefly, the very
+        first for a filter. A stale count is redone in the background, one at a time.
         """
         key = (type, schedule_id)
         hit = self.counted.get(key)
         if hit is None:
-            async with self.lock:  # a burst of first polls counts once
-                hit = self.counted.get(key) or await self._count(queue, key)
-            return dict(hit.value)
+            # The first ask for a filter waits a little for its count, not for as long as
+            # counting takes: past that, the page says "…" and the next poll has the numbers.
+            if key not in self.refreshing:
+                self.refreshing[key] = asyncio.create_task(self._refresh(queue, key))
+            await asyncio.wait({self.refreshing[key]}, timeout=FIRST_COUNT_WAIT)
+            hit = self.counted.get(key)
+            return dict(hit.value) if hit else dict.fromkeys(COUNTED)
         if key not in self.refreshing and await self._stale(queue, hit):
             self.refreshing[key] = asyncio.create_task(self._refresh(queue, key))
         return dict(hit.value)
@@ -91,12 +105,28 @@ class Snapshots:
             self.refreshing.pop(key, None)
 
     async def throughput(self, queue: Queue, hours: int) -> dashboard_queries.Throughput:
+        """The chart's counts, served like counts(): redrawn in the background when stale."""
         hit = self.charts.get(hours)
-        if hit and time.monotonic() - hit[0] < CHART_MAX_AGE:
-            return hit[1]
-        data = await dashboard_queries.throughput(queue.db, queue.clock.now(), hours=hours)
-        self.charts[hours] = (time.monotonic(), data)
+        if hit is None:
+            return await self._chart(queue, hours)
+        at, cost, data = hit
+        stale = time.monotonic() - at >= max(CHART_MAX_AGE, COUNTS_COST_SHARE * cost)
+        if stale and hours not in self.charting:
+            self.charting[hours] = asyncio.create_task(self._refresh_chart(queue, hours))
         return data
+
+    async def _chart(self, queue: Queue, hours: int) -> dashboard_queries.Throughput:
+        started = time.monotonic()
+        data = await dashboard_queries.throughput(queue.db, queue.clock.now(), hours=hours)
+        self.charts[hours] = (time.monotonic(), time.monotonic() - started, data)
+        return data
+
+    async def _refresh_chart(self, queue: Queue, hours: int) -> None:
+        try:
+            with contextlib.suppress(Exception):  # the last chart stands; the next poll retries
+                await self._chart(queue, hours)
+        finally:
+            self.charting.pop(hours, None)
 
 
 def snapshots(request: Request) -> Snapshots:

@@ -69,7 +69,8 @@ class TaskPages(Controller):
         filters = {"status": status, "type": task_type, "schedule": schedule,
                    "limit": limit if limit != 50 else None}
         counts = await snapshots(request).counts(queue, task_type, schedule)
-        counts["all"] = sum(counts.get(s, 0) for s in STATUSES)
+        known = all(counts[s] is not None for s in STATUSES)
+        counts["all"] = sum(counts[s] or 0 for s in STATUSES) if known else None
         context = {
             "now": now, "page": page, "status": status, "task_type": task_type,
             "q": q, "cursor": cursor, "limit": limit, "statuses": STATUSES,
@@ -79,7 +80,7 @@ class TaskPages(Controller):
             "self_query": _query(**filters, cursor=cursor),
             "filter_query": _query(**filters),
             "next_query": _query(**filters, cursor=page.next_cursor) if page.next_cursor else None,
-            "counts": counts, "matching": counts.get(status or "all", 0),
+            "counts": counts, "matching": counts.get(status or "all"),
             "worked": await dashboard_queries.attempt_seconds(
                 queue.db, [t.id for t in page.items], now),
             "bulk_max": BULK_MATCHING_MAX,
@@ -244,13 +245,14 @@ async def _view_page(
     queue: Queue, view: str, now: float, task_type: str | None, schedule_id: str | None,
     cursor: str | None, limit: int,
 ) -> TaskPage:
-    """Like Queue.list, for one derived view of the queued tasks (ready, scheduled, retrying)."""
-    ids = await dashboard_queries.queued_view_ids(
+    """Like Queue.list, for one derived view of the queued tasks (ready, scheduled, retrying).
+    A page may be short: each looks at a bounded window of the queued tasks."""
+    ids, next_cursor = await dashboard_queries.queued_view_ids(
         queue.db, view, now, type=task_type, schedule_id=schedule_id, cursor=cursor,
-        limit=limit + 1,
+        limit=limit,
     )
-    items = [t for t in [await _get(queue, i) for i in ids[:limit]] if t is not None]
-    return TaskPage(items=items, next_cursor=ids[limit - 1] if len(ids) > limit else None)
+    items = [t for t in [await _get(queue, i) for i in ids] if t is not None]
+    return TaskPage(items=items, next_cursor=next_cursor)
 
 
 async def _find(queue: Queue, q: str) -> str | None:
@@ -307,12 +309,11 @@ async def _matching_ids(
     while len(ids) < BULK_MATCHING_MAX:
         limit = min(500, BULK_MATCHING_MAX - len(ids))
         if status in QUEUED_VIEWS:
-            page = await dashboard_queries.queued_view_ids(
+            page, cursor = await dashboard_queries.queued_view_ids(
                 queue.db, status, queue.clock.now(), type=task_type, schedule_id=schedule,
                 cursor=cursor, limit=limit,
             )
             ids += page
-            cursor = page[-1] if len(page) == limit else None
         elif schedule:
             page = await dashboard_queries.task_ids_of_schedule(
                 queue.db, schedule, status=status, type=task_type, cursor=cursor, limit=limit

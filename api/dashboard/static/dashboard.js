@@ -78,7 +78,8 @@
   function bulkCount(form) {
     var matching = form.querySelector('input[name="scope"][value="matching"]');
     if (matching && matching.checked) {
-      var total = Number(form.dataset.matching || 0);
+      if (form.dataset.matching === "") return {n: null, total: null};  // still being counted
+      var total = Number(form.dataset.matching);
       var cap = Number(form.dataset.max || total);
       return {n: Math.min(total, cap), total: total};
     }
@@ -98,7 +99,8 @@
       return;
     }
     if (WARNINGS[action]) {
-      var what = count.n === count.total
+      var what = count.n === null ? "every task matching this filter (still being counted)"
+        : count.n === count.total
         ? number(count.n) + " task" + (count.n === 1 ? "" : "s")
         : number(count.n) + " of the " + number(count.total) + " matching tasks (at most " +
           number(count.n) + " at a time)";

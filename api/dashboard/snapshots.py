@@ -4,7 +4,8 @@ Each open overview or task list polls every 2 seconds. Counting tasks by status 
 status index (tens of milliseconds at a million tasks; more with the queued ones split into
 ready / scheduled / retrying) and the throughput chart every task finished in its window. A
 poll never waits for either: it gets the last copy, and a stale copy is redone in the
-background, one at a time, no more often than every second (counts; 5 s for the chart) nor
+background on a read connection of their own (so no page or API request waits behind them),
+one at a time, no more often than every second (counts; 5 s for the chart) nor
 than ten times what it took last (so at most a tenth of the time goes on it, however many tabs
 are open). Counts are stale once the database changed (PRAGMA data_version) or after 5 s (ready
 turns from scheduled with the clock). Only the first request for a filter waits for its count.
@@ -53,7 +54,12 @@ class Snapshots:
     charts: dict[int, tuple[float, float, dashboard_queries.Throughput]] = field(
         default_factory=dict)
     charting: dict[int, asyncio.Task] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    reader: dashboard_queries.CountingReader | None = None
+
+    def _reader(self, queue: Queue) -> dashboard_queries.CountingReader:
+        if self.reader is None:
+            self.reader = dashboard_queries.CountingReader(queue.db.path)
+        return self.reader
 
     async def counts(
         self, queue: Queue, type: str | None = None, schedule_id: str | None = None
@@ -88,7 +94,7 @@ class Snapshots:
         started = time.monotonic()
         version = await queue.db.data_version()
         value = await dashboard_queries.status_counts(
-            queue.db, queue.clock.now(), type=key[0], schedule_id=key[1]
+            self._reader(queue), queue.clock.now(), type=key[0], schedule_id=key[1]
         )
         counted = Counted(value, version, time.monotonic(), time.monotonic() - started)
         self.counted.pop(key, None)
@@ -117,7 +123,8 @@ class Snapshots:
 
     async def _chart(self, queue: Queue, hours: int) -> dashboard_queries.Throughput:
         started = time.monotonic()
-        data = await dashboard_queries.throughput(queue.db, queue.clock.now(), hours=hours)
+        data = await dashboard_queries.throughput(
+            self._reader(queue), queue.clock.now(), hours=hours)
         self.charts[hours] = (time.monotonic(), time.monotonic() - started, data)
         return data
 

@@ -160,8 +160,8 @@ def parse(expr: str, timezone: str = "UTC") -> Cron:
     try:
         croniter(fields, datetime(2000, 1, 1, tzinfo=tz))
     except CroniterError as exc:
-        problem = field_problem(parts) or f"invalid cron expression: {exc}"
-        raise CronError("cron_expr", f"{problem} (in {expr!r})") from None
+        problem = field_problem(parts) or str(exc)
+        raise CronError("cron_expr", f"invalid cron expression {expr!r}: {problem}") from None
     cron = Cron(expr=expr, fields=fields, tz=tz, hour_wildcard=parts[1].startswith("*"))
     # An expression like "0 0 30 2 *" is well-formed but never fires; say so now, not at
     # the first tick of the scheduler.
@@ -215,5 +215,5 @@ def field_problem(parts: list[str]) -> str | None:
                     names = " or a name" if known else ""
                     return f"{name} must be {lo}{_TO}{hi}{names}, got {value!r}"
                 if not lo <= int(value) <= hi:
-                    return f"{name} must be {lo}{_TO}{hi}, got {value}"
+                    return f"{name} must be {lo}{_TO}{hi}, got {value} (out of range)"
     return None

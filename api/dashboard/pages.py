@@ -64,7 +64,7 @@ class OverviewController(Controller):
             "hours": hours,
             "chart_hours": CHART_HOURS,
             "throughput": (data := await snap.throughput(queue, hours)),
-            "chart": throughput_svg(data),
+            "chart": throughput_svg(data) if data else None,
             "oldest": await dashboard_queries.oldest_runnable(queue.db, now),
             "workers": await dashboard_queries.recent_workers(queue.db, now, WORKERS_WITHIN),
             "workers_within": WORKERS_WITHIN,

@@ -110,11 +110,18 @@ class Snapshots:
         finally:
             self.refreshing.pop(key, None)
 
-    async def throughput(self, queue: Queue, hours: int) -> dashboard_queries.Throughput:
-        """The chart's counts, served like counts(): redrawn in the background when stale."""
+    async def throughput(
+        self, queue: Queue, hours: int
+    ) -> dashboard_queries.Throughput | None:
+        """The chart's counts, served like counts(): redrawn in the background when stale;
+        None while a window's first drawing is still running."""
         hit = self.charts.get(hours)
         if hit is None:
-            return await self._chart(queue, hours)
+            if hours not in self.charting:
+                self.charting[hours] = asyncio.create_task(self._refresh_chart(queue, hours))
+            await asyncio.wait({self.charting[hours]}, timeout=FIRST_COUNT_WAIT)
+            hit = self.charts.get(hours)
+            return hit[2] if hit else None
         at, cost, data = hit
         stale = time.monotonic() - at >= max(CHART_MAX_AGE, COUNTS_COST_SHARE * cost)
         if stale and hours not in self.charting:

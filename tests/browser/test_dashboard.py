@@ -101,7 +101,8 @@ def test_submit_form_shows_the_api_validation_errors_beside_their_fields(page, a
 def test_overview_counts_update_live(page, api):
     page.goto("/dashboard")
     succeeded = page.locator(".count-succeeded .count-n")
-    before = int(succeeded.inner_text())
+    expect(succeeded).to_have_text(re.compile(r"^[\d,]+$"))  # counted (not "…")
+    before = int(succeeded.inner_text().replace(",", ""))
     page.evaluate("window.__marker = 'same page'")
     task_id = submit(api, {"command": "echo", "args": ["overview"]})
     procs.wait_for_status(api, task_id, {"succeeded"})

@@ -273,7 +273,9 @@ def test_every_page_at_desktop_and_phone_width(browser, live, live_db, api):
         page = context.new_page()
         page.goto("/dashboard")
         expect(page.locator("svg.chart rect")).not_to_have_count(0, timeout=10_000)
-        assert page.locator("svg.chart g").count() > 20  # minutes with tasks: a bar each
+        # minutes with tasks: a bar each (the backfill shows up with a refresh of the chart)
+        page.wait_for_function("document.querySelectorAll('svg.chart g').length > 20",
+                               timeout=20_000)
         for name, url in pages.items():
             page.goto(url)
             expect(page.locator("h1")).to_be_visible()

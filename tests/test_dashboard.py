@@ -301,6 +301,13 @@ def _bulk_result(web: httpx.Client, started: httpx.Response, timeout: float = 30
     raise AssertionError(f"the bulk action did not finish in {timeout} s")
 
 
+def test_a_page_size_too_big_shows_a_page_not_an_error(web):
+    r = web.get("/dashboard/tasks", params={"limit": 5000})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert "Showing 200 tasks a page: 200 at most." in r.text
+
+
 def test_bulk_with_nothing_ticked_says_so_and_changes_nothing(web):
     task = _task(web)
     r = web.post("/dashboard/tasks/bulk", headers=_csrf(web), data={"action": "retry"})
@@ -615,3 +622,18 @@ async def test_status_counts_in_small_chunks_match_every_filter(queue, clock, mo
     clock.advance(601)  # the delayed ones fall due
     later = await dashboard_queries.status_counts(queue.db, clock.now(), type="shell")
     assert (later["ready"], later["scheduled"]) == (5, 0)
+
+
+def test_cron_in_plain_words():
+    assert formatting.cron_words("0 9 * * MON-FRI") == "At 09:00, Monday through Friday"
+    assert formatting.cron_words("*/5 * * * *") == "Every 5 minutes"
+    assert formatting.cron_words("@daily") == "At 00:00"
+    assert formatting.cron_words("not cron") == ""
+
+
+def test_schedule_list_says_when_in_words_with_its_timezone_and_what_it_runs(web):
+    _schedule(web, "Words")
+    page = web.get("/dashboard/schedules").text
+    assert "Every 5 minutes" in page
+    assert "UTC" in page  # the timezone always shown, UTC included
+    assert "echo" in page  # what it runs

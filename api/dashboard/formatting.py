@@ -6,6 +6,7 @@ import shlex
 from datetime import UTC, datetime
 from typing import Any
 
+import cron_descriptor
 import msgspec
 from markupsafe import Markup, escape
 
@@ -98,12 +99,35 @@ def pretty(value: Any) -> str:
     return msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
 
 
+_MACRO_WORDS = {
+    "@yearly": "At 00:00 on 1 January", "@annually": "At 00:00 on 1 January",
+    "@monthly": "At 00:00, on day 1 of the month", "@weekly": "At 00:00, only on Sunday",
+    "@daily": "At 00:00", "@midnight": "At 00:00", "@hourly": "Every hour",
+}
+
+
+def cron_words(expr: str) -> str:
+    """A cron expression in plain words ("At 09:00, Monday through Friday"), by the
+    cron-descriptor library; "" for one it cannot read (the validator says why elsewhere)."""
+    text = " ".join(str(expr).split())
+    if text.lower() in _MACRO_WORDS:
+        return _MACRO_WORDS[text.lower()]
+    options = cron_descriptor.Options()
+    options.use_24hour_time_format = True
+    try:
+        return cron_descriptor.ExpressionDescriptor(text, options).get_description()
+    except Exception:  # any expression it cannot describe just gets no words
+        return ""
+
+
 def summary(task: Any) -> str:
-    """One line saying what a task does: the command line, or the method and URL."""
+    """One line saying what a task (or a schedule's task) does: the command line, or the
+    method and URL."""
     p = task.payload if isinstance(task.payload, dict) else {}
-    if task.type == "shell":
+    kind = getattr(task, "task_type", None) or task.type
+    if kind == "shell":
         return shlex.join([str(p.get("command", "")), *(str(a) for a in p.get("args", []))])
-    if task.type == "http":
+    if kind == "http":
         return f"{p.get('method', 'GET')} {p.get('url', '')}"
     return pretty(task.payload)
 
@@ -146,6 +170,6 @@ def badge(status: str) -> Markup:
 FILTERS = {
     "exact": exact, "iso": iso, "span": span, "size": size, "pretty": pretty, "badge": badge,
     "summary": summary, "thousands": thousands, "error_tail": error_tail,
-    "short_error": short_error,
+    "short_error": short_error, "cron_words": cron_words,
 }
 GLOBALS = {"when": when, "ago": ago, "took": took}

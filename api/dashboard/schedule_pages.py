@@ -89,7 +89,7 @@ class SchedulePages(Controller):
             except InvalidSchedule as exc:
                 error = str(exc).removeprefix(f"{exc.field}: ")
         return render("_cron_preview.html", times=times, error=error, cron_expr=cron_expr,
-                      now=queue.clock.now())
+                      timezone=timezone.strip() or "UTC", now=queue.clock.now())
 
     @get("/{schedule_id:str}", name="dashboard-schedule")
     async def edit(self, queue: QueueDep, schedule_id: str) -> Response:

@@ -47,10 +47,14 @@ class TaskPages(Controller):
         schedule: Annotated[str | None, Parameter(max_length=64)] = None,
         q: Annotated[str | None, Parameter(max_length=255)] = None,
         cursor: Annotated[str | None, Parameter(max_length=26)] = None,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        limit: int = 50,
         notice: Annotated[str | None, Parameter(max_length=300)] = None,
     ) -> Response:
         """The list page, or for htmx (filter changes and the 2-second poll) just the table."""
+        if not 1 <= limit <= PAGE_SIZES[-1]:  # a hand-typed ?limit=5000: the nearest size
+            clamped = min(max(limit, 1), PAGE_SIZES[-1])
+            notice = notice or f"Showing {clamped} tasks a page: {PAGE_SIZES[-1]} at most."
+            limit = clamped
         status = status if status in LIST_STATUSES else None
         task_type = (task_type or "").strip() or None
         q = (q or "").strip() or None

@@ -173,7 +173,8 @@ def parse(expr: str, timezone: str = "UTC") -> Cron:
     try:
         croniter(fields, datetime(2000, 1, 1, tzinfo=tz))
     except CroniterError as exc:
-        raise CronError("cron_expr", f"invalid cron expression {expr!r}: {exc}") from None
+        problem = field_problem(parts) or str(exc)
+        raise CronError("cron_expr", f"invalid cron expression {expr!r}: {problem}") from None
     cron = Cron(expr=expr, fields=fields, tz=tz, hour_wildcard=parts[1].startswith("*"))
     # An expression like "0 0 30 2 *" is well-formed but never fires; say so now, not at
     # the first tick of the scheduler.
@@ -237,3 +238,29 @@ def preview(expr: str, timezone: str = "UTC", after: float | None = None,
     cron = parse(expr, timezone) if saved else validate(expr, timezone)
     start = time.time() if after is None else after
     return [datetime.fromtimestamp(ts, cron.tz) for ts in cron.next_after(start, n)]
+
+
+# -- wording: which field is wrong and why, in words a person can act on --------------------
+
+_TO = "\N{EN DASH}"  # "0 to 23" with a dash reads as a range; a hyphen as a subtraction
+
+
+def field_problem(parts: list[str]) -> str | None:
+    """The first field of five whose value is out of its range, worded by field, e.g. "hour
+    must be 0 to 23, got 25" (an en dash for "to"); None when every value is in range."""
+    for index, (name, part) in enumerate(zip(_FIELDS, parts, strict=False)):
+        lo, hi, count = _BOUNDS[index]
+        known = _NAMES[index]
+        for item in part.split(","):
+            base, _, step = item.partition("/")
+            if step and (not step.isdigit() or not 1 <= int(step) <= count):
+                return f"{name} step must be 1{_TO}{count}, got {step!r}"
+            for value in base.split("-") if base not in ("*", "?", "") else ():
+                if value.lower() in known or (name == "day of month" and value.upper() == "L"):
+                    continue
+                if not value.isdigit():
+                    names = " or a name" if known else ""
+                    return f"{name} must be {lo}{_TO}{hi}{names}, got {value!r}"
+                if not lo <= int(value) <= hi:
+                    return f"{name} must be {lo}{_TO}{hi}, got {value} (out of range)"
+    return None

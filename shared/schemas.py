@@ -15,6 +15,11 @@ from shared.json_input import describe
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+# How a person asks about queued tasks: due now (ready), waiting for a later run_at with no
+# attempt yet (scheduled), or in the backoff after a failed attempt (retrying). Derived from
+# status, run_at and attempts; never stored (the stored states stay the five above).
+QueuedView = Literal["ready", "scheduled", "retrying"]
+QUEUED_VIEWS: tuple[QueuedView, ...] = ("ready", "scheduled", "retrying")
 
 Seconds = Annotated[float, Meta(gt=0, le=7 * 86400, description="seconds, > 0")]
 ShortText = Annotated[str, Meta(min_length=1, max_length=4096)]

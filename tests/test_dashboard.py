@@ -6,17 +6,26 @@ The browser tests (tests/browser/) drive the same pages in Chromium."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 import httpx
 import msgspec
 import pytest
 
-from api.dashboard import chart, formatting, security
-from api.dashboard.forms import FormError, ScheduleForm, SubmitForm, field_of
+from api.dashboard import chart, formatting, schedule_pages, security
+from api.dashboard.forms import (
+    FormInvalid,
+    ScheduleForm,
+    SubmitForm,
+    check_payload,
+    field_of,
+)
 from shared.queue import InvalidTask, Queue
 from shared.schedules import InvalidSchedule, Schedules
 from shared.schemas import Task, TaskCreate, to_datetime
+from shared.store.sqlite import store as sqlite_store
 from shared.tokens import FailureThrottle
 from tests import inproc, procs
 
@@ -273,6 +282,36 @@ def test_login_session_and_csrf_with_a_token(tmp_path: Path):
         assert web.get("/dashboard").status_code == 303
 
 
+def _bulk_result(web: httpx.Client, started: httpx.Response, timeout: float = 30) -> str:
+    """Follow a bulk action's progress line until it is done; returns where it sends the page
+    (the list, with what happened in its notice)."""
+    job = re.search(r'hx-get="(/dashboard/tasks/bulk/[^"]+)"', started.text)
+    assert job, started.text
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = web.get(job.group(1), headers={"hx-request": "true"})
+        assert r.status_code == 200, r.text
+        if "HX-Redirect" in r.headers:
+            return r.headers["HX-Redirect"]
+        assert "data-bulk-running" in r.text
+    raise AssertionError(f"the bulk action did not finish in {timeout} s")
+
+
+def test_a_page_size_too_big_shows_a_page_not_an_error(web):
+    r = web.get("/dashboard/tasks", params={"limit": 5000})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert "Showing 200 tasks a page: 200 at most." in r.text
+
+
+def test_bulk_with_nothing_ticked_says_so_and_changes_nothing(web):
+    task = _task(web)
+    r = web.post("/dashboard/tasks/bulk", headers=_csrf(web), data={"action": "retry"})
+    assert r.status_code == 200, r.text
+    assert "Tick at least one task first." in r.text
+    assert web.get(f"/api/tasks/{task['id']}").status_code == 200
+
+
 def test_bulk_action_on_every_task_matching_the_filter(tmp_path: Path):
     with inproc.serving(tmp_path / "bulk.db", env=ENV) as web:
         failing = [_task(web, payload={"command": "false"}, max_attempts=1) for _ in range(3)]
@@ -285,6 +324,8 @@ def test_bulk_action_on_every_task_matching_the_filter(tmp_path: Path):
             "action": "delete", "scope": "matching", "status": "failed",
         })
         assert r.status_code == 200, r.text
+        done = _bulk_result(web, r)
+        assert "Delete: 3 of 3 task(s) done." in unquote_plus(done)
         assert web.get("/api/tasks", params={"status": "failed"}).json()["items"] == []
         remaining = [t["id"] for t in web.get("/api/tasks").json()["items"]]
         assert remaining == [fine["id"]]
@@ -357,11 +398,30 @@ def test_login_redirects_only_within_the_site(target, expected):
 def _errors_of(form: SubmitForm, queue: Queue) -> dict[str, str]:
     try:
         queue.prepare(form.to_create())
-    except FormError as exc:
-        form.errors[exc.field] = str(exc)
-    except (msgspec.ValidationError, InvalidTask) as exc:
+    except FormInvalid:
+        pass
+    except InvalidTask as exc:
         form.fail(str(exc))
+    check_payload(queue, form)
     return form.errors
+
+
+def test_the_submit_form_reports_every_mistake_at_once(queue):
+    form = SubmitForm(values={"type": "shell", "command": "", "priority": "5000",
+                              "env": "NOEQUALS", "timeout": "-1", "delay": "soon"})
+    errors = _errors_of(form, queue)
+    assert set(errors) == {"command", "priority", "env", "timeout", "delay"}, errors
+    assert errors["command"] == "is required"
+    assert "<= 1000" in errors["priority"]
+
+
+def test_the_schedule_form_reports_every_mistake_at_once(queue):
+    form = ScheduleForm(values={"name": "", "cron_expr": "*/7 25 * * *",
+                                "timezone": "Mars/Olympus", "task_type": "shell",
+                                "command": "", "priority": "2000"})
+    errors = _schedule_errors(form, queue)
+    assert set(errors) == {"name", "cron_expr", "timezone", "command", "priority"}, errors
+    assert "hour must be 0\N{EN DASH}23, got 25" in errors["cron_expr"]
 
 
 def test_form_errors_land_beside_the_field_they_name(queue):
@@ -419,6 +479,18 @@ def _fake_task() -> Task:
                 started_at=None, finished_at=None)
 
 
+def _schedule_errors(
+    form: ScheduleForm, queue: Queue, schedules: Schedules | None = None
+) -> dict[str, str]:
+    data = schedule_pages._checked(queue, form, form.to_schedule)
+    if data is not None:
+        try:
+            (schedules or Schedules(queue)).validate(data)
+        except InvalidSchedule as exc:
+            form.fail(str(exc), exc.field)
+    return form.errors
+
+
 def test_schedule_form_errors_name_cron_and_timezone(queue):
     schedules = Schedules(queue)
     for values, field in (
@@ -428,10 +500,7 @@ def test_schedule_form_errors_name_cron_and_timezone(queue):
     ):
         form = ScheduleForm(values={"name": "n", "cron_expr": "*/5 * * * *", "timezone": "UTC",
                                     "task_type": "shell", "command": "echo", **values})
-        try:
-            schedules.validate(form.to_schedule())
-        except (msgspec.ValidationError, InvalidSchedule) as exc:
-            form.fail(str(exc), getattr(exc, "field", None))
+        _schedule_errors(form, queue, schedules)
         assert list(form.errors) == [field], (values, form.errors, form.general)
         assert not form.errors[field].startswith(f"{field}:")
 
@@ -481,8 +550,26 @@ async def test_oldest_runnable_ignores_tasks_not_yet_due(queue, clock):
     due, _ = await queue.enqueue(TaskCreate(type="shell", payload={"command": "y"}))
     oldest = await queue.store.oldest_runnable(clock.now())
     assert oldest is not None and oldest.id == due.id
-    clock.advance(600)
+    clock.advance(600)  # both due now: `due` has been due for 600 s, `later` for a moment
+    assert (await queue.store.oldest_runnable(clock.now())).id == due.id
+    await queue.delete(due.id)
     assert (await queue.store.oldest_runnable(clock.now())).id == later.id
+
+
+async def test_oldest_runnable_looks_across_priorities_past_a_delayed_backlog(queue, clock):
+    for p in (-5, 0, 7):  # each priority has delayed tasks that sort before its due ones
+        for _ in range(3):
+            await queue.enqueue(TaskCreate(type="shell", payload={"command": "x"}, priority=p,
+                                           delay=3600))
+    clock.advance(5)
+    high, _ = await queue.enqueue(TaskCreate(type="shell", payload={"command": "h"},
+                                             priority=7))
+    clock.advance(5)
+    low, _ = await queue.enqueue(TaskCreate(type="shell", payload={"command": "l"},
+                                            priority=-5))
+    assert (await queue.store.oldest_runnable(clock.now())).id == high.id
+    await queue.delete(high.id)
+    assert (await queue.store.oldest_runnable(clock.now())).id == low.id
 
 
 async def test_recent_workers_with_their_running_tasks(queue, clock):
@@ -517,3 +604,41 @@ def test_times_are_relative_with_the_exact_time_on_hover():
     html = str(formatting.when(now - 90, now))
     assert 'title="2027-01-15 07:58:30 UTC"' in html and ">1 min 30 s ago<" in html
     assert formatting.size(1536) == "1.5 KiB" and formatting.span(0.25) == "250 ms"
+
+
+async def test_status_counts_in_small_chunks_match_every_filter(queue, clock, monkeypatch):
+    # Chunks of 3 rows: every count is put together from many reads, as at a million tasks.
+    monkeypatch.setattr(sqlite_store, "INDEX_CHUNK", 3)
+    monkeypatch.setattr(sqlite_store, "ROW_CHUNK", 3)
+    for _ in range(7):
+        await queue.enqueue(TaskCreate(type="shell", payload={"command": "x"}, delay=600))
+    for _ in range(4):
+        await queue.enqueue(TaskCreate(type="http", payload={"url": "http://127.0.0.1:1/"}))
+    page = await queue.list(type="shell", limit=2)
+    for task in page.items:
+        await queue.cancel(task.id)
+    counts = await queue.store.count_tasks(clock.now())
+    assert (counts["queued"], counts["cancelled"]) == (9, 2)
+    assert (counts["ready"], counts["scheduled"], counts["retrying"]) == (4, 5, 0)
+    shell = await queue.store.count_tasks(clock.now(), type="shell")
+    assert (shell["queued"], shell["cancelled"], shell["scheduled"], shell["ready"]) == (5, 2, 5, 0)
+    http = await queue.store.count_tasks(clock.now(), type="http")
+    assert (http["queued"], http["ready"], http["cancelled"]) == (4, 4, 0)
+    clock.advance(601)  # the delayed ones fall due
+    later = await queue.store.count_tasks(clock.now(), type="shell")
+    assert (later["ready"], later["scheduled"]) == (5, 0)
+
+
+def test_cron_in_plain_words():
+    assert formatting.cron_words("0 9 * * MON-FRI") == "At 09:00, Monday through Friday"
+    assert formatting.cron_words("*/5 * * * *") == "Every 5 minutes"
+    assert formatting.cron_words("@daily") == "At 00:00"
+    assert formatting.cron_words("not cron") == ""
+
+
+def test_schedule_list_says_when_in_words_with_its_timezone_and_what_it_runs(web):
+    _schedule(web, "Words")
+    page = web.get("/dashboard/schedules").text
+    assert "Every 5 minutes" in page
+    assert "UTC" in page  # the timezone always shown, UTC included
+    assert "echo" in page  # what it runs

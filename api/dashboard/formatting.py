@@ -6,6 +6,7 @@ import shlex
 from datetime import UTC, datetime
 from typing import Any
 
+import cron_descriptor
 import msgspec
 from markupsafe import Markup, escape
 
@@ -86,6 +87,11 @@ def size(n: int | None) -> str:
     return f"{value:.1f} TiB"  # pragma: no cover - the loop returns at GiB
 
 
+def thousands(n: int | None) -> str:
+    """12,345: a count read at a glance ("…" while it is still being counted)."""
+    return "…" if n is None else f"{n:,}"
+
+
 def pretty(value: Any) -> str:
     """Indented JSON, as a person reads it; strings pass through unquoted."""
     if isinstance(value, str):
@@ -93,14 +99,66 @@ def pretty(value: Any) -> str:
     return msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
 
 
+_MACRO_WORDS = {
+    "@yearly": "At 00:00 on 1 January", "@annually": "At 00:00 on 1 January",
+    "@monthly": "At 00:00, on day 1 of the month", "@weekly": "At 00:00, only on Sunday",
+    "@daily": "At 00:00", "@midnight": "At 00:00", "@hourly": "Every hour",
+}
+
+
+def cron_words(expr: str) -> str:
+    """A cron expression in plain words ("At 09:00, Monday through Friday"), by the
+    cron-descriptor library; "" for one it cannot read (the validator says why elsewhere)."""
+    text = " ".join(str(expr).split())
+    if text.lower() in _MACRO_WORDS:
+        return _MACRO_WORDS[text.lower()]
+    options = cron_descriptor.Options()
+    options.use_24hour_time_format = True
+    try:
+        return cron_descriptor.ExpressionDescriptor(text, options).get_description()
+    except Exception:  # any expression it cannot describe just gets no words
+        return ""
+
+
 def summary(task: Any) -> str:
-    """One line saying what a task does: the command line, or the method and URL."""
+    """One line saying what a task (or a schedule's task) does: the command line, or the
+    method and URL."""
     p = task.payload if isinstance(task.payload, dict) else {}
-    if task.type == "shell":
+    kind = getattr(task, "task_type", None) or task.type
+    if kind == "shell":
         return shlex.join([str(p.get("command", "")), *(str(a) for a in p.get("args", []))])
-    if task.type == "http":
+    if kind == "http":
         return f"{p.get('method', 'GET')} {p.get('url', '')}"
     return pretty(task.payload)
+
+
+TAIL_LINES = 8
+TAIL_CHARS = 1200
+
+
+def error_tail(output: Any) -> str | None:
+    """What a failure said in its own words: the last lines of a command's stderr, or the body
+    of an HTTP error answer. A generic "exited with status 3" is shown next to this."""
+    if not isinstance(output, dict):
+        return None
+    stderr = output.get("stderr")
+    if isinstance(stderr, str) and stderr.strip():
+        lines = [line for line in stderr.rstrip().splitlines() if line.strip()]
+        return "\n".join(lines[-TAIL_LINES:])[-TAIL_CHARS:]
+    body, code = output.get("body"), output.get("status_code")
+    if isinstance(body, str) and body.strip() and isinstance(code, int) and code >= 400:
+        return body.strip()[:TAIL_CHARS]
+    return None
+
+
+def short_error(task: Any, width: int = 110) -> str:
+    """One line for a failed row of the list: the error and the last line of its cause."""
+    error = (task.last_error or "").strip()
+    tail = error_tail(task.result)
+    if tail:
+        last = tail.splitlines()[-1].strip() if task.type != "http" else " ".join(tail.split())
+        error = f"{error} — {last}" if error else last
+    return error if len(error) <= width else error[: width - 1] + "…"
 
 
 def badge(status: str) -> Markup:
@@ -111,6 +169,7 @@ def badge(status: str) -> Markup:
 
 FILTERS = {
     "exact": exact, "iso": iso, "span": span, "size": size, "pretty": pretty, "badge": badge,
-    "summary": summary,
+    "summary": summary, "thousands": thousands, "error_tail": error_tail,
+    "short_error": short_error, "cron_words": cron_words,
 }
 GLOBALS = {"when": when, "ago": ago, "took": took}

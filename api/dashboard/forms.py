@@ -9,13 +9,14 @@ the field a message names, so the error can be shown beside it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import msgspec
 
 from shared import json_input
+from shared.queue import Queue, QueueError
 from shared.schedule_schemas import Schedule, ScheduleCreate, ScheduleUpdate
 from shared.schemas import Task, TaskCreate
 
@@ -36,6 +37,7 @@ _ALIASES = {
     "environment variable": "env", "nul bytes": "command", "body or json": "body",
     "run_at or delay": "delay", "payload is": "command",
 }
+_MISSING = re.compile(r"missing required field `([a-z_]+)`")
 _PATH = re.compile(r" - at `\$\.([a-z_]+)(?:\.([a-z_]+))?[^`]*`")
 
 
@@ -45,6 +47,16 @@ class FormError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class FormInvalid(ValueError):
+    """The form has mistakes; each is in form.errors (or form.general)."""
+
+
+# msgspec and the payload rules stop at the first mistake. To report every one in one round,
+# the field named is set aside and the rest checked again, this many times at most.
+MAX_ROUNDS = 12
+T = TypeVar("T")
 
 
 @dataclass
@@ -88,47 +100,83 @@ class SubmitForm:
             self.general = message
 
     def to_create(self) -> TaskCreate:
-        """The API request this form means; raises FormError or msgspec.ValidationError."""
-        request: dict[str, Any] = {"type": self.type, "payload": self.payload()}
+        """The API request this form means; raises FormInvalid with every mistake found in
+        form.errors (the payload's own rules are Queue.prepare's: see check_payload)."""
+        request: dict[str, Any] = {"type": self.type, "payload": self.payload(collect=True)}
         request.update(self._numbers(("priority", "max_attempts", "timeout", "delay")))
         key = self.get("idempotency_key").strip()
         if key:
             request["idempotency_key"] = key
-        return msgspec.convert(request, TaskCreate)
+        return self._convert(request, TaskCreate)
+
+    def _convert(self, request: dict[str, Any], kind: type[T]) -> T:
+        """msgspec.convert, noting each field it refuses and checking the others again."""
+        set_aside: set[str] = set()
+        for _ in range(MAX_ROUNDS):
+            try:
+                value = msgspec.convert(request, kind)
+            except msgspec.ValidationError as exc:
+                match = _PATH.search(str(exc)) or _MISSING.search(str(exc))
+                top = match.group(1) if match else None
+                if top in set_aside and top not in request:
+                    request[top] = "-"  # required: a stand-in while the rest is checked
+                    continue
+                self.fail(str(exc))
+                if top in request and top not in (self.TYPE_FIELD, "payload"):
+                    del request[top]  # the default stands in while the rest is checked
+                    set_aside.add(top)
+                    continue
+                raise FormInvalid from None
+            if self.errors or self.general:
+                raise FormInvalid
+            return value
+        raise FormInvalid
 
     def _numbers(self, names: tuple[str, ...]) -> dict[str, int | float]:
-        """The number fields that are filled in; blank ones are left to the defaults."""
+        """The number fields that are filled in and readable; blank ones are left to the
+        defaults, unreadable ones noted in errors."""
         numbers: dict[str, int | float] = {}
         for name in names:
             text = self.get(name).strip()
             if text:
-                numbers[name] = (_int if name in _INTEGERS else _float)(name, text)
+                try:
+                    numbers[name] = (_int if name in _INTEGERS else _float)(name, text)
+                except FormError as exc:
+                    self.errors[exc.field] = str(exc)
         return numbers
 
-    def payload(self) -> dict[str, Any]:
-        """The payload the shell or http fields describe, in the API's JSON shape."""
+    def _part(self, collect: bool, read: Callable[[], T], empty: T) -> T:
+        """One payload field read from text; with collect, a mistake is noted, not raised."""
+        try:
+            return read()
+        except FormError as exc:
+            if not collect:
+                raise
+            self.errors[exc.field] = str(exc)
+            return empty
+
+    def payload(self, collect: bool = False) -> dict[str, Any]:
+        """The payload the shell or http fields describe, in the API's JSON shape. Raises
+        FormError for text that does not read (or notes it in errors, with collect)."""
         if self.type == "shell":
             payload: dict[str, Any] = {"command": self.get("command").strip()}
             args = _lines(self.get("args"))
             if args:
                 payload["args"] = args
-            env = _pairs("env", self.get("env"), "=")
+            env = self._part(collect, lambda: _pairs("env", self.get("env"), "="), {})
             if env:
                 payload["env"] = env
             return payload
         payload = {"url": self.get("url").strip(), "method": self.get("method", "GET")}
-        headers = _pairs("headers", self.get("headers"), ":")
+        headers = self._part(collect, lambda: _pairs("headers", self.get("headers"), ":"), {})
         if headers:
             payload["headers"] = headers
         body = self.get("body")
         if body.strip():
             if self.get("body_is_json"):
-                try:
-                    # The API's own reader: the same limits (nesting, repeated keys) apply.
-                    payload["json"] = json_input.decode(body.encode("utf-8", "surrogatepass"))
-                except json_input.BodyError as exc:
-                    reason = str(exc).removeprefix("the body is not valid JSON: ")
-                    raise FormError("body", f"not valid JSON: {reason}") from None
+                decoded = self._part(collect, lambda: _json_body(body), _NO_BODY)
+                if decoded is not _NO_BODY:
+                    payload["json"] = decoded
             else:
                 payload["body"] = body
         return payload
@@ -152,15 +200,16 @@ class ScheduleForm(SubmitForm):
         return cls(values={**values, **payload_values(s.task_type, s.payload)})
 
     def to_schedule(self) -> ScheduleCreate:
-        """The POST /api/schedules body this form means (the same checks apply)."""
+        """The POST /api/schedules body this form means (the same checks apply); raises
+        FormInvalid with every mistake msgspec finds in form.errors."""
         body: dict[str, Any] = {
             "name": self.get("name").strip(), "cron_expr": self.get("cron_expr").strip(),
             "timezone": self.get("timezone").strip() or "UTC", "task_type": self.type,
-            "payload": self.payload(), "enabled": bool(self.get("enabled")),
+            "payload": self.payload(collect=True), "enabled": bool(self.get("enabled")),
             "overlap": self.get("overlap", "allow"), "missed": self.get("missed", "skip"),
         }
         body.update(self._numbers(("priority", "max_attempts", "timeout")))
-        return msgspec.convert(body, ScheduleCreate)
+        return self._convert(body, ScheduleCreate)
 
     def to_update(self) -> ScheduleUpdate:
         """Every field, so an edit replaces the schedule as the form shows it."""
@@ -187,6 +236,36 @@ def payload_values(task_type: str, payload: Any) -> dict[str, str]:
     elif p.get("body") is not None:
         values["body"] = str(p["body"])
     return values
+
+
+_NO_BODY = object()
+
+
+def _json_body(text: str) -> Any:
+    try:
+        # The API's own reader: the same limits (nesting, repeated keys) apply.
+        return json_input.decode(text.encode("utf-8", "surrogatepass"))
+    except json_input.BodyError as exc:
+        reason = str(exc).removeprefix("the body is not valid JSON: ")
+        raise FormError("body", f"not valid JSON: {reason}") from None
+
+
+def check_payload(queue: Queue, form: SubmitForm) -> None:
+    """The queue's payload rules (Queue.prepare, as for POST /api/tasks), noting every payload
+    field they refuse: each refused field is set aside and the rest checked again."""
+    payload = form.payload(collect=True)
+    for _ in range(MAX_ROUNDS):
+        try:
+            queue.prepare(TaskCreate(type=form.type, payload=payload))
+            return
+        except QueueError as exc:
+            name = field_of(str(exc), form.type, form.FIELDS)
+            if name in form.errors:
+                return  # already said (a parse error, or the same field again)
+            form.fail(str(exc))
+            if name not in payload:
+                return
+            del payload[name]
 
 
 def _num(value: float) -> str:

@@ -18,6 +18,7 @@ from api.dashboard.chart import throughput_svg
 from api.dashboard.common import go, is_htmx, render, settings_of
 from api.dashboard.snapshots import snapshots
 from api.deps import QueueDep
+from shared.schemas import QUEUED_VIEWS, STATUSES
 from shared.settings import FIELDS
 from shared.store import redact
 from shared.tokens import refuse
@@ -59,10 +60,11 @@ class OverviewController(Controller):
         snap = snapshots(request)
         counts = await snap.counts(queue)
         context = {
-            "now": now, "counts": counts, "total": sum(counts.values()), "hours": hours,
+            "now": now, "counts": counts, "statuses": STATUSES, "views": QUEUED_VIEWS,
+            "hours": hours,
             "chart_hours": CHART_HOURS,
             "throughput": (data := await snap.throughput(queue, hours)),
-            "chart": throughput_svg(data),
+            "chart": throughput_svg(data) if data else None,
             "oldest": await queue.store.oldest_runnable(now),
             "workers": await queue.store.recent_workers(now, WORKERS_WITHIN),
             "workers_within": WORKERS_WITHIN,
@@ -104,10 +106,14 @@ class LoginController(Controller):
     opt = {security.PUBLIC: True}
 
     @get("/login", name="dashboard-login")
-    async def login_page(self, request: Request, next: FromQuery[str | None] = None) -> Response:
+    async def login_page(
+        self, request: Request, next: FromQuery[str | None] = None,
+        expired: FromQuery[str | None] = None,
+    ) -> Response:
         if security.is_logged_in(request, settings_of(request)):
             return go(request, security.safe_next(next))
-        return render("login.html", title="Log in", next=security.safe_next(next), error=None)
+        return render("login.html", title="Log in", next=security.safe_next(next), error=None,
+                      expired=bool(expired))
 
     @post("/login", status_code=303)
     async def login(self, request: Request) -> Response:

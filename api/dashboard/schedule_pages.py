@@ -4,25 +4,27 @@ delete. Every check and change goes through shared.schedules, as /api/schedules 
 from __future__ import annotations
 
 import zoneinfo
+from collections.abc import Callable
 from functools import cache
-from typing import Annotated
+from typing import Annotated, TypeVar
 from urllib.parse import urlencode
 
-import msgspec
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, Parameter
 from litestar.response import Response
 
 from api.dashboard.common import go, is_htmx, render
-from api.dashboard.forms import HTTP_METHODS, FormError, ScheduleForm
+from api.dashboard.forms import HTTP_METHODS, FormInvalid, ScheduleForm, check_payload
 from api.deps import QueueDep
 from shared.queue import Queue, QueueError
 from shared.schedule_schemas import Schedule, ScheduleUpdate
 from shared.schedules import InvalidSchedule, ScheduleNotFound, Schedules, preview
 
+T = TypeVar("T")
 PREVIEW_COUNT = 5
 RECENT_TASKS = 10
 LIST_TARGET = "schedules-live"
+STATUS_TARGET = "schedule-status"
 
 
 @cache
@@ -61,9 +63,12 @@ class SchedulePages(Controller):
     @post("/", status_code=200)
     async def create(self, request: Request, queue: QueueDep) -> Response:
         form = ScheduleForm.from_form(await request.form())
+        data = _checked(queue, form, form.to_schedule)
+        if data is None:
+            return _form(queue, form, None)
         try:
-            created = await Schedules(queue).create(form.to_schedule())
-        except (FormError, msgspec.ValidationError, QueueError) as exc:
+            created = await Schedules(queue).create(data)
+        except QueueError as exc:
             _fail(form, exc)
             return _form(queue, form, None)
         return go(request, _notice(f"Created schedule “{created.name}”."))
@@ -83,7 +88,7 @@ class SchedulePages(Controller):
             except InvalidSchedule as exc:
                 error = str(exc).removeprefix(f"{exc.field}: ")
         return render("_cron_preview.html", times=times, error=error, cron_expr=cron_expr,
-                      now=queue.clock.now())
+                      timezone=timezone.strip() or "UTC", now=queue.clock.now())
 
     @get("/{schedule_id:str}", name="dashboard-schedule")
     async def edit(self, queue: QueueDep, schedule_id: FromPath[str]) -> Response:
@@ -102,9 +107,12 @@ class SchedulePages(Controller):
         if schedule is None:
             return go(request, _notice(f"Schedule {schedule_id} no longer exists."))
         form = ScheduleForm.from_form(await request.form())
+        data = _checked(queue, form, form.to_update)
+        if data is None:
+            return _form(queue, form, schedule)
         try:
-            saved = await Schedules(queue).update(schedule_id, form.to_update())
-        except (FormError, msgspec.ValidationError, QueueError) as exc:
+            saved = await Schedules(queue).update(schedule_id, data)
+        except QueueError as exc:
             _fail(form, exc)
             return _form(queue, form, schedule)
         return go(request, _notice(f"Saved schedule “{saved.name}”."))
@@ -158,10 +166,28 @@ async def _recent_tasks(queue: Queue, schedule_id: str) -> list:
 
 
 def _fail(form: ScheduleForm, exc: Exception) -> None:
-    if isinstance(exc, FormError):
-        form.errors[exc.field] = str(exc)
-    else:
-        form.fail(str(exc), getattr(exc, "field", None))
+    form.fail(str(exc), getattr(exc, "field", None))
+
+
+def _checked(queue: Queue, form: ScheduleForm, build: Callable[[], T]) -> T | None:
+    """The request the form means, or None with every mistake noted beside its field: the
+    request's shape, the cron expression and the timezone each on their own (so a bad cron and
+    a bad timezone are both reported), and the payload's rules."""
+    try:
+        data = build()
+    except FormInvalid:
+        data = None
+    now = queue.clock.now()
+    cron_expr, tz = form.get("cron_expr").strip(), form.get("timezone").strip() or "UTC"
+    for name, expr, zone in (("cron_expr", cron_expr, "UTC"), ("timezone", "* * * * *", tz)):
+        if name in form.errors or (name == "cron_expr" and not expr):
+            continue
+        try:
+            preview(expr, zone, 1, now)
+        except InvalidSchedule as exc:
+            _fail(form, exc)
+    check_payload(queue, form)
+    return None if form.errors or form.general else data
 
 
 def _form_context(queue: Queue, form: ScheduleForm, schedule: Schedule | None) -> dict:
@@ -203,6 +229,11 @@ async def _act(request: Request, queue: Queue, schedule_id: str, action: str) ->
         message, error = str(exc), True
     if request.headers.get("hx-target") == LIST_TARGET:
         return render("_schedules.html", **await _list_context(queue, message, error))
+    if request.headers.get("hx-target") == STATUS_TARGET and action != "delete":
+        # The edit page: redraw its heading and state only; the form keeps what is typed.
+        return render("_schedule_status.html", schedule=await _get(queue, schedule_id),
+                      now=queue.clock.now(), notice=message, notice_error=error,
+                      started=task_id, follow_enabled=action in ("pause", "resume"))
     if task_id:
         return go(request, f"/dashboard/tasks/{task_id}")
     if action != "delete" and not error:

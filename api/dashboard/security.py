@@ -24,7 +24,7 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from litestar import Request
 from litestar.config.csrf import CSRFConfig
@@ -116,13 +116,25 @@ def require_login(request: Request) -> Response | None:
     settings: Settings = request.app.state.settings
     if request.route_handler.opt.get(PUBLIC) or is_logged_in(request, settings):
         return None
-    target = LOGIN_PATH + "?next=" + quote(safe_next(request.url.path + _query(request)))
-    if request.headers.get("hx-request") == "true":
+    htmx = request.headers.get("hx-request") == "true"
+    # Back to the page the browser shows, never the fragment it was polling (HX-Current-URL).
+    back = _page_of(request) if htmx else safe_next(request.url.path + _query(request))
+    expired = "&expired=1" if request.cookies.get(SESSION_COOKIE) else ""
+    target = LOGIN_PATH + "?next=" + quote(back) + expired
+    if htmx:
         # htmx would swap a redirected login page into a fragment; ask it to navigate instead.
         return Response(b"", status_code=401, headers={"HX-Redirect": target})
     if request.method in ("GET", "HEAD"):
         return Redirect(target, status_code=303)
     return problem(401, f"log in to the dashboard first: {LOGIN_PATH}")
+
+
+def _page_of(request: Request) -> str:
+    """The path (and query) of the page an htmx request came from, if it is on this site."""
+    current = urlsplit(request.headers.get("hx-current-url", ""))
+    if current.netloc and current.netloc != request.url.netloc:
+        return "/dashboard"
+    return safe_next(current.path + ("?" + current.query if current.query else ""))
 
 
 def _query(request: Request) -> str:

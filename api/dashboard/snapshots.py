@@ -1,15 +1,21 @@
-"""Short-lived copies of the two reads that cost the most at volume, shared by every open page.
+"""Copies of the reads that cost what the table holds, shared by every open page.
 
 Each open overview or task list polls every 2 seconds. Counting tasks by status walks the whole
-status index (about 60-80 ms at a million tasks) and the throughput chart every task finished
-in its window; neither needs to be fresher than the poll. So: counts are reused while the
-database has not changed (the store's change token) and for at most a second while it has; the chart
-is reused for a few seconds.
+status index (tens of milliseconds at a million tasks; more with the queued ones split into
+ready / scheduled / retrying) and the throughput chart every task finished in its window. A
+poll never waits for either: it gets the last copy, and a stale copy is redone in the
+background by the store (SQLite counts on a read connection of its own, in short chunks, so
+no page or API request waits behind them), one at a time, no more often than every second
+(counts; 5 s for the chart) nor than ten times what it took last (so at most a tenth of the
+time goes on it, however many tabs are open). Counts are stale once the database changed (the
+store's change token) or after 5 s (ready turns from scheduled with the clock). Only the first
+request for a filter waits for its count.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -17,36 +23,118 @@ from dataclasses import dataclass, field
 from litestar import Request
 
 from shared.queue import Queue
+from shared.schemas import QUEUED_VIEWS, STATUSES
 from shared.store.base import Throughput
 
 COUNTS_MAX_AGE = 1.0
+# Counting costs what the table holds (tens of ms at a million tasks): never spend more than a
+# tenth of the time on it, however many tabs poll.
+COUNTS_COST_SHARE = 10.0
+# Ready vs scheduled moves with the clock even when the database does not.
+COUNTS_CLOCK_AGE = 5.0
+COUNTS_KEPT = 64  # filters remembered
 CHART_MAX_AGE = 5.0
+FIRST_COUNT_WAIT = 0.015  # seconds a page waits for a filter's first count
+COUNTED = (*STATUSES, *QUEUED_VIEWS)
+
+CountsKey = tuple[str | None, str | None]  # (type, schedule id)
+
+
+@dataclass
+class Counted:
+    value: dict[str, int]
+    version: Hashable
+    at: float  # time.monotonic() when counted
+    cost: float  # seconds the count took
 
 
 @dataclass
 class Snapshots:
-    counts_value: dict[str, int] | None = None
-    counts_version: Hashable = None
-    counts_at: float = 0.0
-    charts: dict[int, tuple[float, Throughput]] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    counted: dict[CountsKey, Counted] = field(default_factory=dict)
+    refreshing: dict[CountsKey, asyncio.Task] = field(default_factory=dict)
+    # hours -> (when drawn, seconds the query took, data)
+    charts: dict[int, tuple[float, float, Throughput]] = field(default_factory=dict)
+    charting: dict[int, asyncio.Task] = field(default_factory=dict)
 
-    async def counts(self, queue: Queue) -> dict[str, int]:
-        async with self.lock:  # a burst of polls runs the query once
-            version = await queue.store.change_token()
-            fresh = time.monotonic() - self.counts_at < COUNTS_MAX_AGE
-            if self.counts_value is None or (version != self.counts_version and not fresh):
-                self.counts_value = await queue.counts()
-                self.counts_version, self.counts_at = version, time.monotonic()
-            return dict(self.counts_value)
+    async def counts(
+        self, queue: Queue, type: str | None = None, schedule_id: str | None = None
+    ) -> dict[str, int | None]:
+        """Tasks per status (and per derived queued view) under these filters; None for each
+        while a filter's first count is still running.
 
-    async def throughput(self, queue: Queue, hours: int) -> Throughput:
+        Served from the last count: a poll never waits for a count except, briefly, the very
+        first for a filter. A stale count is redone in the background, one at a time.
+        """
+        key = (type, schedule_id)
+        hit = self.counted.get(key)
+        if hit is None:
+            # The first ask for a filter waits a little for its count, not for as long as
+            # counting takes: past that, the page says "…" and the next poll has the numbers.
+            if key not in self.refreshing:
+                self.refreshing[key] = asyncio.create_task(self._refresh(queue, key))
+            await asyncio.wait({self.refreshing[key]}, timeout=FIRST_COUNT_WAIT)
+            hit = self.counted.get(key)
+            return dict(hit.value) if hit else dict.fromkeys(COUNTED)
+        if key not in self.refreshing and await self._stale(queue, hit):
+            self.refreshing[key] = asyncio.create_task(self._refresh(queue, key))
+        return dict(hit.value)
+
+    async def _stale(self, queue: Queue, hit: Counted) -> bool:
+        age = time.monotonic() - hit.at
+        if age < max(COUNTS_MAX_AGE, COUNTS_COST_SHARE * hit.cost):
+            return False
+        return age > COUNTS_CLOCK_AGE or await queue.store.change_token() != hit.version
+
+    async def _count(self, queue: Queue, key: CountsKey) -> Counted:
+        started = time.monotonic()
+        version = await queue.store.change_token()
+        value = await queue.store.count_tasks(
+            queue.clock.now(), type=key[0], schedule_id=key[1]
+        )
+        counted = Counted(value, version, time.monotonic(), time.monotonic() - started)
+        self.counted.pop(key, None)
+        self.counted[key] = counted
+        while len(self.counted) > COUNTS_KEPT:
+            self.counted.pop(next(iter(self.counted)))  # the filter counted longest ago
+        return counted
+
+    async def _refresh(self, queue: Queue, key: CountsKey) -> None:
+        try:
+            with contextlib.suppress(Exception):  # the last count stands; the next poll retries
+                await self._count(queue, key)
+        finally:
+            self.refreshing.pop(key, None)
+
+    async def throughput(
+        self, queue: Queue, hours: int
+    ) -> Throughput | None:
+        """The chart's counts, served like counts(): redrawn in the background when stale;
+        None while a window's first drawing is still running."""
         hit = self.charts.get(hours)
-        if hit and time.monotonic() - hit[0] < CHART_MAX_AGE:
-            return hit[1]
-        data = await queue.store.throughput(queue.clock.now(), hours, 60)
-        self.charts[hours] = (time.monotonic(), data)
+        if hit is None:
+            if hours not in self.charting:
+                self.charting[hours] = asyncio.create_task(self._refresh_chart(queue, hours))
+            await asyncio.wait({self.charting[hours]}, timeout=FIRST_COUNT_WAIT)
+            hit = self.charts.get(hours)
+            return hit[2] if hit else None
+        at, cost, data = hit
+        stale = time.monotonic() - at >= max(CHART_MAX_AGE, COUNTS_COST_SHARE * cost)
+        if stale and hours not in self.charting:
+            self.charting[hours] = asyncio.create_task(self._refresh_chart(queue, hours))
         return data
+
+    async def _chart(self, queue: Queue, hours: int) -> Throughput:
+        started = time.monotonic()
+        data = await queue.store.throughput(queue.clock.now(), hours, 60)
+        self.charts[hours] = (time.monotonic(), time.monotonic() - started, data)
+        return data
+
+    async def _refresh_chart(self, queue: Queue, hours: int) -> None:
+        try:
+            with contextlib.suppress(Exception):  # the last chart stands; the next poll retries
+                await self._chart(queue, hours)
+        finally:
+            self.charting.pop(hours, None)
 
 
 def snapshots(request: Request) -> Snapshots:

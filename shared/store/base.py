@@ -42,7 +42,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from shared.schedule_schemas import Missed, Overlap, Schedule
-from shared.schemas import Attempt, Status, Task, TaskPage
+from shared.schemas import Attempt, QueuedView, Status, Task, TaskPage
 from shared.settings import Settings
 
 # --------------------------------------------------------------------------------------------
@@ -460,6 +460,35 @@ class TaskStore(Protocol):
         """Ids of the tasks a schedule made, newest first, only ids < cursor if given."""
         ...
 
+    async def queued_view_ids(
+        self, view: QueuedView, now: float, *, type: str | None = None,
+        schedule_id: str | None = None, cursor: str | None = None, limit: int = 50,
+        scan: int = 2000,
+    ) -> tuple[list[str], str | None]:
+        """Ids of queued tasks in one derived view (shared/schemas.py QUEUED_VIEWS: ready =
+        run_at <= now; retrying = not due and attempts > 0; scheduled = not due, no attempt),
+        newest first, only ids < cursor if given, narrowed by type and schedule.
+
+        Looks at no more than the `scan` newest queued tasks below the cursor, so finding 60
+        retrying tasks among a million delayed ones costs a bounded window per call. Returns
+        up to `limit` ids and the cursor to go on from: the last id returned when `limit`
+        were found, else the end of the window looked at, or None when no queued task is
+        left below it. A call may return fewer than `limit` ids (even none) with a cursor."""
+        ...
+
+    async def run_waiting_now(self, task_id: str, now: float) -> bool:
+        """A queued task that is not due yet (delayed, or in its backoff before a retry):
+        run_at = now, so the next claim may take it. Fenced on (status queued, run_at > now):
+        any other task is left as it is and the answer is False. Notifies listeners when it
+        changed something (the task is runnable now)."""
+        ...
+
+    async def attempt_seconds(self, task_ids: Sequence[str], now: float) -> dict[str, float]:
+        """Per task id: the seconds its attempts took, summed (finished_at - started_at; an
+        attempt still open counts up to `now`). Backoff waits between attempts are not
+        counted. A task with no attempt rows is absent. A read."""
+        ...
+
 
 class ScheduleStore(Protocol):
     """Cron schedules. Exactly-once firing rests on two fences every backend keeps: the
@@ -522,11 +551,24 @@ class StatsStore(Protocol):
 
     async def throughput(self, now: float, hours: float, bucket_seconds: int) -> Throughput:
         """Succeeded and failed tasks per finished_at bucket over the last `hours`
-        (fill_throughput does the gap filling)."""
+        (fill_throughput does the gap filling). Like count_tasks, never holds up pages and
+        the API (SQLite: the counting connection, a slice of the window at a time)."""
         ...
 
     async def oldest_runnable(self, now: float) -> WaitingTask | None:
-        """The due queued task created longest ago (smallest id with run_at <= now)."""
+        """The queued task that has been due longest: the earliest run_at <= now (ties by
+        id). Must not read a backlog of tasks that are not due yet (e.g. walk the claim
+        index once per distinct priority, stopping at the first due row of each)."""
+        ...
+
+    async def count_tasks(
+        self, now: float, *, type: str | None = None, schedule_id: str | None = None
+    ) -> dict[str, int]:
+        """Tasks per status under these filters (every status in STATUSES a key, 0 if
+        none), plus the queued ones split into QUEUED_VIEWS (ready + scheduled + retrying ==
+        queued). Costs what the matching tasks hold, so it must never hold up the reads
+        and writes of pages and the API: SQLite counts on a read-only connection of its
+        own, in short chunks."""
         ...
 
     async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:

@@ -10,9 +10,25 @@ WHERE finished_at >= %(since)s AND status IN ('succeeded', 'failed')
 GROUP BY 1, 2
 
 -- name: oldest_runnable
+-- The due task that has waited longest (earliest run_at at or before now). PostgreSQL has no
+-- skip scan, so the recursion does one by hand: it walks the claim index tasks_runnable
+-- (priority DESC, run_at, id, partial on queued) once per distinct priority, stopping at the
+-- first due row of each, so a backlog of delayed tasks (due later) is never read.
+WITH RECURSIVE priorities(p) AS (
+    SELECT max(priority) FROM tasks WHERE status = 'queued'
+    UNION ALL
+    SELECT (SELECT max(priority) FROM tasks WHERE status = 'queued' AND priority < p)
+    FROM priorities WHERE p IS NOT NULL
+),
+firsts AS (
+    SELECT (SELECT id FROM tasks
+            WHERE status = 'queued' AND priority = p AND run_at <= %(now)s
+            ORDER BY priority DESC, run_at, id LIMIT 1) AS id
+    FROM priorities WHERE p IS NOT NULL
+)
 SELECT id, type, priority, run_at, created_at FROM tasks
-WHERE status = 'queued' AND run_at <= %(now)s
-ORDER BY id
+WHERE id IN (SELECT id FROM firsts WHERE id IS NOT NULL)
+ORDER BY run_at, id
 LIMIT 1
 
 -- name: recent_workers
@@ -45,3 +61,59 @@ WHERE schedule_id = %(schedule_id)s
   AND id < %(cursor)s
 ORDER BY id DESC
 LIMIT %(limit)s
+
+-- name: count_by_status
+-- Tasks per stored status under the list's filters (either may be NULL: no filter). With no
+-- filter, (status, id) answers from the index; with one, tasks_type_id or tasks_schedule_id.
+SELECT status AS key, count(*) AS n FROM tasks
+WHERE (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)
+GROUP BY status
+
+-- name: count_queued_views
+-- Queued tasks split the way a person asks about them: ready (due now), retrying (an attempt
+-- failed and the backoff is not over), scheduled (delayed, not due yet). Derived, not stored.
+SELECT CASE WHEN run_at <= %(now)s THEN 'ready' WHEN attempts > 0 THEN 'retrying'
+            ELSE 'scheduled' END AS key,
+       count(*) AS n
+FROM tasks
+WHERE status = 'queued'
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)
+GROUP BY 1
+
+-- name: queued_view_ids
+-- Queued tasks in one derived view, newest first from the cursor, among a window of the
+-- %(scan)s newest queued tasks from there (tasks_status_id): a bounded read per page however
+-- big the backlog of the other views.
+SELECT id FROM (
+    SELECT id, run_at, attempts, type, schedule_id FROM tasks
+    WHERE status = 'queued' AND id < %(cursor)s
+    ORDER BY status, id DESC
+    LIMIT %(scan)s
+) AS w
+WHERE CASE WHEN run_at <= %(now)s THEN 'ready' WHEN attempts > 0 THEN 'retrying'
+           ELSE 'scheduled' END = %(view)s
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: queued_window_end
+-- The last id of that window, where the next window starts.
+SELECT id FROM tasks
+WHERE status = 'queued' AND id < %(cursor)s
+ORDER BY status, id DESC
+LIMIT 1 OFFSET %(offset)s
+
+-- name: run_waiting_now
+-- "Run now" on a task that waits (delayed, or in its backoff before a retry): due at once.
+UPDATE tasks SET run_at = %(now)s, updated_at = %(now)s
+WHERE id = %(id)s AND status = 'queued' AND run_at > %(now)s
+
+-- name: attempt_seconds
+-- Time the attempts of these tasks took themselves; a running attempt counts up to now.
+SELECT task_id, sum(coalesce(finished_at, %(now)s) - started_at) AS seconds
+FROM task_attempts
+WHERE task_id = ANY(%(ids)s::text[])
+GROUP BY task_id

@@ -2,17 +2,33 @@
 
 -- name: throughput
 -- Finished tasks per time bucket (seconds wide), for the overview chart.
+-- Read a slice of the window at a time (:since to :until), for the reason the counts below are
+-- read in chunks.
 SELECT CAST(finished_at / :bucket AS INTEGER) AS bucket, status, count(*) AS n
 FROM tasks INDEXED BY tasks_finished
-WHERE finished_at >= :since AND status IN ('succeeded', 'failed')
+WHERE finished_at >= :since AND finished_at < :until AND status IN ('succeeded', 'failed')
 GROUP BY bucket, status
 
 -- name: oldest_runnable
--- The task that has waited longest among those due now. Walks (status, id), so it stops at the
--- first due row instead of sorting the backlog.
-SELECT id, type, priority, run_at, created_at FROM tasks INDEXED BY tasks_status_id
-WHERE status = 'queued' AND run_at <= :now
-ORDER BY id
+-- The due task that has waited longest (earliest run_at at or before now). Walks the claim index
+-- (priority DESC, run_at, id) once per distinct priority of the queued tasks, stopping at the
+-- first due row of each, so a backlog of delayed tasks (due later) is never read.
+WITH RECURSIVE priorities(p) AS (
+    SELECT max(priority) FROM tasks INDEXED BY tasks_runnable WHERE status = 'queued'
+    UNION ALL
+    SELECT (SELECT max(priority) FROM tasks INDEXED BY tasks_runnable
+            WHERE status = 'queued' AND priority < priorities.p)
+    FROM priorities WHERE priorities.p IS NOT NULL
+),
+firsts(id) AS (
+    SELECT (SELECT id FROM tasks INDEXED BY tasks_runnable
+            WHERE status = 'queued' AND priority = priorities.p AND run_at <= :now
+            ORDER BY run_at, id LIMIT 1)
+    FROM priorities WHERE priorities.p IS NOT NULL
+)
+SELECT id, type, priority, run_at, created_at FROM tasks
+WHERE id IN (SELECT id FROM firsts WHERE id IS NOT NULL)
+ORDER BY run_at, id
 LIMIT 1
 
 -- name: recent_workers
@@ -45,3 +61,93 @@ WHERE schedule_id = :schedule_id
   AND id < :cursor
 ORDER BY id DESC
 LIMIT :limit
+
+-- The counts below each read one chunk of the table (:chunk rows after id :after) and are run
+-- again from where they stopped: counting a million tasks is many short reads, so the pages and
+-- the API that share the connection wait for one chunk at most, never for the whole count.
+-- Each answers rows (key, n) plus the chunk's last id and size; a chunk smaller than :chunk is
+-- the last. The NULL row is there so an empty selection still says how far it got.
+
+-- name: count_status_chunk
+-- One stored status, from the (status, id) index alone.
+WITH w AS (
+    SELECT id FROM tasks INDEXED BY tasks_status_id
+    WHERE status = :status AND id > :after ORDER BY id LIMIT :chunk
+)
+SELECT :status AS key, count(*) AS n, max(id) AS last, count(*) AS seen FROM w
+
+-- name: count_type_chunk
+WITH w AS (
+    SELECT id, status FROM tasks INDEXED BY tasks_type_id
+    WHERE type = :type AND id > :after ORDER BY id LIMIT :chunk
+)
+SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen FROM (
+    SELECT status AS key, count(*) AS n FROM w GROUP BY status
+    UNION ALL SELECT NULL, 0
+)
+
+-- name: count_schedule_chunk
+WITH w AS (
+    SELECT id, status, type FROM tasks INDEXED BY tasks_schedule_id
+    WHERE schedule_id = :schedule_id AND id > :after ORDER BY id LIMIT :chunk
+)
+SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen FROM (
+    SELECT status AS key, count(*) AS n FROM w WHERE :type IS NULL OR type = :type
+    GROUP BY status
+    UNION ALL SELECT NULL, 0
+)
+
+-- name: count_queued_views_chunk
+-- Queued tasks split the way a person asks about them: ready (due now), retrying (an attempt
+-- failed and the backoff is not over), scheduled (delayed, not due yet). Derived, not stored.
+WITH w AS (
+    SELECT id, run_at, attempts, type, schedule_id FROM tasks INDEXED BY tasks_status_id
+    WHERE status = 'queued' AND id > :after ORDER BY id LIMIT :chunk
+)
+SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen FROM (
+    SELECT CASE WHEN run_at <= :now THEN 'ready' WHEN attempts > 0 THEN 'retrying'
+                ELSE 'scheduled' END AS key,
+           count(*) AS n
+    FROM w
+    WHERE (:type IS NULL OR type = :type) AND (:schedule_id IS NULL OR schedule_id = :schedule_id)
+    GROUP BY key
+    UNION ALL SELECT NULL, 0
+)
+
+-- name: queued_view_ids
+-- Queued tasks in one derived view, newest first from :cursor, among a window of the :scan
+-- newest queued tasks from there: finding the 60 retrying tasks among a million delayed ones
+-- costs at most a window per page, never the whole backlog. Rows are read only until :limit
+-- are found.
+SELECT id FROM (
+    SELECT id, run_at, attempts, type, schedule_id FROM tasks INDEXED BY tasks_status_id
+    WHERE status = 'queued' AND id < :cursor
+    ORDER BY id DESC
+    LIMIT :scan
+)
+WHERE CASE WHEN run_at <= :now THEN 'ready' WHEN attempts > 0 THEN 'retrying'
+           ELSE 'scheduled' END = :view
+  AND (:type IS NULL OR type = :type)
+  AND (:schedule_id IS NULL OR schedule_id = :schedule_id)
+LIMIT :limit
+
+-- name: queued_window_end
+-- The last id of that window (read from the index alone), where the next window starts.
+SELECT id FROM tasks INDEXED BY tasks_status_id
+WHERE status = 'queued' AND id < :cursor
+ORDER BY id DESC
+LIMIT 1 OFFSET :offset
+
+-- name: run_waiting_now
+-- "Run now" on a task that waits (delayed, or in its backoff before a retry): due at once.
+-- The one write here; a task in any other state is left as it is.
+UPDATE tasks SET run_at = :now, updated_at = :now
+WHERE id = :id AND status = 'queued' AND run_at > :now
+
+-- name: attempt_seconds
+-- Time the attempts of these tasks (a JSON list of ids) took themselves: what "Took" means.
+-- Backoff waits between attempts are not work; a running attempt counts up to :now.
+SELECT task_id, sum(coalesce(finished_at, :now) - started_at) AS seconds
+FROM task_attempts INDEXED BY task_attempts_task
+WHERE task_id IN (SELECT value FROM json_each(:ids))
+GROUP BY task_id

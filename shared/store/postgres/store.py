@@ -39,7 +39,16 @@ from shared.errors import (
     StorageUnavailable,
 )
 from shared.schedule_schemas import Schedule
-from shared.schemas import STATUSES, Attempt, Status, Task, TaskPage, to_datetime
+from shared.schemas import (
+    QUEUED_VIEWS,
+    STATUSES,
+    Attempt,
+    QueuedView,
+    Status,
+    Task,
+    TaskPage,
+    to_datetime,
+)
 from shared.settings import Settings
 from shared.sql import Queries
 from shared.store import redact
@@ -606,6 +615,41 @@ class PostgresStore:
             rows = await self._rows(conn, D.task_ids_of_schedule, params)
         return [r["id"] for r in rows]
 
+    @_translated
+    async def queued_view_ids(
+        self, view: QueuedView, now: float, *, type: str | None = None,
+        schedule_id: str | None = None, cursor: str | None = None, limit: int = 50,
+        scan: int = 2000,
+    ) -> tuple[list[str], str | None]:
+        start = cursor or _CURSOR_START
+        params = {"view": view, "now": now, "type": type, "schedule_id": schedule_id,
+                  "cursor": start, "scan": scan, "limit": limit}
+        async with self._read() as conn:
+            ids = [r["id"] for r in await self._rows(conn, D.queued_view_ids, params)]
+            if len(ids) == limit:
+                return ids, ids[-1]
+            end = await self._rows(conn, D.queued_window_end,
+                                   {"cursor": start, "offset": scan - 1})
+        return ids, (end[0]["id"] if end else None)
+
+    @_translated
+    async def run_waiting_now(self, task_id: str, now: float) -> bool:
+        async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
+            changed = await self._count(conn, D.run_waiting_now, {"id": task_id, "now": now})
+            if changed:
+                await self._notify(conn)
+            return changed == 1
+
+        return await self._write(op)
+
+    @_translated
+    async def attempt_seconds(self, task_ids: Sequence[str], now: float) -> dict[str, float]:
+        if not task_ids:
+            return {}
+        async with self._read() as conn:
+            rows = await self._rows(conn, D.attempt_seconds, {"ids": list(task_ids), "now": now})
+        return {r["task_id"]: float(r["seconds"]) for r in rows}
+
     # -- schedules -----------------------------------------------------------------------
 
     @_translated
@@ -775,6 +819,23 @@ class PostgresStore:
         r = rows[0]
         return WaitingTask(id=r["id"], type=r["type"], priority=r["priority"],
                            run_at=r["run_at"], created_at=r["created_at"])
+
+    @_translated
+    async def count_tasks(
+        self, now: float, *, type: str | None = None, schedule_id: str | None = None
+    ) -> dict[str, int]:
+        """Plain counts in one snapshot: the pool gives this its own connection, and MVCC
+        readers never block writers, so nothing waits behind it (docs/dashboard.md has
+        the timings)."""
+        params = {"now": now, "type": type, "schedule_id": schedule_id}
+        async with self._read() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            stored = await self._rows(conn, D.count_by_status, params)
+            views = await self._rows(conn, D.count_queued_views, params)
+        counts = dict.fromkeys(STATUSES, 0) | dict.fromkeys(QUEUED_VIEWS, 0)
+        for row in (*stored, *views):
+            counts[row["key"]] = row["n"]
+        return counts
 
     @_translated
     async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:

@@ -3,12 +3,14 @@
 Writes are functions of a sqlite3 connection run on the Database's one writer thread, many
 sharing one transaction (group commit, shared/store/sqlite/database.py); reads go through the
 reader connection. /metrics reads on a third, read-only connection so a scrape never queues
-behind an API read. Queries: shared/sql/sqlite/*.sql.
+behind an API read; the dashboard's counts and chart on a fourth, in short chunks (see
+count_tasks). Queries: shared/sql/sqlite/*.sql.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 from collections.abc import Hashable, Sequence
@@ -19,7 +21,16 @@ import msgspec
 
 from shared.errors import IdempotencyConflict
 from shared.schedule_schemas import Schedule
-from shared.schemas import STATUSES, Attempt, Status, Task, TaskPage, to_datetime
+from shared.schemas import (
+    QUEUED_VIEWS,
+    STATUSES,
+    Attempt,
+    QueuedView,
+    Status,
+    Task,
+    TaskPage,
+    to_datetime,
+)
 from shared.sql import Queries
 from shared.store.base import (
     COUNTED_TABLES,
@@ -58,6 +69,10 @@ D = Queries("sqlite", "dashboard")
 M = Queries("sqlite", "metrics")
 T = Queries("sqlite", "transfer")
 _CURSOR_START = "~"  # sorts after every ULID character
+# The dashboard's counts read a chunk at a time (shared/sql/sqlite/dashboard.sql says why).
+INDEX_CHUNK = 20_000  # index entries one chunk reads (a few ms)
+ROW_CHUNK = 4_000  # rows one chunk reads when it needs more than an index holds
+CHART_SLICE = 10  # chart buckets read at a time
 
 
 def fetchall(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[sqlite3.Row]:
@@ -74,6 +89,8 @@ class SQLiteStore:
         self._listener = SharedWakeListener(db.path)
         self._stats_conn: aiosqlite.Connection | None = None
         self._stats_lock = asyncio.Lock()
+        self._count_conn: aiosqlite.Connection | None = None
+        self._count_lock = asyncio.Lock()  # guards opening it only
 
     @classmethod
     async def open(
@@ -102,9 +119,11 @@ class SQLiteStore:
     async def close(self) -> None:
         self._listener.close()
         self._notifier.close()
-        if self._stats_conn is not None:
-            conn, self._stats_conn = self._stats_conn, None
-            await conn.close()
+        for name in ("_stats_conn", "_count_conn"):
+            conn = getattr(self, name)
+            if conn is not None:
+                setattr(self, name, None)
+                await conn.close()
         await self.db.close()
 
     # -- tasks: submitting ---------------------------------------------------------------------
@@ -328,6 +347,39 @@ class SQLiteStore:
         })
         return [r["id"] for r in rows]
 
+    async def queued_view_ids(
+        self, view: QueuedView, now: float, *, type: str | None = None,
+        schedule_id: str | None = None, cursor: str | None = None, limit: int = 50,
+        scan: int = 2000,
+    ) -> tuple[list[str], str | None]:
+        start = cursor or _CURSOR_START
+        rows = await self.db.fetch_all(D.queued_view_ids, {
+            "view": view, "now": now, "type": type, "schedule_id": schedule_id,
+            "cursor": start, "scan": scan, "limit": limit,
+        })
+        ids = [r["id"] for r in rows]
+        if len(ids) == limit:
+            return ids, ids[-1]
+        end = await self.db.fetch_one(D.queued_window_end, {"cursor": start, "offset": scan - 1})
+        return ids, (end["id"] if end else None)
+
+    async def run_waiting_now(self, task_id: str, now: float) -> bool:
+        changed = await self.db.write(
+            lambda conn: conn.execute(D.run_waiting_now, {"id": task_id, "now": now}).rowcount
+            == 1
+        )
+        if changed:
+            self.notify()
+        return changed
+
+    async def attempt_seconds(self, task_ids: Sequence[str], now: float) -> dict[str, float]:
+        if not task_ids:
+            return {}
+        rows = await self.db.fetch_all(
+            D.attempt_seconds, {"ids": json.dumps(list(task_ids)), "now": now}
+        )
+        return {r["task_id"]: r["seconds"] for r in rows}
+
     # -- schedules -----------------------------------------------------------------------------
 
     async def insert_schedule(
@@ -416,14 +468,66 @@ class SQLiteStore:
     # -- stats ---------------------------------------------------------------------------------
 
     async def throughput(self, now: float, hours: float, bucket_seconds: int) -> Throughput:
-        first, _ = throughput_window(now, hours, bucket_seconds)
-        rows = await self.db.fetch_all(
-            D.throughput, {"bucket": bucket_seconds, "since": first * bucket_seconds}
-        )
+        first, last = throughput_window(now, hours, bucket_seconds)
         counts: dict[int, dict[str, int]] = {}
-        for row in rows:
-            counts.setdefault(row["bucket"], {})[row["status"]] = row["n"]
+        # A slice of the window per read, on the counting connection: see count_tasks.
+        for start in range(first, last + 1, CHART_SLICE):
+            rows = await self._counting_read(D.throughput, {
+                "bucket": bucket_seconds, "since": start * bucket_seconds,
+                "until": min(start + CHART_SLICE, last + 1) * bucket_seconds,
+            })
+            for row in rows:
+                counts.setdefault(row["bucket"], {})[row["status"]] = row["n"]
         return fill_throughput(counts, now, hours, bucket_seconds)
+
+    async def count_tasks(
+        self, now: float, *, type: str | None = None, schedule_id: str | None = None
+    ) -> dict[str, int]:
+        """On a read-only connection of its own (WAL lets it read beside the shared reader
+        and the writer), in chunks: a million tasks are many short reads, none of which
+        holds a snapshot open for long (a long read would keep the WAL from being
+        checkpointed)."""
+        if schedule_id:
+            counts = await self._count_in_chunks(
+                D.count_schedule_chunk, {"schedule_id": schedule_id, "type": type}, ROW_CHUNK
+            )
+        elif type:
+            counts = await self._count_in_chunks(D.count_type_chunk, {"type": type}, ROW_CHUNK)
+        else:
+            counts = {}
+            for status in STATUSES:
+                counts |= await self._count_in_chunks(
+                    D.count_status_chunk, {"status": status}, INDEX_CHUNK
+                )
+        views = await self._count_in_chunks(
+            D.count_queued_views_chunk,
+            {"now": now, "type": type, "schedule_id": schedule_id}, ROW_CHUNK,
+        )
+        return dict.fromkeys(STATUSES, 0) | counts | {v: views.get(v, 0) for v in QUEUED_VIEWS}
+
+    async def _count_in_chunks(
+        self, sql: str, params: dict[str, Any], chunk: int
+    ) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        after = ""
+        while True:
+            rows = await self._counting_read(sql, {**params, "after": after, "chunk": chunk})
+            for r in rows:
+                if r["key"] is not None:
+                    counts[r["key"]] = counts.get(r["key"], 0) + r["n"]
+            if not rows or rows[0]["seen"] < chunk:
+                return counts
+            after = rows[0]["last"]
+
+    async def _counting_read(self, sql: str, params: dict[str, Any]) -> list[sqlite3.Row]:
+        try:
+            async with self._count_lock:
+                if self._count_conn is None:
+                    self._count_conn = await _read_only_connection(self.path)
+                conn = self._count_conn
+            return list(await conn.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path) from None
 
     async def oldest_runnable(self, now: float) -> WaitingTask | None:
         row = await self.db.fetch_one(D.oldest_runnable, {"now": now})
@@ -465,11 +569,7 @@ class SQLiteStore:
     async def _stats_connection(self) -> aiosqlite.Connection:
         # Its own connection: a slow count on a big table never delays an API read.
         if self._stats_conn is None:
-            conn = await aiosqlite.connect(self.path, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            await conn.execute("PRAGMA query_only=1")
-            await conn.execute("PRAGMA busy_timeout=5000")
-            self._stats_conn = conn
+            self._stats_conn = await _read_only_connection(self.path)
         return self._stats_conn
 
     async def storage(self) -> StorageInfo:
@@ -531,6 +631,15 @@ class SQLiteStore:
             return Imported(rows=inserted, skipped=len(rows) - inserted, attempts=attempts)
 
         return await self.db.write(op)
+
+
+async def _read_only_connection(path: str) -> aiosqlite.Connection:
+    """A connection (on a thread of its own) that can only read."""
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    await conn.execute("PRAGMA query_only=1")
+    await conn.execute("PRAGMA busy_timeout=5000")
+    return conn
 
 
 def _neutral(row: sqlite3.Row) -> TransferRow:

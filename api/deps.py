@@ -7,11 +7,17 @@ from litestar.di import NamedDependency
 
 from shared.queue import Queue
 from shared.schedules import Schedules
+from shared.task_watch import TaskWatch
 
 # Handlers name what they get injected explicitly (Litestar 3 drops inferred dependencies).
 QueueDep = NamedDependency[Queue]
 SchedulesDep = NamedDependency[Schedules]
+TaskWatchDep = NamedDependency[TaskWatch]
 
 
 def provide_queue(state: State) -> Queue:
     return state.queue
+
+
+def provide_task_watch(state: State) -> TaskWatch:
+    return state.task_watch

@@ -6,14 +6,16 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Response, delete, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.params import HeaderParameter, JSONBody, Parameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from api.auth import BEARER_SECURITY
-from api.deps import QueueDep
+from api.deps import QueueDep, TaskWatchDep
 from api.errors import problem_responses
 from shared.queue import InvalidTask
 from shared.schemas import (
+    TERMINAL,
     Attempt,
     Status,
     Task,
@@ -22,7 +24,9 @@ from shared.schemas import (
     TaskCreate,
     TaskPage,
 )
+from shared.task_watch import MAX_WAIT
 
+WAIT_HEADER = "LocalFlow-Wait"
 TaskId = Annotated[str, Parameter(min_length=1, max_length=64, description="task id (ULID)")]
 IdempotencyHeader = Annotated[
     str | None,
@@ -99,9 +103,37 @@ class TaskController(Controller):
     ) -> TaskPage:
         return await queue.list(status=status, type=task_type, cursor=cursor, limit=limit)
 
-    @get("/{task_id:str}", summary="Get a task")
-    async def get_task(self, task_id: TaskId, queue: QueueDep) -> Task:
-        return await queue.get(task_id)
+    @get(
+        "/{task_id:str}",
+        summary="Get a task, or wait until it finishes",
+        description="With `wait=S` (0 < S <= 60 seconds) the answer comes as soon as the task "
+        "is succeeded, failed or cancelled, or after S seconds with the task as it is then; "
+        "200 either way. The body's `status` says which (final or not), and so does the "
+        f"`{WAIT_HEADER}` header: `final` or `timeout`. A waiting request is woken by the "
+        "commit that finished the task, in any process (no polling): it answers within "
+        "milliseconds. A client that wants longer waits repeats the request.",
+        response_headers=[ResponseHeader(
+            name=WAIT_HEADER, documentation_only=True, required=False,
+            description="Only with ?wait=: `final` if the task is succeeded, failed or "
+            "cancelled, `timeout` if the wait ended first.",
+        )],
+    )
+    async def get_task(
+        self, task_id: TaskId, queue: QueueDep, task_watch: TaskWatchDep,
+        wait: Annotated[float | None, QueryParameter(
+            gt=0, le=MAX_WAIT,
+            description="seconds to wait for a final status (succeeded, failed, cancelled)",
+        )] = None,
+    ) -> Response[Task]:
+        task = await queue.get(task_id)
+        if wait is None:
+            return Response(task)
+        if task.status not in TERMINAL:
+            await task_watch.wait_final(task_id, wait)
+            task = await queue.get(task_id)  # 404 if it was deleted meanwhile
+        return Response(task, headers={
+            WAIT_HEADER: "final" if task.status in TERMINAL else "timeout",
+        })
 
     @get(
         "/{task_id:str}/attempts",

@@ -95,8 +95,9 @@ async def _serve_api(
     queue: Queue, settings: Settings, stop: asyncio.Event, extra_metrics: list[Any]
 ) -> None:
     host, port = settings.host_port
+    app = create_app(queue, settings, extra_metrics=extra_metrics)
     config = uvicorn.Config(
-        create_app(queue, settings, extra_metrics=extra_metrics),
+        app,
         host=host,
         port=port,
         log_level="warning",
@@ -106,7 +107,8 @@ async def _serve_api(
         timeout_graceful_shutdown=10,
     )
     server = _Server(config)
-    watcher = asyncio.create_task(_exit_on(stop, server))
+    # Requests parked on ?wait= answer at once when stopping, rather than hold it up.
+    watcher = asyncio.create_task(_exit_on(stop, server, app.state.task_watch.release))
     try:
         log.info("api listening", url=f"http://{settings.addr}")
         await server.serve()
@@ -116,6 +118,9 @@ async def _serve_api(
         watcher.cancel()
 
 
-async def _exit_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
+async def _exit_on(
+    stop: asyncio.Event, server: uvicorn.Server, before: Callable[[], None]
+) -> None:
     await stop.wait()
+    before()
     server.should_exit = True

@@ -459,6 +459,11 @@ class TaskStore(Protocol):
         """Ids of the tasks a schedule made, newest first, only ids < cursor if given."""
         ...
 
+    async def statuses(self, task_ids: Sequence[str]) -> dict[str, Status]:
+        """The status of each of these tasks, in one read (any number of ids); an id with no
+        task (never was, or deleted) is absent. What waiters re-read on each wake-up."""
+        ...
+
 
 class ScheduleStore(Protocol):
     """Cron schedules. Exactly-once firing rests on two fences every backend keeps: the
@@ -581,6 +586,15 @@ class Store(TaskStore, ScheduleStore, StatsStore, Protocol):
 
     def listener(self) -> Listener:
         """This process's one Listener (the same object on every call)."""
+        ...
+
+    def task_listener(self) -> Listener:
+        """This process's one Listener of task changes (the same object on every call): it
+        wakes after any process, on any host the backend reaches, committed a change of some
+        task's status (submitted, claimed, finished, retried, cancelled, rescued). Sent by the
+        store itself with every such commit: no caller has to remember. Unlike listener(),
+        it also wakes once when it (re)connects, since changes may have been missed; waiters
+        (shared/task_watch.py) re-read then. Same rules: a lost wake-up only delays."""
         ...
 
     async def close(self) -> None:

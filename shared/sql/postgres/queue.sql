@@ -187,3 +187,6 @@ DELETE FROM tasks WHERE id = %(id)s AND status != 'running'
 -- back, so a woken worker always finds the work committed. Repeats in one transaction fold
 -- into one delivery.
 SELECT pg_notify('localflow', '')
+
+-- name: statuses
+SELECT id, status FROM tasks WHERE id = ANY(%(ids)s)

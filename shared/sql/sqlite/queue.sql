@@ -166,3 +166,7 @@ WHERE id = :id AND status IN ('failed', 'cancelled')
 -- name: delete_task
 -- any state but running (its worker still holds it); attempts go with it (ON DELETE CASCADE)
 DELETE FROM tasks WHERE id = :id AND status != 'running'
+
+-- name: statuses
+-- Any number of ids in one read (a JSON array: no limit on bound variables).
+SELECT id, status FROM tasks WHERE id IN (SELECT value FROM json_each(?))

@@ -65,7 +65,7 @@ from shared.store.base import (
     throughput_window,
 )
 from shared.store.postgres import schema
-from shared.store.postgres.listener import KEEPALIVES, PostgresListener
+from shared.store.postgres.listener import KEEPALIVES, TASKS_CHANNEL, PostgresListener
 from shared.store.postgres.url import explain
 
 log = structlog.get_logger("localflow.store.postgres")
@@ -186,6 +186,7 @@ class PostgresStore:
         self.url = url
         self._pool = pool
         self._listener: PostgresListener | None = None
+        self._task_listener: PostgresListener | None = None
         self._writes = 0
         self._closed = False
 
@@ -297,12 +298,19 @@ class PostgresStore:
             self._listener = PostgresListener(self.url)
         return self._listener
 
+    def task_listener(self) -> PostgresListener:
+        """NOTIFYs on localflow_tasks come from a trigger (migrations/postgres/004)."""
+        if self._task_listener is None:
+            self._task_listener = PostgresListener(self.url, TASKS_CHANNEL, wake_on_connect=True)
+        return self._task_listener
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._listener is not None:
-            await self._listener.close()
+        for listener in (self._listener, self._task_listener):
+            if listener is not None:
+                await listener.close()
         await self._pool.close()
 
     @property
@@ -572,6 +580,14 @@ class PostgresStore:
         items = [_task(r) for r in rows[:limit]]
         next_cursor = items[-1].id if len(rows) > limit else None
         return TaskPage(items=items, next_cursor=next_cursor)
+
+    @_translated
+    async def statuses(self, task_ids: Sequence[str]) -> dict[str, Status]:
+        if not task_ids:
+            return {}
+        async with self._read() as conn:
+            rows = await self._rows(conn, Q.statuses, {"ids": list(task_ids)})
+        return {r["id"]: r["status"] for r in rows}
 
     @_translated
     async def counts(self) -> dict[str, int]:

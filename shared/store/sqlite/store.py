@@ -12,7 +12,7 @@ import asyncio
 import os
 import sqlite3
 from collections.abc import Hashable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 import msgspec
@@ -51,6 +51,7 @@ S = Queries("sqlite", "schedules")
 D = Queries("sqlite", "dashboard")
 M = Queries("sqlite", "metrics")
 _CURSOR_START = "~"  # sorts after every ULID character
+T = TypeVar("T")
 
 
 def fetchall(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[sqlite3.Row]:
@@ -65,6 +66,9 @@ class SQLiteStore:
         self.path = db.path
         self._notifier = WakeNotifier(db.path)
         self._listener = SharedWakeListener(db.path)
+        # Task changes: sent after every commit that moved a task's status (or deleted one).
+        self._changed = WakeNotifier(db.path, "tasks")
+        self._task_listener = SharedWakeListener(db.path, "tasks", wake_on_start=True)
         self._stats_conn: aiosqlite.Connection | None = None
         self._stats_lock = asyncio.Lock()
 
@@ -92,13 +96,24 @@ class SQLiteStore:
     def listener(self) -> SharedWakeListener:
         return self._listener
 
+    def task_listener(self) -> SharedWakeListener:
+        return self._task_listener
+
     async def close(self) -> None:
         self._listener.close()
         self._notifier.close()
+        self._task_listener.close()
+        self._changed.close()
         if self._stats_conn is not None:
             conn, self._stats_conn = self._stats_conn, None
             await conn.close()
         await self.db.close()
+
+    def _changed_if(self, outcome: T) -> T:
+        """Tell task listeners in every process, after a commit, if it changed something."""
+        if outcome:
+            self._changed()
+        return outcome
 
     # -- tasks: submitting ---------------------------------------------------------------------
 
@@ -108,7 +123,10 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> list[tuple[Task, bool]]:
             return [_insert(conn, new, now) for new in tasks]
 
-        return await self.db.write(op)
+        results = await self.db.write(op)
+        if any(created for _, created in results):
+            self._changed()
+        return results
 
     # -- tasks: working ------------------------------------------------------------------------
 
@@ -136,6 +154,8 @@ class SQLiteStore:
             ]
 
         claimed = await self.db.write(op)
+        if claimed:
+            self._changed()
         # RETURNING gives no order; the contract is most urgent first.
         claimed.sort(key=lambda c: (-c.priority, c.run_at, c.id))
         return claimed
@@ -178,7 +198,7 @@ class SQLiteStore:
             _finish_attempt(conn, task, now, outcome, error, result)
             return True
 
-        return await self.db.write(op)
+        return self._changed_if(await self.db.write(op))
 
     async def fail(
         self, task: Claimed, *, error: str, result: Any, outcome: FailOutcome,
@@ -197,7 +217,7 @@ class SQLiteStore:
             _finish_attempt(conn, task, now, outcome, error, result)
             return rows[0]["status"]
 
-        return await self.db.write(op)
+        return self._changed_if(await self.db.write(op))
 
     async def release(self, task: Claimed, error: str, now: float) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
@@ -207,7 +227,7 @@ class SQLiteStore:
             _finish_attempt(conn, task, now, "released", error, None)
             return True
 
-        return await self.db.write(op)
+        return self._changed_if(await self.db.write(op))
 
     async def rescue_expired(self, now: float) -> list[str]:
         def op(conn: sqlite3.Connection) -> list[str]:
@@ -218,7 +238,7 @@ class SQLiteStore:
             )
             return [r["id"] for r in rows]
 
-        return await self.db.write(op)
+        return self._changed_if(await self.db.write(op))
 
     async def cancel_requests(self, worker_id: str) -> set[str]:
         rows = await self.db.fetch_all(Q.cancel_requests_for_worker, (worker_id,))
@@ -254,7 +274,7 @@ class SQLiteStore:
             rows = fetchall(conn, Q.get_task, (task_id,))
             return _task(rows[0]) if rows else None
 
-        return await self.db.write(op)
+        return self._changed_if(await self.db.write(op))
 
     async def retry(
         self, task_id: str, extra_attempts: int, now: float
@@ -265,7 +285,9 @@ class SQLiteStore:
             rows = fetchall(conn, Q.get_task, (task_id,))
             return changed, (_task(rows[0]) if rows else None)
 
-        return await self.db.write(op)
+        changed, task = await self.db.write(op)
+        self._changed_if(changed)
+        return changed, task
 
     async def delete(self, task_id: str) -> Literal["deleted"] | Status | None:
         def op(conn: sqlite3.Connection) -> Literal["deleted"] | Status | None:
@@ -274,7 +296,9 @@ class SQLiteStore:
             rows = fetchall(conn, Q.get_task, (task_id,))
             return rows[0]["status"] if rows else None
 
-        return await self.db.write(op)
+        outcome = await self.db.write(op)
+        self._changed_if(outcome == "deleted")
+        return outcome
 
     async def get(self, task_id: str) -> Task | None:
         row = await self.db.fetch_one(Q.get_task, (task_id,))
@@ -300,6 +324,12 @@ class SQLiteStore:
         items = [_task(r) for r in rows[:limit]]
         next_cursor = items[-1].id if len(rows) > limit and items else None
         return TaskPage(items=items, next_cursor=next_cursor)
+
+    async def statuses(self, task_ids: Sequence[str]) -> dict[str, Status]:
+        if not task_ids:
+            return {}
+        rows = await self.db.fetch_all(Q.statuses, (msgspec.json.encode(list(task_ids)).decode(),))
+        return {r["id"]: r["status"] for r in rows}
 
     async def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
@@ -371,7 +401,7 @@ class SQLiteStore:
             conn.execute(S.record_fire, {"id": schedule_id, "fire_time": now, "task_id": task.id})
             return True
 
-        return await self.db.write(op)
+        return self._changed_if(await self.db.write(op))
 
     async def next_due(self) -> float | None:
         row = await self.db.fetch_one(S.next_due)
@@ -388,7 +418,9 @@ class SQLiteStore:
                     fires.append(fire)
             return fires
 
-        return await self.db.write(op)
+        fires = await self.db.write(op)
+        self._changed_if(any(f.outcome == "fired" for f in fires))
+        return fires
 
     async def resync(self, now: float, next_fire: NextFire) -> int:
         def op(conn: sqlite3.Connection) -> int:

@@ -29,6 +29,10 @@ from shared.schedule_schemas import Schedule, ScheduleCreate, ScheduleUpdate
 from shared.schemas import TERMINAL, Attempt, Task, TaskCreate, TaskPage
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+# GET /api/tasks/{id}?wait=S: the longest S the server takes, and the header that says the
+# server waited (a server without ?wait= answers at once without it).
+SERVER_MAX_WAIT = 60.0
+WAIT_HEADER = "LocalFlow-Wait"
 T = TypeVar("T")
 
 
@@ -145,6 +149,17 @@ def _error(response: httpx.Response) -> ClientError:
     return ClientError(response.status_code, str(detail), problem)
 
 
+def _wait_params(seconds: float) -> dict[str, str]:
+    return {"wait": f"{min(max(seconds, 0.001), SERVER_MAX_WAIT):.3f}"}
+
+
+def _wait_budget(deadline: float | None) -> float:
+    """Seconds the next ?wait= may ask for; <= 0 when the caller's timeout is spent."""
+    if deadline is None:
+        return SERVER_MAX_WAIT
+    return min(SERVER_MAX_WAIT, deadline - time.monotonic())
+
+
 def _unreachable(url: str, exc: httpx.HTTPError) -> ClientError:
     return ClientError(None, f"cannot reach LocalFlow at {url}: {exc or type(exc).__name__}")
 
@@ -170,6 +185,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._timeout = timeout
         self._http = httpx.Client(
             base_url=self.url, headers=_headers(token), timeout=timeout, transport=transport
         )
@@ -235,17 +251,32 @@ class Client:
         self._send(_Call("DELETE", _task_path(task_id), None))
 
     def wait(self, task_id: str, timeout: float | None = None, poll: float = 0.2) -> Task:
-        """Poll until the task is succeeded, failed or cancelled; WaitTimeout after timeout."""
+        """Until the task is succeeded, failed or cancelled (returned), or `timeout` seconds
+        pass (WaitTimeout, carrying the task as last seen). No polling: each request is a
+        GET /api/tasks/{id}?wait= the server answers the moment the task finishes (up to a
+        minute each; longer waits repeat it). `poll`: the interval between reads only for a
+        server too old to wait."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = min(0.02, poll)
         while True:
-            task = self.get(task_id)
+            budget = _wait_budget(deadline)
+            if budget <= 0:
+                task = self.get(task_id)
+                if task.status in TERMINAL:
+                    return task
+                raise WaitTimeout(task, timeout or 0.0)
+            task, waited = self._wait_once(task_id, budget)
             if task.status in TERMINAL:
                 return task
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(task, timeout or 0.0)
-            time.sleep(delay)
-            delay = min(delay * 2, poll)  # quick tasks are seen quickly, long ones cheaply
+            if not waited:
+                time.sleep(min(poll, max(budget, 0.0)))
+
+    def _wait_once(self, task_id: str, seconds: float) -> tuple[Task, bool]:
+        try:
+            response = self._http.get(_task_path(task_id), params=_wait_params(seconds),
+                                      timeout=seconds + self._timeout)
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from None
+        return _decode(response, Task), WAIT_HEADER in response.headers
 
     # schedules
 
@@ -282,6 +313,7 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=_headers(token), timeout=timeout, transport=transport
         )
@@ -344,16 +376,28 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109 - the same signature as Client.wait
         poll: float = 0.2,
     ) -> Task:
+        """Client.wait, as a coroutine."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = min(0.02, poll)
         while True:
-            task = await self.get(task_id)
+            budget = _wait_budget(deadline)
+            if budget <= 0:
+                task = await self.get(task_id)
+                if task.status in TERMINAL:
+                    return task
+                raise WaitTimeout(task, timeout or 0.0)
+            task, waited = await self._wait_once(task_id, budget)
             if task.status in TERMINAL:
                 return task
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(task, timeout or 0.0)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, poll)
+            if not waited:
+                await asyncio.sleep(min(poll, max(budget, 0.0)))
+
+    async def _wait_once(self, task_id: str, seconds: float) -> tuple[Task, bool]:
+        try:
+            response = await self._http.get(_task_path(task_id), params=_wait_params(seconds),
+                                            timeout=seconds + self._timeout)
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from None
+        return _decode(response, Task), WAIT_HEADER in response.headers
 
     async def schedules(self) -> list[Schedule]:
         return await self._send(_Call("GET", "/api/schedules", list[Schedule]))

@@ -107,8 +107,13 @@ async def _serve_api(
         timeout_graceful_shutdown=10,
     )
     server = _Server(config)
-    # Requests parked on ?wait= answer at once when stopping, rather than hold it up.
-    watcher = asyncio.create_task(_exit_on(stop, server, app.state.task_watch.release))
+    # Requests parked on ?wait= answer, and event streams end, at once when stopping, rather
+    # than hold it up.
+    def release() -> None:
+        app.state.task_watch.release()
+        app.state.event_hub.release()
+
+    watcher = asyncio.create_task(_exit_on(stop, server, release))
     try:
         log.info("api listening", url=f"http://{settings.addr}")
         await server.serve()

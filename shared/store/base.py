@@ -82,6 +82,22 @@ class Heartbeat(msgspec.Struct, kw_only=True):
     cancel: set[str]  # of those, the ones a person asked to cancel
 
 
+class TaskEvent(msgspec.Struct, kw_only=True):
+    """One status change of one task, from the durable event log (GET /api/events)."""
+
+    cursor: str  # "A-B": increases in commit order (shared/task_events.py cursor_key)
+    task_id: str
+    status: Status
+    attempts: int
+    type: str
+    time: float  # Unix seconds: when the change was made (the task's updated_at)
+
+
+class EventPage(msgspec.Struct, kw_only=True):
+    events: list[TaskEvent]  # oldest first
+    lost: bool  # the cursor is older than events already pruned: some were never seen
+
+
 # What `fail` may record as an attempt's outcome.
 FailOutcome = Literal["failed", "timeout"]
 
@@ -457,6 +473,26 @@ class TaskStore(Protocol):
         cursor: str | None = None, limit: int = 50,
     ) -> list[str]:
         """Ids of the tasks a schedule made, newest first, only ids < cursor if given."""
+        ...
+
+    async def events_after(self, cursor: str | None, limit: int) -> EventPage:
+        """Task events after `cursor` (None: from the oldest kept), oldest first, at most
+        `limit`. Every status change is an event, written by the transaction that made it
+        (a trigger: insert, claim, finish, retry, rescue, cancel); events are returned in
+        commit order, and never one that could still be followed by an event with a smaller
+        cursor (PostgreSQL: only below the oldest open transaction), so a reader that stores
+        the last cursor it got misses nothing. `lost` when events after the cursor were
+        already pruned. The cursor is "A-B" with A, B decimal (shared/task_events.py)."""
+        ...
+
+    async def events_head(self) -> str:
+        """The cursor of the newest event events_after can return now (or the pruning
+        horizon, "0-0" at first, when none is kept): where a new reader starts."""
+        ...
+
+    async def prune_events(self, before: float) -> int:
+        """Delete events older than `before` (Unix seconds) that no reader could still be
+        waiting behind; remember the newest pruned cursor. Returns how many went."""
         ...
 
     async def statuses(self, task_ids: Sequence[str]) -> dict[str, Status]:

@@ -47,6 +47,7 @@ from shared.store.base import (
     Claimed,
     Depth,
     DueSchedule,
+    EventPage,
     FailOutcome,
     Fire,
     FirePlan,
@@ -58,6 +59,7 @@ from shared.store.base import (
     ScheduleFields,
     ScheduleTiming,
     StorageInfo,
+    TaskEvent,
     Throughput,
     WaitingTask,
     WorkerSeen,
@@ -67,6 +69,7 @@ from shared.store.base import (
 from shared.store.postgres import schema
 from shared.store.postgres.listener import KEEPALIVES, TASKS_CHANNEL, PostgresListener
 from shared.store.postgres.url import explain
+from shared.task_events import cursor_key, make_cursor
 
 log = structlog.get_logger("localflow.store.postgres")
 
@@ -102,6 +105,12 @@ def _task(row: Row) -> Task:
         started_at=to_datetime(row["started_at"]), finished_at=to_datetime(row["finished_at"]),
         schedule_id=row["schedule_id"],
     )
+
+
+def _event(row: Row) -> TaskEvent:
+    return TaskEvent(cursor=make_cursor(row["xid"], row["id"]), task_id=row["task_id"],
+                     status=row["status"], attempts=row["attempts"], type=row["type"],
+                     time=row["time"])
 
 
 def _attempt(row: Row) -> Attempt:
@@ -580,6 +589,35 @@ class PostgresStore:
         items = [_task(r) for r in rows[:limit]]
         next_cursor = items[-1].id if len(rows) > limit else None
         return TaskPage(items=items, next_cursor=next_cursor)
+
+    @_translated
+    async def events_after(self, cursor: str | None, limit: int) -> EventPage:
+        xid, after = (0, 0) if cursor is None else cursor_key(cursor)
+        async with self._read() as conn:
+            rows = await self._rows(conn, Q.events_after, {"xid": xid, "id": after,
+                                                           "limit": limit})
+            horizon = (await self._rows(conn, Q.events_horizon))[0]
+        lost = cursor is not None and (xid, after) < (horizon["xid"], horizon["id"])
+        return EventPage(events=[_event(r) for r in rows], lost=lost)
+
+    @_translated
+    async def events_head(self) -> str:
+        async with self._read() as conn:
+            rows = await self._rows(conn, Q.events_head)
+            if not rows:
+                rows = await self._rows(conn, Q.events_horizon)
+        return make_cursor(rows[0]["xid"], rows[0]["id"])
+
+    @_translated
+    async def prune_events(self, before: float) -> int:
+        async def op(conn: psycopg.AsyncConnection[Any]) -> int:
+            gone = await self._rows(conn, Q.events_prune, {"before": before})
+            if gone:
+                newest = max((r["xid"], r["id"]) for r in gone)
+                await conn.execute(Q.events_raise_horizon, {"xid": newest[0], "id": newest[1]})
+            return len(gone)
+
+        return await self._write(op)
 
     @_translated
     async def statuses(self, task_ids: Sequence[str]) -> dict[str, Status]:

@@ -25,6 +25,7 @@ from shared.store.base import (
     Claimed,
     Depth,
     DueSchedule,
+    EventPage,
     FailOutcome,
     Fire,
     FirePlan,
@@ -36,6 +37,7 @@ from shared.store.base import (
     ScheduleFields,
     ScheduleTiming,
     StorageInfo,
+    TaskEvent,
     Throughput,
     WaitingTask,
     WorkerSeen,
@@ -45,6 +47,7 @@ from shared.store.base import (
 from shared.store.sqlite import migrations
 from shared.store.sqlite.database import Database, storage_error
 from shared.store.sqlite.wake import SharedWakeListener, WakeNotifier
+from shared.task_events import cursor_key, make_cursor
 
 Q = Queries("sqlite", "queue")
 S = Queries("sqlite", "schedules")
@@ -324,6 +327,28 @@ class SQLiteStore:
         items = [_task(r) for r in rows[:limit]]
         next_cursor = items[-1].id if len(rows) > limit and items else None
         return TaskPage(items=items, next_cursor=next_cursor)
+
+    async def events_after(self, cursor: str | None, limit: int) -> EventPage:
+        after = 0 if cursor is None else cursor_key(cursor)[1]
+        rows = await self.db.fetch_all(Q.events_after, {"id": after, "limit": limit})
+        horizon = await self.db.fetch_one(Q.events_horizon)
+        lost = cursor is not None and horizon is not None and after < horizon["id"]
+        return EventPage(events=[_event(r) for r in rows], lost=lost)
+
+    async def events_head(self) -> str:
+        row = await self.db.fetch_one(Q.events_head)
+        return make_cursor(0, row["id"] if row and row["id"] is not None else 0)
+
+    async def prune_events(self, before: float) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            until = fetchall(conn, Q.events_prune_until, {"before": before})[0]["id"]
+            if until is None:
+                return 0
+            gone = conn.execute(Q.events_prune, {"id": until}).rowcount
+            conn.execute(Q.events_raise_horizon, {"id": until})
+            return gone
+
+        return await self.db.write(op)
 
     async def statuses(self, task_ids: Sequence[str]) -> dict[str, Status]:
         if not task_ids:
@@ -627,6 +652,12 @@ def _task(row: sqlite3.Row) -> Task:
         finished_at=to_datetime(row["finished_at"]),
         schedule_id=row["schedule_id"],
     )
+
+
+def _event(row: sqlite3.Row) -> TaskEvent:
+    return TaskEvent(cursor=make_cursor(0, row["id"]), task_id=row["task_id"],
+                     status=row["status"], attempts=row["attempts"], type=row["type"],
+                     time=row["time"])
 
 
 def _attempt(row: sqlite3.Row) -> Attempt:

@@ -1,0 +1,191 @@
+"""GET /api/events (Server-Sent Events) against real processes: `localflow api` and `localflow
+worker` apart, on a SQLite file and on PostgreSQL, the API with a token. The API's fallback
+re-read is a minute, so events arrive in time only through the worker's commits' wake-ups."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import procs
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "events-token-7d2e51a0"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "events.db")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def api(db: str, tmp_path: Path) -> Iterator[procs.Proc]:
+    env = {"LOCALFLOW_API_TOKEN": TOKEN, "LOCALFLOW_WAIT_POLL": "60s"}
+    worker = procs.start("worker", db, env={**env, "LOCALFLOW_METRICS_ADDR": "off"},  # type: ignore[arg-type]
+                         log_dir=tmp_path)
+    api = procs.start("api", db, env=env, log_dir=tmp_path)  # type: ignore[arg-type]
+    yield api
+    api.stop()
+    worker.stop()
+
+
+class Stream:
+    """An open /api/events stream read on a thread: its events, comments and status."""
+
+    def __init__(self, url: str, params: object = None, headers: dict | None = None) -> None:
+        self.events: list[dict] = []
+        self.comments: list[str] = []
+        self.status: int | None = None
+        self.content_type = ""
+        self._client = httpx.Client(base_url=url, timeout=httpx.Timeout(10, read=60))
+        self._ready = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._read, args=(params, headers), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(30), "the stream never answered"
+
+    def _read(self, params: object, headers: dict | None) -> None:
+        try:
+            with self._client.stream("GET", "/api/events", params=params,
+                                     headers={**AUTH, **(headers or {})}) as response:
+                self.status = response.status_code
+                self.content_type = response.headers.get("content-type", "")
+                self._ready.set()
+                event: dict = {}
+                for line in response.iter_lines():
+                    if line.startswith(":"):
+                        self.comments.append(line[1:].strip())
+                    elif line == "":
+                        if "data" in event:
+                            event["data"] = json.loads(event["data"])
+                            self.events.append(event)
+                        event = {}
+                    else:
+                        field, _, value = line.partition(":")
+                        event[field] = value.lstrip(" ")
+        except (httpx.HTTPError, RuntimeError):
+            if not self._closed:
+                raise
+        finally:
+            self._ready.set()
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.events):
+                return self.events
+            time.sleep(0.01)
+        raise AssertionError(f"never happened; events so far: {self.events}")
+
+    def close(self) -> None:
+        self._closed = True
+        self._client.close()
+
+
+def _submit(url: str, *argv: str, **fields: object) -> str:
+    r = httpx.post(f"{url}/api/tasks", headers=AUTH, json={
+        "type": "shell", "payload": {"command": argv[0], "args": list(argv[1:])}, **fields})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _statuses(events: list[dict], task_id: str) -> list[str]:
+    return [e["data"]["status"] for e in events
+            if e.get("event") == "task" and e["data"]["id"] == task_id]
+
+
+def test_each_state_change_of_a_task_run_by_another_process_is_an_event(
+    api: procs.Proc,
+) -> None:
+    stream = Stream(str(api.url))
+    try:
+        assert stream.status == 200 and stream.content_type.startswith("text/event-stream")
+        task_id = _submit(str(api.url), "echo", "hi")
+        events = stream.wait_for(lambda ev: "succeeded" in _statuses(ev, task_id))
+        assert _statuses(events, task_id) == ["queued", "running", "succeeded"]
+        last = [e for e in events if e["data"]["id"] == task_id][-1]
+        assert last["event"] == "task" and last["id"]
+        assert set(last["data"]) >= {"id", "status", "attempts", "type", "time"}
+        assert last["data"]["attempts"] == 1 and last["data"]["type"] == "shell"
+    finally:
+        stream.close()
+
+
+def test_reconnecting_with_last_event_id_misses_nothing(api: procs.Proc) -> None:
+    url = str(api.url)
+    first = Stream(url)
+    try:
+        a = _submit(url, "true")
+        first.wait_for(lambda ev: "succeeded" in _statuses(ev, a))
+        resume_from = first.events[-1]["id"]
+    finally:
+        first.close()
+    # While nobody listens: more tasks run to the end.
+    missed = [_submit(url, "true") for _ in range(3)]
+    for task_id in missed:
+        done = httpx.get(f"{url}/api/tasks/{task_id}", params={"wait": 60}, headers=AUTH)
+        assert done.json()["status"] == "succeeded"
+    again = Stream(url, headers={"Last-Event-ID": resume_from})
+    try:
+        events = again.wait_for(
+            lambda ev: all("succeeded" in _statuses(ev, t) for t in missed))
+        for task_id in missed:
+            assert _statuses(events, task_id) == ["queued", "running", "succeeded"]
+        assert _statuses(events, a) == []  # nothing from before the cursor
+        cursors = [e["id"] for e in events]
+        assert len(cursors) == len(set(cursors))
+    finally:
+        again.close()
+
+
+def test_filters_by_task_and_status(api: procs.Proc) -> None:
+    url = str(api.url)
+    watched, other = _submit(url, "sleep", "0.2"), _submit(url, "true")
+    only_final = Stream(url, params=[("task", watched), ("status", "succeeded"),
+                                     ("status", "failed")])
+    # A stream that starts after the submits still sees the rest (running, succeeded).
+    try:
+        events = only_final.wait_for(lambda ev: "succeeded" in _statuses(ev, watched))
+        assert {e["data"]["id"] for e in events} == {watched}
+        assert {e["data"]["status"] for e in events} == {"succeeded"}
+        assert _statuses(events, other) == []
+    finally:
+        only_final.close()
+
+
+def test_refusals_auth_and_the_openapi_entry(api: procs.Proc) -> None:
+    url = str(api.url)
+    assert httpx.get(f"{url}/api/events").status_code == 401
+    bad = httpx.get(f"{url}/api/events", params={"status": "done"}, headers=AUTH)
+    assert bad.status_code in (400, 422) and "status" in bad.text
+    bad = httpx.get(f"{url}/api/events", headers={**AUTH, "Last-Event-ID": "yesterday"})
+    assert bad.status_code in (400, 422) and "Last-Event-ID" in bad.text
+    too_many = httpx.get(f"{url}/api/events", params=[("task", str(i)) for i in range(101)],
+                         headers=AUTH)
+    assert too_many.status_code in (400, 422) and "task" in too_many.text
+    spec = httpx.get(f"{url}/schema/openapi.json").json()
+    operation = spec["paths"]["/api/events"]["get"]
+    assert {p["name"] for p in operation["parameters"]} >= {"task", "status", "Last-Event-ID"}
+    assert "text/event-stream" in operation["responses"]["200"]["content"]
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_an_idle_stream_gets_a_heartbeat_comment_every_15_seconds(api: procs.Proc) -> None:
+    stream = Stream(str(api.url))
+    try:
+        deadline = time.monotonic() + 40
+        while "heartbeat" not in stream.comments and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "heartbeat" in stream.comments
+    finally:
+        stream.close()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import quote
 
@@ -58,6 +58,50 @@ class WaitTimeout(ClientError):
     def __init__(self, task: Task, timeout: float) -> None:
         super().__init__(None, f"task {task.id} is still {task.status} after {timeout:g}s")
         self.task = task
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One Server-Sent Event of GET /api/events: `event` "task" (data: id, status, attempts,
+    type, time) or "lost" (events after the cursor were pruned before they were read)."""
+
+    id: str  # the cursor: pass it back as last_event_id to resume after it
+    event: str
+    data: dict[str, Any]
+
+
+class _SSE:
+    """Server-Sent Events parsing, line by line (comments, such as heartbeats, are skipped)."""
+
+    def __init__(self) -> None:
+        self._fields: dict[str, str] = {}
+
+    def feed(self, line: str) -> Event | None:
+        if line == "":
+            fields, self._fields = self._fields, {}
+            if "data" not in fields:
+                return None
+            return Event(id=fields.get("id", ""), event=fields.get("event", "message"),
+                         data=msgspec.json.decode(fields["data"]))
+        if not line.startswith(":"):
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            self._fields[name] = self._fields[name] + "\n" + value \
+                if name == "data" and name in self._fields else value
+        return None
+
+
+def _events_request(
+    tasks: Iterable[str] | None, statuses: Iterable[str] | None, last_event_id: str | None,
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    params = [("task", t) for t in tasks or ()] + [("status", s) for s in statuses or ()]
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    return params, headers
+
+
+# A stream is never silent for longer than the server's 15 s heartbeat; past this it is dead.
+_EVENTS_READ_TIMEOUT = 45.0
 
 
 class _Call(NamedTuple, Generic[T]):
@@ -278,6 +322,38 @@ class Client:
             raise _unreachable(self.url, exc) from None
         return _decode(response, Task), WAIT_HEADER in response.headers
 
+    def events(
+        self, *, tasks: Iterable[str] | None = None, statuses: Iterable[str] | None = None,
+        last_event_id: str | None = None, reconnect: bool = True,
+    ) -> Iterator[Event]:
+        """Task state changes as they happen (GET /api/events), for as long as the caller
+        iterates; filtered to `tasks` and/or `statuses` if given. Starts now, or after
+        `last_event_id`. A dropped connection is resumed after the last event seen (nothing
+        missed within the server's event window) unless reconnect=False."""
+        tasks, statuses = list(tasks or ()), list(statuses or ())
+        while True:
+            params, headers = _events_request(tasks, statuses, last_event_id)
+            try:
+                with self._http.stream(
+                    "GET", "/api/events", params=params, headers=headers,
+                    timeout=httpx.Timeout(self._timeout, read=_EVENTS_READ_TIMEOUT),
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise _error(response)
+                    parser = _SSE()
+                    for line in response.iter_lines():
+                        event = parser.feed(line)
+                        if event is not None:
+                            last_event_id = event.id or last_event_id
+                            yield event
+            except httpx.HTTPError as exc:
+                if not reconnect:
+                    raise _unreachable(self.url, exc) from None
+                time.sleep(1.0)
+            if not reconnect:
+                return
+
     # schedules
 
     def schedules(self) -> list[Schedule]:
@@ -398,6 +474,35 @@ class AsyncClient:
         except httpx.HTTPError as exc:
             raise _unreachable(self.url, exc) from None
         return _decode(response, Task), WAIT_HEADER in response.headers
+
+    async def events(
+        self, *, tasks: Iterable[str] | None = None, statuses: Iterable[str] | None = None,
+        last_event_id: str | None = None, reconnect: bool = True,
+    ) -> AsyncIterator[Event]:
+        """Client.events, as an async iterator."""
+        tasks, statuses = list(tasks or ()), list(statuses or ())
+        while True:
+            params, headers = _events_request(tasks, statuses, last_event_id)
+            try:
+                async with self._http.stream(
+                    "GET", "/api/events", params=params, headers=headers,
+                    timeout=httpx.Timeout(self._timeout, read=_EVENTS_READ_TIMEOUT),
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise _error(response)
+                    parser = _SSE()
+                    async for line in response.aiter_lines():
+                        event = parser.feed(line)
+                        if event is not None:
+                            last_event_id = event.id or last_event_id
+                            yield event
+            except httpx.HTTPError as exc:
+                if not reconnect:
+                    raise _unreachable(self.url, exc) from None
+                await asyncio.sleep(1.0)
+            if not reconnect:
+                return
 
     async def schedules(self) -> list[Schedule]:
         return await self._send(_Call("GET", "/api/schedules", list[Schedule]))

@@ -4,6 +4,7 @@ re-read is a minute, so events arrive in time only through the worker's commits'
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -189,3 +190,45 @@ def test_an_idle_stream_gets_a_heartbeat_comment_every_15_seconds(api: procs.Pro
         assert "heartbeat" in stream.comments
     finally:
         stream.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_python_client_events_follow_a_task_and_resume_after_a_cursor(api: procs.Proc) -> None:
+    from localflow.client import Client
+
+    url = str(api.url)
+    with Client(url, TOKEN) as lf:
+        task = lf.submit("shell", {"command": "true"})
+        seen = []
+        for event in lf.events(tasks=[task.id]):
+            assert event.event == "task" and event.data["id"] == task.id
+            seen.append(event)
+            if event.data["status"] == "succeeded":
+                break
+        # The stream started after the submit: the rest of the run, in order.
+        assert [e.data["status"] for e in seen][-2:] == ["running", "succeeded"]
+        later = lf.submit("shell", {"command": "true"})
+        assert lf.wait(later.id, timeout=60).status == "succeeded"
+        resumed = []
+        for event in lf.events(last_event_id=seen[-1].id, statuses=["succeeded"]):
+            resumed.append(event)
+            break
+        assert [(e.data["id"], e.data["status"]) for e in resumed] == [(later.id, "succeeded")]
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+async def test_async_client_events(api: procs.Proc) -> None:
+    from localflow.client import AsyncClient
+
+    async with AsyncClient(str(api.url), TOKEN) as lf:
+        task = await lf.submit("shell", {"command": "true"})
+        # From the start of the log ("0-0"): the task's whole run, whenever it happened.
+        stream = lf.events(tasks=[task.id], last_event_id="0-0")
+        statuses = []
+        async with asyncio.timeout(60):
+            async for event in stream:
+                statuses.append(event.data["status"])
+                if event.data["status"] == "succeeded":
+                    break
+        await stream.aclose()
+        assert statuses == ["queued", "running", "succeeded"]

@@ -232,3 +232,16 @@ async def test_async_client_events(api: procs.Proc) -> None:
                     break
         await stream.aclose()
         assert statuses == ["queued", "running", "succeeded"]
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_sigterm_ends_open_streams_at_once(api: procs.Proc) -> None:
+    import signal
+
+    stream = Stream(str(api.url))  # returns once the answer's head arrived: it is open
+    began = time.monotonic()
+    api.signal(signal.SIGTERM)
+    assert api.popen.wait(timeout=30) == 0
+    # Well inside uvicorn's 10 s graceful limit: the open stream did not hold it up.
+    assert time.monotonic() - began < 8
+    stream.close()

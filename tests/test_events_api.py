@@ -38,6 +38,9 @@ def api(db: str, tmp_path: Path) -> Iterator[procs.Proc]:
     yield api
     api.stop()
     worker.stop()
+    # Captured: pytest shows it only if the test failed.
+    print("--- api log ---", api.log()[-4000:], "--- worker log ---", worker.log()[-4000:],
+          sep="\n")
 
 
 class Stream:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, get
-from litestar.params import HeaderParameter, Parameter
+from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import Stream
 
 from api.auth import BEARER_SECURITY
@@ -50,12 +50,12 @@ class EventController(Controller):
     async def stream(
         self,
         event_hub: EventHubDep,
-        task: Annotated[list[str] | None, Parameter(
-            query="task", max_length=64,
+        task: Annotated[list[str] | None, QueryParameter(
+            name="task", max_length=64,
             description="only these task ids (repeat the parameter for more)",
         )] = None,
-        status: Annotated[list[str] | None, Parameter(
-            query="status", description="only these statuses (repeatable)",
+        status: Annotated[list[str] | None, QueryParameter(
+            name="status", description="only these statuses (repeatable)",
         )] = None,
         last_event_id: Annotated[str | None, HeaderParameter(
             name="Last-Event-ID", required=False, max_length=41,

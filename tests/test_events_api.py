@@ -83,7 +83,7 @@ class Stream:
         finally:
             self._ready.set()
 
-    def wait_for(self, predicate, timeout: float = 30.0) -> list[dict]:
+    def wait_for(self, predicate, timeout: float = 90.0) -> list[dict]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate(self.events):
@@ -154,17 +154,22 @@ def test_reconnecting_with_last_event_id_misses_nothing(api: procs.Proc) -> None
 
 def test_filters_by_task_and_status(api: procs.Proc) -> None:
     url = str(api.url)
+    watched_stream_params = [("status", "succeeded"), ("status", "failed")]
+    everything = Stream(url, params=watched_stream_params)  # open before the submits
     watched, other = _submit(url, "sleep", "0.2"), _submit(url, "true")
-    only_final = Stream(url, params=[("task", watched), ("status", "succeeded"),
-                                     ("status", "failed")])
-    # A stream that starts after the submits still sees the rest (running, succeeded).
+    only_final = Stream(url, params=[("task", watched), *watched_stream_params],
+                        headers={"Last-Event-ID": "0-0"})  # from the log's start
     try:
+        seen = everything.wait_for(lambda ev: "succeeded" in _statuses(ev, other)
+                                   and "succeeded" in _statuses(ev, watched))
+        assert {e["data"]["status"] for e in seen} == {"succeeded"}
         events = only_final.wait_for(lambda ev: "succeeded" in _statuses(ev, watched))
         assert {e["data"]["id"] for e in events} == {watched}
         assert {e["data"]["status"] for e in events} == {"succeeded"}
         assert _statuses(events, other) == []
     finally:
         only_final.close()
+        everything.close()
 
 
 def test_refusals_auth_and_the_openapi_entry(api: procs.Proc) -> None:

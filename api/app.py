@@ -17,8 +17,9 @@ from api.browser_guard import BrowserGuard
 from api.canonical_path import CanonicalPath
 from api.dashboard import dashboard_router, security, static_router, template_config
 from api.debug import DebugController, start_tracing
-from api.deps import provide_queue
+from api.deps import provide_event_hub, provide_queue, provide_task_watch
 from api.errors import EXCEPTION_HANDLERS, document_errors
+from api.events import EventController
 from api.http_methods import HttpMethods, methods_by_template
 from api.metrics import ApiMetrics, MetricsController
 from api.observe import ObserveRequests
@@ -28,6 +29,8 @@ from api.system import SystemController
 from api.tasks import TaskController
 from shared.queue import Queue
 from shared.settings import Settings
+from shared.task_events import EventHub
+from shared.task_watch import TaskWatch
 
 MAX_BODY_BYTES = 1024 * 1024
 # The OpenAPI document: JSON at /schema/openapi.json, a browsable page at /schema.
@@ -41,21 +44,26 @@ def create_app(
     """extra_metrics: more registries for /metrics to export (the worker's, in `serve`)."""
     settings = settings or queue.settings
     metrics = ApiMetrics(queue, extra_metrics)
+    task_watch = TaskWatch(queue.store, fallback=settings.wait_poll)  # ?wait= (api/tasks.py)
+    event_hub = EventHub(queue.store, fallback=settings.wait_poll)  # /api/events
     # /debug/... exists only in debug mode: without it those paths are plain 404s.
     debug_routes = [DebugController] if settings.debug else []
     app = Litestar(
         route_handlers=[
             MetricsController, *debug_routes,
             TaskController, SystemController, dashboard_router(settings), static_router(),
-            ScheduleController,
+            ScheduleController, EventController,
         ],
         template_config=template_config(),
-        dependencies={"queue": Provide(provide_queue, sync_to_thread=False)},
-        state=State({"queue": queue, "settings": settings, "metrics": metrics}),
+        dependencies={"queue": Provide(provide_queue, sync_to_thread=False),
+                      "task_watch": Provide(provide_task_watch, sync_to_thread=False),
+                      "event_hub": Provide(provide_event_hub, sync_to_thread=False)},
+        state=State({"queue": queue, "settings": settings, "metrics": metrics,
+                     "task_watch": task_watch, "event_hub": event_hub}),
         # Debug mode traces allocations for /debug/memory from the moment the app is up
         # (tracing while Litestar builds the app would triple the start-up time).
         on_startup=[start_tracing] if settings.debug else [],
-        on_shutdown=[metrics.close],
+        on_shutdown=[metrics.close, task_watch.close, event_hub.close],
         # Litestar would replace the root logging handler with its own plain-text one;
         # shared/logs.py already routes standard logging through structlog.
         logging_config=None,

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody, Parameter, QueryParameter
@@ -20,13 +21,14 @@ from api.conditional import (
     task_etag,
     write_lock,
 )
-from api.deps import QueueDep
+from api.deps import QueueDep, TaskWatchDep
 from api.errors import problem_responses
 from api.openapi import LOCATION_OPT
 from api.request_rules import before_api_request
 from shared.queue import InvalidTask, Queue
 from shared.schemas import (
     STATUSES,
+    TERMINAL,
     Attempt,
     Status,
     Task,
@@ -35,7 +37,9 @@ from shared.schemas import (
     TaskCreate,
     TaskPage,
 )
+from shared.task_watch import MAX_WAIT
 
+WAIT_HEADER = "LocalFlow-Wait"
 TaskId = Annotated[str, Parameter(min_length=1, max_length=64, description="task id (ULID)")]
 IdempotencyHeader = Annotated[
     str | None,
@@ -139,14 +143,41 @@ class TaskController(Controller):
             )
         return await queue.list(status=status, type=task_type, cursor=cursor, limit=limit)
 
-    @get("/{task_id:str}", summary="Get a task",
-         description="With its ETag; If-None-Match with it answers 304.", opt={ETAG_OPT: True})
-    async def get_task(self, request: Request, task_id: TaskId, queue: QueueDep) -> Response[Task]:
+    @get(
+        "/{task_id:str}",
+        summary="Get a task, or wait until it finishes",
+        description="With its ETag; If-None-Match with it answers 304. With `wait=S` "
+        "(0 < S <= 60 seconds) the answer comes as soon as the task "
+        "is succeeded, failed or cancelled, or after S seconds with the task as it is then; "
+        "200 either way. The body's `status` says which (final or not), and so does the "
+        f"`{WAIT_HEADER}` header: `final` or `timeout`. A waiting request is woken by the "
+        "commit that finished the task, in any process (no polling): it answers within "
+        "milliseconds. A client that wants longer waits repeats the request.",
+        response_headers=[ResponseHeader(
+            name=WAIT_HEADER, documentation_only=True, required=False,
+            description="Only with ?wait=: `final` if the task is succeeded, failed or "
+            "cancelled, `timeout` if the wait ended first.",
+        )],
+        opt={ETAG_OPT: True},
+    )
+    async def get_task(
+        self, request: Request, task_id: TaskId, queue: QueueDep, task_watch: TaskWatchDep,
+        wait: Annotated[float | None, QueryParameter(
+            gt=0, le=MAX_WAIT,
+            description="seconds to wait for a final status (succeeded, failed, cancelled)",
+        )] = None,
+    ) -> Response[Task]:
         task = await queue.get(task_id)
+        if wait is not None and task.status not in TERMINAL:
+            await task_watch.wait_final(task_id, wait)
+            task = await queue.get(task_id)  # 404 if it was deleted meanwhile
         etag = task_etag(task)
+        headers = {"ETag": etag}
+        if wait is not None:
+            headers[WAIT_HEADER] = "final" if task.status in TERMINAL else "timeout"
         if none_match(request, etag):
-            return Response(None, status_code=304, headers={"ETag": etag})  # type: ignore[arg-type]
-        return Response(task, headers={"ETag": etag})
+            return Response(None, status_code=304, headers=headers)  # type: ignore[arg-type]
+        return Response(task, headers=headers)
 
     @get(
         "/{task_id:str}/attempts",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import quote
 
@@ -29,6 +29,10 @@ from shared.schedule_schemas import Schedule, ScheduleCreate, ScheduleUpdate
 from shared.schemas import TERMINAL, Attempt, Task, TaskCreate, TaskPage
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+# GET /api/tasks/{id}?wait=S: the longest S the server takes, and the header that says the
+# server waited (a server without ?wait= answers at once without it).
+SERVER_MAX_WAIT = 60.0
+WAIT_HEADER = "LocalFlow-Wait"
 T = TypeVar("T")
 
 
@@ -54,6 +58,50 @@ class WaitTimeout(ClientError):
     def __init__(self, task: Task, timeout: float) -> None:
         super().__init__(None, f"task {task.id} is still {task.status} after {timeout:g}s")
         self.task = task
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One Server-Sent Event of GET /api/events: `event` "task" (data: id, status, attempts,
+    type, time) or "lost" (events after the cursor were pruned before they were read)."""
+
+    id: str  # the cursor: pass it back as last_event_id to resume after it
+    event: str
+    data: dict[str, Any]
+
+
+class _SSE:
+    """Server-Sent Events parsing, line by line (comments, such as heartbeats, are skipped)."""
+
+    def __init__(self) -> None:
+        self._fields: dict[str, str] = {}
+
+    def feed(self, line: str) -> Event | None:
+        if line == "":
+            fields, self._fields = self._fields, {}
+            if "data" not in fields:
+                return None
+            return Event(id=fields.get("id", ""), event=fields.get("event", "message"),
+                         data=msgspec.json.decode(fields["data"]))
+        if not line.startswith(":"):
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            self._fields[name] = self._fields[name] + "\n" + value \
+                if name == "data" and name in self._fields else value
+        return None
+
+
+def _events_request(
+    tasks: Iterable[str] | None, statuses: Iterable[str] | None, last_event_id: str | None,
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    params = [("task", t) for t in tasks or ()] + [("status", s) for s in statuses or ()]
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    return params, headers
+
+
+# A stream is never silent for longer than the server's 15 s heartbeat; past this it is dead.
+_EVENTS_READ_TIMEOUT = 45.0
 
 
 class _Call(NamedTuple, Generic[T]):
@@ -145,6 +193,17 @@ def _error(response: httpx.Response) -> ClientError:
     return ClientError(response.status_code, str(detail), problem)
 
 
+def _wait_params(seconds: float) -> dict[str, str]:
+    return {"wait": f"{min(max(seconds, 0.001), SERVER_MAX_WAIT):.3f}"}
+
+
+def _wait_budget(deadline: float | None) -> float:
+    """Seconds the next ?wait= may ask for; <= 0 when the caller's timeout is spent."""
+    if deadline is None:
+        return SERVER_MAX_WAIT
+    return min(SERVER_MAX_WAIT, deadline - time.monotonic())
+
+
 def _unreachable(url: str, exc: httpx.HTTPError) -> ClientError:
     return ClientError(None, f"cannot reach LocalFlow at {url}: {exc or type(exc).__name__}")
 
@@ -170,6 +229,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._timeout = timeout
         self._http = httpx.Client(
             base_url=self.url, headers=_headers(token), timeout=timeout, transport=transport
         )
@@ -235,17 +295,64 @@ class Client:
         self._send(_Call("DELETE", _task_path(task_id), None))
 
     def wait(self, task_id: str, timeout: float | None = None, poll: float = 0.2) -> Task:
-        """Poll until the task is succeeded, failed or cancelled; WaitTimeout after timeout."""
+        """Until the task is succeeded, failed or cancelled (returned), or `timeout` seconds
+        pass (WaitTimeout, carrying the task as last seen). No polling: each request is a
+        GET /api/tasks/{id}?wait= the server answers the moment the task finishes (up to a
+        minute each; longer waits repeat it). `poll`: the interval between reads only for a
+        server too old to wait."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = min(0.02, poll)
         while True:
-            task = self.get(task_id)
+            budget = _wait_budget(deadline)
+            if budget <= 0:
+                task = self.get(task_id)
+                if task.status in TERMINAL:
+                    return task
+                raise WaitTimeout(task, timeout or 0.0)
+            task, waited = self._wait_once(task_id, budget)
             if task.status in TERMINAL:
                 return task
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(task, timeout or 0.0)
-            time.sleep(delay)
-            delay = min(delay * 2, poll)  # quick tasks are seen quickly, long ones cheaply
+            if not waited:
+                time.sleep(min(poll, max(budget, 0.0)))
+
+    def _wait_once(self, task_id: str, seconds: float) -> tuple[Task, bool]:
+        try:
+            response = self._http.get(_task_path(task_id), params=_wait_params(seconds),
+                                      timeout=seconds + self._timeout)
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from None
+        return _decode(response, Task), WAIT_HEADER in response.headers
+
+    def events(
+        self, *, tasks: Iterable[str] | None = None, statuses: Iterable[str] | None = None,
+        last_event_id: str | None = None, reconnect: bool = True,
+    ) -> Iterator[Event]:
+        """Task state changes as they happen (GET /api/events), for as long as the caller
+        iterates; filtered to `tasks` and/or `statuses` if given. Starts now, or after
+        `last_event_id`. A dropped connection is resumed after the last event seen (nothing
+        missed within the server's event window) unless reconnect=False."""
+        tasks, statuses = list(tasks or ()), list(statuses or ())
+        while True:
+            params, headers = _events_request(tasks, statuses, last_event_id)
+            try:
+                with self._http.stream(
+                    "GET", "/api/events", params=params, headers=headers,
+                    timeout=httpx.Timeout(self._timeout, read=_EVENTS_READ_TIMEOUT),
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise _error(response)
+                    parser = _SSE()
+                    for line in response.iter_lines():
+                        event = parser.feed(line)
+                        if event is not None:
+                            last_event_id = event.id or last_event_id
+                            yield event
+            except httpx.HTTPError as exc:
+                if not reconnect:
+                    raise _unreachable(self.url, exc) from None
+                time.sleep(1.0)
+            if not reconnect:
+                return
 
     # schedules
 
@@ -282,6 +389,7 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=_headers(token), timeout=timeout, transport=transport
         )
@@ -344,16 +452,57 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109 - the same signature as Client.wait
         poll: float = 0.2,
     ) -> Task:
+        """Client.wait, as a coroutine."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = min(0.02, poll)
         while True:
-            task = await self.get(task_id)
+            budget = _wait_budget(deadline)
+            if budget <= 0:
+                task = await self.get(task_id)
+                if task.status in TERMINAL:
+                    return task
+                raise WaitTimeout(task, timeout or 0.0)
+            task, waited = await self._wait_once(task_id, budget)
             if task.status in TERMINAL:
                 return task
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(task, timeout or 0.0)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, poll)
+            if not waited:
+                await asyncio.sleep(min(poll, max(budget, 0.0)))
+
+    async def _wait_once(self, task_id: str, seconds: float) -> tuple[Task, bool]:
+        try:
+            response = await self._http.get(_task_path(task_id), params=_wait_params(seconds),
+                                            timeout=seconds + self._timeout)
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from None
+        return _decode(response, Task), WAIT_HEADER in response.headers
+
+    async def events(
+        self, *, tasks: Iterable[str] | None = None, statuses: Iterable[str] | None = None,
+        last_event_id: str | None = None, reconnect: bool = True,
+    ) -> AsyncIterator[Event]:
+        """Client.events, as an async iterator."""
+        tasks, statuses = list(tasks or ()), list(statuses or ())
+        while True:
+            params, headers = _events_request(tasks, statuses, last_event_id)
+            try:
+                async with self._http.stream(
+                    "GET", "/api/events", params=params, headers=headers,
+                    timeout=httpx.Timeout(self._timeout, read=_EVENTS_READ_TIMEOUT),
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise _error(response)
+                    parser = _SSE()
+                    async for line in response.aiter_lines():
+                        event = parser.feed(line)
+                        if event is not None:
+                            last_event_id = event.id or last_event_id
+                            yield event
+            except httpx.HTTPError as exc:
+                if not reconnect:
+                    raise _unreachable(self.url, exc) from None
+                await asyncio.sleep(1.0)
+            if not reconnect:
+                return
 
     async def schedules(self) -> list[Schedule]:
         return await self._send(_Call("GET", "/api/schedules", list[Schedule]))

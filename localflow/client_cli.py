@@ -1,7 +1,7 @@
 """`localflow submit | status | tasks | schedules`: the REST API from a shell, via localflow.client.
 
     localflow submit shell -- echo hi             # prints the new task's id
-    localflow submit shell --wait -- make test    # waits; exit 1 if the task failed
+    localflow submit shell --wait -- make test    # waits; the exit status says how it ended
     localflow submit http --url http://127.0.0.1:8080/health
     localflow submit --json '{"type": "shell", "payload": {"command": "date"}}'
     localflow status 01J...  [--wait]
@@ -14,8 +14,14 @@ task's target),
 else LOCALFLOW_URL, else http://127.0.0.1:8080; the token is LOCALFLOW_API_TOKEN (never a flag:
 flags show in `ps`). `-o json` prints what the API answered, for scripts.
 
-Exit status: 0 done; 1 the server refused or could not be reached, or (with --wait) the task
-failed, was cancelled or did not finish in time; 2 the command line itself was wrong.
+Exit status, a contract scripts may rely on:
+    0  done (with --wait: the task succeeded)
+    1  with --wait: the task failed
+    2  usage or connection error: the command line was wrong, the server refused the request
+       (4xx/5xx: a bad task, a wrong token, no such task) or could not be reached
+    3  with --wait: the task was cancelled, or --wait-timeout passed before it finished (the
+       task as last seen is printed; it may still finish later)
+--wait does not poll: it long-polls GET /api/tasks/{id}?wait=, answered as the task finishes.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from shared.durations import parse_duration
 from shared.schedule_schemas import Schedule
 from shared.schemas import Task
 
+# The exit statuses of the module docstring, by what happened.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED_OR_TIMEOUT = 0, 1, 2, 3
 COMMANDS = ("submit", "status", "tasks", "schedules")
 TASK_TYPES = ("shell", "http")
 
@@ -69,7 +77,7 @@ def add_commands(commands: Any) -> None:
 
     status = commands.add_parser(
         "status", parents=[conn, url_alias], help="show a task (client)",
-        description="Show one task; --wait polls until it succeeds, fails or is cancelled.",
+        description="Show one task; --wait waits until it succeeds, fails or is cancelled.",
     )
     status.add_argument("task_id", metavar="TASK_ID")
     _wait_arguments(status)
@@ -145,7 +153,8 @@ def _duration(text: str) -> float:
 
 def _wait_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", action="store_true",
-                   help="poll until the task finishes; exit 1 unless it succeeded")
+                   help="wait until the task finishes; exit 0 succeeded, 1 failed, 3 cancelled "
+                   "or --wait-timeout passed (2: usage or connection error)")
     p.add_argument("--wait-timeout", type=_duration, metavar="DURATION",
                    help="give up waiting after this long (default: wait forever)")
 
@@ -194,14 +203,14 @@ def run(
             return args.client_run(client, args)
     except UsageError as exc:
         print(f"localflow {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except WaitTimeout as exc:
         _print(args, exc.task, _describe_task)
         print(f"localflow: {exc.detail}", file=sys.stderr)
-        return 1
+        return EXIT_CANCELLED_OR_TIMEOUT
     except ClientError as exc:
         print(f"localflow: {_explain(exc)}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
 
 
 def _explain(exc: ClientError) -> str:
@@ -234,7 +243,9 @@ def _status(client: Client, args: argparse.Namespace) -> int:
 def _finish(client: Client, args: argparse.Namespace, task_id: str) -> int:
     task = client.wait(task_id, timeout=args.wait_timeout)
     _print(args, task, _describe_task)
-    return 0 if task.status == "succeeded" else 1
+    if task.status == "succeeded":
+        return EXIT_OK
+    return EXIT_FAILED if task.status == "failed" else EXIT_CANCELLED_OR_TIMEOUT
 
 
 def _tasks(client: Client, args: argparse.Namespace) -> int:

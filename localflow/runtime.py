@@ -158,8 +158,9 @@ async def _serve_api(
     listening: socket.socket,
 ) -> None:
     host, port = settings.host_port
+    app = create_app(queue, settings, extra_metrics=extra_metrics)
     config = uvicorn.Config(
-        create_app(queue, settings, extra_metrics=extra_metrics),
+        app,
         host=host,
         port=port,
         log_level="warning",
@@ -169,7 +170,13 @@ async def _serve_api(
         timeout_graceful_shutdown=10,
     )
     server = _Server(config)
-    watcher = asyncio.create_task(_exit_on(stop, server))
+    # Requests parked on ?wait= answer, and event streams end, at once when stopping, rather
+    # than hold it up.
+    def release() -> None:
+        app.state.task_watch.release()
+        app.state.event_hub.release()
+
+    watcher = asyncio.create_task(_exit_on(stop, server, release))
     try:
         bound_port = listening.getsockname()[1]  # the real one, also for --addr HOST:0
         shown = f"[{host}]" if ":" in host else host
@@ -185,6 +192,9 @@ async def _serve_api(
         watcher.cancel()
 
 
-async def _exit_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
+async def _exit_on(
+    stop: asyncio.Event, server: uvicorn.Server, before: Callable[[], None]
+) -> None:
     await stop.wait()
+    before()
     server.should_exit = True

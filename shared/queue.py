@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 RELEASED = "worker shut down before the task finished; returned to the queue"
+PRUNE_EVERY = 60.0  # seconds between prunings of the task event log, per process
 
 
 def request_hash(create: TaskCreate) -> str:
@@ -62,6 +63,7 @@ class Queue:
         # Called after a commit that made tasks runnable or asked for a cancel: wakes workers
         # and schedulers in every process (the store's notifier unless a test passes its own).
         self.on_runnable = on_runnable or store.notify
+        self._next_prune = 0.0
 
     # -- submitting ----------------------------------------------------------------------
 
@@ -189,7 +191,17 @@ class Queue:
         rescued = await self.store.rescue_expired(self.clock.now())
         if rescued:
             self.on_runnable()
+        await self.prune_events()
         return rescued
+
+    async def prune_events(self, *, force: bool = False) -> int:
+        """Drop task events older than settings.events_window, at most once a minute (every
+        worker's rescue loop calls this, so the log is pruned wherever workers run)."""
+        now = self.clock.now()
+        if not force and now < self._next_prune:
+            return 0
+        self._next_prune = now + PRUNE_EVERY
+        return await self.store.prune_events(now - self.settings.events_window)
 
     async def cancel_requests(self, worker_id: str) -> set[str]:
         """Tasks this worker holds that a person asked to cancel (a read: no write lock)."""

@@ -22,6 +22,11 @@ class Settings(msgspec.Struct, kw_only=True):
     db: str = "localflow.db"
     workers: int = 8
     poll: float = 0.25
+    # Waiting requests (GET /api/tasks/{id}?wait=) are woken by commits; this re-read is only
+    # for a lost wake-up (shared/task_watch.py).
+    wait_poll: float = 2.0
+    # How long the task event log (GET /api/events, Last-Event-ID) keeps events.
+    events_window: float = 3600.0
     schedule_interval: float = 10.0
     debug: bool = False
     grace: float = 30.0
@@ -155,6 +160,11 @@ FIELDS: tuple[Field, ...] = (
     Field("db", str, "SQLite database file, or postgresql://user:password@host:port/dbname"),
     Field("workers", _positive_int, "concurrent task slots in the worker"),
     Field("poll", parse_duration, "longest wait between queue checks (wake-ups come sooner)"),
+    Field("wait_poll", parse_duration,
+          "longest a waiting GET /api/tasks/{id}?wait= goes without a re-read, should a "
+          "wake-up be lost"),
+    Field("events_window", parse_duration,
+          "how long task events are kept for GET /api/events clients that reconnect"),
     Field("schedule_interval", parse_duration, "longest wait between schedule checks"),
     Field("debug", _parse_bool, "enable /debug profiling endpoints"),
     Field("grace", parse_duration, "on SIGTERM, how long running tasks may take to finish"),

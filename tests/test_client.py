@@ -158,7 +158,7 @@ def test_token_from_the_environment(tmp_path, monkeypatch):
         assert code == 0 and out.strip() == "no tasks", err
         monkeypatch.delenv("LOCALFLOW_API_TOKEN")
         code, _, err = _cli_subprocess("tasks")
-        assert code == 1 and "401" in err and "LOCALFLOW_API_TOKEN" in err
+        assert code == 2 and "401" in err and "LOCALFLOW_API_TOKEN" in err
     finally:
         proc.stop()
     assert TOKEN not in proc.log()
@@ -260,7 +260,7 @@ def test_cli_schedules(run):
     code, out, _ = run("schedules", "delete", schedule_id)
     assert code == 0 and f"deleted schedule {schedule_id}" in out
     code, _, err = run("schedules", "get", schedule_id)
-    assert code == 1 and "404" in err
+    assert code == 2 and "404" in err
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -284,11 +284,11 @@ def test_cli_usage_errors_exit_2_and_say_why(run, args, message):
 
 def test_cli_reports_refusals_and_an_unreachable_server(run):
     code, _, err = run("status", MISSING)
-    assert code == 1 and "404 Not Found" in err and MISSING in err
+    assert code == 2 and "404 Not Found" in err and MISSING in err
     code, _, err = run("submit", "--json", json.dumps({"type": "ftp", "payload": {}}))
-    assert code == 1 and "422" in err and "ftp" in err
+    assert code == 2 and "422" in err and "ftp" in err
     code, _, err = run("tasks", "--server", f"http://127.0.0.1:{procs.free_port()}")
-    assert code == 1 and "cannot reach LocalFlow" in err
+    assert code == 2 and "cannot reach LocalFlow" in err
 
 
 def _cli_subprocess(*args: str) -> tuple[int, str, str]:

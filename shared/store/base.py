@@ -83,6 +83,22 @@ class Heartbeat(msgspec.Struct, kw_only=True):
     cancel: set[str]  # of those, the ones a person asked to cancel
 
 
+class TaskEvent(msgspec.Struct, kw_only=True):
+    """One status change of one task, from the durable event log (GET /api/events)."""
+
+    cursor: str  # "A-B": increases in commit order (shared/task_events.py cursor_key)
+    task_id: str
+    status: Status
+    attempts: int
+    type: str
+    time: float  # Unix seconds: when the change was made (the task's updated_at)
+
+
+class EventPage(msgspec.Struct, kw_only=True):
+    events: list[TaskEvent]  # oldest first
+    lost: bool  # the cursor is older than events already pruned: some were never seen
+
+
 # What `fail` may record as an attempt's outcome.
 FailOutcome = Literal["failed", "timeout"]
 
@@ -487,6 +503,30 @@ class TaskStore(Protocol):
         """Per task id: the seconds its attempts took, summed (finished_at - started_at; an
         attempt still open counts up to `now`). Backoff waits between attempts are not
         counted. A task with no attempt rows is absent. A read."""
+
+    async def events_after(self, cursor: str | None, limit: int) -> EventPage:
+        """Task events after `cursor` (None: from the oldest kept), oldest first, at most
+        `limit`. Every status change is an event, written by the transaction that made it
+        (a trigger: insert, claim, finish, retry, rescue, cancel); events are returned in
+        commit order, and never one that could still be followed by an event with a smaller
+        cursor (PostgreSQL: only below the oldest open transaction), so a reader that stores
+        the last cursor it got misses nothing. `lost` when events after the cursor were
+        already pruned. The cursor is "A-B" with A, B decimal (shared/task_events.py)."""
+        ...
+
+    async def events_head(self) -> str:
+        """The cursor of the newest event events_after can return now (or the pruning
+        horizon, "0-0" at first, when none is kept): where a new reader starts."""
+        ...
+
+    async def prune_events(self, before: float) -> int:
+        """Delete events older than `before` (Unix seconds) that no reader could still be
+        waiting behind; remember the newest pruned cursor. Returns how many went."""
+        ...
+
+    async def statuses(self, task_ids: Sequence[str]) -> dict[str, Status]:
+        """The status of each of these tasks, in one read (any number of ids); an id with no
+        task (never was, or deleted) is absent. What waiters re-read on each wake-up."""
         ...
 
 
@@ -708,6 +748,15 @@ class Store(TaskStore, ScheduleStore, StatsStore, TransferStore, Protocol):
 
     def listener(self) -> Listener:
         """This process's one Listener (the same object on every call)."""
+        ...
+
+    def task_listener(self) -> Listener:
+        """This process's one Listener of task changes (the same object on every call): it
+        wakes after any process, on any host the backend reaches, committed a change of some
+        task's status (submitted, claimed, finished, retried, cancelled, rescued). Sent by the
+        store itself with every such commit: no caller has to remember. Unlike listener(),
+        it also wakes once when it (re)connects, since changes may have been missed; waiters
+        (shared/task_watch.py) re-read then. Same rules: a lost wake-up only delays."""
         ...
 
     async def close(self) -> None:

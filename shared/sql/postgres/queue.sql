@@ -187,3 +187,33 @@ DELETE FROM tasks WHERE id = %(id)s AND status != 'running'
 -- back, so a woken worker always finds the work committed. Repeats in one transaction fold
 -- into one delivery.
 SELECT pg_notify('localflow', '')
+
+-- name: statuses
+SELECT id, status FROM tasks WHERE id = ANY(%(ids)s)
+
+-- name: events_after
+-- The event log (migrations/postgres/004), in (xid, id) order, only below the oldest open
+-- transaction: a transaction that began before and commits after a reader passed could still
+-- add events, and they would land behind its cursor.
+SELECT * FROM task_events
+WHERE (xid, id) > (%(xid)s, %(id)s)
+  AND xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+ORDER BY xid, id
+LIMIT %(limit)s
+
+-- name: events_horizon
+SELECT xid, id FROM task_events_horizon
+
+-- name: events_head
+SELECT xid, id FROM task_events
+WHERE xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+ORDER BY xid DESC, id DESC
+LIMIT 1
+
+-- name: events_prune
+DELETE FROM task_events
+WHERE time < %(before)s AND xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+RETURNING xid, id
+
+-- name: events_raise_horizon
+UPDATE task_events_horizon SET xid = %(xid)s, id = %(id)s WHERE (xid, id) < (%(xid)s, %(id)s)

@@ -166,3 +166,26 @@ WHERE id = :id AND status IN ('failed', 'cancelled')
 -- name: delete_task
 -- any state but running (its worker still holds it); attempts go with it (ON DELETE CASCADE)
 DELETE FROM tasks WHERE id = :id AND status != 'running'
+
+-- name: statuses
+-- Any number of ids in one read (a JSON array: no limit on bound variables).
+SELECT id, status FROM tasks WHERE id IN (SELECT value FROM json_each(?))
+
+-- name: events_after
+-- The event log (migrations/sqlite/004): id order is commit order (one writer at a time).
+SELECT * FROM task_events WHERE id > :id ORDER BY id LIMIT :limit
+
+-- name: events_horizon
+SELECT id FROM task_events_horizon
+
+-- name: events_head
+SELECT coalesce((SELECT max(id) FROM task_events), (SELECT id FROM task_events_horizon)) AS id
+
+-- name: events_prune_until
+SELECT max(id) AS id FROM task_events WHERE time < :before
+
+-- name: events_prune
+DELETE FROM task_events WHERE id <= :id
+
+-- name: events_raise_horizon
+UPDATE task_events_horizon SET id = max(id, :id)

@@ -27,7 +27,8 @@ from shared.store import redact
 
 log = structlog.get_logger("localflow.store.postgres.listener")
 
-CHANNEL = "localflow"
+CHANNEL = "localflow"  # runnable work or a cancel: workers and schedulers
+TASKS_CHANNEL = "localflow_tasks"  # a task's status changed (migrations/postgres/004)
 _PROBE_SECONDS = 15.0  # with no notification for this long, check the connection is alive
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 5.0
@@ -39,8 +40,12 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
 class PostgresListener:
     """This process's one listener (Store.listener()); see shared/store/base.py Listener."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, channel: str = CHANNEL, *, wake_on_connect: bool = False) -> None:
+        """wake_on_connect: wake everyone on the first connection too, not only on reconnects
+        (the task listener: a change committed before LISTEN took effect is not missed)."""
         self.url = url
+        self.channel = channel
+        self.wake_on_connect = wake_on_connect
         self._subscribers: dict[int, Callable[[], None]] = {}
         self._next_key = 0
         self._task: asyncio.Task[None] | None = None
@@ -145,11 +150,13 @@ class PostgresListener:
             self.url, autocommit=True, connect_timeout=10, **KEEPALIVES
         )
         self._conn = conn
-        await conn.execute(f"LISTEN {CHANNEL}")
+        await conn.execute(f"LISTEN {self.channel}")
         if self._ever_connected:
             self.reconnects += 1
             log.info("PostgreSQL listener reconnected", db=redact(self.url))
             self._wake()  # anything notified while we were away was lost: look now
+        elif self.wake_on_connect:
+            self._wake()
         self._ever_connected = True
         self.connected.set()
         while True:

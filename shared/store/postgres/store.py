@@ -58,6 +58,7 @@ from shared.store.base import (
     Claimed,
     Depth,
     DueSchedule,
+    EventPage,
     FailOutcome,
     Fire,
     FirePlan,
@@ -70,6 +71,7 @@ from shared.store.base import (
     ScheduleFields,
     ScheduleTiming,
     StorageInfo,
+    TaskEvent,
     Throughput,
     TransferRow,
     TransferTable,
@@ -80,8 +82,9 @@ from shared.store.base import (
     throughput_window,
 )
 from shared.store.postgres import schema
-from shared.store.postgres.listener import KEEPALIVES, PostgresListener
+from shared.store.postgres.listener import KEEPALIVES, TASKS_CHANNEL, PostgresListener
 from shared.store.postgres.url import explain
+from shared.task_events import cursor_key, make_cursor
 
 log = structlog.get_logger("localflow.store.postgres")
 
@@ -118,6 +121,12 @@ def _task(row: Row) -> Task:
         started_at=to_datetime(row["started_at"]), finished_at=to_datetime(row["finished_at"]),
         schedule_id=row["schedule_id"],
     )
+
+
+def _event(row: Row) -> TaskEvent:
+    return TaskEvent(cursor=make_cursor(row["xid"], row["id"]), task_id=row["task_id"],
+                     status=row["status"], attempts=row["attempts"], type=row["type"],
+                     time=row["time"])
 
 
 def _attempt(row: Row) -> Attempt:
@@ -203,6 +212,7 @@ class PostgresStore:
         self.url = url
         self._pool = pool
         self._listener: PostgresListener | None = None
+        self._task_listener: PostgresListener | None = None
         self._writes = 0
         self._closed = False
 
@@ -314,12 +324,19 @@ class PostgresStore:
             self._listener = PostgresListener(self.url)
         return self._listener
 
+    def task_listener(self) -> PostgresListener:
+        """NOTIFYs on localflow_tasks come from a trigger (migrations/postgres/004)."""
+        if self._task_listener is None:
+            self._task_listener = PostgresListener(self.url, TASKS_CHANNEL, wake_on_connect=True)
+        return self._task_listener
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._listener is not None:
-            await self._listener.close()
+        for listener in (self._listener, self._task_listener):
+            if listener is not None:
+                await listener.close()
         await self._pool.close()
 
     @property
@@ -589,6 +606,43 @@ class PostgresStore:
         items = [_task(r) for r in rows[:limit]]
         next_cursor = items[-1].id if len(rows) > limit else None
         return TaskPage(items=items, next_cursor=next_cursor)
+
+    @_translated
+    async def events_after(self, cursor: str | None, limit: int) -> EventPage:
+        xid, after = (0, 0) if cursor is None else cursor_key(cursor)
+        async with self._read() as conn:
+            rows = await self._rows(conn, Q.events_after, {"xid": xid, "id": after,
+                                                           "limit": limit})
+            horizon = (await self._rows(conn, Q.events_horizon))[0]
+        lost = cursor is not None and (xid, after) < (horizon["xid"], horizon["id"])
+        return EventPage(events=[_event(r) for r in rows], lost=lost)
+
+    @_translated
+    async def events_head(self) -> str:
+        async with self._read() as conn:
+            rows = await self._rows(conn, Q.events_head)
+            if not rows:
+                rows = await self._rows(conn, Q.events_horizon)
+        return make_cursor(rows[0]["xid"], rows[0]["id"])
+
+    @_translated
+    async def prune_events(self, before: float) -> int:
+        async def op(conn: psycopg.AsyncConnection[Any]) -> int:
+            gone = await self._rows(conn, Q.events_prune, {"before": before})
+            if gone:
+                newest = max((r["xid"], r["id"]) for r in gone)
+                await conn.execute(Q.events_raise_horizon, {"xid": newest[0], "id": newest[1]})
+            return len(gone)
+
+        return await self._write(op)
+
+    @_translated
+    async def statuses(self, task_ids: Sequence[str]) -> dict[str, Status]:
+        if not task_ids:
+            return {}
+        async with self._read() as conn:
+            rows = await self._rows(conn, Q.statuses, {"ids": list(task_ids)})
+        return {r["id"]: r["status"] for r in rows}
 
     @_translated
     async def counts(self) -> dict[str, int]:

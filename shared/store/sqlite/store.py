@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Hashable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 import msgspec
@@ -38,6 +38,7 @@ from shared.store.base import (
     Claimed,
     Depth,
     DueSchedule,
+    EventPage,
     FailOutcome,
     Fire,
     FirePlan,
@@ -50,6 +51,7 @@ from shared.store.base import (
     ScheduleFields,
     ScheduleTiming,
     StorageInfo,
+    TaskEvent,
     Throughput,
     TransferRow,
     TransferTable,
@@ -62,6 +64,7 @@ from shared.store.base import (
 from shared.store.sqlite import migrations
 from shared.store.sqlite.database import Database, storage_error
 from shared.store.sqlite.wake import SharedWakeListener, WakeNotifier
+from shared.task_events import cursor_key, make_cursor
 
 Q = Queries("sqlite", "queue")
 S = Queries("sqlite", "schedules")
@@ -73,6 +76,8 @@ _CURSOR_START = "~"  # sorts after every ULID character
 INDEX_CHUNK = 20_000  # index entries one chunk reads (a few ms)
 ROW_CHUNK = 4_000  # rows one chunk reads when it needs more than an index holds
 CHART_SLICE = 10  # chart buckets read at a time
+
+T = TypeVar("T")
 
 
 def fetchall(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[sqlite3.Row]:
@@ -87,6 +92,9 @@ class SQLiteStore:
         self.path = db.path
         self._notifier = WakeNotifier(db.path)
         self._listener = SharedWakeListener(db.path)
+        # Task changes: sent after every commit that moved a task's status (or deleted one).
+        self._changed = WakeNotifier(db.path, "tasks")
+        self._task_listener = SharedWakeListener(db.path, "tasks", wake_on_start=True)
         self._stats_conn: aiosqlite.Connection | None = None
         self._stats_lock = asyncio.Lock()
         self._count_conn: aiosqlite.Connection | None = None
@@ -116,15 +124,26 @@ class SQLiteStore:
     def listener(self) -> SharedWakeListener:
         return self._listener
 
+    def task_listener(self) -> SharedWakeListener:
+        return self._task_listener
+
     async def close(self) -> None:
         self._listener.close()
         self._notifier.close()
+        self._task_listener.close()
+        self._changed.close()
         for name in ("_stats_conn", "_count_conn"):
             conn = getattr(self, name)
             if conn is not None:
                 setattr(self, name, None)
                 await conn.close()
         await self.db.close()
+
+    def _changed_if(self, outcome: T) -> T:
+        """Tell task listeners in every process, after a commit, if it changed something."""
+        if outcome:
+            self._changed()
+        return outcome
 
     # -- tasks: submitting ---------------------------------------------------------------------
 
@@ -134,7 +153,10 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> list[tuple[Task, bool]]:
             return [_insert(conn, new, now) for new in tasks]
 
-        return await self.db.write(op)
+        results = await self.db.write(op)
+        if any(created for _, created in results):
+            self._changed()
+        return results
 
     # -- tasks: working ------------------------------------------------------------------------
 
@@ -162,6 +184,8 @@ class SQLiteStore:
             ]
 
         claimed = await self.db.write(op)
+        if claimed:
+            self._changed()
         # RETURNING gives no order; the contract is most urgent first.
         claimed.sort(key=lambda c: (-c.priority, c.run_at, c.id))
         return claimed
@@ -204,7 +228,7 @@ class SQLiteStore:
             _finish_attempt(conn, task, now, outcome, error, result)
             return True
 
-        return await self.db.write(op)
+        return self._changed_if(await self.db.write(op))
 
     async def fail(
         self, task: Claimed, *, error: str, result: Any, outcome: FailOutcome,
@@ -223,7 +247,7 @@ class SQLiteStore:
             _finish_attempt(conn, task, now, outcome, error, result)
             return rows[0]["status"]
 
-        return await self.db.write(op)
+        return self._changed_if(await self.db.write(op))
 
     async def release(self, task: Claimed, error: str, now: float) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
@@ -233,7 +257,7 @@ class SQLiteStore:
             _finish_attempt(conn, task, now, "released", error, None)
             return True
 
-        return await self.db.write(op)
+        return self._changed_if(await self.db.write(op))
 
     async def rescue_expired(self, now: float) -> list[str]:
         def op(conn: sqlite3.Connection) -> list[str]:
@@ -244,7 +268,7 @@ class SQLiteStore:
             )
             return [r["id"] for r in rows]
 
-        return await self.db.write(op)
+        return self._changed_if(await self.db.write(op))
 
     async def cancel_requests(self, worker_id: str) -> set[str]:
         rows = await self.db.fetch_all(Q.cancel_requests_for_worker, (worker_id,))
@@ -280,7 +304,7 @@ class SQLiteStore:
             rows = fetchall(conn, Q.get_task, (task_id,))
             return _task(rows[0]) if rows else None
 
-        return await self.db.write(op)
+        return self._changed_if(await self.db.write(op))
 
     async def retry(
         self, task_id: str, extra_attempts: int, now: float
@@ -291,7 +315,9 @@ class SQLiteStore:
             rows = fetchall(conn, Q.get_task, (task_id,))
             return changed, (_task(rows[0]) if rows else None)
 
-        return await self.db.write(op)
+        changed, task = await self.db.write(op)
+        self._changed_if(changed)
+        return changed, task
 
     async def delete(self, task_id: str) -> Literal["deleted"] | Status | None:
         def op(conn: sqlite3.Connection) -> Literal["deleted"] | Status | None:
@@ -300,7 +326,9 @@ class SQLiteStore:
             rows = fetchall(conn, Q.get_task, (task_id,))
             return rows[0]["status"] if rows else None
 
-        return await self.db.write(op)
+        outcome = await self.db.write(op)
+        self._changed_if(outcome == "deleted")
+        return outcome
 
     async def get(self, task_id: str) -> Task | None:
         row = await self.db.fetch_one(Q.get_task, (task_id,))
@@ -326,6 +354,34 @@ class SQLiteStore:
         items = [_task(r) for r in rows[:limit]]
         next_cursor = items[-1].id if len(rows) > limit and items else None
         return TaskPage(items=items, next_cursor=next_cursor)
+
+    async def events_after(self, cursor: str | None, limit: int) -> EventPage:
+        after = 0 if cursor is None else cursor_key(cursor)[1]
+        rows = await self.db.fetch_all(Q.events_after, {"id": after, "limit": limit})
+        horizon = await self.db.fetch_one(Q.events_horizon)
+        lost = cursor is not None and horizon is not None and after < horizon["id"]
+        return EventPage(events=[_event(r) for r in rows], lost=lost)
+
+    async def events_head(self) -> str:
+        row = await self.db.fetch_one(Q.events_head)
+        return make_cursor(0, row["id"] if row and row["id"] is not None else 0)
+
+    async def prune_events(self, before: float) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            until = fetchall(conn, Q.events_prune_until, {"before": before})[0]["id"]
+            if until is None:
+                return 0
+            gone = conn.execute(Q.events_prune, {"id": until}).rowcount
+            conn.execute(Q.events_raise_horizon, {"id": until})
+            return gone
+
+        return await self.db.write(op)
+
+    async def statuses(self, task_ids: Sequence[str]) -> dict[str, Status]:
+        if not task_ids:
+            return {}
+        rows = await self.db.fetch_all(Q.statuses, (msgspec.json.encode(list(task_ids)).decode(),))
+        return {r["id"]: r["status"] for r in rows}
 
     async def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
@@ -430,7 +486,7 @@ class SQLiteStore:
             conn.execute(S.record_fire, {"id": schedule_id, "fire_time": now, "task_id": task.id})
             return True
 
-        return await self.db.write(op)
+        return self._changed_if(await self.db.write(op))
 
     async def next_due(self) -> float | None:
         row = await self.db.fetch_one(S.next_due)
@@ -447,7 +503,9 @@ class SQLiteStore:
                     fires.append(fire)
             return fires
 
-        return await self.db.write(op)
+        fires = await self.db.write(op)
+        self._changed_if(any(f.outcome == "fired" for f in fires))
+        return fires
 
     async def resync(self, now: float, next_fire: NextFire) -> int:
         def op(conn: sqlite3.Connection) -> int:
@@ -758,6 +816,12 @@ def _task(row: sqlite3.Row) -> Task:
         finished_at=to_datetime(row["finished_at"]),
         schedule_id=row["schedule_id"],
     )
+
+
+def _event(row: sqlite3.Row) -> TaskEvent:
+    return TaskEvent(cursor=make_cursor(0, row["id"]), task_id=row["task_id"],
+                     status=row["status"], attempts=row["attempts"], type=row["type"],
+                     time=row["time"])
 
 
 def _attempt(row: sqlite3.Row) -> Attempt:

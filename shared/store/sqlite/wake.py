@@ -5,6 +5,10 @@ database. Each worker binds a socket in `<db>.wake/`; whoever commits runnable w
 byte to every socket there. A worker so wakes within a millisecond instead of at its next
 poll, and an idle worker sleeps in the kernel, using no CPU. If anything here fails (say, a
 path too long for a socket), workers still poll, so this only ever makes things faster.
+
+A second directory, `<db>.tasks/`, carries task changes (a status moved) to the processes that
+wait for tasks (GET /api/tasks/{id}?wait=, shared/task_watch.py); the store sends them itself
+after each such commit.
 """
 
 from __future__ import annotations
@@ -24,15 +28,16 @@ log = structlog.get_logger("localflow.wake")
 _MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the NUL
 
 
-def wake_dir(db_path: str) -> Path:
-    return Path(os.path.abspath(db_path) + ".wake")
+def wake_dir(db_path: str, kind: str = "wake") -> Path:
+    """`<db>.wake` (runnable work: workers, schedulers) or `<db>.tasks` (task changes)."""
+    return Path(os.path.abspath(db_path) + "." + kind)
 
 
 class WakeNotifier:
     """Sends wake-ups; coalesces many calls in one event-loop turn into one send."""
 
-    def __init__(self, db_path: str) -> None:
-        self.dir = wake_dir(db_path)
+    def __init__(self, db_path: str, kind: str = "wake") -> None:
+        self.dir = wake_dir(db_path, kind)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
         self._scheduled = False
@@ -71,8 +76,10 @@ class WakeNotifier:
 class WakeListener:
     """A worker's socket: `on_wake` is called whenever someone sends a wake-up."""
 
-    def __init__(self, db_path: str, name: str, on_wake: Callable[[], None]) -> None:
-        self.path = wake_dir(db_path) / name
+    def __init__(
+        self, db_path: str, name: str, on_wake: Callable[[], None], kind: str = "wake"
+    ) -> None:
+        self.path = wake_dir(db_path, kind) / name
         self.on_wake = on_wake
         self._sock: socket.socket | None = None
 
@@ -116,10 +123,15 @@ class WakeListener:
 class SharedWakeListener:
     """The process's one Listener (shared/store/base.py) on SQLite: one socket, any number of
     subscribers (the worker and the scheduler). Bound on the first subscribe, closed on the
-    last unsubscribe; a socket that cannot be bound leaves everyone polling."""
+    last unsubscribe; a socket that cannot be bound leaves everyone polling.
 
-    def __init__(self, db_path: str) -> None:
+    wake_on_start: wake the subscribers once just after binding, as the task listener must
+    (shared/store/base.py Store.task_listener)."""
+
+    def __init__(self, db_path: str, kind: str = "wake", *, wake_on_start: bool = False) -> None:
         self.db_path = db_path
+        self.kind = kind
+        self.wake_on_start = wake_on_start
         self._subscribers: list[Callable[[], None]] = []
         self._socket: WakeListener | None = None
         self._woken = asyncio.Event()
@@ -151,8 +163,9 @@ class SharedWakeListener:
     def _ensure_started(self) -> None:
         if self._socket is None:
             name = f"{os.getpid()}-{secrets.token_hex(3)}"
-            self._socket = WakeListener(self.db_path, name, self._on_wake)
-            self._socket.start()
+            self._socket = WakeListener(self.db_path, name, self._on_wake, self.kind)
+            if self._socket.start() and self.wake_on_start:
+                asyncio.get_running_loop().call_soon(self._on_wake)
 
     def _on_wake(self) -> None:
         # A fresh event per wake-up: every wait() pending now returns, later ones wait again.

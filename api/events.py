@@ -1,0 +1,137 @@
+"""/api/events: task state changes as Server-Sent Events (shared/task_events.py follows the log)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get
+from litestar.params import HeaderParameter, QueryParameter
+from litestar.response import Stream
+
+from api.auth import BEARER_SECURITY
+from api.deps import EventHubDep
+from api.errors import problem_responses
+from shared.errors import InvalidTask
+from shared.schemas import STATUSES, to_datetime
+from shared.store.base import TaskEvent
+from shared.task_events import EventHub, is_cursor
+
+HEARTBEAT_SECONDS = 15.0
+MAX_TASK_FILTERS = 100
+RETRY_MS = 2000  # how long a browser's EventSource waits before reconnecting
+
+
+class EventController(Controller):
+    path = "/api/events"
+    tags = ["events"]
+    security = BEARER_SECURITY
+
+    @get(
+        "/",
+        summary="Stream task state changes (Server-Sent Events)",
+        description=(
+            "`text/event-stream`: one `event: task` per status change of any task, in commit "
+            "order, from any process; `data:` a JSON object with `id` (the task), `status`, "
+            "`attempts`, `type` and `time` (RFC 3339). Each event's `id:` is a cursor: a "
+            "client that reconnects with `Last-Event-ID` (browsers' EventSource do) gets "
+            "everything after it that the log still holds (the `--events-window`, an hour by "
+            "default). If events after its cursor were already pruned it first gets "
+            "`event: lost` and continues with the oldest kept. Without `Last-Event-ID` the "
+            "stream starts now. Filters: `task` (repeatable, up to 100) and `status` "
+            "(repeatable). A comment (`: heartbeat`) every 15 s keeps proxies from closing an "
+            "idle stream. A slow reader is never dropped: it reads the log at its own pace, "
+            "holding at most one page (500 events) in the server's memory."
+        ),
+        media_type="text/event-stream",
+        responses=problem_responses(422),
+    )
+    async def stream(
+        self,
+        event_hub: EventHubDep,
+        task: Annotated[list[str] | None, QueryParameter(
+            name="task", max_length=64,
+            description="only these task ids (repeat the parameter for more)",
+        )] = None,
+        status: Annotated[list[str] | None, QueryParameter(
+            name="status", description="only these statuses (repeatable)",
+        )] = None,
+        last_event_id: Annotated[str | None, HeaderParameter(
+            name="Last-Event-ID", required=False, max_length=41,
+            description="the `id:` of the last event received: resume after it",
+        )] = None,
+    ) -> Stream:
+        tasks = _task_filter(task)
+        statuses = _status_filter(status)
+        if last_event_id is not None and not is_cursor(last_event_id.strip()):
+            raise InvalidTask(
+                f"Last-Event-ID: {last_event_id[:41]!r} is not an event id this API sent",
+                "Last-Event-ID",
+            )
+        cursor = last_event_id.strip() if last_event_id else None
+        start = await event_hub.join()
+        return Stream(
+            _events(event_hub, cursor or start, tasks, statuses),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+
+def _task_filter(values: list[str] | None) -> frozenset[str] | None:
+    if not values:
+        return None
+    if len(values) > MAX_TASK_FILTERS:
+        raise InvalidTask(f"task: at most {MAX_TASK_FILTERS} task ids, got {len(values)}", "task")
+    return frozenset(values)
+
+
+def _status_filter(values: list[str] | None) -> frozenset[str] | None:
+    if not values:
+        return None
+    for value in values:
+        if value not in STATUSES:
+            raise InvalidTask(
+                f"status: unknown status {value[:40]!r}: expected one of {', '.join(STATUSES)}",
+                "status",
+            )
+    return frozenset(values)
+
+
+async def _events(
+    hub: EventHub, cursor: str, tasks: frozenset[str] | None, statuses: frozenset[str] | None,
+) -> AsyncIterator[bytes]:
+    try:
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        while not hub.closed:
+            page = await hub.after(cursor)
+            if page.lost:
+                yield _sse("lost", cursor, {
+                    "detail": "events after this cursor were pruned before they were read; "
+                    "continuing with the oldest kept (re-read the tasks you follow)",
+                })
+            if page.events:
+                chunk = [_task_event(e) for e in page.events
+                         if (tasks is None or e.task_id in tasks)
+                         and (statuses is None or e.status in statuses)]
+                cursor = page.events[-1].cursor
+                if chunk:
+                    yield b"".join(chunk)
+                continue
+            if not await hub.wait_past(cursor, HEARTBEAT_SECONDS) and not hub.closed:
+                yield b": heartbeat\n\n"
+    finally:
+        hub.leave()
+
+
+def _task_event(e: TaskEvent) -> bytes:
+    return _sse("task", e.cursor, {
+        "id": e.task_id, "status": e.status, "attempts": e.attempts, "type": e.type,
+        "time": to_datetime(e.time),
+    })
+
+
+def _sse(event: str, cursor: str, data: object) -> bytes:
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (
+        cursor.encode(), event.encode(), msgspec.json.encode(data)
+    )

@@ -1,0 +1,173 @@
+"""Contract of the task event log (Store.events_after, events_head, prune_events) and of the
+EventHub that follows it (shared/task_events.py), on every backend. Events are written by the
+database itself (triggers) in the transaction of each status change, so a change made through
+another store (another process) is in the log the moment it commits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from shared.clock import FakeClock
+from shared.queue import Queue
+from shared.schemas import TaskCreate
+from shared.settings import Settings
+from shared.store.base import Store
+from shared.task_events import PAGE, EventHub, cursor_key
+
+DEADLINE = 20.0
+
+
+def shell(*args: str, **fields) -> TaskCreate:
+    return TaskCreate(type="shell", payload={"command": "echo", "args": list(args)}, **fields)
+
+
+@pytest.fixture
+async def other(
+    another_store: Callable[[], Awaitable[Store]], clock: FakeClock, settings: Settings
+) -> Queue:
+    return Queue(await another_store(), clock, settings)
+
+
+async def _all_after(store: Store, cursor: str | None) -> list:
+    events = []
+    while True:
+        page = await store.events_after(cursor, 100)
+        events += page.events
+        if len(page.events) < 100:
+            return events
+        cursor = page.events[-1].cursor
+
+
+async def test_every_status_change_is_an_event_in_commit_order(
+    queue: Queue, other: Queue, clock: FakeClock
+):
+    start = await queue.store.events_head()
+    task, _ = await other.enqueue(shell("a", max_attempts=2))
+    (c,) = await other.claim("w", 1, lease=30)
+    await other.fail(c, "boom")  # back to queued, attempts left
+    clock.advance(3600)  # past the retry's backoff
+    (c,) = await other.claim("w", 1, lease=30)
+    await other.complete(c, {"exit_code": 0})
+    task_events = await _all_after(queue.store, start)
+    assert [(e.task_id, e.status, e.attempts, e.type) for e in task_events] == [
+        (task.id, "queued", 0, "shell"), (task.id, "running", 1, "shell"),
+        (task.id, "queued", 1, "shell"), (task.id, "running", 2, "shell"),
+        (task.id, "succeeded", 2, "shell"),
+    ]
+    keys = [cursor_key(e.cursor) for e in task_events]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    assert keys[0] > cursor_key(start)
+    assert await queue.store.events_head() == task_events[-1].cursor
+    # From a cursor in the middle: exactly what came after it.
+    rest = await _all_after(queue.store, task_events[1].cursor)
+    assert [e.cursor for e in rest] == [e.cursor for e in task_events[2:]]
+
+
+async def test_changes_that_change_nothing_write_no_event(queue: Queue, other: Queue):
+    await queue.enqueue(shell("a"))
+    (c,) = await queue.claim("w", 1, lease=30)
+    head = await queue.store.events_head()
+    await queue.heartbeat([c], lease=30)  # a lease, not a status
+    stale = type(c)(**{**{f: getattr(c, f) for f in c.__struct_fields__}, "token": "stale"})
+    assert not await queue.complete(stale, None)  # fenced out
+    await queue.cancel(c.id)  # running: only cancel_requested
+    assert (await queue.store.events_after(head, 10)).events == []
+
+
+async def test_a_rolled_back_batch_leaves_no_event(queue: Queue):
+    from shared.errors import IdempotencyConflict
+
+    await queue.enqueue(shell("a", idempotency_key="k"))
+    head = await queue.store.events_head()
+    with pytest.raises(IdempotencyConflict):
+        await queue.enqueue_many([shell("new"), shell("other", idempotency_key="k")])
+    assert (await queue.store.events_after(head, 10)).events == []
+
+
+async def test_pruning_keeps_the_window_and_says_when_a_cursor_lost_events(
+    queue: Queue, clock: FakeClock
+):
+    first = await queue.store.events_head()
+    await queue.enqueue(shell("old"))
+    old_events = await _all_after(queue.store, first)
+    clock.advance(100)
+    new, _ = await queue.enqueue(shell("new"))
+    assert await queue.store.prune_events(clock.now() - 50) == 1
+    kept = await queue.store.events_after(None, 10)
+    assert [e.task_id for e in kept.events] == [new.id] and not kept.lost
+    behind = await queue.store.events_after(first, 10)
+    assert behind.lost and [e.task_id for e in behind.events] == [new.id]
+    at_horizon = await queue.store.events_after(old_events[-1].cursor, 10)
+    assert not at_horizon.lost and [e.task_id for e in at_horizon.events] == [new.id]
+    assert await queue.store.prune_events(clock.now() + 1) == 1
+    # Nothing kept: the head is the horizon, and a reader there has lost nothing.
+    head = await queue.store.events_head()
+    assert cursor_key(head) >= cursor_key(kept.events[-1].cursor)
+    assert not (await queue.store.events_after(head, 10)).lost
+
+
+async def test_queue_prunes_by_the_configured_window_from_the_rescue_loop(
+    queue: Queue, clock: FakeClock, settings: Settings
+):
+    import msgspec
+
+    queue = Queue(queue.store, clock, msgspec.structs.replace(settings, events_window=10.0))
+    await queue.enqueue(shell("a"))
+    clock.advance(11)
+    await queue.rescue_expired()  # the rescue loop prunes too, at most once a minute
+    assert (await queue.store.events_after(None, 10)).events == []
+    await queue.enqueue(shell("b"))
+    clock.advance(11)
+    await queue.rescue_expired()  # within the minute: not again
+    assert len((await queue.store.events_after(None, 10)).events) == 1
+    clock.advance(60)
+    await queue.rescue_expired()
+    assert (await queue.store.events_after(None, 10)).events == []
+
+
+async def test_hub_hands_events_from_another_process_to_its_streams(
+    queue: Queue, other: Queue
+):
+    hub = EventHub(queue.store, fallback=3600)  # only wake-ups can bring events in time
+    try:
+        start = await hub.join()
+        task, _ = await other.enqueue(shell("a"))
+        async with asyncio.timeout(DEADLINE):
+            assert await hub.wait_past(start, DEADLINE)
+        page = await hub.after(start)
+        assert [(e.task_id, e.status) for e in page.events] == [(task.id, "queued")]
+        (c,) = await other.claim("w", 1, lease=30)
+        await other.complete(c, None)
+        cursor = page.events[-1].cursor
+        seen = []
+        async with asyncio.timeout(DEADLINE):
+            while len(seen) < 2:
+                await hub.wait_past(cursor, 1)
+                more = (await hub.after(cursor)).events
+                if more:
+                    seen += more
+                    cursor = more[-1].cursor
+        assert [e.status for e in seen] == ["running", "succeeded"]
+        # Nothing new: a wait ends at its timeout.
+        assert await hub.wait_past(cursor, 0.05) is False
+    finally:
+        hub.leave()
+        await hub.close()
+
+
+async def test_hub_serves_a_reader_from_before_its_start_out_of_the_log(queue: Queue):
+    before = await queue.store.events_head()
+    await queue.enqueue_many([shell(str(i)) for i in range(PAGE + 20)])
+    hub = EventHub(queue.store, fallback=3600)
+    try:
+        await hub.join()
+        page = await hub.after(before)  # older than the ring: a page from the log
+        assert len(page.events) == PAGE and not page.lost
+        rest = await hub.after(page.events[-1].cursor)
+        assert len(rest.events) == 20
+    finally:
+        hub.leave()
+        await hub.close()

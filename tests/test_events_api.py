@@ -1,0 +1,255 @@
+"""GET /api/events (Server-Sent Events) against real processes: `localflow api` and `localflow
+worker` apart, on a SQLite file and on PostgreSQL, the API with a token. The API's fallback
+re-read is a minute, so events arrive in time only through the worker's commits' wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import procs
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "events-token-7d2e51a0"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "events.db")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def api(db: str, tmp_path: Path) -> Iterator[procs.Proc]:
+    env = {"LOCALFLOW_API_TOKEN": TOKEN, "LOCALFLOW_WAIT_POLL": "60s"}
+    worker = procs.start("worker", db, env={**env, "LOCALFLOW_METRICS_ADDR": "off"},  # type: ignore[arg-type]
+                         log_dir=tmp_path)
+    api = procs.start("api", db, env=env, log_dir=tmp_path)  # type: ignore[arg-type]
+    yield api
+    api.stop()
+    worker.stop()
+    # Captured: pytest shows it only if the test failed.
+    print("--- api log ---", api.log()[-4000:], "--- worker log ---", worker.log()[-4000:],
+          sep="\n")
+
+
+class Stream:
+    """An open /api/events stream read on a thread: its events, comments and status."""
+
+    def __init__(self, url: str, params: object = None, headers: dict | None = None) -> None:
+        self.events: list[dict] = []
+        self.comments: list[str] = []
+        self.status: int | None = None
+        self.content_type = ""
+        self._client = httpx.Client(base_url=url, timeout=httpx.Timeout(10, read=60))
+        self._ready = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._read, args=(params, headers), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(30), "the stream never answered"
+
+    def _read(self, params: object, headers: dict | None) -> None:
+        try:
+            with self._client.stream("GET", "/api/events", params=params,
+                                     headers={**AUTH, **(headers or {})}) as response:
+                self.status = response.status_code
+                self.content_type = response.headers.get("content-type", "")
+                self._ready.set()
+                event: dict = {}
+                for line in response.iter_lines():
+                    if line.startswith(":"):
+                        self.comments.append(line[1:].strip())
+                    elif line == "":
+                        if "data" in event:
+                            event["data"] = json.loads(event["data"])
+                            self.events.append(event)
+                        event = {}
+                    else:
+                        field, _, value = line.partition(":")
+                        event[field] = value.lstrip(" ")
+        except (httpx.HTTPError, RuntimeError):
+            if not self._closed:
+                raise
+        finally:
+            self._ready.set()
+
+    def wait_for(self, predicate, timeout: float = 90.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.events):
+                return self.events
+            time.sleep(0.01)
+        raise AssertionError(f"never happened; events so far: {self.events}")
+
+    def close(self) -> None:
+        self._closed = True
+        self._client.close()
+
+
+def _submit(url: str, *argv: str, **fields: object) -> str:
+    r = httpx.post(f"{url}/api/tasks", headers=AUTH, json={
+        "type": "shell", "payload": {"command": argv[0], "args": list(argv[1:])}, **fields})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _statuses(events: list[dict], task_id: str) -> list[str]:
+    return [e["data"]["status"] for e in events
+            if e.get("event") == "task" and e["data"]["id"] == task_id]
+
+
+def test_each_state_change_of_a_task_run_by_another_process_is_an_event(
+    api: procs.Proc,
+) -> None:
+    stream = Stream(str(api.url))
+    try:
+        assert stream.status == 200 and stream.content_type.startswith("text/event-stream")
+        task_id = _submit(str(api.url), "echo", "hi")
+        events = stream.wait_for(lambda ev: "succeeded" in _statuses(ev, task_id))
+        assert _statuses(events, task_id) == ["queued", "running", "succeeded"]
+        last = [e for e in events if e["data"]["id"] == task_id][-1]
+        assert last["event"] == "task" and last["id"]
+        assert set(last["data"]) >= {"id", "status", "attempts", "type", "time"}
+        assert last["data"]["attempts"] == 1 and last["data"]["type"] == "shell"
+    finally:
+        stream.close()
+
+
+def test_reconnecting_with_last_event_id_misses_nothing(api: procs.Proc) -> None:
+    url = str(api.url)
+    first = Stream(url)
+    try:
+        a = _submit(url, "true")
+        first.wait_for(lambda ev: "succeeded" in _statuses(ev, a))
+        resume_from = first.events[-1]["id"]
+    finally:
+        first.close()
+    # While nobody listens: more tasks run to the end.
+    missed = [_submit(url, "true") for _ in range(3)]
+    for task_id in missed:
+        done = httpx.get(f"{url}/api/tasks/{task_id}", params={"wait": 60}, headers=AUTH)
+        assert done.json()["status"] == "succeeded"
+    again = Stream(url, headers={"Last-Event-ID": resume_from})
+    try:
+        events = again.wait_for(
+            lambda ev: all("succeeded" in _statuses(ev, t) for t in missed))
+        for task_id in missed:
+            assert _statuses(events, task_id) == ["queued", "running", "succeeded"]
+        assert _statuses(events, a) == []  # nothing from before the cursor
+        cursors = [e["id"] for e in events]
+        assert len(cursors) == len(set(cursors))
+    finally:
+        again.close()
+
+
+def test_filters_by_task_and_status(api: procs.Proc) -> None:
+    url = str(api.url)
+    watched_stream_params = [("status", "succeeded"), ("status", "failed")]
+    everything = Stream(url, params=watched_stream_params)  # open before the submits
+    watched, other = _submit(url, "sleep", "0.2"), _submit(url, "true")
+    only_final = Stream(url, params=[("task", watched), *watched_stream_params],
+                        headers={"Last-Event-ID": "0-0"})  # from the log's start
+    try:
+        seen = everything.wait_for(lambda ev: "succeeded" in _statuses(ev, other)
+                                   and "succeeded" in _statuses(ev, watched))
+        assert {e["data"]["status"] for e in seen} == {"succeeded"}
+        events = only_final.wait_for(lambda ev: "succeeded" in _statuses(ev, watched))
+        assert {e["data"]["id"] for e in events} == {watched}
+        assert {e["data"]["status"] for e in events} == {"succeeded"}
+        assert _statuses(events, other) == []
+    finally:
+        only_final.close()
+        everything.close()
+
+
+def test_refusals_auth_and_the_openapi_entry(api: procs.Proc) -> None:
+    url = str(api.url)
+    assert httpx.get(f"{url}/api/events").status_code == 401
+    bad = httpx.get(f"{url}/api/events", params={"status": "done"}, headers=AUTH)
+    assert bad.status_code in (400, 422) and "status" in bad.text
+    bad = httpx.get(f"{url}/api/events", headers={**AUTH, "Last-Event-ID": "yesterday"})
+    assert bad.status_code in (400, 422) and "Last-Event-ID" in bad.text
+    too_many = httpx.get(f"{url}/api/events", params=[("task", str(i)) for i in range(101)],
+                         headers=AUTH)
+    assert too_many.status_code in (400, 422) and "task" in too_many.text
+    spec = httpx.get(f"{url}/schema/openapi.json").json()
+    operation = spec["paths"]["/api/events"]["get"]
+    assert {p["name"] for p in operation["parameters"]} >= {"task", "status", "Last-Event-ID"}
+    assert "text/event-stream" in operation["responses"]["200"]["content"]
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_an_idle_stream_gets_a_heartbeat_comment_every_15_seconds(api: procs.Proc) -> None:
+    stream = Stream(str(api.url))
+    try:
+        deadline = time.monotonic() + 40
+        while "heartbeat" not in stream.comments and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "heartbeat" in stream.comments
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_python_client_events_follow_a_task_and_resume_after_a_cursor(api: procs.Proc) -> None:
+    from localflow.client import Client
+
+    url = str(api.url)
+    with Client(url, TOKEN) as lf:
+        task = lf.submit("shell", {"command": "true"})
+        seen = []
+        for event in lf.events(tasks=[task.id]):
+            assert event.event == "task" and event.data["id"] == task.id
+            seen.append(event)
+            if event.data["status"] == "succeeded":
+                break
+        # The stream started after the submit: the rest of the run, in order.
+        assert [e.data["status"] for e in seen][-2:] == ["running", "succeeded"]
+        later = lf.submit("shell", {"command": "true"})
+        assert lf.wait(later.id, timeout=60).status == "succeeded"
+        resumed = []
+        for event in lf.events(last_event_id=seen[-1].id, statuses=["succeeded"]):
+            resumed.append(event)
+            break
+        assert [(e.data["id"], e.data["status"]) for e in resumed] == [(later.id, "succeeded")]
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+async def test_async_client_events(api: procs.Proc) -> None:
+    from localflow.client import AsyncClient
+
+    async with AsyncClient(str(api.url), TOKEN) as lf:
+        task = await lf.submit("shell", {"command": "true"})
+        # From the start of the log ("0-0"): the task's whole run, whenever it happened.
+        stream = lf.events(tasks=[task.id], last_event_id="0-0")
+        statuses = []
+        async with asyncio.timeout(60):
+            async for event in stream:
+                statuses.append(event.data["status"])
+                if event.data["status"] == "succeeded":
+                    break
+        await stream.aclose()
+        assert statuses == ["queued", "running", "succeeded"]
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_sigterm_ends_open_streams_at_once(api: procs.Proc) -> None:
+    import signal
+
+    stream = Stream(str(api.url))  # returns once the answer's head arrived: it is open
+    began = time.monotonic()
+    api.signal(signal.SIGTERM)
+    assert api.popen.wait(timeout=30) == 0
+    # Well inside uvicorn's 10 s graceful limit: the open stream did not hold it up.
+    assert time.monotonic() - began < 8
+    stream.close()

@@ -213,8 +213,10 @@ def test_python_client_events_follow_a_task_and_resume_after_a_cursor(api: procs
             seen.append(event)
             if event.data["status"] == "succeeded":
                 break
-        # The stream started after the submit: the rest of the run, in order.
-        assert [e.data["status"] for e in seen][-2:] == ["running", "succeeded"]
+        # The stream started after the submit, so on a busy machine it may join late: what it
+        # saw is the end of the run, in order.
+        statuses = [e.data["status"] for e in seen]
+        assert statuses == ["queued", "running", "succeeded"][-len(statuses):], statuses
         later = lf.submit("shell", {"command": "true"})
         assert lf.wait(later.id, timeout=60).status == "succeeded"
         resumed = []

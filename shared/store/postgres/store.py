@@ -89,7 +89,7 @@ from shared.task_events import cursor_key, make_cursor
 log = structlog.get_logger("localflow.store.postgres")
 
 P = ParamSpec("P")
-T = TypeVar("T")
+Result = TypeVar("Result")
 Row = dict[str, Any]
 
 _CURSOR_START = "~"  # sorts after every ULID character (ids are COLLATE "C")
@@ -177,11 +177,11 @@ def _task_params(task: NewTask, now: float) -> dict[str, Any]:
     }
 
 
-def _translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def _translated(method: Callable[P, Awaitable[Result]]) -> Callable[P, Awaitable[Result]]:
     """Driver errors become the interface's StorageError family, in words, no password."""
 
     @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Result:
         store: PostgresStore = args[0]  # type: ignore[assignment]
         try:
             return await method(*args, **kwargs)
@@ -272,7 +272,9 @@ class PostgresStore:
         async with self._pool.connection() as conn:
             yield conn
 
-    async def _write(self, op: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+    async def _write(
+        self, op: Callable[[psycopg.AsyncConnection[Any]], Awaitable[Result]]
+    ) -> Result:
         """Run op(conn) in one transaction and commit; deadlocks and serialization failures
         (possible between concurrent writers) roll back and run again."""
         for attempt in range(_CONFLICT_RETRIES):

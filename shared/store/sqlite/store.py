@@ -77,7 +77,7 @@ INDEX_CHUNK = 20_000  # index entries one chunk reads (a few ms)
 ROW_CHUNK = 4_000  # rows one chunk reads when it needs more than an index holds
 CHART_SLICE = 10  # chart buckets read at a time
 
-T = TypeVar("T")
+Outcome = TypeVar("Outcome")
 
 
 def fetchall(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[sqlite3.Row]:
@@ -139,7 +139,7 @@ class SQLiteStore:
                 await conn.close()
         await self.db.close()
 
-    def _changed_if(self, outcome: T) -> T:
+    def _changed_if(self, outcome: Outcome) -> Outcome:
         """Tell task listeners in every process, after a commit, if it changed something."""
         if outcome:
             self._changed()

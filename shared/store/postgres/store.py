@@ -1,7 +1,10 @@
 """The PostgreSQL store: every method of shared/store/base.py's Store, on a psycopg 3 async
 connection pool. SQL: shared/sql/postgres/*.sql (named like SQLite's).
 
-Each method is one transaction on a pooled connection (READ COMMITTED). The fences that keep
+Each method is one transaction on a pooled connection (READ COMMITTED); the hot ones (claim,
+the four task outcomes, heartbeats, rescue) are one statement each, run in autocommit: one
+round trip, no BEGIN/COMMIT. Outcomes that arrive together are group-committed: one statement
+over arrays for the whole batch (batch.py). The fences that keep
 many workers and schedulers on many hosts apart are in the SQL: claims take rows with
 FOR UPDATE SKIP LOCKED; every transition out of `running` names status and claim token;
 idempotency keys and (schedule, fire time) pairs are unique indexes; the scheduler's
@@ -71,6 +74,7 @@ from shared.store.base import (
     throughput_window,
 )
 from shared.store.postgres import schema
+from shared.store.postgres.batch import Coalescer
 from shared.store.postgres.listener import KEEPALIVES, PostgresListener
 from shared.store.postgres.url import explain
 
@@ -182,6 +186,18 @@ def _translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     return wrapper
 
 
+class _SameClaimTwice(Exception):
+    """A batch names one claim (task id and token) twice: the fence could not tell the
+    callers apart, so the coalescer runs each alone (the second then finds it changed)."""
+
+
+def _outcome_arrays(tasks: Sequence[Claimed], nows: Sequence[float]) -> dict[str, Any]:
+    if len({(t.id, t.token) for t in tasks}) < len(tasks):
+        raise _SameClaimTwice
+    return {"ids": [t.id for t in tasks], "tokens": [t.token for t in tasks],
+            "attempts": [t.attempt for t in tasks], "nows": list(nows)}
+
+
 def _line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -195,6 +211,11 @@ class PostgresStore:
         self._listener: PostgresListener | None = None
         self._writes = 0
         self._closed = False
+        # Group commit of the task outcomes (batch.py): one statement per batch.
+        self._completes = Coalescer(self._complete_batch, name="complete")
+        self._fails = Coalescer(self._fail_batch, name="fail")
+        self._releases = Coalescer(self._release_batch, name="release")
+        self._cancels = Coalescer(self._cancelled_batch, name="finish-cancelled")
 
     @classmethod
     async def open(cls, settings: Settings) -> PostgresStore:
@@ -267,6 +288,22 @@ class PostgresStore:
                 await asyncio.sleep(0.001 * 2**attempt)
         raise AssertionError("unreachable")
 
+    async def _statement(self, query: str, params: dict[str, Any]) -> list[Row]:
+        """One write statement in autocommit: a transaction of its own in one round trip
+        (no BEGIN/COMMIT). Deadlocks and serialization failures run it again."""
+        for attempt in range(_CONFLICT_RETRIES):
+            try:
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute(query, params)
+                    rows = await cur.fetchall() if cur.description is not None else []
+                self._writes += 1
+                return rows
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
+                if attempt == _CONFLICT_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.001 * 2**attempt)
+        raise AssertionError("unreachable")
+
     @staticmethod
     async def _rows(conn: psycopg.AsyncConnection[Any], query: str,
                     params: dict[str, Any] | None = None) -> list[Row]:
@@ -308,6 +345,8 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
+        for coalescer in (self._completes, self._fails, self._releases, self._cancels):
+            await coalescer.wait_idle()  # every outcome handed in gets written and answered
         if self._listener is not None:
             await self._listener.close()
         await self._pool.close()
@@ -361,19 +400,9 @@ class PostgresStore:
         if limit <= 0:
             return []
 
-        async def op(conn: psycopg.AsyncConnection[Any]) -> list[Row]:
-            params = {"now": now, "lease_until": lease_until, "worker_id": worker_id,
-                      "limit": limit}
-            rows = await self._rows(conn, Q.claim, params)
-            if rows:
-                async with conn.cursor() as cur:
-                    await cur.executemany(Q.insert_attempt, [
-                        {"id": r["id"], "attempt": r["attempts"], "worker_id": worker_id,
-                         "now": now} for r in rows
-                    ])
-            return rows
-
-        rows = await self._write(op)
+        # One statement: the tasks taken and their attempt rows inserted (queue.sql claim).
+        rows = await self._statement(Q.claim, {"now": now, "lease_until": lease_until,
+                                               "worker_id": worker_id, "limit": limit})
         claimed = [
             Claimed(
                 id=r["id"], type=r["type"], payload=msgspec.json.decode(r["payload"]),
@@ -392,93 +421,71 @@ class PostgresStore:
     ) -> Heartbeat:
         if not tokens:
             return Heartbeat(held=set(), cancel=set())
-        params = {"lease_until": lease_until, "now": now, "tokens": list(tokens)}
-
-        async def op(conn: psycopg.AsyncConnection[Any]) -> list[Row]:
-            return await self._rows(conn, Q.extend_leases, params)
-
-        rows = await self._write(op)
+        rows = await self._statement(
+            Q.extend_leases, {"lease_until": lease_until, "now": now, "tokens": list(tokens)}
+        )
         return Heartbeat(held={r["id"] for r in rows},
                          cancel={r["id"] for r in rows if r["cancel_requested"]})
 
-    async def _finish_attempt(
-        self, conn: psycopg.AsyncConnection[Any], task: Claimed, now: float, outcome: str,
-        error: str | None, output: Any,
-    ) -> None:
-        await conn.execute(Q.finish_attempt, {
-            "id": task.id, "attempt": task.attempt, "now": now, "outcome": outcome,
-            "error": error, "output": _json(output),
-        })
+    # The four outcomes: each call joins its kind's next batch (batch.py), and each batch is
+    # one statement (queue.sql). The result says, per call, whether its fence held.
 
     @_translated
     async def complete(self, task: Claimed, result: Any, now: float) -> bool:
-        async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
-            params = {"id": task.id, "token": task.token, "now": now, "result": _json(result)}
-            if await self._count(conn, Q.complete, params) != 1:
-                return False
-            await self._finish_attempt(conn, task, now, "succeeded", None, result)
-            return True
+        return await self._completes.submit((task, result, now))
 
-        return await self._write(op)
+    async def _complete_batch(self, items: Sequence[tuple[Claimed, Any, float]]) -> list[bool]:
+        params = _outcome_arrays([t for t, _, _ in items], [n for _, _, n in items])
+        params["results"] = [_json(r) for _, r, _ in items]
+        done = {(r["id"], r["token"]) for r in await self._statement(Q.complete, params)}
+        return [(t.id, t.token) in done for t, _, _ in items]
 
     @_translated
     async def fail(
         self, task: Claimed, *, error: str, result: Any, outcome: FailOutcome,
         retry_at: float | None, now: float,
     ) -> Status | None:
-        params = {
-            "id": task.id, "token": task.token, "now": now, "retry_at": retry_at,
-            "retry": retry_at is not None, "error": error, "result": _json(result),
-        }
+        return await self._fails.submit((task, error, result, outcome, retry_at, now))
 
-        async def op(conn: psycopg.AsyncConnection[Any]) -> Status | None:
-            rows = await self._rows(conn, Q.fail, params)
-            if not rows:
-                return None
-            await self._finish_attempt(conn, task, now, outcome, error, result)
-            return rows[0]["status"]
-
-        return await self._write(op)
+    async def _fail_batch(
+        self, items: Sequence[tuple[Claimed, str, Any, str, float | None, float]]
+    ) -> list[Status | None]:
+        params = _outcome_arrays([i[0] for i in items], [i[5] for i in items])
+        params.update(errors=[i[1] for i in items], results=[_json(i[2]) for i in items],
+                      outcomes=[i[3] for i in items], retry_ats=[i[4] for i in items])
+        status = {(r["id"], r["token"]): r["status"]
+                  for r in await self._statement(Q.fail, params)}
+        return [status.get((i[0].id, i[0].token)) for i in items]
 
     @_translated
     async def release(self, task: Claimed, error: str, now: float) -> bool:
-        async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
-            params = {"id": task.id, "token": task.token, "now": now}
-            if await self._count(conn, Q.release, params) != 1:
-                return False
-            await self._finish_attempt(conn, task, now, "released", error, None)
-            await self._notify(conn)
-            return True
+        # The statement NOTIFYs: the task is runnable again at once.
+        return await self._releases.submit((task, error, now))
 
-        return await self._write(op)
+    async def _release_batch(self, items: Sequence[tuple[Claimed, str, float]]) -> list[bool]:
+        params = _outcome_arrays([t for t, _, _ in items], [n for _, _, n in items])
+        params["errors"] = [e for _, e, _ in items]
+        done = {(r["id"], r["token"]) for r in await self._statement(Q.release, params)}
+        return [(t.id, t.token) in done for t, _, _ in items]
 
     @_translated
     async def finish_cancelled(
         self, task: Claimed, result: Any, error: str, now: float
     ) -> bool:
-        async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
-            params = {"id": task.id, "token": task.token, "now": now, "result": _json(result),
-                      "error": error}
-            if await self._count(conn, Q.finish_cancelled, params) != 1:
-                return False
-            await self._finish_attempt(conn, task, now, "cancelled", error, result)
-            return True
+        return await self._cancels.submit((task, result, error, now))
 
-        return await self._write(op)
+    async def _cancelled_batch(
+        self, items: Sequence[tuple[Claimed, Any, str, float]]
+    ) -> list[bool]:
+        params = _outcome_arrays([i[0] for i in items], [i[3] for i in items])
+        params.update(results=[_json(i[1]) for i in items], errors=[i[2] for i in items])
+        done = {(r["id"], r["token"]) for r in await self._statement(Q.finish_cancelled, params)}
+        return [(i[0].id, i[0].token) in done for i in items]
 
     @_translated
     async def rescue_expired(self, now: float) -> list[str]:
-        async def op(conn: psycopg.AsyncConnection[Any]) -> list[str]:
-            rows = await self._rows(conn, Q.rescue_expired, {"now": now})
-            if rows:
-                async with conn.cursor() as cur:
-                    await cur.executemany(Q.lose_attempt, [
-                        {"id": r["id"], "attempt": r["attempts"], "now": now} for r in rows
-                    ])
-                await self._notify(conn)
-            return [r["id"] for r in rows]
-
-        return await self._write(op)
+        # One statement: the tasks, their attempt rows as lost, and the NOTIFY (queue.sql).
+        return [r["id"] for r in await self._statement(Q.rescue_expired, {"now": now})]
 
     @_translated
     async def cancel_requests(self, worker_id: str) -> set[str]:
@@ -497,18 +504,11 @@ class PostgresStore:
         self, worker_id: str, hostname: str, pid: int, slots: int, now: float
     ) -> None:
         params = {"id": worker_id, "hostname": hostname, "pid": pid, "slots": slots, "now": now}
-
-        async def op(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(Q.upsert_worker, params)
-
-        await self._write(op)
+        await self._statement(Q.upsert_worker, params)
 
     @_translated
     async def worker_stopped(self, worker_id: str, now: float) -> None:
-        async def op(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(Q.stop_worker, {"id": worker_id, "now": now})
-
-        await self._write(op)
+        await self._statement(Q.stop_worker, {"id": worker_id, "now": now})
 
     @_translated
     async def cancel(self, task_id: str, now: float) -> Task | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -280,3 +281,49 @@ async def test_close_waits_for_outcomes_already_handed_in(pg_url: str) -> None:
         assert (await s.counts())["succeeded"] == 10
     finally:
         await s.close()
+
+
+async def test_a_connection_in_steady_use_is_handed_out_without_a_check(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg_pool's checkout check is an empty query: a round trip per checkout. A
+    connection used a moment ago without an error skips it. (Counted on the real
+    connections: every empty query they are sent.)"""
+    empty_queries = []
+    real_execute = psycopg.AsyncConnection.execute
+
+    async def counted(self: psycopg.AsyncConnection, query: Any, *args: Any, **kw: Any) -> Any:
+        if query == "":
+            empty_queries.append(self)
+        return await real_execute(self, query, *args, **kw)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", counted)
+    await store.counts()  # the pool's first connection may be checked: its first use by us
+    empty_queries.clear()
+    for _ in range(20):
+        await store.counts()
+    assert empty_queries == []
+
+
+async def test_pooled_connections_the_server_closed_are_replaced_before_use(
+    pg_url: str, store: PostgresStore
+) -> None:
+    """Every pooled connection terminated by the server while idle: the next calls get fresh
+    connections (the goodbye on the socket triggers the check) instead of an error."""
+    [(task, _)] = await store.insert_tasks([_new()], 1000.0)
+    await asyncio.gather(*[store.get(task.id) for _ in range(4)])  # a few connections
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+        mine = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() " \
+               "AND application_name = '' AND pid != pg_backend_pid()"
+        pids = [r[0] for r in await (await admin.execute(mine)).fetchall()]
+        assert pids
+        for pid in pids:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        end = time.monotonic() + 30
+        while await (await admin.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))).fetchall():
+            assert time.monotonic() < end, "terminated backends still there after 30 s"
+            await asyncio.sleep(0.01)
+    for _ in range(8):
+        got = await store.get(task.id)
+        assert got is not None and got.id == task.id

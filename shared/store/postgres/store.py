@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import select
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -88,6 +90,7 @@ _CURSOR_START = "~"  # sorts after every ULID character (ids are COLLATE "C")
 _CHECKOUT_SECONDS = 5.0
 _FORCED_CHECK_SECONDS = 5.0  # see change_token
 _CONFLICT_RETRIES = 5  # a deadlock or serialization failure is retried this many times
+_IDLE_CHECK_SECONDS = 5.0  # a pooled connection idle longer is checked with a round trip
 
 
 Q = Queries("postgres", "queue")
@@ -198,6 +201,42 @@ def _outcome_arrays(tasks: Sequence[Claimed], nows: Sequence[float]) -> dict[str
             "attempts": [t.attempt for t in tasks], "nows": list(nows)}
 
 
+class _CheckoutCheck:
+    """The pool's check of a connection it hands out, without a round trip for one in
+    steady use.
+
+    psycopg_pool's own check (an empty query) costs a round trip per checkout, which on the
+    hot path doubled the round trips of every claim and every batch of outcomes. A
+    connection the server closed (restart, pg_terminate_backend, idle timeout) has something
+    to read on its socket while it sits idle in the pool: the server's goodbye, or EOF. So a
+    connection gets the round-trip check only if its socket has input waiting, or it was
+    idle for more than _IDLE_CHECK_SECONDS (a connection a firewall dropped without a word),
+    or its last use ended in an error. A check that fails makes the pool replace the
+    connection before any caller sees it.
+    """
+
+    def __init__(self) -> None:
+        self._last_ok: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def used(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Record that a use of `conn` ended without an error."""
+        self._last_ok[conn] = time.monotonic()
+
+    async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        last_ok = self._last_ok.pop(conn, None)
+        if (last_ok is None or time.monotonic() - last_ok > _IDLE_CHECK_SECONDS
+                or _has_input(conn)):
+            await AsyncConnectionPool.check_connection(conn)
+
+
+def _has_input(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the server sent anything to a connection with no query running (raises if
+    the connection is closed, which fails the check as it should)."""
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
+
+
 def _line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -205,9 +244,12 @@ def _line(exc: BaseException) -> str:
 class PostgresStore:
     engine = "postgresql"
 
-    def __init__(self, url: str, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(
+        self, url: str, pool: AsyncConnectionPool[Any], checkout_check: _CheckoutCheck
+    ) -> None:
         self.url = url
         self._pool = pool
+        self._checkout_check = checkout_check
         self._listener: PostgresListener | None = None
         self._writes = 0
         self._closed = False
@@ -239,6 +281,7 @@ class PostgresStore:
                 f"database {redact(url)} is at schema version {version}, expected {newest}: "
                 "run `localflow migrate` (serve, api and worker migrate on start)"
             )
+        checkout_check = _CheckoutCheck()
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             url,
             min_size=1,
@@ -250,8 +293,9 @@ class PostgresStore:
             kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": 10,
                     **KEEPALIVES},
             # A connection that died while idle in the pool (server restarted) is found at
-            # checkout and replaced, instead of failing the caller's statement.
-            check=AsyncConnectionPool.check_connection,
+            # checkout and replaced, instead of failing the caller's statement; without a
+            # round trip for a connection in steady use (_CheckoutCheck).
+            check=checkout_check,
             # How long a caller waits for a connection. While the server is down the pool
             # keeps reconnecting in the background; a caller gets StorageUnavailable after
             # this and retries, rather than hanging for as long as the outage lasts.
@@ -264,21 +308,26 @@ class PostgresStore:
         except PoolTimeout as exc:
             await pool.close()
             raise StorageUnavailable(explain(url, exc)) from None
-        return cls(url, pool)
+        return cls(url, pool, checkout_check)
 
     # -- plumbing ------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection (autocommit). Every use goes through here, so the checkout
+        check knows which connections were in use a moment ago without an error."""
         async with self._pool.connection() as conn:
             yield conn
+            self._checkout_check.used(conn)
+
+    _read = _connection
 
     async def _write(self, op: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
         """Run op(conn) in one transaction and commit; deadlocks and serialization failures
         (possible between concurrent writers) roll back and run again."""
         for attempt in range(_CONFLICT_RETRIES):
             try:
-                async with self._pool.connection() as conn, conn.transaction():
+                async with self._connection() as conn, conn.transaction():
                     result = await op(conn)
                 self._writes += 1
                 return result
@@ -293,7 +342,7 @@ class PostgresStore:
         (no BEGIN/COMMIT). Deadlocks and serialization failures run it again."""
         for attempt in range(_CONFLICT_RETRIES):
             try:
-                async with self._pool.connection() as conn:
+                async with self._connection() as conn:
                     cur = await conn.execute(query, params)
                     rows = await cur.fetchall() if cur.description is not None else []
                 self._writes += 1
@@ -850,7 +899,7 @@ class PostgresStore:
         query = {"workers": T.export_workers, "schedules": T.export_schedules,
                  "tasks": T.export_tasks}[table]
         # One snapshot for a batch of tasks and their attempts.
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             rows = await self._rows(conn, query, {"after": after, "limit": limit})
             if table == "tasks" and rows:

@@ -339,6 +339,40 @@ async def test_one_failing_write_does_not_fail_the_others_in_its_batch(queue):
     assert (await queue.counts())["queued"] == 3
 
 
+async def test_one_key_twice_in_one_batch_behaves_as_one_after_the_other(queue):
+    """Within one enqueue_many, a key's second use is its first's task (same request), and
+    a second use for another request refuses the whole batch, which inserts nothing."""
+    results = await queue.enqueue_many([shell("x", idempotency_key="k"), shell("other"),
+                                        shell("x", idempotency_key="k")])
+    assert [created for _, created in results] == [True, True, False]
+    assert results[2][0].id == results[0][0].id
+    with pytest.raises(Conflict):
+        await queue.enqueue_many([shell("y", idempotency_key="k2"), shell("fresh"),
+                                  shell("z", idempotency_key="k2")])
+    assert (await queue.counts())["queued"] == 2
+
+
+async def test_submissions_arriving_together_each_get_their_own_answer(queue):
+    """Many submissions in the same moment (an API under load; the PostgreSQL store writes
+    them as one statement), keyed and not, a repeat and a conflict among them."""
+    original, _ = await queue.enqueue(shell("x", idempotency_key="taken"))
+    results = await asyncio.gather(
+        *(queue.enqueue(shell(str(i))) for i in range(10)),
+        queue.enqueue(shell("x", idempotency_key="taken")),
+        queue.enqueue(shell("not x", idempotency_key="taken")),
+        queue.enqueue_many([shell("m1"), shell("m2", idempotency_key="new")]),
+        return_exceptions=True,
+    )
+    plain = results[:10]
+    assert all(created for _, created in plain)
+    assert len({task.id for task, _ in plain}) == 10
+    assert [t.payload["args"] for t, _ in plain] == [[str(i)] for i in range(10)]
+    assert (results[10][0].id, results[10][1]) == (original.id, False)
+    assert isinstance(results[11], Conflict)
+    assert [created for _, created in results[12]] == [True, True]
+    assert (await queue.counts())["queued"] == 13
+
+
 async def test_clock_is_injected(store, settings):
     clock = FakeClock(start=1_000_000.0)
     queue = Queue(store, clock, Settings(db=settings.db))

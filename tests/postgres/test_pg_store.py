@@ -327,3 +327,13 @@ async def test_pooled_connections_the_server_closed_are_replaced_before_use(
     for _ in range(8):
         got = await store.get(task.id)
         assert got is not None and got.id == task.id
+
+
+async def test_submissions_arriving_together_share_one_statement(store: PostgresStore) -> None:
+    """Group commit of submissions: thirty single inserts made in the same event-loop turn
+    (an API answering many clients) are one write transaction, each task its own row."""
+    before = store.write_transactions
+    results = await asyncio.gather(*[store.insert_tasks([_new()], 1000.0) for _ in range(30)])
+    assert store.write_transactions - before == 1
+    assert all(created for [(_, created)] in results)
+    assert (await store.counts())["queued"] == 30

@@ -5,14 +5,32 @@
 -- %(name)s. Under READ COMMITTED an UPDATE that waited for another transaction's row lock
 -- re-checks its WHERE against the committed row, so these fences hold across hosts too.
 
--- name: insert_task
--- Idempotency is the unique index's job: a second submitter with the same key waits for the
--- first to commit, then does nothing (rowcount 0) and reads the first one's task.
-INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
-                   idempotency_key, request_hash, created_at, updated_at)
-VALUES (%(id)s, %(type)s, %(payload)s, 'queued', %(priority)s, %(run_at)s, %(max_attempts)s,
-        %(timeout)s, %(idempotency_key)s, %(request_hash)s, %(now)s, %(now)s)
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+-- name: insert_tasks
+-- A batch of new tasks, in order: those of every submission that arrived together (group
+-- commit, shared/store/postgres/batch.py), as arrays unnested into rows. Idempotency is the
+-- unique index's job: a row whose key is taken (by a committed task, by a concurrent
+-- submitter, who is waited for, or by an earlier row of this batch) is not inserted, and the
+-- store reads the task that holds the key. Sends the NOTIFY when anything went in.
+WITH inserted AS (
+    INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
+                       idempotency_key, request_hash, created_at, updated_at)
+    SELECT i.id, i.type, i.payload, 'queued', i.priority, i.run_at, i.max_attempts, i.timeout,
+           i.idempotency_key, i.request_hash, i.now, i.now
+    FROM unnest(%(ids)s::text[], %(types)s::text[], %(payloads)s::text[],
+                %(priorities)s::int[], %(run_ats)s::float8[], %(max_attempts)s::int[],
+                %(timeouts)s::float8[], %(keys)s::text[], %(hashes)s::text[],
+                %(nows)s::float8[])
+         WITH ORDINALITY
+         AS i(id, type, payload, priority, run_at, max_attempts, timeout, idempotency_key,
+              request_hash, now, n)
+    ORDER BY i.n
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+)
+SELECT inserted.*, pg_notify('localflow', '') AS notified FROM inserted
+
+-- name: get_tasks_by_keys
+SELECT * FROM tasks WHERE idempotency_key = ANY(%(keys)s)
 
 -- name: get_task
 SELECT * FROM tasks WHERE id = %(id)s

@@ -25,29 +25,30 @@ from typing import Generic, TypeVar
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from shared.errors import StorageError
-
 In = TypeVar("In")
 Out = TypeVar("Out")
 
 # Errors that say nothing about one call's data: every call of the batch gets the same one
 # (running each alone would only meet it again, once per call).
-_WHOLE_BATCH = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, StorageError)
+_WHOLE_BATCH = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 
 class Coalescer(Generic[In, Out]):
     """`await submit(item)` -> flush([... item ...])[its index]; see the module docstring.
 
     `flush(items)` runs one statement for the whole batch and returns one result per item,
-    in order. At most one flush of a coalescer is in flight; `max_batch` bounds a batch.
+    in order. At most one flush of a coalescer is in flight. A batch holds items up to a
+    total `size` of `max_batch` (each item counts 1 unless `size` says otherwise), and at
+    least one item however large.
     """
 
     def __init__(
         self, flush: Callable[[Sequence[In]], Awaitable[list[Out]]], *, max_batch: int = 500,
-        name: str = "coalescer",
+        name: str = "coalescer", size: Callable[[In], int] = lambda _: 1,
     ) -> None:
         self._flush = flush
         self._max_batch = max_batch
+        self._size = size
         self._name = name
         self._pending: list[tuple[In, asyncio.Future[Out]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -71,8 +72,7 @@ class Coalescer(Generic[In, Out]):
         batch: list[tuple[In, asyncio.Future[Out]]] = []
         try:
             while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: len(batch)]
+                batch = self._take()
                 # A caller that gave up (cancelled) before its batch went out writes nothing.
                 live = [(item, fut) for item, fut in batch if not fut.done()]
                 if live:
@@ -85,6 +85,17 @@ class Coalescer(Generic[In, Out]):
             for _, fut in batch + self._pending:
                 fut.cancel()
             self._pending.clear()
+
+    def _take(self) -> list[tuple[In, asyncio.Future[Out]]]:
+        total, count = 0, 0
+        for item, _ in self._pending:
+            total += self._size(item)
+            if count and total > self._max_batch:
+                break
+            count += 1
+        batch = self._pending[:count]
+        del self._pending[:count]
+        return batch
 
     async def _run(self, live: list[tuple[In, asyncio.Future[Out]]]) -> None:
         self.batches += 1

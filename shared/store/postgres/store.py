@@ -258,6 +258,9 @@ class PostgresStore:
         self._fails = Coalescer(self._fail_batch, name="fail")
         self._releases = Coalescer(self._release_batch, name="release")
         self._cancels = Coalescer(self._cancelled_batch, name="finish-cancelled")
+        # Submissions: bounded by tasks, not calls (a batch request carries many).
+        self._inserts = Coalescer(self._insert_batch, name="insert", max_batch=1000,
+                                  size=lambda call: len(call[0]))
 
     @classmethod
     async def open(cls, settings: Settings) -> PostgresStore:
@@ -394,7 +397,8 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
-        for coalescer in (self._completes, self._fails, self._releases, self._cancels):
+        for coalescer in (self._inserts, self._completes, self._fails, self._releases,
+                          self._cancels):
             await coalescer.wait_idle()  # every outcome handed in gets written and answered
         if self._listener is not None:
             await self._listener.close()
@@ -410,36 +414,58 @@ class PostgresStore:
     async def insert_tasks(
         self, tasks: Sequence[NewTask], now: float
     ) -> list[tuple[Task, bool]]:
-        async def op(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Task, bool]]:
-            # Pipeline mode: every INSERT goes out before the first answer comes back, so a
-            # batch of n tasks costs about one round trip, not n.
-            cursors = []
-            async with conn.pipeline():
-                for new in tasks:
-                    cur = conn.cursor()
-                    await cur.execute(Q.insert_task + " RETURNING *", _task_params(new, now))
-                    cursors.append(cur)
-            results = []
-            for new, cur in zip(tasks, cursors, strict=True):
-                rows = await cur.fetchall()
-                if rows:
-                    results.append((_task(rows[0]), True))
-                    continue
-                existing = await self._rows(conn, Q.get_task_by_key,
-                                            {"key": new.idempotency_key})
-                if not existing:
-                    # The conflict was on the id, not the key: ids are ULIDs, so this is a
-                    # caller's bug rather than a race; say so instead of inventing a task.
-                    raise StorageError(f"task id {new.id} already exists")
-                if existing[0]["request_hash"] != new.request_hash:
-                    raise IdempotencyConflict(new.idempotency_key or "", existing[0]["id"])
-                results.append((_task(existing[0]), False))
-            if any(created for _, created in results):
-                await self._notify(conn)
-            return results
-
         if not tasks:
             return []
+        # Submissions that arrive together (an API under load) share one statement and one
+        # commit (batch.py); a call whose key conflicts is then run alone (see _insert_batch).
+        return await self._inserts.submit((tasks, now))
+
+    async def _insert_batch(
+        self, calls: Sequence[tuple[Sequence[NewTask], float]]
+    ) -> list[list[tuple[Task, bool]]]:
+        new = [(task, now) for tasks, now in calls for task in tasks]
+        params = {
+            "ids": [t.id for t, _ in new], "types": [t.type for t, _ in new],
+            "payloads": [_json(t.payload) for t, _ in new],
+            "priorities": [t.priority for t, _ in new], "run_ats": [t.run_at for t, _ in new],
+            "max_attempts": [t.max_attempts for t, _ in new],
+            "timeouts": [t.timeout for t, _ in new],
+            "keys": [t.idempotency_key for t, _ in new],
+            "hashes": [t.request_hash for t, _ in new], "nows": [n for _, n in new],
+        }
+        keys = [t.idempotency_key for t, _ in new if t.idempotency_key is not None]
+        if not keys:
+            # Nothing can conflict: one statement in autocommit, one round trip.
+            inserted = await self._statement(Q.insert_tasks, params)
+            by_id = {r["id"]: r for r in inserted}
+            return [[(_task(by_id[t.id]), True) for t in tasks] for tasks, _ in calls]
+
+        async def op(conn: psycopg.AsyncConnection[Any]) -> list[list[tuple[Task, bool]]]:
+            by_id = {r["id"]: r for r in await self._rows(conn, Q.insert_tasks, params)}
+            holders: dict[str, Row] = {}
+            if len(by_id) < len(new):  # a key was taken: read who holds it (this batch too)
+                holders = {r["idempotency_key"]: r for r in
+                           await self._rows(conn, Q.get_tasks_by_keys, {"keys": keys})}
+            results = []
+            for tasks, _ in calls:
+                answer = []
+                for task in tasks:
+                    if task.id in by_id:
+                        answer.append((_task(by_id[task.id]), True))
+                        continue
+                    holder = holders.get(task.idempotency_key or "")
+                    if holder is None:
+                        # The conflict was on the id, not the key: ids are ULIDs, so this is
+                        # a caller's bug rather than a race; say so instead of inventing one.
+                        raise StorageError(f"task id {task.id} already exists")
+                    if holder["request_hash"] != task.request_hash:
+                        # Rolls the whole batch back; the coalescer then runs each call
+                        # alone, so only this one fails, and it inserts none of its tasks.
+                        raise IdempotencyConflict(task.idempotency_key or "", holder["id"])
+                    answer.append((_task(holder), False))
+                results.append(answer)
+            return results
+
         return await self._write(op)
 
     @_translated

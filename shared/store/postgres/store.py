@@ -3,8 +3,10 @@ connection pool. SQL: shared/sql/postgres/*.sql (named like SQLite's).
 
 Each method is one transaction on a pooled connection (READ COMMITTED); the hot ones (claim,
 the four task outcomes, heartbeats, rescue) are one statement each, run in autocommit: one
-round trip, no BEGIN/COMMIT. Outcomes that arrive together are group-committed: one statement
-over arrays for the whole batch (batch.py). The fences that keep
+round trip, no BEGIN/COMMIT. Task outcomes, and submissions, that arrive together are
+group-committed: one statement over arrays for the whole batch (batch.py). psycopg prepares a
+statement on a connection after its fifth use (prepare_threshold, left at its default), and
+the batched statements' text does not depend on the batch size. The fences that keep
 many workers and schedulers on many hosts apart are in the SQL: claims take rows with
 FOR UPDATE SKIP LOCKED; every transition out of `running` names status and claim token;
 idempotency keys and (schedule, fire time) pairs are unique indexes; the scheduler's

@@ -146,6 +146,55 @@ async def test_stale_worker_cannot_overwrite_the_newer_attempt(queue, clock):
     assert (await queue.get(task.id)).result == {"ok": True}
 
 
+async def test_outcomes_arriving_together_are_each_fenced_and_recorded(queue, clock):
+    """A worker's slots finishing in the same moment (the PostgreSQL store writes such
+    outcomes as one batch): every kind of outcome at once, stale claims and a claim
+    completed twice among them. Each lands on its own task with its own attempt row, each
+    caller learns its own answer, and nothing stale changes anything."""
+    tasks = [(await queue.enqueue(shell(str(i))))[0] for i in range(10)]
+    stale = await queue.claim("old", 4, lease=5)
+    clock.advance(6)
+    await queue.rescue_expired()
+    fresh = {c.id: c for c in await queue.claim("w", 10, lease=30)}
+    assert len(fresh) == 10
+    # The four claimed twice first, then the others (ids made in one millisecond need not
+    # sort in the order they were made).
+    order = [c.id for c in stale] + [t.id for t in tasks if t.id not in {c.id for c in stale}]
+    f = [fresh[task_id] for task_id in order]
+
+    results = await asyncio.gather(
+        queue.complete(f[0], {"n": 0}), queue.complete(f[1], {"n": 1}),
+        queue.fail(f[2], "boom"), queue.fail(f[3], "never", retry=False),
+        queue.fail(f[4], "slow", outcome="timeout"),
+        queue.release(f[5]), queue.finish_cancelled(f[6], {"partial": 6}),
+        queue.complete(f[7], {"n": 7}), queue.complete(f[7], {"n": 7}),  # twice: one wins
+        queue.complete(stale[0], {"late": 0}), queue.fail(stale[1], "late"),
+        queue.release(stale[2]), queue.finish_cancelled(stale[3]),
+    )
+    assert results[:7] == [True, True, "queued", "failed", "queued", True, True]
+    assert sorted(results[7:9]) == [False, True]
+    assert results[9:] == [False, None, False, False]
+
+    got = [await queue.get(task_id) for task_id in order]
+    assert [g.status for g in got] == ["succeeded", "succeeded", "queued", "failed", "queued",
+                                       "queued", "cancelled", "succeeded", "running", "running"]
+    assert [g.result for g in got[:2]] == [{"n": 0}, {"n": 1}]
+    assert got[6].result == {"partial": 6} and got[7].result == {"n": 7}
+    assert got[2].last_error == "boom" and got[3].last_error == "never"
+    assert got[5].attempts == 0  # a release does not spend the attempt
+    history = [[(a.attempt, a.worker_id, a.outcome) for a in await queue.attempts(task_id)]
+               for task_id in order]
+    # The four stale claims were rescued (lost), then claimed again by "w".
+    assert history[0] == [(1, "old", "lost"), (2, "w", "succeeded")]
+    assert history[2] == [(1, "old", "lost"), (2, "w", "failed")]
+    assert history[4] == [(1, "w", "timeout")]
+    assert history[5] == [(1, "w", "released")]
+    assert history[6] == [(1, "w", "cancelled")]
+    assert history[7] == [(1, "w", "succeeded")]
+    assert history[9] == [(1, "w", None)]  # not in the gather: still running
+    assert [a.output for a in await queue.attempts(order[1])] == [None, {"n": 1}]
+
+
 async def test_rescue_fails_task_without_attempts_left(queue, clock):
     task, _ = await queue.enqueue(shell("x", max_attempts=1))
     await queue.claim("w", 1, lease=5)
@@ -288,6 +337,40 @@ async def test_one_failing_write_does_not_fail_the_others_in_its_batch(queue):
     assert isinstance(results[1], Conflict)
     assert results[0][1] and results[2][1]
     assert (await queue.counts())["queued"] == 3
+
+
+async def test_one_key_twice_in_one_batch_behaves_as_one_after_the_other(queue):
+    """Within one enqueue_many, a key's second use is its first's task (same request), and
+    a second use for another request refuses the whole batch, which inserts nothing."""
+    results = await queue.enqueue_many([shell("x", idempotency_key="k"), shell("other"),
+                                        shell("x", idempotency_key="k")])
+    assert [created for _, created in results] == [True, True, False]
+    assert results[2][0].id == results[0][0].id
+    with pytest.raises(Conflict):
+        await queue.enqueue_many([shell("y", idempotency_key="k2"), shell("fresh"),
+                                  shell("z", idempotency_key="k2")])
+    assert (await queue.counts())["queued"] == 2
+
+
+async def test_submissions_arriving_together_each_get_their_own_answer(queue):
+    """Many submissions in the same moment (an API under load; the PostgreSQL store writes
+    them as one statement), keyed and not, a repeat and a conflict among them."""
+    original, _ = await queue.enqueue(shell("x", idempotency_key="taken"))
+    results = await asyncio.gather(
+        *(queue.enqueue(shell(str(i))) for i in range(10)),
+        queue.enqueue(shell("x", idempotency_key="taken")),
+        queue.enqueue(shell("not x", idempotency_key="taken")),
+        queue.enqueue_many([shell("m1"), shell("m2", idempotency_key="new")]),
+        return_exceptions=True,
+    )
+    plain = results[:10]
+    assert all(created for _, created in plain)
+    assert len({task.id for task, _ in plain}) == 10
+    assert [t.payload["args"] for t, _ in plain] == [[str(i)] for i in range(10)]
+    assert (results[10][0].id, results[10][1]) == (original.id, False)
+    assert isinstance(results[11], Conflict)
+    assert [created for _, created in results[12]] == [True, True]
+    assert (await queue.counts())["queued"] == 13
 
 
 async def test_clock_is_injected(store, settings):

@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 import pytest
 
-from shared.errors import IdempotencyConflict, StorageUnavailable
+from shared.errors import IdempotencyConflict, StorageError, StorageUnavailable
 from shared.ids import new_id
 from shared.settings import Settings
 from shared.store.base import NewTask
@@ -227,3 +228,112 @@ async def test_rescuers_on_several_hosts_rescue_each_task_once(
     assert (await store.counts())["queued"] == 60
     for c in claimed[:5]:
         assert [a.outcome for a in await store.attempts(c.id)] == ["lost"]
+
+
+async def test_outcomes_arriving_together_share_one_statement(store: PostgresStore) -> None:
+    """Group commit: twenty completions made in the same event-loop turn (a worker's slots
+    finishing together) are one write transaction, not twenty; each still gets its own
+    answer and its own attempt row."""
+    await store.insert_tasks([_new() for _ in range(20)], 1000.0)
+    claimed = await store.claim("w", 20, 2000.0, 1000.0)
+    before = store.write_transactions
+    done = await asyncio.gather(*[store.complete(c, {"i": i}, 1001.0)
+                                  for i, c in enumerate(claimed)])
+    assert done == [True] * 20
+    assert store.write_transactions - before == 1
+    for i, c in enumerate(claimed):
+        [attempt] = await store.attempts(c.id)
+        assert (attempt.outcome, attempt.output) == ("succeeded", {"i": i})
+        assert (await store.get(c.id)).result == {"i": i}
+
+
+async def test_a_value_the_server_refuses_fails_only_its_own_outcome(
+    store: PostgresStore,
+) -> None:
+    """PostgreSQL text cannot hold a NUL character. An outcome carrying one fails (the
+    caller retries or the lease expires), but the outcomes batched with it still commit."""
+    await store.insert_tasks([_new() for _ in range(5)], 1000.0)
+    claimed = await store.claim("w", 5, 2000.0, 1000.0)
+    results = await asyncio.gather(
+        *[store.fail(c, error="bad \x00 byte" if i == 2 else f"error {i}", result=None,
+                     outcome="failed", retry_at=None, now=1001.0)
+          for i, c in enumerate(claimed)],
+        return_exceptions=True,
+    )
+    assert isinstance(results[2], StorageError)
+    assert [r for i, r in enumerate(results) if i != 2] == ["failed"] * 4
+    assert (await store.get(claimed[2].id)).status == "running"
+    assert (await store.get(claimed[3].id)).last_error == "error 3"
+
+
+async def test_close_waits_for_outcomes_already_handed_in(pg_url: str) -> None:
+    """Store.close() finishes the outcomes its callers are waiting for before it closes the
+    pool: each caller gets its answer and each completion is committed."""
+    s = await _open(pg_url)
+    await s.insert_tasks([_new() for _ in range(10)], 1000.0)
+    claimed = await s.claim("w", 10, 2000.0, 1000.0)
+    completions = [asyncio.ensure_future(s.complete(c, None, 1001.0)) for c in claimed]
+    await asyncio.sleep(0)  # the completions are handed in; the close comes next
+    await s.close()
+    assert await asyncio.gather(*completions) == [True] * 10
+    s = await _open(pg_url)
+    try:
+        assert (await s.counts())["succeeded"] == 10
+    finally:
+        await s.close()
+
+
+async def test_a_connection_in_steady_use_is_handed_out_without_a_check(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg_pool's checkout check is an empty query: a round trip per checkout. A
+    connection used a moment ago without an error skips it. (Counted on the real
+    connections: every empty query they are sent.)"""
+    empty_queries = []
+    real_execute = psycopg.AsyncConnection.execute
+
+    async def counted(self: psycopg.AsyncConnection, query: Any, *args: Any, **kw: Any) -> Any:
+        if query == "":
+            empty_queries.append(self)
+        return await real_execute(self, query, *args, **kw)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", counted)
+    await store.counts()  # the pool's first connection may be checked: its first use by us
+    empty_queries.clear()
+    for _ in range(20):
+        await store.counts()
+    assert empty_queries == []
+
+
+async def test_pooled_connections_the_server_closed_are_replaced_before_use(
+    pg_url: str, store: PostgresStore
+) -> None:
+    """Every pooled connection terminated by the server while idle: the next calls get fresh
+    connections (the goodbye on the socket triggers the check) instead of an error."""
+    [(task, _)] = await store.insert_tasks([_new()], 1000.0)
+    await asyncio.gather(*[store.get(task.id) for _ in range(4)])  # a few connections
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+        mine = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() " \
+               "AND application_name = '' AND pid != pg_backend_pid()"
+        pids = [r[0] for r in await (await admin.execute(mine)).fetchall()]
+        assert pids
+        for pid in pids:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        end = time.monotonic() + 30
+        while await (await admin.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))).fetchall():
+            assert time.monotonic() < end, "terminated backends still there after 30 s"
+            await asyncio.sleep(0.01)
+    for _ in range(8):
+        got = await store.get(task.id)
+        assert got is not None and got.id == task.id
+
+
+async def test_submissions_arriving_together_share_one_statement(store: PostgresStore) -> None:
+    """Group commit of submissions: thirty single inserts made in the same event-loop turn
+    (an API answering many clients) are one write transaction, each task its own row."""
+    before = store.write_transactions
+    results = await asyncio.gather(*[store.insert_tasks([_new()], 1000.0) for _ in range(30)])
+    assert store.write_transactions - before == 1
+    assert all(created for [(_, created)] in results)
+    assert (await store.counts())["queued"] == 30

@@ -5,20 +5,35 @@
 -- %(name)s. Under READ COMMITTED an UPDATE that waited for another transaction's row lock
 -- re-checks its WHERE against the committed row, so these fences hold across hosts too.
 
--- name: insert_task
--- Idempotency is the unique index's job: a second submitter with the same key waits for the
--- first to commit, then does nothing (rowcount 0) and reads the first one's task.
-INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
-                   idempotency_key, request_hash, created_at, updated_at)
-VALUES (%(id)s, %(type)s, %(payload)s, 'queued', %(priority)s, %(run_at)s, %(max_attempts)s,
-        %(timeout)s, %(idempotency_key)s, %(request_hash)s, %(now)s, %(now)s)
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+-- name: insert_tasks
+-- A batch of new tasks, in order: those of every submission that arrived together (group
+-- commit, shared/store/postgres/batch.py), as arrays unnested into rows. Idempotency is the
+-- unique index's job: a row whose key is taken (by a committed task, by a concurrent
+-- submitter, who is waited for, or by an earlier row of this batch) is not inserted, and the
+-- store reads the task that holds the key. Sends the NOTIFY when anything went in.
+WITH inserted AS (
+    INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
+                       idempotency_key, request_hash, created_at, updated_at)
+    SELECT i.id, i.type, i.payload, 'queued', i.priority, i.run_at, i.max_attempts, i.timeout,
+           i.idempotency_key, i.request_hash, i.now, i.now
+    FROM unnest(%(ids)s::text[], %(types)s::text[], %(payloads)s::text[],
+                %(priorities)s::int[], %(run_ats)s::float8[], %(max_attempts)s::int[],
+                %(timeouts)s::float8[], %(keys)s::text[], %(hashes)s::text[],
+                %(nows)s::float8[])
+         WITH ORDINALITY
+         AS i(id, type, payload, priority, run_at, max_attempts, timeout, idempotency_key,
+              request_hash, now, n)
+    ORDER BY i.n
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+)
+SELECT inserted.*, pg_notify('localflow', '') AS notified FROM inserted
+
+-- name: get_tasks_by_keys
+SELECT * FROM tasks WHERE idempotency_key = ANY(%(keys)s)
 
 -- name: get_task
 SELECT * FROM tasks WHERE id = %(id)s
-
--- name: get_task_by_key
-SELECT * FROM tasks WHERE idempotency_key = %(key)s
 
 -- name: claim
 -- queued -> running, the most urgent runnable tasks first. SKIP LOCKED: a claimer passes over
@@ -27,13 +42,16 @@ SELECT * FROM tasks WHERE idempotency_key = %(key)s
 -- The pick is a MATERIALIZED CTE, evaluated exactly once: as `id IN (subquery LIMIT n)` the
 -- planner may run the subquery again per outer row and, skipping rows it has locked itself
 -- meanwhile, claim more than n.
+-- (Statement shape: `picked` chooses the rows, `claimed` takes them, `attempt_rows` records
+-- the attempts; a change to what may be claimed belongs in `picked` alone.)
 WITH picked AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status = 'queued' AND run_at <= %(now)s
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-)
+),
+claimed AS (
 UPDATE tasks
 SET status = 'running',
     attempts = tasks.attempts + 1,
@@ -45,10 +63,14 @@ SET status = 'running',
 FROM picked
 WHERE tasks.id = picked.id AND tasks.status = 'queued'
 RETURNING tasks.*
-
--- name: insert_attempt
-INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
-VALUES (%(id)s, %(attempt)s, %(worker_id)s, %(now)s)
+),
+-- Each claimed task's attempt row, in the same statement (so the same transaction and the
+-- same round trip): a claim is one statement in autocommit, no BEGIN/COMMIT around it.
+attempt_rows AS (
+    INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
+    SELECT id, attempts, %(worker_id)s, %(now)s FROM claimed
+)
+SELECT * FROM claimed
 
 -- name: extend_leases
 -- Heartbeat for every task a worker holds; answers which it still holds and which a
@@ -58,43 +80,105 @@ SET lease_until = %(lease_until)s, updated_at = %(now)s
 WHERE status = 'running' AND claim_token = ANY(%(tokens)s)
 RETURNING id, claim_token, cancel_requested
 
+-- The four outcomes below (complete, fail, release, finish_cancelled) each take a *batch*:
+-- arrays, one element per task, unnested into rows `i`. The store coalesces the outcomes that
+-- arrive together (shared/store/postgres/batch.py) into one statement: one round trip, one
+-- transaction, one commit for all of them, as SQLite's writer thread group-commits. Each row
+-- is fenced on its own (id, status 'running', claim token); the attempt row is finished, in
+-- the same statement, only for the tasks that passed the fence. A batch of one is the
+-- single-task case. The result names the (task, token) pairs that changed.
+
 -- name: complete
 -- running -> succeeded
-UPDATE tasks
-SET status = 'succeeded', result = %(result)s, last_error = NULL,
-    claim_token = NULL, lease_until = NULL, finished_at = %(now)s, updated_at = %(now)s
-WHERE id = %(id)s AND status = 'running' AND claim_token = %(token)s
+WITH done AS (
+    UPDATE tasks
+    SET status = 'succeeded', result = i.result, last_error = NULL,
+        claim_token = NULL, lease_until = NULL, finished_at = i.now, updated_at = i.now
+    FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(attempts)s::int[],
+                %(nows)s::float8[], %(results)s::text[])
+         AS i(id, token, attempt, now, result)
+    WHERE tasks.id = i.id AND tasks.status = 'running' AND tasks.claim_token = i.token
+    RETURNING tasks.id, i.token, i.attempt, i.now, i.result
+), attempt_rows AS (
+    UPDATE task_attempts
+    SET finished_at = done.now, outcome = 'succeeded', error = NULL, output = done.result
+    FROM done
+    WHERE task_attempts.task_id = done.id AND task_attempts.attempt = done.attempt
+      AND task_attempts.finished_at IS NULL
+)
+SELECT id, token FROM done
 
 -- name: fail
--- running -> queued (attempts left, retried at retry_at) or failed (none left, or retry
--- false: a failure that retrying cannot mend)
-UPDATE tasks
-SET status = CASE WHEN %(retry)s AND attempts < max_attempts THEN 'queued' ELSE 'failed' END,
-    run_at = CASE WHEN %(retry)s AND attempts < max_attempts THEN %(retry_at)s ELSE run_at END,
-    finished_at = CASE WHEN %(retry)s AND attempts < max_attempts THEN NULL ELSE %(now)s END,
-    result = %(result)s, last_error = %(error)s,
-    claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = %(now)s
-WHERE id = %(id)s AND status = 'running' AND claim_token = %(token)s
-RETURNING status
+-- running -> queued (attempts left, retried at retry_at) or failed (none left, or retry_at
+-- NULL: a failure that retrying cannot mend). `outcome` is the attempt's: failed or timeout.
+WITH failed AS (
+    UPDATE tasks
+    SET status = CASE WHEN i.retry_at IS NOT NULL AND tasks.attempts < tasks.max_attempts
+                      THEN 'queued' ELSE 'failed' END,
+        run_at = CASE WHEN i.retry_at IS NOT NULL AND tasks.attempts < tasks.max_attempts
+                      THEN i.retry_at ELSE tasks.run_at END,
+        finished_at = CASE WHEN i.retry_at IS NOT NULL AND tasks.attempts < tasks.max_attempts
+                           THEN NULL ELSE i.now END,
+        result = i.result, last_error = i.error,
+        claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = i.now
+    FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(attempts)s::int[],
+                %(nows)s::float8[], %(results)s::text[], %(errors)s::text[],
+                %(retry_ats)s::float8[], %(outcomes)s::text[])
+         AS i(id, token, attempt, now, result, error, retry_at, outcome)
+    WHERE tasks.id = i.id AND tasks.status = 'running' AND tasks.claim_token = i.token
+    RETURNING tasks.id, i.token, tasks.status, i.attempt, i.now, i.result, i.error, i.outcome
+), attempt_rows AS (
+    UPDATE task_attempts
+    SET finished_at = failed.now, outcome = failed.outcome, error = failed.error,
+        output = failed.result
+    FROM failed
+    WHERE task_attempts.task_id = failed.id AND task_attempts.attempt = failed.attempt
+      AND task_attempts.finished_at IS NULL
+)
+SELECT id, token, status FROM failed
 
 -- name: release
--- running -> queued without spending an attempt: the worker is shutting down.
-UPDATE tasks
-SET status = 'queued', attempts = attempts - 1, run_at = %(now)s,
-    claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = %(now)s
-WHERE id = %(id)s AND status = 'running' AND claim_token = %(token)s
+-- running -> queued without spending an attempt: the worker is shutting down. The task is
+-- runnable at once, so the statement also NOTIFYs (once per transaction, however many rows).
+WITH released AS (
+    UPDATE tasks
+    SET status = 'queued', attempts = tasks.attempts - 1, run_at = i.now,
+        claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = i.now
+    FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(attempts)s::int[],
+                %(nows)s::float8[], %(errors)s::text[])
+         AS i(id, token, attempt, now, error)
+    WHERE tasks.id = i.id AND tasks.status = 'running' AND tasks.claim_token = i.token
+    RETURNING tasks.id, i.token, i.attempt, i.now, i.error
+), attempt_rows AS (
+    UPDATE task_attempts
+    SET finished_at = released.now, outcome = 'released', error = released.error,
+        output = NULL
+    FROM released
+    WHERE task_attempts.task_id = released.id AND task_attempts.attempt = released.attempt
+      AND task_attempts.finished_at IS NULL
+)
+SELECT id, token, pg_notify('localflow', '') FROM released
 
 -- name: finish_cancelled
 -- running -> cancelled, after the worker stopped the task a person cancelled
-UPDATE tasks
-SET status = 'cancelled', last_error = %(error)s, result = %(result)s,
-    claim_token = NULL, lease_until = NULL, finished_at = %(now)s, updated_at = %(now)s
-WHERE id = %(id)s AND status = 'running' AND claim_token = %(token)s
-
--- name: finish_attempt
-UPDATE task_attempts
-SET finished_at = %(now)s, outcome = %(outcome)s, error = %(error)s, output = %(output)s
-WHERE task_id = %(id)s AND attempt = %(attempt)s AND finished_at IS NULL
+WITH cancelled AS (
+    UPDATE tasks
+    SET status = 'cancelled', last_error = i.error, result = i.result,
+        claim_token = NULL, lease_until = NULL, finished_at = i.now, updated_at = i.now
+    FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(attempts)s::int[],
+                %(nows)s::float8[], %(results)s::text[], %(errors)s::text[])
+         AS i(id, token, attempt, now, result, error)
+    WHERE tasks.id = i.id AND tasks.status = 'running' AND tasks.claim_token = i.token
+    RETURNING tasks.id, i.token, i.attempt, i.now, i.result, i.error
+), attempt_rows AS (
+    UPDATE task_attempts
+    SET finished_at = cancelled.now, outcome = 'cancelled', error = cancelled.error,
+        output = cancelled.result
+    FROM cancelled
+    WHERE task_attempts.task_id = cancelled.id AND task_attempts.attempt = cancelled.attempt
+      AND task_attempts.finished_at IS NULL
+)
+SELECT id, token FROM cancelled
 
 -- name: cancel_queued
 -- queued -> cancelled: it will never run
@@ -112,26 +196,31 @@ WHERE id = %(id)s AND status = 'running'
 -- running -> queued (attempts left) or failed: the worker holding it stopped heartbeating.
 -- A task someone asked to cancel is cancelled instead of retried. Rescuers on several hosts
 -- may run this at once: the second waits for the first's row locks, then finds the rows no
--- longer running and leaves them be.
-UPDATE tasks
-SET status = CASE
-        WHEN cancel_requested THEN 'cancelled'
-        WHEN attempts < max_attempts THEN 'queued'
-        ELSE 'failed' END,
-    finished_at = CASE
-        WHEN cancel_requested OR attempts >= max_attempts THEN %(now)s ELSE NULL END,
-    run_at = %(now)s,
-    last_error = 'lease expired: the worker running attempt ' || attempts
-                 || ' stopped heartbeating (crashed or killed)',
-    claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = %(now)s
-WHERE status = 'running' AND lease_until < %(now)s
-RETURNING id, attempts, status
-
--- name: lose_attempt
-UPDATE task_attempts
-SET finished_at = %(now)s, outcome = 'lost',
-    error = 'lease expired: the worker stopped heartbeating (crashed or killed)'
-WHERE task_id = %(id)s AND attempt = %(attempt)s AND finished_at IS NULL
+-- longer running and leaves them be. Each rescued task's open attempt row is finished as
+-- lost in the same statement.
+WITH rescued AS (
+    UPDATE tasks
+    SET status = CASE
+            WHEN cancel_requested THEN 'cancelled'
+            WHEN attempts < max_attempts THEN 'queued'
+            ELSE 'failed' END,
+        finished_at = CASE
+            WHEN cancel_requested OR attempts >= max_attempts THEN %(now)s ELSE NULL END,
+        run_at = %(now)s,
+        last_error = 'lease expired: the worker running attempt ' || attempts
+                     || ' stopped heartbeating (crashed or killed)',
+        claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = %(now)s
+    WHERE status = 'running' AND lease_until < %(now)s
+    RETURNING id, attempts, status
+), attempt_rows AS (
+    UPDATE task_attempts
+    SET finished_at = %(now)s, outcome = 'lost',
+        error = 'lease expired: the worker stopped heartbeating (crashed or killed)'
+    FROM rescued
+    WHERE task_attempts.task_id = rescued.id AND task_attempts.attempt = rescued.attempts
+      AND task_attempts.finished_at IS NULL
+)
+SELECT id, pg_notify('localflow', '') FROM rescued
 
 -- name: next_run_at
 SELECT min(run_at) FROM tasks WHERE status = 'queued'

@@ -1,7 +1,12 @@
 """The PostgreSQL store: every method of shared/store/base.py's Store, on a psycopg 3 async
 connection pool. SQL: shared/sql/postgres/*.sql (named like SQLite's).
 
-Each method is one transaction on a pooled connection (READ COMMITTED). The fences that keep
+Each method is one transaction on a pooled connection (READ COMMITTED); the hot ones (claim,
+the four task outcomes, heartbeats, rescue) are one statement each, run in autocommit: one
+round trip, no BEGIN/COMMIT. Task outcomes, and submissions, that arrive together are
+group-committed: one statement over arrays for the whole batch (batch.py). psycopg prepares a
+statement on a connection after its fifth use (prepare_threshold, left at its default), and
+the batched statements' text does not depend on the batch size. The fences that keep
 many workers and schedulers on many hosts apart are in the SQL: claims take rows with
 FOR UPDATE SKIP LOCKED; every transition out of `running` names status and claim token;
 idempotency keys and (schedule, fire time) pairs are unique indexes; the scheduler's
@@ -18,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import select
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -82,6 +89,7 @@ from shared.store.base import (
     throughput_window,
 )
 from shared.store.postgres import schema
+from shared.store.postgres.batch import Coalescer
 from shared.store.postgres.listener import KEEPALIVES, TASKS_CHANNEL, PostgresListener
 from shared.store.postgres.url import explain
 from shared.task_events import cursor_key, make_cursor
@@ -96,6 +104,7 @@ _CURSOR_START = "~"  # sorts after every ULID character (ids are COLLATE "C")
 _CHECKOUT_SECONDS = 5.0
 _FORCED_CHECK_SECONDS = 5.0  # see change_token
 _CONFLICT_RETRIES = 5  # a deadlock or serialization failure is retried this many times
+_IDLE_CHECK_SECONDS = 5.0  # a pooled connection idle longer is checked with a round trip
 
 
 Q = Queries("postgres", "queue")
@@ -201,6 +210,54 @@ def _translated(method: Callable[P, Awaitable[Result]]) -> Callable[P, Awaitable
     return wrapper
 
 
+class _SameClaimTwice(Exception):
+    """A batch names one claim (task id and token) twice: the fence could not tell the
+    callers apart, so the coalescer runs each alone (the second then finds it changed)."""
+
+
+def _outcome_arrays(tasks: Sequence[Claimed], nows: Sequence[float]) -> dict[str, Any]:
+    if len({(t.id, t.token) for t in tasks}) < len(tasks):
+        raise _SameClaimTwice
+    return {"ids": [t.id for t in tasks], "tokens": [t.token for t in tasks],
+            "attempts": [t.attempt for t in tasks], "nows": list(nows)}
+
+
+class _CheckoutCheck:
+    """The pool's check of a connection it hands out, without a round trip for one in
+    steady use.
+
+    psycopg_pool's own check (an empty query) costs a round trip per checkout, which on the
+    hot path doubled the round trips of every claim and every batch of outcomes. A
+    connection the server closed (restart, pg_terminate_backend, idle timeout) has something
+    to read on its socket while it sits idle in the pool: the server's goodbye, or EOF. So a
+    connection gets the round-trip check only if its socket has input waiting, or it was
+    idle for more than _IDLE_CHECK_SECONDS (a connection a firewall dropped without a word),
+    or its last use ended in an error. A check that fails makes the pool replace the
+    connection before any caller sees it.
+    """
+
+    def __init__(self) -> None:
+        self._last_ok: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def used(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Record that a use of `conn` ended without an error."""
+        self._last_ok[conn] = time.monotonic()
+
+    async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        last_ok = self._last_ok.pop(conn, None)
+        if (last_ok is None or time.monotonic() - last_ok > _IDLE_CHECK_SECONDS
+                or _has_input(conn)):
+            await AsyncConnectionPool.check_connection(conn)
+
+
+def _has_input(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the server sent anything to a connection with no query running (raises if
+    the connection is closed, which fails the check as it should)."""
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
+
+
 def _line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -208,13 +265,24 @@ def _line(exc: BaseException) -> str:
 class PostgresStore:
     engine = "postgresql"
 
-    def __init__(self, url: str, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(
+        self, url: str, pool: AsyncConnectionPool[Any], checkout_check: _CheckoutCheck
+    ) -> None:
         self.url = url
         self._pool = pool
+        self._checkout_check = checkout_check
         self._listener: PostgresListener | None = None
         self._task_listener: PostgresListener | None = None
         self._writes = 0
         self._closed = False
+        # Group commit of the task outcomes (batch.py): one statement per batch.
+        self._completes = Coalescer(self._complete_batch, name="complete")
+        self._fails = Coalescer(self._fail_batch, name="fail")
+        self._releases = Coalescer(self._release_batch, name="release")
+        self._cancels = Coalescer(self._cancelled_batch, name="finish-cancelled")
+        # Submissions: bounded by tasks, not calls (a batch request carries many).
+        self._inserts = Coalescer(self._insert_batch, name="insert", max_batch=1000,
+                                  size=lambda call: len(call[0]))
 
     @classmethod
     async def open(cls, settings: Settings) -> PostgresStore:
@@ -238,6 +306,7 @@ class PostgresStore:
                 f"database {redact(url)} is at schema version {version}, expected {newest}: "
                 "run `localflow migrate` (serve, api and worker migrate on start)"
             )
+        checkout_check = _CheckoutCheck()
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             url,
             min_size=1,
@@ -249,8 +318,9 @@ class PostgresStore:
             kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": 10,
                     **KEEPALIVES},
             # A connection that died while idle in the pool (server restarted) is found at
-            # checkout and replaced, instead of failing the caller's statement.
-            check=AsyncConnectionPool.check_connection,
+            # checkout and replaced, instead of failing the caller's statement; without a
+            # round trip for a connection in steady use (_CheckoutCheck).
+            check=checkout_check,
             # How long a caller waits for a connection. While the server is down the pool
             # keeps reconnecting in the background; a caller gets StorageUnavailable after
             # this and retries, rather than hanging for as long as the outage lasts.
@@ -263,14 +333,19 @@ class PostgresStore:
         except PoolTimeout as exc:
             await pool.close()
             raise StorageUnavailable(explain(url, exc)) from None
-        return cls(url, pool)
+        return cls(url, pool, checkout_check)
 
     # -- plumbing ------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection (autocommit). Every use goes through here, so the checkout
+        check knows which connections were in use a moment ago without an error."""
         async with self._pool.connection() as conn:
             yield conn
+            self._checkout_check.used(conn)
+
+    _read = _connection
 
     async def _write(
         self, op: Callable[[psycopg.AsyncConnection[Any]], Awaitable[Result]]
@@ -279,10 +354,26 @@ class PostgresStore:
         (possible between concurrent writers) roll back and run again."""
         for attempt in range(_CONFLICT_RETRIES):
             try:
-                async with self._pool.connection() as conn, conn.transaction():
+                async with self._connection() as conn, conn.transaction():
                     result = await op(conn)
                 self._writes += 1
                 return result
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
+                if attempt == _CONFLICT_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.001 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def _statement(self, query: str, params: dict[str, Any]) -> list[Row]:
+        """One write statement in autocommit: a transaction of its own in one round trip
+        (no BEGIN/COMMIT). Deadlocks and serialization failures run it again."""
+        for attempt in range(_CONFLICT_RETRIES):
+            try:
+                async with self._connection() as conn:
+                    cur = await conn.execute(query, params)
+                    rows = await cur.fetchall() if cur.description is not None else []
+                self._writes += 1
+                return rows
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
                 if attempt == _CONFLICT_RETRIES - 1:
                     raise
@@ -336,6 +427,9 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
+        for coalescer in (self._inserts, self._completes, self._fails, self._releases,
+                          self._cancels):
+            await coalescer.wait_idle()  # every outcome handed in gets written and answered
         for listener in (self._listener, self._task_listener):
             if listener is not None:
                 await listener.close()
@@ -351,36 +445,58 @@ class PostgresStore:
     async def insert_tasks(
         self, tasks: Sequence[NewTask], now: float
     ) -> list[tuple[Task, bool]]:
-        async def op(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Task, bool]]:
-            # Pipeline mode: every INSERT goes out before the first answer comes back, so a
-            # batch of n tasks costs about one round trip, not n.
-            cursors = []
-            async with conn.pipeline():
-                for new in tasks:
-                    cur = conn.cursor()
-                    await cur.execute(Q.insert_task + " RETURNING *", _task_params(new, now))
-                    cursors.append(cur)
-            results = []
-            for new, cur in zip(tasks, cursors, strict=True):
-                rows = await cur.fetchall()
-                if rows:
-                    results.append((_task(rows[0]), True))
-                    continue
-                existing = await self._rows(conn, Q.get_task_by_key,
-                                            {"key": new.idempotency_key})
-                if not existing:
-                    # The conflict was on the id, not the key: ids are ULIDs, so this is a
-                    # caller's bug rather than a race; say so instead of inventing a task.
-                    raise StorageError(f"task id {new.id} already exists")
-                if existing[0]["request_hash"] != new.request_hash:
-                    raise IdempotencyConflict(new.idempotency_key or "", existing[0]["id"])
-                results.append((_task(existing[0]), False))
-            if any(created for _, created in results):
-                await self._notify(conn)
-            return results
-
         if not tasks:
             return []
+        # Submissions that arrive together (an API under load) share one statement and one
+        # commit (batch.py); a call whose key conflicts is then run alone (see _insert_batch).
+        return await self._inserts.submit((tasks, now))
+
+    async def _insert_batch(
+        self, calls: Sequence[tuple[Sequence[NewTask], float]]
+    ) -> list[list[tuple[Task, bool]]]:
+        new = [(task, now) for tasks, now in calls for task in tasks]
+        params = {
+            "ids": [t.id for t, _ in new], "types": [t.type for t, _ in new],
+            "payloads": [_json(t.payload) for t, _ in new],
+            "priorities": [t.priority for t, _ in new], "run_ats": [t.run_at for t, _ in new],
+            "max_attempts": [t.max_attempts for t, _ in new],
+            "timeouts": [t.timeout for t, _ in new],
+            "keys": [t.idempotency_key for t, _ in new],
+            "hashes": [t.request_hash for t, _ in new], "nows": [n for _, n in new],
+        }
+        keys = [t.idempotency_key for t, _ in new if t.idempotency_key is not None]
+        if not keys:
+            # Nothing can conflict: one statement in autocommit, one round trip.
+            inserted = await self._statement(Q.insert_tasks, params)
+            by_id = {r["id"]: r for r in inserted}
+            return [[(_task(by_id[t.id]), True) for t in tasks] for tasks, _ in calls]
+
+        async def op(conn: psycopg.AsyncConnection[Any]) -> list[list[tuple[Task, bool]]]:
+            by_id = {r["id"]: r for r in await self._rows(conn, Q.insert_tasks, params)}
+            holders: dict[str, Row] = {}
+            if len(by_id) < len(new):  # a key was taken: read who holds it (this batch too)
+                holders = {r["idempotency_key"]: r for r in
+                           await self._rows(conn, Q.get_tasks_by_keys, {"keys": keys})}
+            results = []
+            for tasks, _ in calls:
+                answer = []
+                for task in tasks:
+                    if task.id in by_id:
+                        answer.append((_task(by_id[task.id]), True))
+                        continue
+                    holder = holders.get(task.idempotency_key or "")
+                    if holder is None:
+                        # The conflict was on the id, not the key: ids are ULIDs, so this is
+                        # a caller's bug rather than a race; say so instead of inventing one.
+                        raise StorageError(f"task id {task.id} already exists")
+                    if holder["request_hash"] != task.request_hash:
+                        # Rolls the whole batch back; the coalescer then runs each call
+                        # alone, so only this one fails, and it inserts none of its tasks.
+                        raise IdempotencyConflict(task.idempotency_key or "", holder["id"])
+                    answer.append((_task(holder), False))
+                results.append(answer)
+            return results
+
         return await self._write(op)
 
     @_translated
@@ -390,19 +506,9 @@ class PostgresStore:
         if limit <= 0:
             return []
 
-        async def op(conn: psycopg.AsyncConnection[Any]) -> list[Row]:
-            params = {"now": now, "lease_until": lease_until, "worker_id": worker_id,
-                      "limit": limit}
-            rows = await self._rows(conn, Q.claim, params)
-            if rows:
-                async with conn.cursor() as cur:
-                    await cur.executemany(Q.insert_attempt, [
-                        {"id": r["id"], "attempt": r["attempts"], "worker_id": worker_id,
-                         "now": now} for r in rows
-                    ])
-            return rows
-
-        rows = await self._write(op)
+        # One statement: the tasks taken and their attempt rows inserted (queue.sql claim).
+        rows = await self._statement(Q.claim, {"now": now, "lease_until": lease_until,
+                                               "worker_id": worker_id, "limit": limit})
         claimed = [
             Claimed(
                 id=r["id"], type=r["type"], payload=msgspec.json.decode(r["payload"]),
@@ -421,93 +527,71 @@ class PostgresStore:
     ) -> Heartbeat:
         if not tokens:
             return Heartbeat(held=set(), cancel=set())
-        params = {"lease_until": lease_until, "now": now, "tokens": list(tokens)}
-
-        async def op(conn: psycopg.AsyncConnection[Any]) -> list[Row]:
-            return await self._rows(conn, Q.extend_leases, params)
-
-        rows = await self._write(op)
+        rows = await self._statement(
+            Q.extend_leases, {"lease_until": lease_until, "now": now, "tokens": list(tokens)}
+        )
         return Heartbeat(held={r["id"] for r in rows},
                          cancel={r["id"] for r in rows if r["cancel_requested"]})
 
-    async def _finish_attempt(
-        self, conn: psycopg.AsyncConnection[Any], task: Claimed, now: float, outcome: str,
-        error: str | None, output: Any,
-    ) -> None:
-        await conn.execute(Q.finish_attempt, {
-            "id": task.id, "attempt": task.attempt, "now": now, "outcome": outcome,
-            "error": error, "output": _json(output),
-        })
+    # The four outcomes: each call joins its kind's next batch (batch.py), and each batch is
+    # one statement (queue.sql). The result says, per call, whether its fence held.
 
     @_translated
     async def complete(self, task: Claimed, result: Any, now: float) -> bool:
-        async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
-            params = {"id": task.id, "token": task.token, "now": now, "result": _json(result)}
-            if await self._count(conn, Q.complete, params) != 1:
-                return False
-            await self._finish_attempt(conn, task, now, "succeeded", None, result)
-            return True
+        return await self._completes.submit((task, result, now))
 
-        return await self._write(op)
+    async def _complete_batch(self, items: Sequence[tuple[Claimed, Any, float]]) -> list[bool]:
+        params = _outcome_arrays([t for t, _, _ in items], [n for _, _, n in items])
+        params["results"] = [_json(r) for _, r, _ in items]
+        done = {(r["id"], r["token"]) for r in await self._statement(Q.complete, params)}
+        return [(t.id, t.token) in done for t, _, _ in items]
 
     @_translated
     async def fail(
         self, task: Claimed, *, error: str, result: Any, outcome: FailOutcome,
         retry_at: float | None, now: float,
     ) -> Status | None:
-        params = {
-            "id": task.id, "token": task.token, "now": now, "retry_at": retry_at,
-            "retry": retry_at is not None, "error": error, "result": _json(result),
-        }
+        return await self._fails.submit((task, error, result, outcome, retry_at, now))
 
-        async def op(conn: psycopg.AsyncConnection[Any]) -> Status | None:
-            rows = await self._rows(conn, Q.fail, params)
-            if not rows:
-                return None
-            await self._finish_attempt(conn, task, now, outcome, error, result)
-            return rows[0]["status"]
-
-        return await self._write(op)
+    async def _fail_batch(
+        self, items: Sequence[tuple[Claimed, str, Any, str, float | None, float]]
+    ) -> list[Status | None]:
+        params = _outcome_arrays([i[0] for i in items], [i[5] for i in items])
+        params.update(errors=[i[1] for i in items], results=[_json(i[2]) for i in items],
+                      outcomes=[i[3] for i in items], retry_ats=[i[4] for i in items])
+        status = {(r["id"], r["token"]): r["status"]
+                  for r in await self._statement(Q.fail, params)}
+        return [status.get((i[0].id, i[0].token)) for i in items]
 
     @_translated
     async def release(self, task: Claimed, error: str, now: float) -> bool:
-        async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
-            params = {"id": task.id, "token": task.token, "now": now}
-            if await self._count(conn, Q.release, params) != 1:
-                return False
-            await self._finish_attempt(conn, task, now, "released", error, None)
-            await self._notify(conn)
-            return True
+        # The statement NOTIFYs: the task is runnable again at once.
+        return await self._releases.submit((task, error, now))
 
-        return await self._write(op)
+    async def _release_batch(self, items: Sequence[tuple[Claimed, str, float]]) -> list[bool]:
+        params = _outcome_arrays([t for t, _, _ in items], [n for _, _, n in items])
+        params["errors"] = [e for _, e, _ in items]
+        done = {(r["id"], r["token"]) for r in await self._statement(Q.release, params)}
+        return [(t.id, t.token) in done for t, _, _ in items]
 
     @_translated
     async def finish_cancelled(
         self, task: Claimed, result: Any, error: str, now: float
     ) -> bool:
-        async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
-            params = {"id": task.id, "token": task.token, "now": now, "result": _json(result),
-                      "error": error}
-            if await self._count(conn, Q.finish_cancelled, params) != 1:
-                return False
-            await self._finish_attempt(conn, task, now, "cancelled", error, result)
-            return True
+        return await self._cancels.submit((task, result, error, now))
 
-        return await self._write(op)
+    async def _cancelled_batch(
+        self, items: Sequence[tuple[Claimed, Any, str, float]]
+    ) -> list[bool]:
+        params = _outcome_arrays([i[0] for i in items], [i[3] for i in items])
+        params.update(results=[_json(i[1]) for i in items], errors=[i[2] for i in items])
+        done = {(r["id"], r["token"]) for r in await self._statement(Q.finish_cancelled, params)}
+        return [(i[0].id, i[0].token) in done for i in items]
 
     @_translated
     async def rescue_expired(self, now: float) -> list[str]:
-        async def op(conn: psycopg.AsyncConnection[Any]) -> list[str]:
-            rows = await self._rows(conn, Q.rescue_expired, {"now": now})
-            if rows:
-                async with conn.cursor() as cur:
-                    await cur.executemany(Q.lose_attempt, [
-                        {"id": r["id"], "attempt": r["attempts"], "now": now} for r in rows
-                    ])
-                await self._notify(conn)
-            return [r["id"] for r in rows]
-
-        return await self._write(op)
+        # One statement: the tasks, their attempt rows as lost, and the NOTIFY (queue.sql).
+        return [r["id"] for r in await self._statement(Q.rescue_expired, {"now": now})]
 
     @_translated
     async def cancel_requests(self, worker_id: str) -> set[str]:
@@ -526,18 +610,11 @@ class PostgresStore:
         self, worker_id: str, hostname: str, pid: int, slots: int, now: float
     ) -> None:
         params = {"id": worker_id, "hostname": hostname, "pid": pid, "slots": slots, "now": now}
-
-        async def op(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(Q.upsert_worker, params)
-
-        await self._write(op)
+        await self._statement(Q.upsert_worker, params)
 
     @_translated
     async def worker_stopped(self, worker_id: str, now: float) -> None:
-        async def op(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(Q.stop_worker, {"id": worker_id, "now": now})
-
-        await self._write(op)
+        await self._statement(Q.stop_worker, {"id": worker_id, "now": now})
 
     @_translated
     async def cancel(self, task_id: str, now: float) -> Task | None:
@@ -968,7 +1045,7 @@ class PostgresStore:
         query = {"workers": T.export_workers, "schedules": T.export_schedules,
                  "tasks": T.export_tasks}[table]
         # One snapshot for a batch of tasks and their attempts.
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             rows = await self._rows(conn, query, {"after": after, "limit": limit})
             if table == "tasks" and rows:

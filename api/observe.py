@@ -12,7 +12,6 @@ handling the request carries `request_id`.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from typing import Any
@@ -21,6 +20,7 @@ import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import ApiMetrics
+from shared.ids import random_bytes
 
 log = structlog.get_logger("localflow.api")
 
@@ -29,7 +29,7 @@ UNMATCHED = "unmatched"  # the route label of a path no route matches: never the
 
 
 def new_request_id() -> str:
-    return os.urandom(8).hex()  # an id to correlate lines, not a secret
+    return random_bytes(8).hex()  # an id to correlate lines, not a secret
 
 
 def incoming_request_id(headers: Any) -> str | None:

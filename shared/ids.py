@@ -7,17 +7,16 @@ import threading
 import time
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Two characters (10 bits) at a time: 13 table lookups per id instead of 26 shifts and appends.
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 
 
 def new_id(now: float | None = None) -> str:
     """A 26-character ULID: 48 bits of milliseconds, then 80 random bits."""
     ms = int((time.time() if now is None else now) * 1000)
     value = (ms << 80) | int.from_bytes(random_bytes(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 # os.urandom is a system call, and on a busy event loop each one is a chance to lose the GIL to

@@ -32,3 +32,13 @@ def test_a_forked_child_does_not_repeat_its_parents_bytes():
     os.close(read)
     os.waitpid(pid, 0)
     assert len(child) == 10 and child != random_bytes(10)
+
+
+def test_an_id_spells_its_time_and_randomness_in_crockford_base32():
+    # 48 bits of milliseconds, then 80 random bits, most significant first, 5 bits a character.
+    ms = 1_700_000_000_123
+    value = int(new_id(ms / 1000).translate(str.maketrans(
+        "0123456789ABCDEFGHJKMNPQRSTVWXYZ", "0123456789abcdefghijklmnopqrstuv")), 32)
+    assert value >> 80 == ms
+    assert new_id(0.0).startswith("0000000000")
+    assert new_id(2**48 / 1000 - 0.001)[:10] == "7ZZZZZZZZZ"

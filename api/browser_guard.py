@@ -27,6 +27,8 @@ from shared.settings import Settings, is_loopback
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_READ = frozenset({"host", "sec-fetch-site", "origin", "content-type", "content-length",
+                   "transfer-encoding"})
 
 
 def _host_name(host: str) -> str:
@@ -60,12 +62,20 @@ class BrowserGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        refusal = self.refusal(scope["method"], scope["path"], headers)
+        refusal = self.refusal_of(scope)
         if refusal is None:
             await self.app(scope, receive, send)
         else:
             await send_problem(send, *refusal)
+
+    def refusal_of(self, scope: Scope) -> tuple[int, str] | None:
+        """(status, detail) if the request in `scope` is refused, else None."""
+        # Only the headers the rules read are decoded (a request carries many more).
+        headers = {
+            name: value.decode("latin-1") for key, value in scope["headers"]
+            if (name := key.decode("latin-1")) in _READ
+        }
+        return self.refusal(scope["method"], scope["path"], headers)
 
     def refusal(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str] | None:
         host = headers.get("host", "")

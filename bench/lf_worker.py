@@ -17,6 +17,7 @@ import logging
 import time
 from typing import Any
 
+from bench.procs import rss_mb
 from shared import logs
 from shared.queue import Claimed, Queue
 from shared.settings import Settings
@@ -67,7 +68,7 @@ async def main(db_path: str, slots: int, expect: int, out: str, poll: float) -> 
     with open(out, "w") as f:
         json.dump({"started": started, "done": done_at[0] if done_at else None,
                    "count": succeeded, "cpu_seconds": cpu, "write_transactions": batches,
-                   "claims": claims,
+                   "claims": claims, "rss_mb": rss_mb(),
                    "starts": starts}, f)
 
 

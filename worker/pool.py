@@ -35,6 +35,12 @@ _CANCELLED, _SHUTDOWN, _LOST, _TIMEOUT = "cancelled", "shutdown", "lost", "timeo
 BACKSTOP_GRACE = 1.0
 
 
+def _logger(c: Claimed) -> Any:
+    # Bound only when a line is written: a task that succeeds logs nothing, and binding was
+    # per-task work in the worker's profile.
+    return log.bind(task_id=c.id, task_type=c.type, attempt=c.attempt)
+
+
 class Worker:
     def __init__(
         self,
@@ -173,25 +179,27 @@ class Worker:
     # -- one task ------------------------------------------------------------------------
 
     async def _execute(self, c: Claimed) -> None:
-        bound = log.bind(task_id=c.id, task_type=c.type, attempt=c.attempt)
         started = self.clock.now()
         self.on_event("started", c, 0.0)
         try:
             kind, value = await self._attempt(c)
             if kind == "stopped":
-                await self._stopped_from_outside(c, bound)
+                await self._stopped_from_outside(c)
             elif kind == "succeeded":
                 if await self.queue.complete(c, value):
                     self.on_event("succeeded", c, self._since(started))
                 else:
-                    bound.warning("task finished after its lease was lost; result not recorded")
+                    _logger(c).warning(
+                        "task finished after its lease was lost; result not recorded"
+                    )
             else:
                 error, result, outcome, retry = value
                 status = await self.queue.fail(c, error, result, outcome, retry=retry)
+                now = status or "lease lost"
                 if kind == "crashed":
-                    bound.error("task handler crashed", error=error, now=status or "lease lost")
+                    _logger(c).error("task handler crashed", error=error, now=now)
                 else:
-                    bound.info("task attempt failed", error=error, now=status or "lease lost")
+                    _logger(c).info("task attempt failed", error=error, now=now)
                 if outcome == "timeout":  # counted apart, and also as retried or failed below
                     self.on_event("timeout", c, self._since(started))
                 self.on_event(
@@ -276,17 +284,17 @@ class Worker:
         if self._deadlines:
             self._arm(self._deadlines[0][0])
 
-    async def _stopped_from_outside(self, c: Claimed, bound: Any) -> None:
+    async def _stopped_from_outside(self, c: Claimed) -> None:
         reason = self._stop_reason.get(c.id, _SHUTDOWN)
         if reason == _CANCELLED:
             await self.queue.finish_cancelled(c)
-            bound.info("task cancelled")
+            _logger(c).info("task cancelled")
             self.on_event("cancelled", c, 0.0)
         elif reason == _SHUTDOWN:
             await self.queue.release(c)
-            bound.info("task returned to the queue: worker stopping")
+            _logger(c).info("task returned to the queue: worker stopping")
         else:
-            bound.warning("task stopped: its lease was lost to another worker")
+            _logger(c).warning("task stopped: its lease was lost to another worker")
 
     def _stop_task(self, task_id: str, reason: str) -> None:
         # Only a handler is stopped: a task already writing its outcome is left to finish it.

@@ -110,7 +110,7 @@ def test_profile_as_html_and_speedscope(debug: httpx.Client):
     assert "attachment" in r.headers["content-disposition"]
     profile = json.loads(r.text)
     assert profile["$schema"] == "https://www.speedscope.app/file-format-schema.json"
-    files = {frame.get("file", "") for frame in profile["shared"]["frames"]}
+    files = {frame.get("file") or "" for frame in profile["shared"]["frames"]}  # None: no file
     # It sampled the whole event loop (the API and the worker at work), not just the
     # request that asked for it.
     ours = ("api/tasks.py", "shared/queue.py", "worker/pool.py", "worker/handlers/shell.py")

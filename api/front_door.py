@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 
-import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.browser_guard import BrowserGuard, send_problem
@@ -25,6 +24,7 @@ from api.canonical_path import BAD_PATH, canonical, set_path
 from api.http_methods import HttpMethods
 from api.metrics import ApiMetrics
 from api.observe import UNMATCHED, incoming_request_id, log, new_request_id
+from shared.logs import REQUEST_ID
 from shared.settings import Settings
 
 
@@ -62,7 +62,7 @@ class FrontDoor:
                 message = {**message, "body": b""}
             await send(message)
 
-        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        bound = REQUEST_ID.set(request_id)
         metrics = self.metrics
         if metrics is not None:
             metrics.requests.in_flight += 1
@@ -97,4 +97,4 @@ class FrontDoor:
                     "request", method=method, route=route, path=scope["path"], status=status,
                     ms=round(seconds * 1000, 2),
                 )
-            structlog.contextvars.reset_contextvars(**tokens)
+            REQUEST_ID.reset(bound)

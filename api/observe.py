@@ -6,7 +6,7 @@ function call, a clock read and a few dictionary lookups per request.
 
 The request id: an incoming X-Request-ID is kept when it is short and plain (a proxy's or a
 client's id correlates their logs with ours), otherwise one is made. It goes back in the
-response's X-Request-ID header and is bound to structlog's context, so every line logged while
+response's X-Request-ID header and is set in shared.logs.REQUEST_ID, so every line logged while
 handling the request carries `request_id`.
 """
 
@@ -21,6 +21,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import ApiMetrics
 from shared.ids import random_bytes
+from shared.logs import REQUEST_ID
 
 log = structlog.get_logger("localflow.api")
 
@@ -60,7 +61,7 @@ class ObserveRequests:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        bound = REQUEST_ID.set(request_id)
         metrics = self.metrics
         if metrics is not None:
             metrics.requests.in_flight += 1
@@ -80,4 +81,4 @@ class ObserveRequests:
                     "request", method=method, route=route, path=scope["path"], status=status,
                     ms=round(seconds * 1000, 2),
                 )
-            structlog.contextvars.reset_contextvars(**tokens)
+            REQUEST_ID.reset(bound)

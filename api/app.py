@@ -13,16 +13,14 @@ from prometheus_client import CollectorRegistry
 
 from api.auth import BEARER_SCHEME_NAME, BearerAuth, cookie_session, open_operations
 from api.body import StrictBodyRequest
-from api.browser_guard import BrowserGuard
-from api.canonical_path import CanonicalPath
 from api.dashboard import dashboard_router, security, static_router, template_config
 from api.debug import DebugController, start_tracing
 from api.deps import provide_event_hub, provide_queue, provide_task_watch
 from api.errors import EXCEPTION_HANDLERS, document_errors
 from api.events import EventController
-from api.http_methods import HttpMethods, methods_by_template
+from api.front_door import FrontDoor
+from api.http_methods import methods_by_template
 from api.metrics import ApiMetrics, MetricsController
-from api.observe import ObserveRequests
 from api.openapi import DocsPage, DocumentJson, docs_router, handler_opts, shape
 from api.schedules import ScheduleController
 from api.system import SystemController
@@ -95,14 +93,10 @@ def create_app(
         opts=handler_opts(app),
     )
     # Outside routing and error handling, so 404s, 405s and errors are counted and carry a
-    # request id too (api/observe.py).
-    # Inside it, before everything else: one spelling of the path (api/canonical_path.py), then
-    # what a web page may not do (api/browser_guard.py). Innermost: HEAD as GET without a
-    # body, complete Allow headers (api/http_methods.py).
-    app.asgi_handler = ObserveRequests(
-        CanonicalPath(
-            BrowserGuard(HttpMethods(app.asgi_handler, methods_by_template(app)), settings)
-        ),
-        metrics, access_log=settings.access_log,
+    # request id too; then one spelling of the path, what a web page may not do, and HEAD and
+    # Allow: one plain ASGI layer (api/front_door.py).
+    app.asgi_handler = FrontDoor(
+        app.asgi_handler, settings, metrics, methods_by_template(app),
+        access_log=settings.access_log,
     )
     return app

@@ -138,6 +138,9 @@ class BearerAuth(ASGIMiddleware):
         self.session_check = session_check
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        if not is_open_path(scope["path"], self.openapi_path):
+        # No token configured: nothing to check, and no connection object to build for it.
+        if scope["litestar_app"].state.settings.api_token and not is_open_path(
+            scope["path"], self.openapi_path
+        ):
             check(ASGIConnection(scope), self.session_check)
         await next_app(scope, receive, send)

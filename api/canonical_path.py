@@ -23,6 +23,8 @@ from litestar.utils import normalize_path
 from api.browser_guard import send_problem
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+BAD_PATH = ("the request path has `.` or `..` segments or control characters; send the path of "
+            "the resource itself, e.g. /api/tasks")
 
 
 def canonical(path: str) -> str | None:
@@ -44,10 +46,13 @@ class CanonicalPath:
             return
         path = canonical(scope["path"])
         if path is None:
-            await send_problem(send, 400, "the request path has `.` or `..` segments or control "
-                               "characters; send the path of the resource itself, e.g. /api/tasks")
+            await send_problem(send, 400, BAD_PATH)
             return
         if path != scope["path"]:
-            scope["path"] = path
-            scope["raw_path"] = quote(path).encode()
+            set_path(scope, path)
         await self.app(scope, receive, send)
+
+
+def set_path(scope: Scope, path: str) -> None:
+    scope["path"] = path
+    scope["raw_path"] = quote(path).encode()

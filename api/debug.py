@@ -5,6 +5,9 @@
 - /debug/tasks: every asyncio task with its stack, then every thread's stack (text).
 - /debug/memory: the top allocations by line (tracemalloc, started with debug mode).
 
+The index of these is at /debug/ and, as the seed README promises (Go's spelling), at
+/debug/pprof/.
+
 Without debug mode these routes do not exist (404). They are left out of the OpenAPI schema:
 they are operator tools, and a fuzzer has no business asking for 60-second profiles.
 """
@@ -56,7 +59,8 @@ class DebugController(Controller):
     tags = ["debug"]
     include_in_schema = False
 
-    @get("/", media_type=MediaType.HTML, summary="Debug endpoints")
+    # /debug/pprof/ as well: the seed README sends people there (Go's pprof index).
+    @get(["/", "/pprof"], media_type=MediaType.HTML, summary="Debug endpoints")
     async def index(self) -> str:
         return _INDEX
 

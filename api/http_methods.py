@@ -50,7 +50,9 @@ class HttpMethods:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if status == 405 or (method == "OPTIONS" and status < 300):
-                    message = {**message, "headers": self._with_allow(message, inner)}
+                    message = {**message, "headers": self.with_allow(
+                        list(message.get("headers", ())), inner
+                    )}
             elif message["type"] == "http.response.body" and method == "HEAD":
                 message = {**message, "body": b""}
             await send(message)
@@ -61,9 +63,12 @@ class HttpMethods:
             if inner is not scope and "path_template" in inner:
                 scope["path_template"] = inner["path_template"]  # for the metrics' route label
 
-    def _with_allow(self, message: Message, scope: Scope) -> list[tuple[bytes, bytes]]:
-        headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"allow"]
-        given = next((v for k, v in message.get("headers", ()) if k.lower() == b"allow"), b"")
+    def with_allow(
+        self, headers: list[tuple[bytes, bytes]], scope: Scope
+    ) -> list[tuple[bytes, bytes]]:
+        """`headers` with one complete Allow for the path in `scope`."""
+        given = next((v for k, v in headers if k.lower() == b"allow"), b"")
+        headers = [(k, v) for k, v in headers if k.lower() != b"allow"]
         value = self.allow.get(scope.get("path_template") or "")
         if value is None:  # a 405 from routing (no template): complete what the router says
             value = allow_value({m.strip() for m in given.decode().split(",") if m.strip()})

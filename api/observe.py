@@ -6,13 +6,12 @@ function call, a clock read and a few dictionary lookups per request.
 
 The request id: an incoming X-Request-ID is kept when it is short and plain (a proxy's or a
 client's id correlates their logs with ours), otherwise one is made. It goes back in the
-response's X-Request-ID header and is bound to structlog's context, so every line logged while
+response's X-Request-ID header and is set in shared.logs.REQUEST_ID, so every line logged while
 handling the request carries `request_id`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from typing import Any
@@ -21,6 +20,8 @@ import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import ApiMetrics
+from shared.ids import random_bytes
+from shared.logs import REQUEST_ID
 
 log = structlog.get_logger("localflow.api")
 
@@ -29,7 +30,7 @@ UNMATCHED = "unmatched"  # the route label of a path no route matches: never the
 
 
 def new_request_id() -> str:
-    return os.urandom(8).hex()  # an id to correlate lines, not a secret
+    return random_bytes(8).hex()  # an id to correlate lines, not a secret
 
 
 def incoming_request_id(headers: Any) -> str | None:
@@ -60,7 +61,7 @@ class ObserveRequests:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        bound = REQUEST_ID.set(request_id)
         metrics = self.metrics
         if metrics is not None:
             metrics.requests.in_flight += 1
@@ -80,4 +81,4 @@ class ObserveRequests:
                     "request", method=method, route=route, path=scope["path"], status=status,
                     ms=round(seconds * 1000, 2),
                 )
-            structlog.contextvars.reset_contextvars(**tokens)
+            REQUEST_ID.reset(bound)

@@ -24,6 +24,8 @@ def refuse_repeated_query(request: Request) -> None:
         seen.add(name)
 
 
-def before_api_request(request: Request) -> None:
+async def before_api_request(request: Request) -> None:
+    # async although it never awaits: Litestar runs a sync hook in a thread pool, a thread
+    # hop per request for checks that take microseconds.
     refuse_repeated_query(request)
     refuse_unhonoured(request)

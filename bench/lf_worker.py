@@ -25,6 +25,7 @@ import sys
 import time
 from typing import Any
 
+from bench.procs import rss_mb
 from shared import logs
 from shared.queue import Claimed, Queue
 from shared.settings import Settings
@@ -84,7 +85,7 @@ async def main(db_path: str, slots: int, expect: int, out: str, poll: float,
     with open(out, "w") as f:
         json.dump({"started": started, "done": done_at[0] if done_at else None,
                    "count": succeeded, "cpu_seconds": cpu, "write_transactions": batches,
-                   "claims": claims, "last_success": last_success[0],
+                   "claims": claims, "last_success": last_success[0], "rss_mb": rss_mb(),
                    "starts": starts}, f)
 
 

@@ -81,6 +81,7 @@ def http_submit(
             batch = run_load(f"{url}/batch", body, seconds, max(2, connections // 8), workdir)
             out["batch"] = _load_dict(batch, per_request=batch_size)
             out["batch"]["batch_size"] = batch_size
+        out["api_rss_mb_after"] = procs.rss_mb(api.pid)  # after both loads
     finally:
         api.stop()
     return out
@@ -123,6 +124,7 @@ def end_to_end(workdir: Path, n: int, slots: int) -> dict[str, Any]:
         "write_transactions_per_task": data["write_transactions"] / n,
         **_claim_stats(data["claims"]),
         "pre_enqueue_tasks_per_s": n / enqueue_s,
+        "worker_rss_mb_after": data.get("rss_mb"),
         "command": " ".join(worker.argv[1:]),
     }
 
@@ -269,10 +271,11 @@ def idle_cpu(workdir: Path, seconds: float) -> dict[str, Any]:
         cpu0, t0 = procs.cpu_seconds(worker.pid), time.monotonic()
         time.sleep(seconds)
         cpu1, t1 = procs.cpu_seconds(worker.pid), time.monotonic()
+        rss = procs.rss_mb(worker.pid)
     finally:
         worker.stop()
     return {
         "seconds": t1 - t0, "cpu_seconds": cpu1 - cpu0,
-        "percent_of_one_core": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "percent_of_one_core": 100 * (cpu1 - cpu0) / (t1 - t0), "rss_mb": rss,
         "command": " ".join(worker.argv[1:]),
     }

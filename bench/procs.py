@@ -117,6 +117,14 @@ def _wait_healthy(proc: Proc, timeout: float = 30.0) -> None:
     raise RuntimeError(f"no healthy answer from {proc.url} in {timeout}s:\n{proc.log()}")
 
 
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process now (VmRSS), in MB (10^6 bytes)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    return 0.0
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
     stat = Path(f"/proc/{pid}/stat").read_text()

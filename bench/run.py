@@ -324,6 +324,15 @@ def table(out: dict[str, Any]) -> str:
     if not failed("(d) idle worker CPU", idle):
         add("(d) idle `localflow worker` CPU", f"{idle['percent_of_one_core']:.2f}% of a core",
             f"{idle['cpu_seconds']:.3f} CPU-s in {idle['seconds']:.1f}s (utime+stime)")
+    rss = []  # resident memory (VmRSS) after each run
+    if _ok(sub) and sub.get("api_rss_mb_after"):
+        rss.append(f"API after (a) {sub['api_rss_mb_after']:.0f} MB")
+    rss += [f"worker after (b) {e['slots']} slots {e['worker_rss_mb_after']:.0f} MB"
+            for e in lf.get("end_to_end", []) if _ok(e) and e.get("worker_rss_mb_after")]
+    if _ok(idle) and idle.get("rss_mb"):
+        rss.append(f"idle `localflow worker` {idle['rss_mb']:.0f} MB")
+    if rss:
+        add("(e) memory (RSS)", rss[0].rsplit(" ", 2)[-2] + " MB", "; ".join(rss))
     before, after = out["load_average_before"][0], out["load_average_after"][0]
     add("machine load average (1 min)", f"{before:.2f} -> {after:.2f}",
         f"{out['machine']['cpus']} CPUs; 'before' is others' work alone, 'after' includes "

@@ -3,20 +3,47 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Two characters (10 bits) at a time: 13 table lookups per id instead of 26 shifts and appends.
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 
 
 def new_id(now: float | None = None) -> str:
     """A 26-character ULID: 48 bits of milliseconds, then 80 random bits."""
     ms = int((time.time() if now is None else now) * 1000)
-    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    value = (ms << 80) | int.from_bytes(random_bytes(10), "big")
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -1, -10)])
+
+
+# os.urandom is a system call, and on a busy event loop each one is a chance to lose the GIL to
+# the database thread: read the kernel's randomness in blocks and hand it out in slices. The
+# block is per thread (no lock) and dropped in a forked child, which must never repeat its
+# parent's bytes.
+_BLOCK = 4096
+_pool = threading.local()
+
+
+def random_bytes(n: int) -> bytes:
+    """n bytes from os.urandom, read a block at a time."""
+    block: bytes = getattr(_pool, "block", b"")
+    at: int = getattr(_pool, "at", 0)
+    if at + n > len(block):
+        block, at = os.urandom(max(_BLOCK, n)), 0
+        _pool.block = block
+    _pool.at = at + n
+    return block[at:at + n]
+
+
+def _forget_in_child() -> None:
+    global _pool
+    _pool = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def is_valid_id(text: str) -> bool:

@@ -13,6 +13,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -79,6 +80,19 @@ def _add_logger_name(logger: Any, __: str, event: dict) -> dict:
     return event
 
 
+# The id of the HTTP request being handled (api/front_door.py sets it). One ContextVar set and
+# reset per request, read only when a line is written; binding it into structlog's context
+# cost a dictionary copy per request (6% of a submission's CPU).
+REQUEST_ID: ContextVar[str | None] = ContextVar("localflow_request_id", default=None)
+
+
+def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        event.setdefault("request_id", request_id)
+    return event
+
+
 def configure(
     fmt: str = "auto", level: int = logging.INFO, secrets: Iterable[str | None] = ()
 ) -> None:
@@ -96,6 +110,7 @@ def configure(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _add_request_id,
             structlog.processors.add_log_level,
             _add_logger_name,
             timestamper,
@@ -112,6 +127,7 @@ def configure(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[
                 structlog.contextvars.merge_contextvars,
+                _add_request_id,
                 structlog.processors.add_log_level,
                 structlog.stdlib.add_logger_name,
                 timestamper,

@@ -423,3 +423,14 @@ def test_a_weak_token_is_accepted_with_insecure_and_a_warning(tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert "weak" in out.lower() and "short-token" not in out
+
+
+def test_a_forwarded_for_header_does_not_move_a_client_out_of_its_throttle(server):
+    # The address is the peer's. uvicorn used to believe X-Forwarded-For from 127.0.0.1, so a
+    # local guesser could name a new address per request and never be throttled.
+    transport = httpx.HTTPTransport(local_address="127.0.0.1")
+    with httpx.Client(base_url=server.url, timeout=10, transport=transport) as c:
+        answers = [c.get("/api/tasks", headers={
+            "Authorization": f"Bearer {WRONG}-{i}", "X-Forwarded-For": f"198.51.100.{i + 1}",
+        }) for i in range(11)]
+    assert [a.status_code for a in answers] == [401] * 10 + [429]

@@ -33,7 +33,8 @@ def debug(debug_server: procs.Proc) -> Iterator[httpx.Client]:
 
 
 def test_without_debug_mode_the_routes_do_not_exist(client: httpx.Client):
-    for path in ("/debug/", "/debug/profile?seconds=1", "/debug/tasks", "/debug/memory"):
+    for path in ("/debug/", "/debug/pprof/", "/debug/profile?seconds=1", "/debug/tasks",
+                 "/debug/memory"):
         r = client.get(path)
         assert r.status_code == 404, path
         assert r.headers["content-type"].startswith("application/problem+json")
@@ -41,7 +42,8 @@ def test_without_debug_mode_the_routes_do_not_exist(client: httpx.Client):
 
 
 def test_debug_routes_need_the_token(debug_server: procs.Proc):
-    for path in ("/debug/", "/debug/tasks", "/debug/memory", "/debug/profile?seconds=0.1"):
+    for path in ("/debug/", "/debug/pprof/", "/debug/tasks", "/debug/memory",
+                 "/debug/profile?seconds=0.1"):
         assert httpx.get(debug_server.url + path).status_code == 401, path
 
 
@@ -50,6 +52,15 @@ def test_index_links_every_tool(debug: httpx.Client):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     for link in ("/debug/profile", "/debug/tasks", "/debug/memory"):
         assert link in r.text
+
+
+def test_pprof_index_is_where_the_seed_readme_says(debug: httpx.Client):
+    # The seed's instructions: run with --debug, then visit /debug/pprof/.
+    for path in ("/debug/pprof/", "/debug/pprof"):
+        r = debug.get(path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), path
+        for link in ("/debug/profile", "/debug/tasks", "/debug/memory"):
+            assert link in r.text
 
 
 def test_tasks_dump_shows_asyncio_tasks_and_threads_with_stacks(debug: httpx.Client):
@@ -99,7 +110,7 @@ def test_profile_as_html_and_speedscope(debug: httpx.Client):
     assert "attachment" in r.headers["content-disposition"]
     profile = json.loads(r.text)
     assert profile["$schema"] == "https://www.speedscope.app/file-format-schema.json"
-    files = {frame.get("file", "") for frame in profile["shared"]["frames"]}
+    files = {frame.get("file") or "" for frame in profile["shared"]["frames"]}  # None: no file
     # It sampled the whole event loop (the API and the worker at work), not just the
     # request that asked for it.
     ours = ("api/tasks.py", "shared/queue.py", "worker/pool.py", "worker/handlers/shell.py")

@@ -124,6 +124,11 @@ BAD_BODIES = [
                  "duplicate", id="duplicate-key"),
     pytest.param(b'{"type":"shell","payload":{"command":"echo","env":{"A":"1","A":"2"}}}', 400,
                  "duplicate", id="duplicate-key-nested"),
+    # Colons, quotes and escapes inside strings must not hide a repeated key from the count.
+    pytest.param(b'{"type":"shell","payload":{"command":"a:\\":b","env":{"K:":"x:","K:":"y"}}}',
+                 400, "duplicate", id="duplicate-key-among-colons"),
+    pytest.param(b'{"type":"shell","payload":{"command":"echo","env":{"A":"1","\\u0041":"2"}}}',
+                 400, "duplicate", id="duplicate-key-escaped"),
 ]
 
 

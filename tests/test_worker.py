@@ -322,3 +322,25 @@ async def test_an_outcome_refused_by_a_locked_database_is_written_later_not_run_
         assert len(list(runs.iterdir())) == 1
     finally:
         await db.close()
+async def test_a_handler_that_ignores_its_timeout_is_stopped_by_the_backstop(live_queue):
+    # A handler that never looks at its timeout: the worker stops it (timeout + 1 s) and
+    # records a timed-out attempt; the next task still runs.
+    release = asyncio.Event()
+
+    async def stubborn(payload, ctx):
+        if payload.command == "hang":
+            await asyncio.Event().wait()
+        await release.wait()
+        return {"ok": True}
+
+    hung, _ = await live_queue.enqueue(shell("hang", timeout=0.3, max_attempts=1))
+    after, _ = await live_queue.enqueue(shell("fine", timeout=60))
+    worker = Worker(live_queue, live_queue.settings, handlers={"shell": stubborn})
+    async with running(worker):
+        failed = await until(live_queue, hung.id, {"failed"})
+        release.set()
+        done = await until(live_queue, after.id, {"succeeded"})
+    assert "timed out after 0.3s" in failed.last_error
+    assert [a.outcome for a in await live_queue.attempts(hung.id)] == ["timeout"]
+    assert done.result == {"ok": True}
+    assert len(worker._deadlines) <= 64  # bounded: entries of finished tasks are dropped

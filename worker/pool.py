@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import os
 import secrets
 import socket
@@ -30,7 +31,16 @@ from worker.task_identity import task_user_from
 log = structlog.get_logger("localflow.worker")
 
 # Why an in-flight task was stopped from outside, which decides what is written back.
-_CANCELLED, _SHUTDOWN, _LOST = "cancelled", "shutdown", "lost"
+_CANCELLED, _SHUTDOWN, _LOST, _TIMEOUT = "cancelled", "shutdown", "lost", "timeout"
+# Seconds past a task's own timeout before the worker stops a handler that did not stop itself.
+BACKSTOP_GRACE = 1.0
+
+
+def _logger(c: Claimed) -> Any:
+    # Bound only when a line is written: a task that succeeds logs nothing, and binding was
+    # per-task work in the worker's profile.
+    return log.bind(task_id=c.id, task_type=c.type, attempt=c.attempt)
+
 
 T = TypeVar("T")
 # Storage trouble that passes (a full disk freed, a lock released, a server back): an outcome
@@ -70,6 +80,13 @@ class Worker:
         self.inflight: dict[str, tuple[Claimed, asyncio.Task[None]]] = {}
         self._in_handler: set[str] = set()  # tasks whose handler runs: the slots in use
         self._stop_reason: dict[str, str] = {}
+        # The backstop timeouts: one heap of (deadline, task id, claim token) and one timer for
+        # the earliest, instead of a timer per task (asyncio.timeout's TimerHandle was the top
+        # entry of the worker's profile at 64 slots). Entries of finished tasks stay until they
+        # come up or the heap is rebuilt.
+        self._deadlines: list[tuple[float, str, str]] = []
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_armed = float("inf")
         self._nudge = asyncio.Event()
         self._peer_woke = False
         self._idle_until: float | None = None  # skip claims until then if nothing changed
@@ -192,13 +209,13 @@ class Worker:
     # -- one task ------------------------------------------------------------------------
 
     async def _execute(self, c: Claimed) -> None:
-        bound = log.bind(task_id=c.id, task_type=c.type, attempt=c.attempt)
         started = self.clock.now()
+        bound = _logger(c)
         self.on_event("started", c, 0.0)
         try:
             kind, value = await self._attempt(c)
             if kind == "stopped":
-                await self._stopped_from_outside(c, bound)
+                await self._stopped_from_outside(c)
             elif kind == "succeeded":
                 done = await self._write_outcome(c, bound, lambda: self.queue.complete(c, value))
                 if done is True:
@@ -233,6 +250,10 @@ class Worker:
             self.inflight.pop(c.id, None)
             self._in_handler.discard(c.id)
             self._stop_reason.pop(c.id, None)
+            if not self.inflight and self._deadline_timer is not None:
+                self._deadline_timer.cancel()  # nothing left to time out
+                self._deadline_timer, self._deadline_armed = None, float("inf")
+                self._deadlines.clear()
 
     async def _write_outcome(
         self, c: Claimed, bound: Any, write: Callable[[], Awaitable[T]]
@@ -281,7 +302,14 @@ class Worker:
         try:
             return "succeeded", await self._run_handler(c)
         except asyncio.CancelledError:
-            return "stopped", None
+            if self._stop_reason.get(c.id) != _TIMEOUT:
+                return "stopped", None
+            # Our backstop stopped it: a timed-out attempt, not a stop from outside.
+            self._stop_reason.pop(c.id, None)
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return "failed", (f"timed out after {c.timeout:g}s", None, "timeout", True)
         except TaskFailed as exc:  # TaskTimedOut included: its outcome says `timeout`
             return "failed", (str(exc), exc.result, exc.outcome, not exc.permanent)
         except TimeoutError:
@@ -309,11 +337,38 @@ class Worker:
         )
         # Handlers enforce the timeout themselves (the shell handler kills its process
         # group); this is the backstop for one that does not.
-        async with asyncio.timeout(c.timeout + 1.0):
-            return await handler(payload, ctx)
+        self._add_deadline(c, asyncio.get_running_loop().time() + c.timeout + BACKSTOP_GRACE)
+        return await handler(payload, ctx)
 
-    async def _stopped_from_outside(self, c: Claimed, bound: Any) -> None:
+    def _add_deadline(self, c: Claimed, deadline: float) -> None:
+        if len(self._deadlines) > 2 * len(self._in_handler) + 64:
+            # Bounded memory: drop the entries of tasks that have finished.
+            self._deadlines = [d for d in self._deadlines if d[1] in self._in_handler]
+            heapq.heapify(self._deadlines)
+        heapq.heappush(self._deadlines, (deadline, c.id, c.token))
+        if deadline < self._deadline_armed:
+            self._arm(deadline)
+
+    def _arm(self, deadline: float) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_armed = deadline
+        self._deadline_timer = asyncio.get_running_loop().call_at(deadline, self._deadlines_due)
+
+    def _deadlines_due(self) -> None:
+        self._deadline_timer, self._deadline_armed = None, float("inf")
+        now = asyncio.get_running_loop().time()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, task_id, token = heapq.heappop(self._deadlines)
+            entry = self.inflight.get(task_id)
+            if entry is not None and entry[0].token == token:  # this attempt, still running
+                self._stop_task(task_id, _TIMEOUT)
+        if self._deadlines:
+            self._arm(self._deadlines[0][0])
+
+    async def _stopped_from_outside(self, c: Claimed) -> None:
         reason = self._stop_reason.get(c.id, _SHUTDOWN)
+        bound = _logger(c)
         if reason == _CANCELLED:
             done = await self._write_outcome(c, bound, lambda: self.queue.finish_cancelled(c))
             if done is not UNWRITTEN:
@@ -328,7 +383,7 @@ class Worker:
                 if done:
                     self.on_event("attempt:released", c, 0.0)
         else:
-            bound.warning("task stopped: its lease was lost to another worker")
+            _logger(c).warning("task stopped: its lease was lost to another worker")
 
     def _stop_task(self, task_id: str, reason: str) -> None:
         # Only a handler is stopped: a task already writing its outcome is left to finish it.

@@ -111,8 +111,10 @@ def is_logged_in(request: Request, settings: Settings) -> bool:
     return not settings.api_token or session_valid(request, request.cookies.get(SESSION_COOKIE))
 
 
-def require_login(request: Request) -> Response | None:
-    """before_request hook: send a visitor without a session to the login page."""
+async def require_login(request: Request) -> Response | None:
+    """before_request hook: send a visitor without a session to the login page.
+
+    async although it never awaits: Litestar would run a sync hook in a thread pool."""
     settings: Settings = request.app.state.settings
     if request.route_handler.opt.get(PUBLIC) or is_logged_in(request, settings):
         return None

@@ -150,13 +150,26 @@ class SQLiteStore:
     async def insert_tasks(
         self, tasks: Sequence[NewTask], now: float
     ) -> list[tuple[Task, bool]]:
-        def op(conn: sqlite3.Connection) -> list[tuple[Task, bool]]:
-            return [_insert(conn, new, now) for new in tasks]
+        if any(new.idempotency_key is not None for new in tasks):
+            def op(conn: sqlite3.Connection) -> list[tuple[Task, bool]]:
+                return [_insert(conn, new, now) for new in tasks]
 
-        results = await self.db.write(op)
-        if any(created for _, created in results):
+            results = await self.db.write(op)
+            if any(created for _, created in results):
+                self._changed()
+            return results
+        # Without idempotency keys every row is new: one executemany of parameters made here,
+        # on the event loop, so the writer thread (which every write waits for) only binds and
+        # steps a cached statement; the answers are built here too, after the commit.
+        params = [_insert_params(new, now) for new in tasks]
+
+        def insert_all(conn: sqlite3.Connection) -> None:
+            conn.executemany(Q.insert_task, params)
+
+        await self.db.write(insert_all)
+        if tasks:
             self._changed()
-        return results
+        return [(_new_task(new, now), True) for new in tasks]
 
     # -- tasks: working ------------------------------------------------------------------------
 
@@ -712,27 +725,32 @@ def _neutral(row: sqlite3.Row) -> TransferRow:
 # -- op bodies (run on the writer thread) -------------------------------------------------------
 
 
-def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> tuple[Task, bool]:
-    cursor = conn.execute(
-        Q.insert_task,
-        {
-            "id": new.id, "type": new.type, "payload": msgspec.json.encode(new.payload).decode(),
-            "priority": new.priority, "run_at": new.run_at, "max_attempts": new.max_attempts,
-            "timeout": new.timeout, "idempotency_key": new.idempotency_key,
-            "request_hash": new.request_hash, "now": now,
-        },
+def _insert_params(new: NewTask, now: float) -> dict[str, Any]:
+    return {
+        "id": new.id, "type": new.type, "payload": msgspec.json.encode(new.payload).decode(),
+        "priority": new.priority, "run_at": new.run_at, "max_attempts": new.max_attempts,
+        "timeout": new.timeout, "idempotency_key": new.idempotency_key,
+        "request_hash": new.request_hash, "now": now,
+    }
+
+
+def _new_task(new: NewTask, now: float) -> Task:
+    """The row `new` became, as inserted at `now`."""
+    when = to_datetime(now)
+    return Task(
+        id=new.id, type=new.type, payload=new.payload, status="queued",
+        priority=new.priority, run_at=to_datetime(new.run_at), attempts=0,
+        max_attempts=new.max_attempts, timeout=new.timeout,
+        idempotency_key=new.idempotency_key, result=None, last_error=None,
+        cancel_requested=False, created_at=when, updated_at=when,
+        started_at=None, finished_at=None,
     )
+
+
+def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> tuple[Task, bool]:
+    cursor = conn.execute(Q.insert_task, _insert_params(new, now))
     if cursor.rowcount == 1:
-        when = to_datetime(now)
-        task = Task(
-            id=new.id, type=new.type, payload=new.payload, status="queued",
-            priority=new.priority, run_at=to_datetime(new.run_at), attempts=0,
-            max_attempts=new.max_attempts, timeout=new.timeout,
-            idempotency_key=new.idempotency_key, result=None, last_error=None,
-            cancel_requested=False, created_at=when, updated_at=when,
-            started_at=None, finished_at=None,
-        )
-        return task, True
+        return _new_task(new, now), True
     existing = fetchall(conn, Q.get_task_by_key, (new.idempotency_key,))[0]
     if existing["request_hash"] != new.request_hash:
         raise IdempotencyConflict(str(new.idempotency_key), existing["id"])

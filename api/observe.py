@@ -1,8 +1,5 @@
-"""Around every HTTP request: a request id, metrics by route template, an optional access log.
-
-One plain ASGI layer wrapped around Litestar's whole handler (outside routing and exception
-handling), so it also sees 404s, 405s and errors turned into problem+json, and costs one
-function call, a clock read and a few dictionary lookups per request.
+"""Request ids and the access log's logger, for the one ASGI layer around every request
+(api/front_door.py), which also records metrics by route template.
 
 The request id: an incoming X-Request-ID is kept when it is short and plain (a proxy's or a
 client's id correlates their logs with ours), otherwise one is made. It goes back in the

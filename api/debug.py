@@ -87,7 +87,10 @@ class DebugController(Controller):
                 profiler.stop()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         if fmt == "speedscope":
-            body = profiler.output(renderer=SpeedscopeRenderer())
+            # No 1%-of-total pruning: speedscope is a timeline viewer that zooms into short
+            # calls itself, and a mostly idle loop would otherwise hide all the real work.
+            renderer = SpeedscopeRenderer(processor_options={"filter_threshold": 0})
+            body = profiler.output(renderer=renderer)
             name = f"localflow-profile-{stamp}.speedscope.json"
             return Response(body, media_type=MediaType.JSON,
                             headers={"Content-Disposition": f'attachment; filename="{name}"'})

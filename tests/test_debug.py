@@ -94,19 +94,26 @@ def test_profile_as_html_and_speedscope(debug: httpx.Client):
 
     # Work for the profile to see: a task submitted while it samples.
     done = threading.Event()
+    submitted: list[int] = []
 
     def submit_some() -> None:
         while not done.is_set():
-            debug.post("/api/tasks", json={"type": "shell", "payload": {"command": "true"}})
+            r = debug.post("/api/tasks", json={"type": "shell", "payload": {"command": "true"}})
+            submitted.append(r.status_code)
 
     submitter = threading.Thread(target=submit_some)
     submitter.start()
     try:
+        # Submitting before the profile starts, so the loop has work throughout its window.
+        deadline = time.monotonic() + 30
+        while not submitted and time.monotonic() < deadline:
+            time.sleep(0.01)
         r = debug.get("/debug/profile", params={"seconds": 1, "format": "speedscope"})
     finally:
         done.set()
         submitter.join()
     assert r.status_code == 200
+    assert submitted and set(submitted) == {201}, submitted
     assert "attachment" in r.headers["content-disposition"]
     profile = json.loads(r.text)
     assert profile["$schema"] == "https://www.speedscope.app/file-format-schema.json"

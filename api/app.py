@@ -23,6 +23,7 @@ from api.http_methods import HttpMethods, methods_by_template
 from api.metrics import ApiMetrics, MetricsController
 from api.observe import ObserveRequests
 from api.openapi import DocsPage, DocumentJson, docs_router, handler_opts, shape
+from api.queues import QueueController
 from api.schedules import ScheduleController
 from api.system import SystemController
 from api.tasks import TaskController
@@ -47,7 +48,7 @@ def create_app(
         route_handlers=[
             MetricsController, *debug_routes,
             TaskController, SystemController, dashboard_router(settings), static_router(),
-            ScheduleController,
+            ScheduleController, QueueController,
         ],
         template_config=template_config(),
         dependencies={"queue": Provide(provide_queue, sync_to_thread=False)},

@@ -15,12 +15,15 @@ from typing import Any
 import msgspec
 
 from shared.durations import parse_duration
+from shared.schemas import QUEUE_NAME_PATTERN
 
 
 class Settings(msgspec.Struct, kw_only=True):
     addr: str = "127.0.0.1:8080"
     db: str = "localflow.db"
     workers: int = 8
+    # The queues this worker takes tasks from (docs/queues.md); empty: every queue.
+    queues: tuple[str, ...] = ()
     poll: float = 0.25
     schedule_interval: float = 10.0
     debug: bool = False
@@ -103,6 +106,19 @@ def _commands(text: str) -> tuple[str, ...]:
 _HOST_NAME = re.compile(r"^(\*\.)?[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
 
 
+_QUEUE_NAME = re.compile(QUEUE_NAME_PATTERN)
+
+
+def _queue_names(text: str) -> tuple[str, ...]:
+    """"emails,reports": the queues a worker serves; empty: all."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    for name in names:
+        if not _QUEUE_NAME.match(name):
+            raise ValueError(f"{name!r} is not a queue name (letters, digits, '-', '_', '.'; "
+                             "up to 64 characters)")
+    return tuple(dict.fromkeys(names))
+
+
 def _hosts(text: str) -> tuple[str, ...]:
     """"example.com,*.internal,10.0.0.0/8,::1": host names, *.suffix wildcards, IPs, CIDRs."""
     entries = tuple(part.strip().lower().rstrip(".") for part in text.split(",") if part.strip())
@@ -154,6 +170,8 @@ FIELDS: tuple[Field, ...] = (
     Field("addr", str, "HTTP bind address, HOST:PORT"),
     Field("db", str, "SQLite database file, or postgresql://user:password@host:port/dbname"),
     Field("workers", _positive_int, "concurrent task slots in the worker"),
+    Field("queues", _queue_names,
+          "comma list of the queues this worker takes tasks from; empty: every queue"),
     Field("poll", parse_duration, "longest wait between queue checks (wake-ups come sooner)"),
     Field("schedule_interval", parse_duration, "longest wait between schedule checks"),
     Field("debug", _parse_bool, "enable /debug profiling endpoints"),

@@ -118,7 +118,7 @@ class Worker:
         if free <= 0 or await self._nothing_changed():
             return 0
         began = time.perf_counter()
-        claimed = await self.queue.claim(self.id, free, self.settings.lease)
+        claimed = await self.queue.claim(self.id, free, self.settings.lease, self.settings.queues)
         self.on_claim(len(claimed), time.perf_counter() - began)
         for c in claimed:
             self._in_handler.add(c.id)
@@ -136,7 +136,7 @@ class Worker:
 
     async def _remember_idle(self) -> None:
         self._seen_version = await self.queue.store.change_token()
-        due = await self.queue.next_run_at()
+        due = await self.queue.next_run_at(self.settings.queues)
         self._idle_until = due if due is not None else float("inf")
 
     def _wait_timeout(self) -> float:

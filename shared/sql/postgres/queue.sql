@@ -9,9 +9,9 @@
 -- Idempotency is the unique index's job: a second submitter with the same key waits for the
 -- first to commit, then does nothing (rowcount 0) and reads the first one's task.
 INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
-                   idempotency_key, request_hash, created_at, updated_at)
+                   idempotency_key, request_hash, created_at, updated_at, queue)
 VALUES (%(id)s, %(type)s, %(payload)s, 'queued', %(priority)s, %(run_at)s, %(max_attempts)s,
-        %(timeout)s, %(idempotency_key)s, %(request_hash)s, %(now)s, %(now)s)
+        %(timeout)s, %(idempotency_key)s, %(request_hash)s, %(now)s, %(now)s, %(queue)s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 
 -- name: get_task
@@ -30,6 +30,11 @@ SELECT * FROM tasks WHERE idempotency_key = %(key)s
 WITH picked AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status = 'queued' AND run_at <= %(now)s
+      -- Queues (docs/queues.md): not the paused or full ones (%(closed)s), and only the
+      -- worker's own if it serves some (%(only)s, NULL for all). Limits are kept by the
+      -- caller's LIMIT, under the queue rows' locks (shared/store/claiming.py).
+      AND queue <> ALL(%(closed)s::text[])
+      AND (%(only)s::text[] IS NULL OR queue = ANY(%(only)s::text[]))
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -134,7 +139,11 @@ SET finished_at = %(now)s, outcome = 'lost',
 WHERE task_id = %(id)s AND attempt = %(attempt)s AND finished_at IS NULL
 
 -- name: next_run_at
-SELECT min(run_at) FROM tasks WHERE status = 'queued'
+-- The earliest run_at a worker could claim: closed (paused, full) and other workers' queues
+-- left out, so due tasks it may not take never keep it from idling.
+SELECT min(run_at) FROM tasks
+WHERE status = 'queued' AND queue <> ALL(%(closed)s::text[])
+  AND (%(only)s::text[] IS NULL OR queue = ANY(%(only)s::text[]))
 
 -- name: counts_by_status
 SELECT status, count(*) AS n FROM tasks GROUP BY status
@@ -187,3 +196,46 @@ DELETE FROM tasks WHERE id = %(id)s AND status != 'running'
 -- back, so a woken worker always finds the work committed. Repeats in one transaction fold
 -- into one delivery.
 SELECT pg_notify('localflow', '')
+
+-- name: list_by_queue
+SELECT * FROM tasks
+WHERE queue = %(queue)s AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(type)s::text IS NULL OR type = %(type)s) AND id < %(cursor)s
+ORDER BY queue DESC, id DESC LIMIT %(limit)s
+
+-- name: queue_gates
+SELECT name, concurrency, paused FROM queues WHERE paused OR concurrency IS NOT NULL
+
+-- name: lock_limited_queues
+-- The claim's fence for concurrency limits: the rows of the limited queues this worker may
+-- take, locked until the claim commits (in name order: two claimers never deadlock). A
+-- second claimer waits here, then counts running tasks in a new statement -- a new snapshot
+-- under READ COMMITTED -- that sees what the first one claimed. Re-read: the values now.
+SELECT name, concurrency, paused FROM queues
+WHERE name = ANY(%(names)s::text[]) ORDER BY name FOR UPDATE
+
+-- name: running_in_queues
+SELECT queue, count(*) AS n FROM tasks
+WHERE status = 'running' AND queue = ANY(%(names)s::text[])
+GROUP BY queue
+
+-- name: counts_by_queue
+SELECT queue, status, count(*) AS n FROM tasks GROUP BY queue, status
+
+-- name: counts_of_queue
+SELECT status, count(*) AS n FROM tasks WHERE queue = %(name)s GROUP BY status
+
+-- name: all_queue_settings
+SELECT name, concurrency, paused FROM queues
+
+-- name: queue_settings
+SELECT name, concurrency, paused FROM queues WHERE name = %(name)s
+
+-- name: set_queue
+INSERT INTO queues (name, concurrency, paused, updated_at)
+VALUES (%(name)s, %(concurrency)s, coalesce(%(paused)s, false), %(now)s)
+ON CONFLICT (name) DO UPDATE
+SET concurrency = CASE WHEN %(set_concurrency)s THEN %(concurrency)s
+                       ELSE queues.concurrency END,
+    paused = coalesce(%(paused)s, queues.paused),
+    updated_at = %(now)s

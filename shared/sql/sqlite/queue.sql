@@ -4,9 +4,9 @@
 
 -- name: insert_task
 INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
-                   idempotency_key, request_hash, created_at, updated_at)
+                   idempotency_key, request_hash, created_at, updated_at, queue)
 VALUES (:id, :type, :payload, 'queued', :priority, :run_at, :max_attempts, :timeout,
-        :idempotency_key, :request_hash, :now, :now)
+        :idempotency_key, :request_hash, :now, :now, :queue)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 
 -- name: get_task
@@ -30,6 +30,11 @@ WHERE id IN (
     -- Named, or the planner may pick tasks_status_id and sort every queued row per claim.
     SELECT id FROM tasks INDEXED BY tasks_runnable
     WHERE status = 'queued' AND run_at <= :now
+      -- Queues (docs/queues.md): not the paused or full ones (:closed, a JSON array), and
+      -- only the worker's own if it serves some (:only, NULL for all). Limits are kept by
+      -- the caller's :limit (shared/store/claiming.py).
+      AND queue NOT IN (SELECT value FROM json_each(:closed))
+      AND (:only IS NULL OR queue IN (SELECT value FROM json_each(:only)))
     ORDER BY priority DESC, run_at, id
     LIMIT :limit
 )
@@ -122,7 +127,12 @@ SET finished_at = :now, outcome = 'lost',
 WHERE task_id = :id AND attempt = :attempt AND finished_at IS NULL
 
 -- name: next_run_at
-SELECT min(run_at) FROM tasks WHERE status = 'queued'
+-- The earliest run_at a worker could claim: closed (paused, full) and other workers' queues
+-- left out, so due tasks it may not take never keep it from idling.
+SELECT min(run_at) FROM tasks INDEXED BY tasks_runnable
+WHERE status = 'queued'
+  AND queue NOT IN (SELECT value FROM json_each(:closed))
+  AND (:only IS NULL OR queue IN (SELECT value FROM json_each(:only)))
 
 -- name: counts_by_status
 SELECT status, count(*) AS n FROM tasks GROUP BY status
@@ -166,3 +176,40 @@ WHERE id = :id AND status IN ('failed', 'cancelled')
 -- name: delete_task
 -- any state but running (its worker still holds it); attempts go with it (ON DELETE CASCADE)
 DELETE FROM tasks WHERE id = :id AND status != 'running'
+
+-- name: list_by_queue
+-- ?queue=, with or without status and type: the queue's tasks newest first.
+SELECT * FROM tasks INDEXED BY tasks_queue_id
+WHERE queue = :queue AND (:status IS NULL OR status = :status)
+  AND (:type IS NULL OR type = :type) AND id < :cursor
+ORDER BY queue DESC, id DESC LIMIT :limit
+
+-- name: queue_gates
+-- The settings that close a queue or limit it (a handful of rows).
+SELECT name, concurrency, paused FROM queues WHERE paused = 1 OR concurrency IS NOT NULL
+
+-- name: running_in_queues
+SELECT queue, count(*) AS n FROM tasks INDEXED BY tasks_running_queue
+WHERE status = 'running' AND queue IN (SELECT value FROM json_each(:names))
+GROUP BY queue
+
+-- name: counts_by_queue
+SELECT queue, status, count(*) AS n FROM tasks GROUP BY queue, status
+
+-- name: counts_of_queue
+SELECT status, count(*) AS n FROM tasks INDEXED BY tasks_queue_id WHERE queue = ? GROUP BY status
+
+-- name: all_queue_settings
+SELECT name, concurrency, paused FROM queues
+
+-- name: queue_settings
+SELECT name, concurrency, paused FROM queues WHERE name = ?
+
+-- name: set_queue
+-- Creates the settings row on first use; a field not given (:set_* false) keeps its value.
+INSERT INTO queues (name, concurrency, paused, updated_at)
+VALUES (:name, :concurrency, coalesce(:paused, 0), :now)
+ON CONFLICT (name) DO UPDATE
+SET concurrency = CASE WHEN :set_concurrency THEN :concurrency ELSE concurrency END,
+    paused = coalesce(:paused, paused),
+    updated_at = :now

@@ -16,8 +16,10 @@ from typing import Any, Literal
 
 import aiosqlite
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from shared.errors import IdempotencyConflict
+from shared.queue_schemas import QueueGate, QueueInfo
 from shared.schedule_schemas import Schedule
 from shared.schemas import STATUSES, Attempt, Status, Task, TaskPage, to_datetime
 from shared.sql import Queries
@@ -42,6 +44,7 @@ from shared.store.base import (
     fill_throughput,
     throughput_window,
 )
+from shared.store.claiming import ClaimBudget, limited, queue_overview
 from shared.store.sqlite import migrations
 from shared.store.sqlite.database import Database, storage_error
 from shared.store.sqlite.wake import SharedWakeListener, WakeNotifier
@@ -113,15 +116,24 @@ class SQLiteStore:
     # -- tasks: working ------------------------------------------------------------------------
 
     async def claim(
-        self, worker_id: str, limit: int, lease_until: float, now: float
+        self, worker_id: str, limit: int, lease_until: float, now: float,
+        queues: Sequence[str] | None = None,
     ) -> list[Claimed]:
         if limit <= 0:
             return []
+        only = _json(list(queues)) if queues else None
 
         def op(conn: sqlite3.Connection) -> list[Claimed]:
-            params = {"now": now, "lease_until": lease_until, "worker_id": worker_id,
-                      "limit": limit}
-            rows = fetchall(conn, Q.claim, params)
+            # Counting running tasks here is safe: this transaction holds SQLite's one write
+            # lock, so no other claimer (in any process) can move a task to running meanwhile.
+            budget = ClaimBudget(limit, *_gates(conn, queues))
+            rows: list[sqlite3.Row] = []
+            while (batch := budget.next_batch()) > 0:
+                params = {"now": now, "lease_until": lease_until, "worker_id": worker_id,
+                          "limit": batch, "closed": _json(budget.closed_list()), "only": only}
+                taken = fetchall(conn, Q.claim, params)
+                budget.took([r["queue"] for r in taken])
+                rows.extend(taken)
             if rows:
                 conn.executemany(
                     Q.insert_attempt, [(r["id"], r["attempts"], worker_id, now) for r in rows]
@@ -131,6 +143,7 @@ class SQLiteStore:
                     id=r["id"], type=r["type"], payload=msgspec.json.decode(r["payload"]),
                     attempt=r["attempts"], max_attempts=r["max_attempts"], timeout=r["timeout"],
                     priority=r["priority"], run_at=r["run_at"], token=r["claim_token"],
+                    queue=r["queue"],
                 )
                 for r in rows
             ]
@@ -224,8 +237,17 @@ class SQLiteStore:
         rows = await self.db.fetch_all(Q.cancel_requests_for_worker, (worker_id,))
         return {r["id"] for r in rows}
 
-    async def next_run_at(self) -> float | None:
-        row = await self.db.fetch_one(Q.next_run_at)
+    async def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
+        gates = [_gate(r) for r in await self.db.fetch_all(Q.queue_gates)]
+        names = limited(gates)
+        running = {}
+        if names:
+            rows = await self.db.fetch_all(Q.running_in_queues, {"names": _json(names)})
+            running = {r["queue"]: r["n"] for r in rows}
+        closed = ClaimBudget(1, gates, running).closed_list()
+        row = await self.db.fetch_one(Q.next_run_at, {
+            "closed": _json(closed), "only": _json(list(queues)) if queues else None,
+        })
         return None if row is None else row[0]
 
     async def worker_seen(
@@ -284,11 +306,14 @@ class SQLiteStore:
         return [_attempt(r) for r in await self.db.fetch_all(Q.list_attempts, (task_id,))]
 
     async def list_tasks(
-        self, *, status: Status | None, type: str | None, cursor: str | None, limit: int
+        self, *, status: Status | None, type: str | None, cursor: str | None, limit: int,
+        queue: str | None = None,
     ) -> TaskPage:
         params = {"status": status, "type": type, "cursor": cursor or _CURSOR_START,
-                  "limit": limit + 1}
-        if status and type:
+                  "limit": limit + 1, "queue": queue}
+        if queue is not None:
+            query = Q.list_by_queue
+        elif status and type:
             query = Q.list_by_status_and_type
         elif status:
             query = Q.list_by_status
@@ -306,6 +331,33 @@ class SQLiteStore:
         for row in await self.db.fetch_all(Q.counts_by_status):
             counts[row["status"]] = row["n"]
         return counts
+
+    # -- queues --------------------------------------------------------------------------------
+
+    async def queues(self) -> list[QueueInfo]:
+        counts = [(r["queue"], r["status"], r["n"])
+                  for r in await self.db.fetch_all(Q.counts_by_queue)]
+        gates = [_gate(r) for r in await self.db.fetch_all(Q.all_queue_settings)]
+        return queue_overview(counts, gates)
+
+    async def queue(self, name: str) -> QueueInfo:
+        counts = [(name, r["status"], r["n"])
+                  for r in await self.db.fetch_all(Q.counts_of_queue, (name,))]
+        gates = [_gate(r) for r in await self.db.fetch_all(Q.queue_settings, (name,))]
+        return queue_overview(counts, gates, name)[0]
+
+    async def set_queue(
+        self, name: str, *, concurrency: int | UnsetType | None, paused: bool | None,
+        now: float,
+    ) -> None:
+        params = {"name": name, "now": now, "paused": None if paused is None else int(paused),
+                  "set_concurrency": concurrency is not UNSET,
+                  "concurrency": None if concurrency is UNSET else concurrency}
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(Q.set_queue, params)
+
+        await self.db.write(op)
 
     async def task_id_by_key(self, key: str) -> str | None:
         row = await self.db.fetch_one(D.task_id_by_key, (key,))
@@ -498,7 +550,7 @@ def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> tuple[Task, b
             "id": new.id, "type": new.type, "payload": msgspec.json.encode(new.payload).decode(),
             "priority": new.priority, "run_at": new.run_at, "max_attempts": new.max_attempts,
             "timeout": new.timeout, "idempotency_key": new.idempotency_key,
-            "request_hash": new.request_hash, "now": now,
+            "request_hash": new.request_hash, "now": now, "queue": new.queue,
         },
     )
     if cursor.rowcount == 1:
@@ -509,7 +561,7 @@ def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> tuple[Task, b
             max_attempts=new.max_attempts, timeout=new.timeout,
             idempotency_key=new.idempotency_key, result=None, last_error=None,
             cancel_requested=False, created_at=when, updated_at=when,
-            started_at=None, finished_at=None,
+            started_at=None, finished_at=None, queue=new.queue,
         )
         return task, True
     existing = fetchall(conn, Q.get_task_by_key, (new.idempotency_key,))[0]
@@ -594,7 +646,27 @@ def _task(row: sqlite3.Row) -> Task:
         started_at=to_datetime(row["started_at"]),
         finished_at=to_datetime(row["finished_at"]),
         schedule_id=row["schedule_id"],
+        queue=row["queue"],
     )
+
+
+def _gate(row: sqlite3.Row) -> QueueGate:
+    return QueueGate(name=row["name"], concurrency=row["concurrency"],
+                     paused=bool(row["paused"]))
+
+
+def _gates(
+    conn: sqlite3.Connection, only: Sequence[str] | None
+) -> tuple[list[QueueGate], dict[str, int]]:
+    """The queue settings and, for the limited queues this worker may take, their running
+    tasks (in the caller's transaction)."""
+    gates = [g for g in map(_gate, fetchall(conn, Q.queue_gates)) if not only or g.name in only]
+    names = limited(gates)
+    running: dict[str, int] = {}
+    if names:
+        running = {r["queue"]: r["n"]
+                   for r in fetchall(conn, Q.running_in_queues, {"names": _json(names)})}
+    return gates, running
 
 
 def _attempt(row: sqlite3.Row) -> Attempt:
@@ -615,7 +687,7 @@ def _fields(row: sqlite3.Row) -> ScheduleFields:
         task_type=row["task_type"], payload=msgspec.json.decode(row["payload"]),
         enabled=bool(row["enabled"]), priority=row["priority"],
         max_attempts=row["max_attempts"], timeout=row["timeout"], overlap=row["overlap"],
-        missed=row["missed"],
+        missed=row["missed"], queue=row["queue"],
     )
 
 
@@ -629,7 +701,7 @@ def _schedule(row: sqlite3.Row) -> Schedule:
         last_fire_at=to_datetime(row["last_fire_at"]), last_task_id=row["last_task_id"],
         last_task_status=row["last_task_status"], last_skip_at=to_datetime(row["last_skip_at"]),
         last_skip_reason=row["last_skip_reason"], created_at=to_datetime(row["created_at"]),
-        updated_at=to_datetime(row["updated_at"]),
+        updated_at=to_datetime(row["updated_at"]), queue=row["queue"],
     )
 
 
@@ -644,6 +716,7 @@ def _scheduled_task_params(task: NewTask) -> dict[str, Any]:
     return {
         "id": task.id, "type": task.type, "payload": msgspec.json.encode(task.payload).decode(),
         "priority": task.priority, "max_attempts": task.max_attempts, "timeout": task.timeout,
+        "queue": task.queue,
     }
 
 

@@ -1,0 +1,18 @@
+-- 005: named queues (PostgreSQL; mirrors migrations/sqlite/005_queues.sql). A task and a
+-- schedule carry the queue they belong to; `queues` holds the settings an operator gave a
+-- queue (a global concurrency limit, paused). A queue with no row has no limit and is not
+-- paused. The claim locks a limited queue's row (SELECT ... FOR UPDATE) before counting its
+-- running tasks, so two claimers on any hosts can never both see room. docs/queues.md.
+
+ALTER TABLE tasks ADD COLUMN queue text NOT NULL DEFAULT 'default';
+ALTER TABLE schedules ADD COLUMN queue text NOT NULL DEFAULT 'default';
+
+CREATE TABLE queues (
+    name        text COLLATE "C" PRIMARY KEY,
+    concurrency integer CHECK (concurrency >= 1),   -- NULL: no limit
+    paused      boolean NOT NULL DEFAULT false,
+    updated_at  double precision NOT NULL
+);
+
+CREATE INDEX tasks_running_queue ON tasks (queue) WHERE status = 'running';
+CREATE INDEX tasks_queue_id ON tasks (queue, id);

@@ -1,0 +1,19 @@
+-- 005: named queues. A task and a schedule carry the queue they belong to; `queues` holds the
+-- settings an operator gave a queue (a global concurrency limit, paused). A queue with no row
+-- has no limit and is not paused. Semantics in docs/queues.md.
+
+ALTER TABLE tasks ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE schedules ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+
+CREATE TABLE queues (
+    name        TEXT PRIMARY KEY,
+    concurrency INTEGER CHECK (concurrency >= 1),   -- NULL: no limit
+    paused      INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1)),
+    updated_at  REAL NOT NULL
+) STRICT;
+
+-- The claim counts the running tasks of each limited queue in its transaction: this keeps that
+-- count a walk over the running tasks of one queue, not over the table.
+CREATE INDEX tasks_running_queue ON tasks (queue) WHERE status = 'running';
+-- GET /api/tasks?queue=..., newest first, keyset-paged.
+CREATE INDEX tasks_queue_id ON tasks (queue, id);

@@ -11,10 +11,8 @@ from msgspec import UNSET, Meta, UnsetType
 from shared.schemas import QUEUE_NAME_PATTERN
 
 MAX_CONCURRENCY = 100_000
-Concurrency = Annotated[int, Meta(
-    ge=1, le=MAX_CONCURRENCY,
-    description="at most this many of the queue's tasks run at once, across every worker",
-)]
+# At most this many of the queue's tasks run at once, across every worker process and host.
+Concurrency = Annotated[int, Meta(ge=1, le=MAX_CONCURRENCY)]
 _NAME = re.compile(QUEUE_NAME_PATTERN)
 QUEUE_NAME_RULE = "letters, digits, '-', '_' and '.', 1 to 64 characters"
 

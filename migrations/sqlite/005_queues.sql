@@ -17,3 +17,8 @@ CREATE TABLE queues (
 CREATE INDEX tasks_running_queue ON tasks (queue) WHERE status = 'running';
 -- GET /api/tasks?queue=..., newest first, keyset-paged.
 CREATE INDEX tasks_queue_id ON tasks (queue, id);
+-- The claim's per-queue path (shared/store/claiming.py): with queues closed (paused, full)
+-- or a worker serving only some, it takes each open queue's most urgent tasks from here
+-- instead of walking tasks_runnable past every task it may not take.
+CREATE INDEX tasks_queue_runnable ON tasks (queue, priority DESC, run_at, id)
+    WHERE status = 'queued';

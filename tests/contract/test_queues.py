@@ -193,3 +193,23 @@ async def test_idempotency_hash_unchanged_for_default_queue():
     explicit = shell("a", idempotency_key="k", queue="default")
     assert request_hash(base) == request_hash(explicit)
     assert request_hash(shell("a", idempotency_key="k", queue="x")) != request_hash(base)
+
+
+async def test_per_queue_path_keeps_priority_order_past_a_paused_queue(queue, queues, clock):
+    """With a queue closed the claim reads each open queue's head (shared/store/claiming.py):
+    the order across open queues is still priority, run_at, id, and a limited queue's room
+    is still kept."""
+    await queues.update("stuck", QueueUpdate(paused=True))
+    await queues.update("two", QueueUpdate(concurrency=2))
+    await in_order(queue, clock, *(shell(str(i), queue="stuck", priority=100) for i in range(30)))
+    a = await in_order(queue, clock, shell("a1", queue="a", priority=5),
+                       shell("a2", queue="a", priority=1))
+    b = await in_order(queue, clock, shell("b1", queue="b", priority=7),
+                       shell("b2", queue="b", priority=1))
+    two = await in_order(queue, clock, *(shell(str(i), queue="two", priority=6)
+                                         for i in range(4)))
+    first = await queue.claim("w", 4, lease=30)
+    assert [c.id for c in first] == [b[0].id, two[0].id, two[1].id, a[0].id]
+    rest = await queue.claim("w", 10, lease=30)
+    assert [c.id for c in rest] == [a[1].id, b[1].id]
+    assert all(c.queue != "stuck" for c in first + rest)

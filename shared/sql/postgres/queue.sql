@@ -239,3 +239,33 @@ SET concurrency = CASE WHEN %(set_concurrency)s THEN %(concurrency)s
                        ELSE queues.concurrency END,
     paused = coalesce(%(paused)s, queues.paused),
     updated_at = %(now)s
+
+-- name: queues_with_work
+-- The queues that have queued tasks: a loose index scan (one index probe per queue).
+WITH RECURSIVE q(name) AS (
+    SELECT min(queue) FROM tasks WHERE status = 'queued'
+    UNION ALL
+    SELECT (SELECT min(queue) FROM tasks WHERE status = 'queued' AND queue > q.name)
+    FROM q WHERE q.name IS NOT NULL
+)
+SELECT name FROM q WHERE name IS NOT NULL
+
+-- name: claim_candidates_in_queue
+-- The most urgent runnable tasks of one queue, locked (SKIP LOCKED, as in `claim`).
+SELECT id, priority, run_at FROM tasks
+WHERE status = 'queued' AND queue = %(queue)s AND run_at <= %(now)s
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: claim_ids
+UPDATE tasks
+SET status = 'running',
+    attempts = attempts + 1,
+    claim_token = replace(gen_random_uuid()::text, '-', ''),
+    lease_until = %(lease_until)s,
+    worker_id = %(worker_id)s,
+    started_at = coalesce(started_at, %(now)s),
+    updated_at = %(now)s
+WHERE id = ANY(%(ids)s::text[]) AND status = 'queued'
+RETURNING *

@@ -213,3 +213,35 @@ ON CONFLICT (name) DO UPDATE
 SET concurrency = CASE WHEN :set_concurrency THEN :concurrency ELSE concurrency END,
     paused = coalesce(:paused, paused),
     updated_at = :now
+
+-- name: queues_with_work
+-- The queues that have queued tasks: a loose index scan (one index probe per queue, not a
+-- walk over every queued task).
+WITH RECURSIVE q(name) AS (
+    SELECT min(queue) FROM tasks INDEXED BY tasks_queue_runnable WHERE status = 'queued'
+    UNION ALL
+    SELECT (SELECT min(queue) FROM tasks INDEXED BY tasks_queue_runnable
+            WHERE status = 'queued' AND queue > q.name)
+    FROM q WHERE q.name IS NOT NULL
+)
+SELECT name FROM q WHERE name IS NOT NULL
+
+-- name: claim_candidates_in_queue
+-- The most urgent runnable tasks of one queue (shared/store/claiming.py merges the queues').
+SELECT id, priority, run_at FROM tasks INDEXED BY tasks_queue_runnable
+WHERE status = 'queued' AND queue = :queue AND run_at <= :now
+ORDER BY priority DESC, run_at, id
+LIMIT :limit
+
+-- name: claim_ids
+-- queued -> running for the tasks the caller picked (the claim's per-queue path); as `claim`.
+UPDATE tasks
+SET status = 'running',
+    attempts = attempts + 1,
+    claim_token = lower(hex(randomblob(8))),
+    lease_until = :lease_until,
+    worker_id = :worker_id,
+    started_at = coalesce(started_at, :now),
+    updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
+RETURNING *

@@ -66,7 +66,13 @@ from shared.store.base import (
     fill_throughput,
     throughput_window,
 )
-from shared.store.claiming import ClaimBudget, limited, queue_overview
+from shared.store.claiming import (
+    ClaimBudget,
+    limited,
+    most_urgent,
+    per_queue_names,
+    queue_overview,
+)
 from shared.store.postgres import schema
 from shared.store.postgres.listener import KEEPALIVES, PostgresListener
 from shared.store.postgres.url import explain
@@ -366,11 +372,26 @@ class PostgresStore:
 
         async def op(conn: psycopg.AsyncConnection[Any]) -> list[Row]:
             budget = ClaimBudget(limit, *await self._gates(conn, only, lock=True))
+            with_work = None
+            if budget.closed and not only:
+                with_work = [r["name"] for r in await self._rows(conn, Q.queues_with_work)]
+            probe = per_queue_names(budget, only, with_work)
             rows: list[Row] = []
             while (batch := budget.next_batch()) > 0:
                 params = {"now": now, "lease_until": lease_until, "worker_id": worker_id,
                           "limit": batch, "closed": budget.closed_list(), "only": only}
-                taken = await self._rows(conn, Q.claim, params)
+                if probe is None:
+                    taken = await self._rows(conn, Q.claim, params)
+                else:
+                    candidates = []
+                    for name in probe:
+                        if name not in budget.closed:
+                            candidates += await self._rows(conn, Q.claim_candidates_in_queue,
+                                                           {"queue": name, "now": now,
+                                                            "limit": batch})
+                    ids = most_urgent(candidates, batch)
+                    taken = (await self._rows(conn, Q.claim_ids, {**params, "ids": ids})
+                             if ids else [])
                 budget.took([r["queue"] for r in taken])
                 rows.extend(taken)
             if rows:

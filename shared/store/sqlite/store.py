@@ -44,7 +44,13 @@ from shared.store.base import (
     fill_throughput,
     throughput_window,
 )
-from shared.store.claiming import ClaimBudget, limited, queue_overview
+from shared.store.claiming import (
+    ClaimBudget,
+    limited,
+    most_urgent,
+    per_queue_names,
+    queue_overview,
+)
 from shared.store.sqlite import migrations
 from shared.store.sqlite.database import Database, storage_error
 from shared.store.sqlite.wake import SharedWakeListener, WakeNotifier
@@ -127,11 +133,25 @@ class SQLiteStore:
             # Counting running tasks here is safe: this transaction holds SQLite's one write
             # lock, so no other claimer (in any process) can move a task to running meanwhile.
             budget = ClaimBudget(limit, *_gates(conn, queues))
+            with_work = None
+            if budget.closed and not queues:
+                with_work = [r["name"] for r in fetchall(conn, Q.queues_with_work)]
+            probe = per_queue_names(budget, queues, with_work)
             rows: list[sqlite3.Row] = []
             while (batch := budget.next_batch()) > 0:
                 params = {"now": now, "lease_until": lease_until, "worker_id": worker_id,
                           "limit": batch, "closed": _json(budget.closed_list()), "only": only}
-                taken = fetchall(conn, Q.claim, params)
+                if probe is None:
+                    taken = fetchall(conn, Q.claim, params)
+                else:
+                    candidates = [
+                        c for name in probe if name not in budget.closed
+                        for c in fetchall(conn, Q.claim_candidates_in_queue,
+                                          {"queue": name, "now": now, "limit": batch})
+                    ]
+                    ids = most_urgent(candidates, batch)
+                    taken = (fetchall(conn, Q.claim_ids, {**params, "ids": _json(ids)})
+                             if ids else [])
                 budget.took([r["queue"] for r in taken])
                 rows.extend(taken)
             if rows:

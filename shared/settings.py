@@ -24,6 +24,11 @@ class Settings(msgspec.Struct, kw_only=True):
     workers: int = 8
     # The queues this worker takes tasks from (docs/queues.md); empty: every queue.
     queues: tuple[str, ...] = ()
+    # Retention (docs/retention.md): finished tasks older than this are pruned; 0 keeps them.
+    retain_succeeded: float = 7 * 86400.0
+    retain_failed: float = 30 * 86400.0
+    retain_cancelled: float = 7 * 86400.0
+    prune_interval: float = 60.0
     poll: float = 0.25
     schedule_interval: float = 10.0
     debug: bool = False
@@ -119,6 +124,20 @@ def _queue_names(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _retention(text: str) -> float:
+    """"7d", "12h", "90m"...; "0" or "forever": keep for ever (0.0)."""
+    if text.strip().lower() == "forever":
+        return 0.0
+    return parse_duration(text)
+
+
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"invalid duration {text!r}: must be more than 0")
+    return seconds
+
+
 def _hosts(text: str) -> tuple[str, ...]:
     """"example.com,*.internal,10.0.0.0/8,::1": host names, *.suffix wildcards, IPs, CIDRs."""
     entries = tuple(part.strip().lower().rstrip(".") for part in text.split(",") if part.strip())
@@ -172,6 +191,13 @@ FIELDS: tuple[Field, ...] = (
     Field("workers", _positive_int, "concurrent task slots in the worker"),
     Field("queues", _queue_names,
           "comma list of the queues this worker takes tasks from; empty: every queue"),
+    Field("retain_succeeded", _retention,
+          "prune succeeded tasks finished longer ago than this (0 or 'forever': keep)"),
+    Field("retain_failed", _retention,
+          "prune failed tasks finished longer ago than this (0 or 'forever': keep)"),
+    Field("retain_cancelled", _retention,
+          "prune cancelled tasks finished longer ago than this (0 or 'forever': keep)"),
+    Field("prune_interval", _positive_duration, "how often the worker prunes old tasks"),
     Field("poll", parse_duration, "longest wait between queue checks (wake-ups come sooner)"),
     Field("schedule_interval", parse_duration, "longest wait between schedule checks"),
     Field("debug", _parse_bool, "enable /debug profiling endpoints"),

@@ -21,6 +21,7 @@ import structlog
 
 from shared.clock import Clock, SystemClock
 from shared.queue import Claimed, Queue
+from shared.retention import Pruner
 from shared.schemas import PayloadError, validate_payload
 from shared.settings import Settings
 from worker.handlers import HANDLERS, Handler, HandlerContext, TaskFailed
@@ -61,6 +62,7 @@ class Worker:
         self.on_event: Callable[[str, Claimed, float], None] = lambda *_: None
         # Called after each claim with (tasks claimed, seconds the claim took).
         self.on_claim: Callable[[int, float], None] = lambda *_: None
+        self.pruner = Pruner(queue.store, settings, self.id, self.clock)
         # Liveness, for the worker's /health: the loop runs, and when it last went round.
         self.running = False
         self.last_loop = 0.0  # time.monotonic()
@@ -74,6 +76,8 @@ class Worker:
         side = [
             asyncio.create_task(self._every(self.heartbeat_interval, self.heartbeat_once)),
             asyncio.create_task(self._every(self.rescue_interval, self.rescue_once)),
+            # Retention (shared/retention.py): one worker at a time prunes old tasks.
+            asyncio.create_task(self._every(self.settings.prune_interval, self.prune_once)),
         ]
         try:
             await self.queue.worker_seen(self.id, socket.gethostname(), os.getpid(), self.slots)
@@ -276,6 +280,9 @@ class Worker:
         if self.inflight:
             for task_id in await self.queue.cancel_requests(self.id):
                 self._stop_task(task_id, _CANCELLED)
+
+    async def prune_once(self) -> None:
+        await self.pruner.prune_once()
 
     async def rescue_once(self) -> None:
         rescued = await self.queue.rescue_expired()

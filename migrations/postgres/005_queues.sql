@@ -21,3 +21,11 @@ CREATE INDEX tasks_queue_id ON tasks (queue, id);
 -- instead of walking tasks_runnable past every task it may not take.
 CREATE INDEX tasks_queue_runnable ON tasks (queue, priority DESC, run_at, id)
     WHERE status = 'queued';
+
+-- Retention (docs/retention.md): a lease a worker holds while it prunes, so that with many
+-- workers one prunes at a time; another takes it over when it expires (its holder died).
+CREATE TABLE leases (
+    name       text PRIMARY KEY,
+    holder     text NOT NULL,
+    until      double precision NOT NULL
+);

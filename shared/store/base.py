@@ -478,6 +478,18 @@ class TaskStore(Protocol):
         UNSET, `paused` unless None. Wakes workers (a resumed queue is picked up at once)."""
         ...
 
+    async def take_lease(self, name: str, holder: str, until: float, now: float) -> bool:
+        """Hold the named lease until `until` if it is free, expired (until < now) or already
+        `holder`'s; True if `holder` holds it now. One transaction."""
+        ...
+
+    async def prune(self, status: Status, before: float, limit: int) -> int:
+        """Delete up to `limit` tasks in `status` (a finished one) with finished_at < before,
+        oldest first, with their attempts, in one short transaction; never a task that is
+        some schedule's last_task_id. Returns how many. SQLite also hands the freed pages
+        back to the file system when the file has auto_vacuum=INCREMENTAL."""
+        ...
+
     async def task_id_by_key(self, key: str) -> str | None:
         """The id of the task submitted with this idempotency key, if any."""
         ...

@@ -269,3 +269,19 @@ SET status = 'running',
     updated_at = %(now)s
 WHERE id = ANY(%(ids)s::text[]) AND status = 'queued'
 RETURNING *
+
+-- name: take_lease
+INSERT INTO leases (name, holder, until) VALUES (%(name)s, %(holder)s, %(until)s)
+ON CONFLICT (name) DO UPDATE SET holder = %(holder)s, until = %(until)s
+WHERE leases.until < %(now)s OR leases.holder = %(holder)s
+
+-- name: prune_batch
+-- As on SQLite. SKIP LOCKED: a row a worker is updating right now waits for the next pass.
+DELETE FROM tasks WHERE id IN (
+    SELECT id FROM tasks
+    WHERE finished_at < %(before)s AND status = %(status)s
+      AND id NOT IN (SELECT last_task_id FROM schedules WHERE last_task_id IS NOT NULL)
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)

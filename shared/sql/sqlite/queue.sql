@@ -245,3 +245,21 @@ SET status = 'running',
     updated_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
 RETURNING *
+
+-- name: take_lease
+-- Take the named lease if it is free, expired, or already ours; rowcount 1 if we hold it.
+INSERT INTO leases (name, holder, until) VALUES (:name, :holder, :until)
+ON CONFLICT (name) DO UPDATE SET holder = :holder, until = :until
+WHERE leases.until < :now OR leases.holder = :holder
+
+-- name: prune_batch
+-- Up to :limit finished tasks of one status that finished before :before (oldest first, over
+-- tasks_finished); attempts go with them (ON DELETE CASCADE). A schedule's last task is kept,
+-- so the schedule still shows how its last run ended.
+DELETE FROM tasks WHERE id IN (
+    SELECT id FROM tasks INDEXED BY tasks_finished
+    WHERE finished_at < :before AND status = :status
+      AND id NOT IN (SELECT last_task_id FROM schedules WHERE last_task_id IS NOT NULL)
+    ORDER BY finished_at
+    LIMIT :limit
+)

@@ -678,6 +678,27 @@ class PostgresStore:
 
         await self._write(op)
 
+    # -- retention -----------------------------------------------------------------------
+
+    @_translated
+    async def take_lease(self, name: str, holder: str, until: float, now: float) -> bool:
+        params = {"name": name, "holder": holder, "until": until, "now": now}
+
+        async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
+            return await self._count(conn, Q.take_lease, params) == 1
+
+        return await self._write(op)
+
+    @_translated
+    async def prune(self, status: Status, before: float, limit: int) -> int:
+        params = {"status": status, "before": before, "limit": limit}
+
+        async def op(conn: psycopg.AsyncConnection[Any]) -> int:
+            # Dead rows are PostgreSQL's autovacuum's to reclaim (docs/retention.md).
+            return await self._count(conn, Q.prune_batch, params)
+
+        return await self._write(op)
+
     @_translated
     async def task_id_by_key(self, key: str) -> str | None:
         async with self._read() as conn:

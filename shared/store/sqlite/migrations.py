@@ -75,6 +75,10 @@ def _migrate(db_path: str, directory: Path, busy_seconds: float) -> int:
     newest = migrations[-1].version if migrations else 0
     conn = sqlite3.connect(db_path, isolation_level=None, timeout=busy_seconds)
     try:
+        # Before any table exists (a new file) this makes SQLite able to hand freed pages back
+        # to the file system (PRAGMA incremental_vacuum, after pruning); on a file that has
+        # tables already it changes nothing (docs/retention.md).
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
         deadline = time.monotonic() + busy_seconds
         while True:

@@ -379,6 +379,27 @@ class SQLiteStore:
 
         await self.db.write(op)
 
+    # -- retention -----------------------------------------------------------------------------
+
+    async def take_lease(self, name: str, holder: str, until: float, now: float) -> bool:
+        params = {"name": name, "holder": holder, "until": until, "now": now}
+
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute(Q.take_lease, params).rowcount == 1
+
+        return await self.db.write(op)
+
+    async def prune(self, status: Status, before: float, limit: int) -> int:
+        params = {"status": status, "before": before, "limit": limit}
+
+        def op(conn: sqlite3.Connection) -> int:
+            deleted = conn.execute(Q.prune_batch, params).rowcount
+            if deleted:
+                _return_free_pages(conn)
+            return deleted
+
+        return await self.db.write(op)
+
     async def task_id_by_key(self, key: str) -> str | None:
         row = await self.db.fetch_one(D.task_id_by_key, (key,))
         return None if row is None else row["id"]
@@ -668,6 +689,25 @@ def _task(row: sqlite3.Row) -> Task:
         schedule_id=row["schedule_id"],
         queue=row["queue"],
     )
+
+
+_VACUUM_PAGES_PER_BATCH = 512  # ~2 MiB of 4 KiB pages, some milliseconds of write lock
+
+
+def _return_free_pages(conn: sqlite3.Connection) -> None:
+    """Hand free pages back to the file system, a bounded number per prune transaction.
+
+    Only files with auto_vacuum=INCREMENTAL can (every file migrations.py creates now; for older
+    ones see docs/retention.md): elsewhere the freelist stays and new rows reuse it. Each
+    execution of the pragma frees one page -- Python's sqlite3 steps a statement that
+    returns no rows only once -- so it runs once per page, each closed at once (an
+    unfinished statement would block the commit).
+    """
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+        return
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    for _ in range(min(free, _VACUUM_PAGES_PER_BATCH)):
+        conn.execute("PRAGMA incremental_vacuum(1)").close()
 
 
 def _gate(row: sqlite3.Row) -> QueueGate:

@@ -34,6 +34,7 @@ class Pruner:
     clock: Clock = field(default_factory=SystemClock)
     pruned: dict[str, int] = field(default_factory=dict)  # since start, by status (/metrics)
     passes: int = 0
+    database_bytes: int | None = None  # as of this process's last pass (/metrics)
 
     def retention(self) -> dict[Status, float]:
         """Seconds to keep each finished status; 0 keeps for ever."""
@@ -62,6 +63,10 @@ class Pruner:
                     break
                 await asyncio.sleep(0)  # let the API and the claims in between batches
         self.passes += 1
+        try:
+            self.database_bytes = sum((await self.store.storage()).sizes.values())
+        except Exception:  # a size for /metrics is not worth failing a pass over
+            log.warning("could not read the database size", exc_info=True)
         if total:
             log.info("pruned finished tasks", count=total)
         return total

@@ -22,8 +22,13 @@ from shared.store.base import Store
 log = structlog.get_logger("localflow.retention")
 
 LEASE = "pruner"
-BATCH = 500  # tasks per transaction: milliseconds of write lock, not seconds
-MAX_BATCHES_PER_PASS = 2000  # a million rows at most per pass; the next pass goes on
+BATCH = 200  # tasks per transaction: milliseconds of write lock, not seconds
+# Rest between batches: other processes waiting for SQLite's write lock (whose busy handler
+# sleeps in growing steps) get it, instead of finding the next batch already holding it.
+# bench/prune_bench.py: submit p99 255 ms pruning 500 at a time back to back; see
+# docs/retention.md for the numbers with these values.
+PAUSE = 0.02
+MAX_BATCHES_PER_PASS = 5000  # a million rows at most per pass; the next pass goes on
 
 
 @dataclass
@@ -61,7 +66,7 @@ class Pruner:
                 self.pruned[status] = self.pruned.get(status, 0) + deleted
                 if deleted < BATCH:
                     break
-                await asyncio.sleep(0)  # let the API and the claims in between batches
+                await asyncio.sleep(PAUSE)  # let the API and the claims in between batches
         self.passes += 1
         try:
             self.database_bytes = sum((await self.store.storage()).sizes.values())

@@ -279,6 +279,12 @@ def _tidy_parameters(op: dict[str, Any]) -> None:
 
 def _describe_semantics(op: dict[str, Any], opt: dict[str, Any]) -> None:
     responses = op.setdefault("responses", {})
+    for response in responses.values():
+        for header in response.get("headers", {}).values():
+            # Litestar writes a documentation-only header (LocalFlow-Wait) with no schema,
+            # which OpenAPI requires (schema or content).
+            if "content" not in header and "$ref" not in header:
+                header.setdefault("schema", {"type": "string"})
     where = opt.get(LOCATION_OPT)
     if where is not None and "201" in responses:
         responses["201"]["description"] = f"Created; Location is the URL of {where}"

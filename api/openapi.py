@@ -270,6 +270,11 @@ def _tidy_parameters(op: dict[str, Any]) -> None:
             param["schema"] = {**param.get("schema", {}), "pattern": pattern}
             param["schema"].pop("minLength", None)
         schema = param.get("schema", {})
+        if param.get("in") == "query" and param.get("name") == "wait" and "minimum" not in schema:
+            schema["exclusiveMinimum"] = 0  # Litestar drops gt=0 (api/tasks.py get_task)
+        if param.get("in") == "query" and param.get("name") == "status" and \
+                schema.get("type") == "array":
+            schema["items"] = {"$ref": REF + "TaskStatus"}  # GET /api/events
         for bound in ("minimum", "maximum"):
             # Litestar writes integer bounds as floats (500.0); generators then type them float.
             if isinstance(schema.get(bound), float) and schema[bound].is_integer() and \

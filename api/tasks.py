@@ -172,6 +172,12 @@ class TaskController(Controller):
             description="seconds to wait for a final status (succeeded, failed, cancelled)",
         )] = None,
     ) -> Response[Task]:
+        if wait is None and request.query_params.get("wait") is not None:
+            # Litestar reads "?wait=null" as no wait at all; it is a wrong value.
+            raise ValidationException(
+                detail="invalid request: wait: expected a number of seconds",
+                extra=[{"key": "wait", "source": "query", "message": "not a number"}],
+            )
         task = await queue.get(task_id)
         if wait is not None and task.status not in TERMINAL:
             await task_watch.wait_final(task_id, wait)

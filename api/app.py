@@ -22,6 +22,7 @@ from api.front_door import FrontDoor
 from api.http_methods import methods_by_template
 from api.metrics import ApiMetrics, MetricsController
 from api.openapi import DocsPage, DocumentJson, docs_router, handler_opts, shape
+from api.queues import QueueController
 from api.schedules import ScheduleController
 from api.system import SystemController
 from api.tasks import TaskController
@@ -50,7 +51,7 @@ def create_app(
         route_handlers=[
             MetricsController, *debug_routes,
             TaskController, SystemController, dashboard_router(settings), static_router(),
-            ScheduleController, EventController,
+            ScheduleController, EventController, QueueController,
         ],
         template_config=template_config(),
         dependencies={"queue": Provide(provide_queue, sync_to_thread=False),

@@ -127,7 +127,7 @@ async def _events(
 def _task_event(e: TaskEvent) -> bytes:
     return _sse("task", e.cursor, {
         "id": e.task_id, "status": e.status, "attempts": e.attempts, "type": e.type,
-        "time": to_datetime(e.time),
+        "time": to_datetime(e.time), "queue": e.queue,
     })
 
 

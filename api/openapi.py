@@ -32,6 +32,7 @@ from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin
 
 from api.conditional import ETAG_OPT, IF_MATCH_OPT, MAX_CONDITION_LENGTH
 from api.static_files import StaticDirectory, static_router
+from shared.queue_schemas import Concurrency, QueueInfo, QueueUpdate
 from shared.schedule_schemas import (
     FireTimes,
     MaxAttempts,
@@ -61,12 +62,13 @@ DOCS_UI = Path(__file__).parent / "docs_ui"
 API_STRUCTS: tuple[type[msgspec.Struct], ...] = (
     TaskCreate, TaskBatch, Task, TaskPage, TaskBatchResult, Attempt,
     ScheduleCreate, ScheduleUpdate, Schedule, FireTimes, *PAYLOAD_TYPES.values(),
+    QueueInfo, QueueUpdate,
 )
 # Concepts used by more than one field: each becomes one component every use refers to.
 NAMED_TYPES: dict[str, Any] = {
     "TaskStatus": Status, "MaxAttempts": MaxAttempts, "Priority": Priority,
     "Seconds": Seconds, "ScheduleOverlap": Overlap, "ScheduleMissed": Missed,
-    "HttpMethod": HttpMethod,
+    "HttpMethod": HttpMethod, "QueueConcurrency": Concurrency,
 }
 # A handler's opt under this key: "201 carries Location, pointing at <this>".
 LOCATION_OPT = "created_location"

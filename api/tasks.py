@@ -27,6 +27,7 @@ from api.openapi import LOCATION_OPT
 from api.request_rules import before_api_request
 from shared.queue import InvalidTask, Queue
 from shared.schemas import (
+    QUEUE_NAME_PATTERN,
     STATUSES,
     TERMINAL,
     Attempt,
@@ -132,6 +133,9 @@ class TaskController(Controller):
             max_length=26, description="next_cursor of the previous page"
         )] = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        queue_name: Annotated[str | None, QueryParameter(
+            name="queue", max_length=64, pattern=QUEUE_NAME_PATTERN, description="queue name",
+        )] = None,
     ) -> TaskPage:
         raw_status = request.query_params.get("status")
         if raw_status is not None and raw_status not in STATUSES:
@@ -141,7 +145,8 @@ class TaskController(Controller):
                 f"{', '.join(STATUSES)}",
                 extra=[{"key": "status", "source": "query", "message": "not a task status"}],
             )
-        return await queue.list(status=status, type=task_type, cursor=cursor, limit=limit)
+        return await queue.list(status=status, type=task_type, cursor=cursor, limit=limit,
+                                queue=queue_name)
 
     @get(
         "/{task_id:str}",

@@ -136,9 +136,11 @@ def _submit(
 
 
 def _list(
-    status: str | None, type: str | None, cursor: str | None, limit: int
+    status: str | None, type: str | None, cursor: str | None, limit: int,
+    queue: str | None = None,
 ) -> _Call[TaskPage]:
-    params = {"status": status, "type": type, "cursor": cursor, "limit": limit}
+    params = {"status": status, "type": type, "cursor": cursor, "limit": limit,
+              "queue": queue}
     return _Call("GET", "/api/tasks", TaskPage,
                  params={k: v for k, v in params.items() if v is not None})
 
@@ -275,10 +277,10 @@ class Client:
 
     def list(
         self, *, status: str | None = None, type: str | None = None, cursor: str | None = None,
-        limit: int = 50,
+        limit: int = 50, queue: str | None = None,
     ) -> TaskPage:
         """One page, newest first; pass page.next_cursor back for the next."""
-        return self._send(_list(status, type, cursor, limit))
+        return self._send(_list(status, type, cursor, limit, queue))
 
     def attempts(self, task_id: str) -> list[Attempt]:
         return self._send(_Call("GET", _task_path(task_id, "/attempts"), list[Attempt]))
@@ -430,9 +432,9 @@ class AsyncClient:
 
     async def list(
         self, *, status: str | None = None, type: str | None = None, cursor: str | None = None,
-        limit: int = 50,
+        limit: int = 50, queue: str | None = None,
     ) -> TaskPage:
-        return await self._send(_list(status, type, cursor, limit))
+        return await self._send(_list(status, type, cursor, limit, queue))
 
     async def attempts(self, task_id: str) -> list[Attempt]:
         return await self._send(_Call("GET", _task_path(task_id, "/attempts"), list[Attempt]))

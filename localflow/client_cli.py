@@ -93,6 +93,7 @@ def add_commands(commands: Any) -> None:
     tasks.add_argument("--status", choices=("queued", "running", "succeeded", "failed",
                                             "cancelled"))
     tasks.add_argument("--type", dest="task_type", metavar="TYPE")
+    tasks.add_argument("--queue", metavar="NAME", help="only this queue's tasks")
     tasks.add_argument("--limit", type=int, default=50, help="1 to 500 (default 50)")
     tasks.add_argument("--cursor", help="next_cursor of the previous page")
     tasks.set_defaults(client_run=_tasks)
@@ -110,6 +111,8 @@ def add_commands(commands: Any) -> None:
     schedules.add_argument("--cron", metavar="EXPR", help="5 fields, e.g. '*/5 * * * *'")
     schedules.add_argument("--timezone", metavar="TZ", help="IANA name (default UTC)")
     schedules.add_argument("--disabled", action="store_true", help="create it paused")
+    schedules.add_argument("--queue", metavar="NAME",
+                           help="the queue of the tasks it makes (default: default)")
     schedules.add_argument("--json", dest="json_body", metavar="JSON",
                            help="the whole schedule body")
     _payload_arguments(schedules)
@@ -124,6 +127,7 @@ def _task_arguments(p: argparse.ArgumentParser) -> None:
                    help="the whole task body, as POST /api/tasks takes it")
     _payload_arguments(p)
     p.add_argument("--priority", type=int, help="higher runs first (-1000..1000)")
+    p.add_argument("--queue", metavar="NAME", help="the queue it goes to (default: default)")
     p.add_argument("--max-attempts", type=int, help="1..100")
     p.add_argument("--timeout", dest="task_timeout", type=_duration, metavar="DURATION",
                    help="per attempt, e.g. 30s or 5m")
@@ -253,7 +257,7 @@ def _tasks(client: Client, args: argparse.Namespace) -> int:
         if not 1 <= args.limit <= 500:
             raise UsageError("--limit must be between 1 and 500")
         page = client.list(status=args.status, type=args.task_type, cursor=args.cursor,
-                           limit=args.limit)
+                           limit=args.limit, queue=args.queue)
         if args.output == "json":
             _print_json(page)
         else:
@@ -376,7 +380,7 @@ def _task_body(args: argparse.Namespace) -> dict[str, Any]:
     options = {
         "priority": args.priority, "max_attempts": args.max_attempts,
         "timeout": args.task_timeout, "delay": args.delay,
-        "idempotency_key": args.idempotency_key,
+        "idempotency_key": args.idempotency_key, "queue": args.queue,
     }
     body.update({k: v for k, v in options.items() if v is not None})
     return body
@@ -401,6 +405,8 @@ def _schedule_body(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"schedules create needs {flag}")
     if args.disabled:
         body["enabled"] = False
+    if args.queue is not None:
+        body["queue"] = args.queue
     return body
 
 

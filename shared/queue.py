@@ -17,7 +17,9 @@ from shared.clock import Clock, SystemClock
 from shared.errors import Conflict, IdempotencyConflict, InvalidTask, NotFound, QueueError
 from shared.ids import is_valid_id, new_id
 from shared.policy import Policy, PolicyError
+from shared.queue_schemas import QUEUE_NAME_RULE, is_queue_name
 from shared.schemas import (
+    DEFAULT_QUEUE,
     MAX_DELAY,
     MAX_RUN_AT_PAST,
     STATUSES,
@@ -45,6 +47,10 @@ def request_hash(create: TaskCreate) -> str:
     """What an idempotency key promises: the same request. The key itself is left out."""
     fields = msgspec.structs.asdict(create)
     fields.pop("idempotency_key")
+    if fields["queue"] == DEFAULT_QUEUE:
+        # Keys stored before queues existed hashed no queue field: the same request still
+        # hashes the same.
+        fields.pop("queue")
     return hashlib.sha256(msgspec.json.encode(fields, order="sorted")).hexdigest()
 
 
@@ -108,6 +114,7 @@ class Queue:
             run_at=run_at,
             idempotency_key=create.idempotency_key,
             request_hash=request_hash(create) if create.idempotency_key else None,
+            queue=create.queue,
         )
 
     async def enqueue(self, create: TaskCreate) -> tuple[Task, bool]:
@@ -135,12 +142,15 @@ class Queue:
 
     # -- working -------------------------------------------------------------------------
 
-    async def claim(self, worker_id: str, limit: int, lease: float) -> list[Claimed]:
-        """Move up to `limit` runnable tasks to running, most urgent first."""
+    async def claim(
+        self, worker_id: str, limit: int, lease: float, queues: Sequence[str] = ()
+    ) -> list[Claimed]:
+        """Move up to `limit` runnable tasks to running, most urgent first; only from
+        `queues` if given, never beyond a queue's limit, never from a paused queue."""
         if limit <= 0:
             return []
         now = self.clock.now()
-        return await self.store.claim(worker_id, limit, now + lease, now)
+        return await self.store.claim(worker_id, limit, now + lease, now, queues or None)
 
     async def heartbeat(self, held: Sequence[Claimed], lease: float) -> Heartbeat:
         """Extend the leases of held tasks; says which are still ours and which to cancel."""
@@ -207,8 +217,8 @@ class Queue:
         """Tasks this worker holds that a person asked to cancel (a read: no write lock)."""
         return await self.store.cancel_requests(worker_id)
 
-    async def next_run_at(self) -> float | None:
-        return await self.store.next_run_at()
+    async def next_run_at(self, queues: Sequence[str] = ()) -> float | None:
+        return await self.store.next_run_at(queues or None)
 
     async def worker_seen(self, worker_id: str, hostname: str, pid: int, slots: int) -> None:
         await self.store.worker_seen(worker_id, hostname, pid, slots, self.clock.now())
@@ -272,6 +282,7 @@ class Queue:
         type: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        queue: str | None = None,
     ) -> TaskPage:
         """Newest first; pass next_cursor back to get the following page."""
         if status is not None and status not in STATUSES:
@@ -285,8 +296,12 @@ class Queue:
                 f"cursor: {cursor!r} is not a cursor: pass back a next_cursor from a listing",
                 "cursor",
             )
+        if queue is not None and not is_queue_name(queue):
+            raise InvalidTask(f"queue: {queue!r} is not a queue name ({QUEUE_NAME_RULE})",
+                              "queue")
         return await self.store.list_tasks(
-            status=status, type=type, cursor=cursor, limit=limit  # type: ignore[arg-type]
+            status=status, type=type, cursor=cursor, limit=limit,  # type: ignore[arg-type]
+            queue=queue,
         )
 
     async def counts(self) -> dict[str, int]:

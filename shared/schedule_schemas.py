@@ -14,7 +14,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from shared.cron import MAX_EXPR_LENGTH
-from shared.schemas import Seconds, Status
+from shared.schemas import DEFAULT_QUEUE, QueueName, Seconds, Status
 
 Overlap = Literal["allow", "skip"]
 Missed = Literal["skip", "run_once"]
@@ -51,6 +51,7 @@ class ScheduleCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     overlap: Overlap = "allow"
     # After downtime: skip the fires that were missed, or run_once: one task for the latest.
     missed: Missed = "skip"
+    queue: QueueName = DEFAULT_QUEUE  # the queue of the tasks it makes
 
 
 class ScheduleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -71,6 +72,7 @@ class ScheduleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timeout: Seconds | UnsetType | None = UNSET
     overlap: Overlap | UnsetType = UNSET
     missed: Missed | UnsetType = UNSET
+    queue: QueueName | UnsetType = UNSET
 
 
 class Schedule(msgspec.Struct, kw_only=True):
@@ -94,6 +96,7 @@ class Schedule(msgspec.Struct, kw_only=True):
     last_skip_reason: str | None  # ... and why ("overlap", "missed", "already fired")
     created_at: datetime
     updated_at: datetime
+    queue: str = DEFAULT_QUEUE
 
 
 class FireTimes(msgspec.Struct, kw_only=True):

@@ -23,7 +23,7 @@ from shared.errors import InvalidSchedule, InvalidTask, ScheduleNotFound
 from shared.ids import new_id
 from shared.queue import Queue
 from shared.schedule_schemas import FireTimes, Schedule, ScheduleCreate, ScheduleUpdate
-from shared.schemas import PAYLOAD_TYPES, Task, TaskCreate
+from shared.schemas import DEFAULT_QUEUE, PAYLOAD_TYPES, Task, TaskCreate
 from shared.settings import Settings
 from shared.store.base import (
     DueSchedule,
@@ -139,7 +139,7 @@ class Schedules:
         current = await self.get(schedule_id)
         now = self.clock.now()
         new = self._task_for(current.task_type, current.payload, current.priority,
-                             current.max_attempts, current.timeout)
+                             current.max_attempts, current.timeout, current.queue)
         if not await self.store.run_schedule_now(schedule_id, new, now):
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         self.queue.on_runnable()
@@ -232,11 +232,12 @@ class Schedules:
             name=data.name, cron_expr=data.cron_expr.strip(), timezone=data.timezone,
             task_type=data.task_type, payload=new.payload, enabled=data.enabled,
             priority=data.priority, max_attempts=data.max_attempts, timeout=data.timeout,
-            overlap=data.overlap, missed=data.missed,
+            overlap=data.overlap, missed=data.missed, queue=data.queue,
         )
 
     def _task_for(self, task_type: str, payload: Any, priority: int,
-                  max_attempts: int | None, timeout: float | None) -> NewTask:
+                  max_attempts: int | None, timeout: float | None,
+                  queue: str = DEFAULT_QUEUE) -> NewTask:
         """The task a fire makes, through the queue's own validation and defaults."""
         if task_type not in PAYLOAD_TYPES:
             known = ", ".join(sorted(PAYLOAD_TYPES))
@@ -245,14 +246,14 @@ class Schedules:
         try:
             return self.queue.prepare(TaskCreate(
                 type=task_type, payload=payload, priority=priority,
-                max_attempts=max_attempts, timeout=timeout,
+                max_attempts=max_attempts, timeout=timeout, queue=queue,
             ))
         except InvalidTask as exc:
             raise InvalidSchedule("payload", str(exc)) from None
 
     def _task_for_fields(self, fields: ScheduleFields) -> NewTask:
         return self._task_for(fields.task_type, fields.payload, fields.priority,
-                              fields.max_attempts, fields.timeout)
+                              fields.max_attempts, fields.timeout, fields.queue)
 
     def _first_fire(self, fields: ScheduleFields, now: float) -> float | None:
         if not fields.enabled:
@@ -308,7 +309,7 @@ def _editable(s: Schedule) -> dict[str, Any]:
         "name": s.name, "cron_expr": s.cron_expr, "timezone": s.timezone,
         "task_type": s.task_type, "payload": s.payload, "enabled": s.enabled,
         "priority": s.priority, "max_attempts": s.max_attempts, "timeout": s.timeout,
-        "overlap": s.overlap, "missed": s.missed,
+        "overlap": s.overlap, "missed": s.missed, "queue": s.queue,
     }
 
 

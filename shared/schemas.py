@@ -30,6 +30,14 @@ MAX_DELAY = 366 * 86400
 # ahead of every task of its priority for ever; a month covers a client replaying its backlog.
 MAX_RUN_AT_PAST = 30 * 86400
 
+# Named queues (docs/queues.md): letters, digits, '-', '_', '.'; up to 64 characters.
+DEFAULT_QUEUE = "default"
+QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+QueueName = Annotated[str, Meta(
+    pattern=QUEUE_NAME_PATTERN, min_length=1, max_length=64,
+    description="queue name: letters, digits, '-', '_', '.'; up to 64 characters",
+)]
+
 
 class TaskCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """POST /api/tasks. Only `type` and `payload` are required."""
@@ -44,6 +52,7 @@ class TaskCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     )] | None = None
     delay: Annotated[float, Meta(ge=0, le=MAX_DELAY, description="seconds")] | None = None
     timeout: Seconds | None = None
+    queue: QueueName = DEFAULT_QUEUE
 
     def __post_init__(self) -> None:
         # Each message starts with the field it is about: the error names that field.
@@ -178,6 +187,7 @@ class Task(msgspec.Struct, kw_only=True):
     started_at: datetime | None
     finished_at: datetime | None
     schedule_id: str | None = None  # the schedule that made it (kept if that is deleted)
+    queue: str = DEFAULT_QUEUE
 
 
 class Attempt(msgspec.Struct, kw_only=True):

@@ -15,12 +15,20 @@ from typing import Any
 import msgspec
 
 from shared.durations import parse_duration
+from shared.schemas import QUEUE_NAME_PATTERN
 
 
 class Settings(msgspec.Struct, kw_only=True):
     addr: str = "127.0.0.1:8080"
     db: str = "localflow.db"
     workers: int = 8
+    # The queues this worker takes tasks from (docs/queues.md); empty: every queue.
+    queues: tuple[str, ...] = ()
+    # Retention (docs/retention.md): finished tasks older than this are pruned; 0 keeps them.
+    retain_succeeded: float = 7 * 86400.0
+    retain_failed: float = 30 * 86400.0
+    retain_cancelled: float = 7 * 86400.0
+    prune_interval: float = 60.0
     poll: float = 0.25
     # Waiting requests (GET /api/tasks/{id}?wait=) are woken by commits; this re-read is only
     # for a lost wake-up (shared/task_watch.py).
@@ -108,6 +116,33 @@ def _commands(text: str) -> tuple[str, ...]:
 _HOST_NAME = re.compile(r"^(\*\.)?[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
 
 
+_QUEUE_NAME = re.compile(QUEUE_NAME_PATTERN)
+
+
+def _queue_names(text: str) -> tuple[str, ...]:
+    """"emails,reports": the queues a worker serves; empty: all."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    for name in names:
+        if not _QUEUE_NAME.match(name):
+            raise ValueError(f"{name!r} is not a queue name (letters, digits, '-', '_', '.'; "
+                             "up to 64 characters)")
+    return tuple(dict.fromkeys(names))
+
+
+def _retention(text: str) -> float:
+    """"7d", "12h", "90m"...; "0" or "forever": keep for ever (0.0)."""
+    if text.strip().lower() == "forever":
+        return 0.0
+    return parse_duration(text)
+
+
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"invalid duration {text!r}: must be more than 0")
+    return seconds
+
+
 def _hosts(text: str) -> tuple[str, ...]:
     """"example.com,*.internal,10.0.0.0/8,::1": host names, *.suffix wildcards, IPs, CIDRs."""
     entries = tuple(part.strip().lower().rstrip(".") for part in text.split(",") if part.strip())
@@ -159,6 +194,15 @@ FIELDS: tuple[Field, ...] = (
     Field("addr", str, "HTTP bind address, HOST:PORT"),
     Field("db", str, "SQLite database file, or postgresql://user:password@host:port/dbname"),
     Field("workers", _positive_int, "concurrent task slots in the worker"),
+    Field("queues", _queue_names,
+          "comma list of the queues this worker takes tasks from; empty: every queue"),
+    Field("retain_succeeded", _retention,
+          "prune succeeded tasks finished longer ago than this (0 or 'forever': keep)"),
+    Field("retain_failed", _retention,
+          "prune failed tasks finished longer ago than this (0 or 'forever': keep)"),
+    Field("retain_cancelled", _retention,
+          "prune cancelled tasks finished longer ago than this (0 or 'forever': keep)"),
+    Field("prune_interval", _positive_duration, "how often the worker prunes old tasks"),
     Field("poll", parse_duration, "longest wait between queue checks (wake-ups come sooner)"),
     Field("wait_poll", parse_duration,
           "longest a waiting GET /api/tasks/{id}?wait= goes without a re-read, should a "

@@ -64,8 +64,11 @@ async def make_history(queue: Queue, schedules: Schedules, clock: FakeClock) -> 
     await claim_one("cancelling")
     await queue.cancel(ids["cancelling"])
 
-    ids["queued"] = (await queue.enqueue(shell("waiting", idempotency_key="key-q")))[0].id
-    ids["delayed"] = (await queue.enqueue(shell("later", delay=3600, priority=-3)))[0].id
+    # In named queues (docs/queues.md): a copy keeps every task's and schedule's queue.
+    ids["queued"] = (await queue.enqueue(
+        shell("waiting", idempotency_key="key-q", queue="reports")))[0].id
+    ids["delayed"] = (await queue.enqueue(
+        shell("later", delay=3600, priority=-3, queue="emails")))[0].id
 
     # Schedules: one fired by the scheduler (a task with a fire time), then run by hand; one
     # paused; one whose fire was skipped because its previous task was still queued.
@@ -75,7 +78,8 @@ async def make_history(queue: Queue, schedules: Schedules, clock: FakeClock) -> 
         ScheduleCreate))
     paused = await schedules.create(msgspec.convert(
         {"name": "paused", "cron_expr": "0 3 * * *", "task_type": "http",
-         "payload": {"url": "http://127.0.0.1:9/x"}, "enabled": False}, ScheduleCreate))
+         "payload": {"url": "http://127.0.0.1:9/x"}, "enabled": False,
+         "queue": "nightly"}, ScheduleCreate))
     single = await schedules.create(msgspec.convert(
         {"name": "one at a time", "cron_expr": "* * * * *", "task_type": "shell",
          "payload": {"command": "true"}, "overlap": "skip"}, ScheduleCreate))

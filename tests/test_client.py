@@ -245,6 +245,20 @@ def test_cli_tasks(run):
     assert code == 0 and len(json.loads(out)["items"]) == 1
 
 
+def test_cli_queue_flags(run):
+    code, out, _ = run("submit", "shell", "--queue", "mail", "--delay", "1h", "--", "true")
+    assert code == 0
+    task_id = out.strip()
+    code, out, _ = run("tasks", "--queue", "mail", "-o", "json")
+    assert code == 0 and [t["queue"] for t in json.loads(out)["items"]] == ["mail"]
+    assert json.loads(out)["items"][0]["id"] == task_id
+    code, out, err = run("submit", "shell", "--queue", "bad queue", "--", "true")
+    assert code != 0 and "queue" in err
+    code, out, _ = run("schedules", "create", "--name", "q", "--cron", "0 3 * * *",
+                       "--queue", "reports", "-o", "json", "shell", "--", "true")
+    assert code == 0 and json.loads(out)["queue"] == "reports"
+
+
 def test_cli_schedules(run):
     code, out, err = run("schedules", "create", "--name", "every five", "--cron",
                          "*/5 * * * *", "shell", "--", "echo", "tick")

@@ -119,8 +119,9 @@ def test_each_state_change_of_a_task_run_by_another_process_is_an_event(
         assert _statuses(events, task_id) == ["queued", "running", "succeeded"]
         last = [e for e in events if e["data"]["id"] == task_id][-1]
         assert last["event"] == "task" and last["id"]
-        assert set(last["data"]) >= {"id", "status", "attempts", "type", "time"}
+        assert set(last["data"]) >= {"id", "status", "attempts", "type", "time", "queue"}
         assert last["data"]["attempts"] == 1 and last["data"]["type"] == "shell"
+        assert last["data"]["queue"] == "default"
     finally:
         stream.close()
 

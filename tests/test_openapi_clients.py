@@ -38,6 +38,7 @@ CLIENT_MODELS = {
     "schedule_overlap", "schedule_update", "schedule_update_payload", "shell_payload",
     "shell_payload_env", "task", "task_batch", "task_batch_result", "task_create",
     "task_create_payload", "task_page", "task_status", "task_type",
+    "queue_info", "queue_info_counts", "queue_update",
 }
 # What datamodel-codegen makes of it: named components, plus Arg (a shell argument's bound).
 DATAMODEL_CLASSES = {
@@ -45,6 +46,7 @@ DATAMODEL_CLASSES = {
     "TaskType", "TaskStatus", "MaxAttempts", "Priority", "Seconds", "ScheduleOverlap",
     "ScheduleMissed", "Schedule", "ScheduleCreate", "ScheduleUpdate", "ShellPayload", "Task",
     "TaskBatch", "TaskBatchResult", "TaskCreate", "TaskPage",
+    "QueueInfo", "QueueUpdate", "QueueConcurrency",
 }
 
 

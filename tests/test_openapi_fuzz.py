@@ -43,7 +43,7 @@ expected-statuses = [400, 401, 403, 404, 405, 406, 409, 412, 415, 422, 428, 429]
 
 [[operations]]
 include-operation-id = ["ApiTasksSubmit", "ApiTasksBatchSubmitBatch", "ApiSchedulesCreate",
-                        "ApiSchedulesScheduleIdUpdate"]
+                        "ApiSchedulesScheduleIdUpdate", "ApiQueuesNameUpdateQueue"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", 401, 403, 404, 409, 412,
                                                      422, 429]
 """

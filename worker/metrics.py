@@ -21,10 +21,11 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from shared.queue import Claimed
+from shared.retention import Pruner
 from shared.schedules import Fire
 from shared.schemas import PAYLOAD_TYPES
 from shared.store.base import Outcome
@@ -46,6 +47,33 @@ CLAIM_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 disable_created_metrics()
 
 LATENESS_SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+
+class RetentionCollector(Collector):
+    """Retention settings, tasks this process pruned, and the database size as of its last
+    prune pass (docs/retention.md)."""
+
+    def __init__(self, pruner: Pruner) -> None:
+        self.pruner = pruner
+
+    def collect(self) -> Iterator[Metric]:
+        keep = GaugeMetricFamily(
+            "localflow_retention_seconds",
+            "How long finished tasks of each status are kept (0: for ever)", labels=["status"])
+        for status, seconds in self.pruner.retention().items():
+            keep.add_metric([status], seconds)
+        yield keep
+        pruned = CounterMetricFamily(
+            "localflow_tasks_pruned", "Finished tasks this process pruned, by status",
+            labels=["status"])
+        for status in self.pruner.retention():
+            pruned.add_metric([status], self.pruner.pruned.get(status, 0))
+        yield pruned
+        if self.pruner.database_bytes is not None:
+            yield GaugeMetricFamily(
+                "localflow_database_bytes",
+                "Size of the database (SQLite: file and write-ahead log), at the last prune pass",
+                value=self.pruner.database_bytes)
 
 
 class WorkerMetrics:
@@ -146,6 +174,7 @@ class WorkerMetrics:
 
     def attach(self, worker: Worker) -> WorkerMetrics:
         """Feed these metrics from the worker's hooks."""
+        self.registry.register(RetentionCollector(worker.pruner))
         worker.on_event = lambda kind, c, seconds: self.on_event(worker, kind, c, seconds)
         worker.on_claim = self.on_claim
         self.in_flight.set_function(lambda: len(worker.inflight))

@@ -23,6 +23,7 @@ import structlog
 from shared.clock import Clock, SystemClock
 from shared.errors import StorageBusy, StorageError, StorageFull, StorageUnavailable
 from shared.queue import Claimed, Queue
+from shared.retention import Pruner
 from shared.schemas import PayloadError, validate_payload
 from shared.settings import Settings
 from worker.handlers import HANDLERS, Handler, HandlerContext, TaskFailed
@@ -100,6 +101,7 @@ class Worker:
         self.on_event: Callable[[str, Claimed, float], None] = lambda *_: None
         # Called after each claim with (tasks claimed, seconds the claim took).
         self.on_claim: Callable[[int, float], None] = lambda *_: None
+        self.pruner = Pruner(queue.store, settings, self.id, self.clock)
         # Liveness, for the worker's /health: the loop runs, and when it last went round.
         self.running = False
         self.last_loop = 0.0  # time.monotonic()
@@ -113,6 +115,8 @@ class Worker:
         side = [
             asyncio.create_task(self._every(self.heartbeat_interval, self.heartbeat_once)),
             asyncio.create_task(self._every(self.rescue_interval, self.rescue_once)),
+            # Retention (shared/retention.py): one worker at a time prunes old tasks.
+            asyncio.create_task(self._every(self.settings.prune_interval, self.prune_once)),
         ]
         try:
             await self.queue.worker_seen(self.id, socket.gethostname(), os.getpid(), self.slots)
@@ -164,7 +168,7 @@ class Worker:
         if free <= 0 or await self._nothing_changed():
             return 0
         began = time.perf_counter()
-        claimed = await self.queue.claim(self.id, free, self.settings.lease)
+        claimed = await self.queue.claim(self.id, free, self.settings.lease, self.settings.queues)
         self.on_claim(len(claimed), time.perf_counter() - began)
         for c in claimed:
             self._in_handler.add(c.id)
@@ -182,7 +186,7 @@ class Worker:
 
     async def _remember_idle(self) -> None:
         self._seen_version = await self.queue.store.change_token()
-        due = await self.queue.next_run_at()
+        due = await self.queue.next_run_at(self.settings.queues)
         self._idle_until = due if due is not None else float("inf")
 
     def _wait_timeout(self) -> float:
@@ -420,6 +424,9 @@ class Worker:
         if self.inflight:
             for task_id in await self.queue.cancel_requests(self.id):
                 self._stop_task(task_id, _CANCELLED)
+
+    async def prune_once(self) -> None:
+        await self.pruner.prune_once()
 
     async def rescue_once(self) -> None:
         if self.pending_outcomes:

@@ -40,7 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import msgspec
+from msgspec import UnsetType
 
+from shared.queue_schemas import QueueInfo
 from shared.schedule_schemas import Missed, Overlap, Schedule
 from shared.schemas import Attempt, QueuedView, Status, Task, TaskPage
 from shared.settings import Settings
@@ -62,6 +64,7 @@ class NewTask(msgspec.Struct, kw_only=True):
     run_at: float  # Unix seconds; not claimable before
     idempotency_key: str | None
     request_hash: str | None  # what the key promises: same key, same hash (Queue.request_hash)
+    queue: str = "default"  # a valid queue name (shared/schemas.py QueueName)
 
 
 class Claimed(msgspec.Struct, kw_only=True):
@@ -76,6 +79,7 @@ class Claimed(msgspec.Struct, kw_only=True):
     priority: int
     run_at: float
     token: str
+    queue: str = "default"
 
 
 class Heartbeat(msgspec.Struct, kw_only=True):
@@ -92,6 +96,7 @@ class TaskEvent(msgspec.Struct, kw_only=True):
     attempts: int
     type: str
     time: float  # Unix seconds: when the change was made (the task's updated_at)
+    queue: str = "default"  # the task's queue (docs/queues.md)
 
 
 class EventPage(msgspec.Struct, kw_only=True):
@@ -121,6 +126,7 @@ class ScheduleFields(msgspec.Struct, kw_only=True):
     timeout: float | None  # None: the payload's, else the server default
     overlap: Overlap
     missed: Missed
+    queue: str = "default"  # the queue of the tasks it makes
 
 
 class DueSchedule(msgspec.Struct, kw_only=True):
@@ -346,10 +352,16 @@ class TaskStore(Protocol):
         ...
 
     async def claim(
-        self, worker_id: str, limit: int, lease_until: float, now: float
+        self, worker_id: str, limit: int, lease_until: float, now: float,
+        queues: Sequence[str] | None = None,
     ) -> list[Claimed]:
         """Move up to `limit` queued tasks with run_at <= now to running, most urgent first
         (priority desc, run_at, id), and return them in that order.
+
+        Queues (docs/queues.md): only tasks of `queues` if given (None: every queue); never
+        a task of a paused queue; and never so many that a queue with a concurrency limit
+        has more than that many tasks running, counted across every process and host in
+        the claim's own transaction (shared/store/claiming.py).
 
         Each claimed task: attempts + 1, a fresh claim_token, lease_until, worker_id,
         started_at kept if set (else now), an attempt row (attempt number, worker_id,
@@ -411,8 +423,9 @@ class TaskStore(Protocol):
         """Ids of running tasks held by `worker_id` with cancel_requested (a read)."""
         ...
 
-    async def next_run_at(self) -> float | None:
-        """The earliest run_at of any queued task, due or not (a read); None if none."""
+    async def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
+        """The earliest run_at of any queued task, due or not (a read); None if none. Only
+        tasks a claim with these `queues` could take: paused and full queues left out."""
         ...
 
     async def worker_seen(
@@ -454,15 +467,45 @@ class TaskStore(Protocol):
         ...
 
     async def list_tasks(
-        self, *, status: Status | None, type: str | None, cursor: str | None, limit: int
+        self, *, status: Status | None, type: str | None, cursor: str | None, limit: int,
+        queue: str | None = None,
     ) -> TaskPage:
         """Newest first (id descending), only ids < cursor when a cursor is given, filtered
-        by status and/or type; at most `limit` items, next_cursor = the last item's id when
+        by status, type and/or queue; at most `limit` items, next_cursor = the last item's id when
         more exist, else None. The caller has validated status."""
         ...
 
     async def counts(self) -> dict[str, int]:
         """Tasks by status: every status in STATUSES is a key (0 if none)."""
+        ...
+
+    async def queues(self) -> list[QueueInfo]:
+        """Every queue that has tasks or settings, by name, with its counts by status."""
+        ...
+
+    async def queue(self, name: str) -> QueueInfo:
+        """One queue (counts all 0, no limit, not paused if it has neither tasks nor
+        settings)."""
+        ...
+
+    async def set_queue(
+        self, name: str, *, concurrency: int | UnsetType | None, paused: bool | None,
+        now: float,
+    ) -> None:
+        """Store a queue's settings, creating its row: `concurrency` (None: no limit) unless
+        UNSET, `paused` unless None. Wakes workers (a resumed queue is picked up at once)."""
+        ...
+
+    async def take_lease(self, name: str, holder: str, until: float, now: float) -> bool:
+        """Hold the named lease until `until` if it is free, expired (until < now) or already
+        `holder`'s; True if `holder` holds it now. One transaction."""
+        ...
+
+    async def prune(self, status: Status, before: float, limit: int) -> int:
+        """Delete up to `limit` tasks in `status` (a finished one) with finished_at < before,
+        oldest first, with their attempts, in one short transaction; never a task that is
+        some schedule's last_task_id. Returns how many. SQLite also hands the freed pages
+        back to the file system when the file has auto_vacuum=INCREMENTAL."""
         ...
 
     async def task_id_by_key(self, key: str) -> str | None:
@@ -656,13 +699,13 @@ TRANSFER_COLUMNS: dict[str, tuple[str, ...]] = {
     "schedules": (
         "id", "name", "cron_expr", "timezone", "task_type", "payload", "enabled", "priority",
         "max_attempts", "timeout", "overlap", "missed", "next_fire_at", "last_fire_at",
-        "last_task_id", "last_skip_at", "last_skip_reason", "created_at", "updated_at",
+        "last_task_id", "last_skip_at", "last_skip_reason", "created_at", "updated_at", "queue",
     ),
     "tasks": (
         "id", "type", "payload", "status", "priority", "run_at", "attempts", "max_attempts",
         "timeout", "idempotency_key", "request_hash", "claim_token", "lease_until", "worker_id",
         "cancel_requested", "result", "last_error", "created_at", "updated_at", "started_at",
-        "finished_at", "schedule_id", "fire_time",
+        "finished_at", "schedule_id", "fire_time", "queue",
     ),
     "task_attempts": (
         "task_id", "attempt", "worker_id", "started_at", "finished_at", "outcome", "error",

@@ -66,6 +66,16 @@ async def test_every_status_change_is_an_event_in_commit_order(
     assert [e.cursor for e in rest] == [e.cursor for e in task_events[2:]]
 
 
+async def test_events_say_which_queue_the_task_is_in(queue: Queue, other: Queue):
+    start = await queue.store.events_head()
+    mail, _ = await other.enqueue(shell("m", queue="emails"))
+    plain, _ = await other.enqueue(shell("p"))
+    await other.claim("w", 2, lease=30)
+    got = {(e.task_id, e.status, e.queue) for e in await _all_after(queue.store, start)}
+    assert got == {(mail.id, "queued", "emails"), (mail.id, "running", "emails"),
+                   (plain.id, "queued", "default"), (plain.id, "running", "default")}
+
+
 async def test_changes_that_change_nothing_write_no_event(queue: Queue, other: Queue):
     await queue.enqueue(shell("a"))
     (c,) = await queue.claim("w", 1, lease=30)

@@ -13,16 +13,16 @@
 -- store reads the task that holds the key. Sends the NOTIFY when anything went in.
 WITH inserted AS (
     INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
-                       idempotency_key, request_hash, created_at, updated_at)
+                       idempotency_key, request_hash, created_at, updated_at, queue)
     SELECT i.id, i.type, i.payload, 'queued', i.priority, i.run_at, i.max_attempts, i.timeout,
-           i.idempotency_key, i.request_hash, i.now, i.now
+           i.idempotency_key, i.request_hash, i.now, i.now, i.queue
     FROM unnest(%(ids)s::text[], %(types)s::text[], %(payloads)s::text[],
                 %(priorities)s::int[], %(run_ats)s::float8[], %(max_attempts)s::int[],
                 %(timeouts)s::float8[], %(keys)s::text[], %(hashes)s::text[],
-                %(nows)s::float8[])
+                %(nows)s::float8[], %(queues)s::text[])
          WITH ORDINALITY
          AS i(id, type, payload, priority, run_at, max_attempts, timeout, idempotency_key,
-              request_hash, now, n)
+              request_hash, now, queue, n)
     ORDER BY i.n
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
@@ -47,6 +47,11 @@ SELECT * FROM tasks WHERE id = %(id)s
 WITH picked AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status = 'queued' AND run_at <= %(now)s
+      -- Queues (docs/queues.md): not the paused or full ones (%(closed)s), and only the
+      -- worker's own if it serves some (%(only)s, NULL for all). Limits are kept by the
+      -- caller's LIMIT, under the queue rows' locks (shared/store/claiming.py).
+      AND queue <> ALL(%(closed)s::text[])
+      AND (%(only)s::text[] IS NULL OR queue = ANY(%(only)s::text[]))
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -223,7 +228,11 @@ WITH rescued AS (
 SELECT id, pg_notify('localflow', '') FROM rescued
 
 -- name: next_run_at
-SELECT min(run_at) FROM tasks WHERE status = 'queued'
+-- The earliest run_at a worker could claim: closed (paused, full) and other workers' queues
+-- left out, so due tasks it may not take never keep it from idling.
+SELECT min(run_at) FROM tasks
+WHERE status = 'queued' AND queue <> ALL(%(closed)s::text[])
+  AND (%(only)s::text[] IS NULL OR queue = ANY(%(only)s::text[]))
 
 -- name: counts_by_status
 SELECT status, count(*) AS n FROM tasks GROUP BY status
@@ -306,3 +315,101 @@ RETURNING xid, id
 
 -- name: events_raise_horizon
 UPDATE task_events_horizon SET xid = %(xid)s, id = %(id)s WHERE (xid, id) < (%(xid)s, %(id)s)
+
+-- name: list_by_queue
+SELECT * FROM tasks
+WHERE queue = %(queue)s AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(type)s::text IS NULL OR type = %(type)s) AND id < %(cursor)s
+ORDER BY queue DESC, id DESC LIMIT %(limit)s
+
+-- name: queue_gates
+SELECT name, concurrency, paused FROM queues WHERE paused OR concurrency IS NOT NULL
+
+-- name: lock_limited_queues
+-- The claim's fence for concurrency limits: the rows of the limited queues this worker may
+-- take, locked until the claim commits (in name order: two claimers never deadlock). A
+-- second claimer waits here, then counts running tasks in a new statement -- a new snapshot
+-- under READ COMMITTED -- that sees what the first one claimed. Re-read: the values now.
+SELECT name, concurrency, paused FROM queues
+WHERE name = ANY(%(names)s::text[]) ORDER BY name FOR UPDATE
+
+-- name: running_in_queues
+SELECT queue, count(*) AS n FROM tasks
+WHERE status = 'running' AND queue = ANY(%(names)s::text[])
+GROUP BY queue
+
+-- name: counts_by_queue
+SELECT queue, status, count(*) AS n FROM tasks GROUP BY queue, status
+
+-- name: counts_of_queue
+SELECT status, count(*) AS n FROM tasks WHERE queue = %(name)s GROUP BY status
+
+-- name: all_queue_settings
+SELECT name, concurrency, paused FROM queues
+
+-- name: queue_settings
+SELECT name, concurrency, paused FROM queues WHERE name = %(name)s
+
+-- name: set_queue
+INSERT INTO queues (name, concurrency, paused, updated_at)
+VALUES (%(name)s, %(concurrency)s, coalesce(%(paused)s, false), %(now)s)
+ON CONFLICT (name) DO UPDATE
+SET concurrency = CASE WHEN %(set_concurrency)s THEN %(concurrency)s
+                       ELSE queues.concurrency END,
+    paused = coalesce(%(paused)s, queues.paused),
+    updated_at = %(now)s
+
+-- name: queues_with_work
+-- The queues that have queued tasks: a loose index scan (one index probe per queue).
+WITH RECURSIVE q(name) AS (
+    SELECT min(queue) FROM tasks WHERE status = 'queued'
+    UNION ALL
+    SELECT (SELECT min(queue) FROM tasks WHERE status = 'queued' AND queue > q.name)
+    FROM q WHERE q.name IS NOT NULL
+)
+SELECT name FROM q WHERE name IS NOT NULL
+
+-- name: claim_candidates_in_queue
+-- The most urgent runnable tasks of one queue, locked (SKIP LOCKED, as in `claim`).
+SELECT id, priority, run_at FROM tasks
+WHERE status = 'queued' AND queue = %(queue)s AND run_at <= %(now)s
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: claim_ids
+-- queued -> running for the ids the caller picked (the per-queue path), with their attempt
+-- rows in the same statement, as `claim`.
+WITH claimed AS (
+UPDATE tasks
+SET status = 'running',
+    attempts = attempts + 1,
+    claim_token = replace(gen_random_uuid()::text, '-', ''),
+    lease_until = %(lease_until)s,
+    worker_id = %(worker_id)s,
+    started_at = coalesce(started_at, %(now)s),
+    updated_at = %(now)s
+WHERE id = ANY(%(ids)s::text[]) AND status = 'queued'
+RETURNING *
+),
+attempt_rows AS (
+    INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
+    SELECT id, attempts, %(worker_id)s, %(now)s FROM claimed
+)
+SELECT * FROM claimed
+
+-- name: take_lease
+INSERT INTO leases (name, holder, until) VALUES (%(name)s, %(holder)s, %(until)s)
+ON CONFLICT (name) DO UPDATE SET holder = %(holder)s, until = %(until)s
+WHERE leases.until < %(now)s OR leases.holder = %(holder)s
+
+-- name: prune_batch
+-- As on SQLite. SKIP LOCKED: a row a worker is updating right now waits for the next pass.
+DELETE FROM tasks WHERE id IN (
+    SELECT id FROM tasks
+    WHERE finished_at < %(before)s AND status = %(status)s
+      AND id NOT IN (SELECT last_task_id FROM schedules WHERE last_task_id IS NOT NULL)
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)

@@ -19,14 +19,14 @@ FROM workers WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
 SELECT
     id, name, cron_expr, timezone, task_type, payload, enabled, priority, max_attempts,
     timeout, overlap, missed, next_fire_at, last_fire_at, last_task_id, last_skip_at,
-    last_skip_reason, created_at, updated_at
+    last_skip_reason, created_at, updated_at, queue
 FROM schedules WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
 
 -- name: export_tasks
 SELECT
     id, type, payload, status, priority, run_at, attempts, max_attempts, timeout,
     idempotency_key, request_hash, claim_token, lease_until, worker_id, cancel_requested,
-    result, last_error, created_at, updated_at, started_at, finished_at, schedule_id, fire_time
+    result, last_error, created_at, updated_at, started_at, finished_at, schedule_id, fire_time, queue
 FROM tasks WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
 
 -- name: export_attempts
@@ -50,12 +50,12 @@ RETURNING id
 INSERT INTO schedules (
     id, name, cron_expr, timezone, task_type, payload, enabled, priority, max_attempts,
     timeout, overlap, missed, next_fire_at, last_fire_at, last_task_id, last_skip_at,
-    last_skip_reason, created_at, updated_at
+    last_skip_reason, created_at, updated_at, queue
 ) VALUES (
     %(id)s, %(name)s, %(cron_expr)s, %(timezone)s, %(task_type)s, %(payload)s, %(enabled)s,
     %(priority)s, %(max_attempts)s, %(timeout)s, %(overlap)s, %(missed)s, %(next_fire_at)s,
     %(last_fire_at)s, %(last_task_id)s, %(last_skip_at)s, %(last_skip_reason)s, %(created_at)s,
-    %(updated_at)s
+    %(updated_at)s, %(queue)s
 )
 ON CONFLICT DO NOTHING
 RETURNING id
@@ -64,13 +64,13 @@ RETURNING id
 INSERT INTO tasks (
     id, type, payload, status, priority, run_at, attempts, max_attempts, timeout,
     idempotency_key, request_hash, claim_token, lease_until, worker_id, cancel_requested,
-    result, last_error, created_at, updated_at, started_at, finished_at, schedule_id, fire_time
+    result, last_error, created_at, updated_at, started_at, finished_at, schedule_id, fire_time, queue
 ) VALUES (
     %(id)s, %(type)s, %(payload)s, %(status)s, %(priority)s, %(run_at)s, %(attempts)s,
     %(max_attempts)s, %(timeout)s, %(idempotency_key)s, %(request_hash)s, %(claim_token)s,
     %(lease_until)s, %(worker_id)s, %(cancel_requested)s, %(result)s, %(last_error)s,
     %(created_at)s, %(updated_at)s, %(started_at)s, %(finished_at)s, %(schedule_id)s,
-    %(fire_time)s
+    %(fire_time)s, %(queue)s
 )
 ON CONFLICT DO NOTHING
 RETURNING id

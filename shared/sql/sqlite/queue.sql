@@ -4,9 +4,9 @@
 
 -- name: insert_task
 INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
-                   idempotency_key, request_hash, created_at, updated_at)
+                   idempotency_key, request_hash, created_at, updated_at, queue)
 VALUES (:id, :type, :payload, 'queued', :priority, :run_at, :max_attempts, :timeout,
-        :idempotency_key, :request_hash, :now, :now)
+        :idempotency_key, :request_hash, :now, :now, :queue)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 
 -- name: get_task
@@ -30,6 +30,11 @@ WHERE id IN (
     -- Named, or the planner may pick tasks_status_id and sort every queued row per claim.
     SELECT id FROM tasks INDEXED BY tasks_runnable
     WHERE status = 'queued' AND run_at <= :now
+      -- Queues (docs/queues.md): not the paused or full ones (:closed, a JSON array), and
+      -- only the worker's own if it serves some (:only, NULL for all). Limits are kept by
+      -- the caller's :limit (shared/store/claiming.py).
+      AND queue NOT IN (SELECT value FROM json_each(:closed))
+      AND (:only IS NULL OR queue IN (SELECT value FROM json_each(:only)))
     ORDER BY priority DESC, run_at, id
     LIMIT :limit
 )
@@ -122,7 +127,12 @@ SET finished_at = :now, outcome = 'lost',
 WHERE task_id = :id AND attempt = :attempt AND finished_at IS NULL
 
 -- name: next_run_at
-SELECT min(run_at) FROM tasks WHERE status = 'queued'
+-- The earliest run_at a worker could claim: closed (paused, full) and other workers' queues
+-- left out, so due tasks it may not take never keep it from idling.
+SELECT min(run_at) FROM tasks INDEXED BY tasks_runnable
+WHERE status = 'queued'
+  AND queue NOT IN (SELECT value FROM json_each(:closed))
+  AND (:only IS NULL OR queue IN (SELECT value FROM json_each(:only)))
 
 -- name: counts_by_status
 SELECT status, count(*) AS n FROM tasks GROUP BY status
@@ -189,3 +199,90 @@ DELETE FROM task_events WHERE id <= :id
 
 -- name: events_raise_horizon
 UPDATE task_events_horizon SET id = max(id, :id)
+
+-- name: list_by_queue
+-- ?queue=, with or without status and type: the queue's tasks newest first.
+SELECT * FROM tasks INDEXED BY tasks_queue_id
+WHERE queue = :queue AND (:status IS NULL OR status = :status)
+  AND (:type IS NULL OR type = :type) AND id < :cursor
+ORDER BY queue DESC, id DESC LIMIT :limit
+
+-- name: queue_gates
+-- The settings that close a queue or limit it (a handful of rows).
+SELECT name, concurrency, paused FROM queues WHERE paused = 1 OR concurrency IS NOT NULL
+
+-- name: running_in_queues
+SELECT queue, count(*) AS n FROM tasks INDEXED BY tasks_running_queue
+WHERE status = 'running' AND queue IN (SELECT value FROM json_each(:names))
+GROUP BY queue
+
+-- name: counts_by_queue
+SELECT queue, status, count(*) AS n FROM tasks GROUP BY queue, status
+
+-- name: counts_of_queue
+SELECT status, count(*) AS n FROM tasks INDEXED BY tasks_queue_id WHERE queue = ? GROUP BY status
+
+-- name: all_queue_settings
+SELECT name, concurrency, paused FROM queues
+
+-- name: queue_settings
+SELECT name, concurrency, paused FROM queues WHERE name = ?
+
+-- name: set_queue
+-- Creates the settings row on first use; a field not given (:set_* false) keeps its value.
+INSERT INTO queues (name, concurrency, paused, updated_at)
+VALUES (:name, :concurrency, coalesce(:paused, 0), :now)
+ON CONFLICT (name) DO UPDATE
+SET concurrency = CASE WHEN :set_concurrency THEN :concurrency ELSE concurrency END,
+    paused = coalesce(:paused, paused),
+    updated_at = :now
+
+-- name: queues_with_work
+-- The queues that have queued tasks: a loose index scan (one index probe per queue, not a
+-- walk over every queued task).
+WITH RECURSIVE q(name) AS (
+    SELECT min(queue) FROM tasks INDEXED BY tasks_queue_runnable WHERE status = 'queued'
+    UNION ALL
+    SELECT (SELECT min(queue) FROM tasks INDEXED BY tasks_queue_runnable
+            WHERE status = 'queued' AND queue > q.name)
+    FROM q WHERE q.name IS NOT NULL
+)
+SELECT name FROM q WHERE name IS NOT NULL
+
+-- name: claim_candidates_in_queue
+-- The most urgent runnable tasks of one queue (shared/store/claiming.py merges the queues').
+SELECT id, priority, run_at FROM tasks INDEXED BY tasks_queue_runnable
+WHERE status = 'queued' AND queue = :queue AND run_at <= :now
+ORDER BY priority DESC, run_at, id
+LIMIT :limit
+
+-- name: claim_ids
+-- queued -> running for the tasks the caller picked (the claim's per-queue path); as `claim`.
+UPDATE tasks
+SET status = 'running',
+    attempts = attempts + 1,
+    claim_token = lower(hex(randomblob(8))),
+    lease_until = :lease_until,
+    worker_id = :worker_id,
+    started_at = coalesce(started_at, :now),
+    updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
+RETURNING *
+
+-- name: take_lease
+-- Take the named lease if it is free, expired, or already ours; rowcount 1 if we hold it.
+INSERT INTO leases (name, holder, until) VALUES (:name, :holder, :until)
+ON CONFLICT (name) DO UPDATE SET holder = :holder, until = :until
+WHERE leases.until < :now OR leases.holder = :holder
+
+-- name: prune_batch
+-- Up to :limit finished tasks of one status that finished before :before (oldest first, over
+-- tasks_finished); attempts go with them (ON DELETE CASCADE). A schedule's last task is kept,
+-- so the schedule still shows how its last run ended.
+DELETE FROM tasks WHERE id IN (
+    SELECT id FROM tasks INDEXED BY tasks_finished
+    WHERE finished_at < :before AND status = :status
+      AND id NOT IN (SELECT last_task_id FROM schedules WHERE last_task_id IS NOT NULL)
+    ORDER BY finished_at
+    LIMIT :limit
+)

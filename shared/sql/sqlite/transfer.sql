@@ -19,14 +19,14 @@ FROM workers WHERE id > :after ORDER BY id LIMIT :limit
 SELECT
     id, name, cron_expr, timezone, task_type, payload, enabled, priority, max_attempts,
     timeout, overlap, missed, next_fire_at, last_fire_at, last_task_id, last_skip_at,
-    last_skip_reason, created_at, updated_at
+    last_skip_reason, created_at, updated_at, queue
 FROM schedules WHERE id > :after ORDER BY id LIMIT :limit
 
 -- name: export_tasks
 SELECT
     id, type, payload, status, priority, run_at, attempts, max_attempts, timeout,
     idempotency_key, request_hash, claim_token, lease_until, worker_id, cancel_requested,
-    result, last_error, created_at, updated_at, started_at, finished_at, schedule_id, fire_time
+    result, last_error, created_at, updated_at, started_at, finished_at, schedule_id, fire_time, queue
 FROM tasks WHERE id > :after ORDER BY id LIMIT :limit
 
 -- name: export_attempts
@@ -49,11 +49,11 @@ ON CONFLICT DO NOTHING
 INSERT INTO schedules (
     id, name, cron_expr, timezone, task_type, payload, enabled, priority, max_attempts,
     timeout, overlap, missed, next_fire_at, last_fire_at, last_task_id, last_skip_at,
-    last_skip_reason, created_at, updated_at
+    last_skip_reason, created_at, updated_at, queue
 ) VALUES (
     :id, :name, :cron_expr, :timezone, :task_type, :payload, :enabled, :priority,
     :max_attempts, :timeout, :overlap, :missed, :next_fire_at, :last_fire_at, :last_task_id,
-    :last_skip_at, :last_skip_reason, :created_at, :updated_at
+    :last_skip_at, :last_skip_reason, :created_at, :updated_at, :queue
 )
 ON CONFLICT DO NOTHING
 
@@ -61,12 +61,12 @@ ON CONFLICT DO NOTHING
 INSERT INTO tasks (
     id, type, payload, status, priority, run_at, attempts, max_attempts, timeout,
     idempotency_key, request_hash, claim_token, lease_until, worker_id, cancel_requested,
-    result, last_error, created_at, updated_at, started_at, finished_at, schedule_id, fire_time
+    result, last_error, created_at, updated_at, started_at, finished_at, schedule_id, fire_time, queue
 ) VALUES (
     :id, :type, :payload, :status, :priority, :run_at, :attempts, :max_attempts, :timeout,
     :idempotency_key, :request_hash, :claim_token, :lease_until, :worker_id, :cancel_requested,
     :result, :last_error, :created_at, :updated_at, :started_at, :finished_at, :schedule_id,
-    :fire_time
+    :fire_time, :queue
 )
 ON CONFLICT DO NOTHING
 

@@ -32,6 +32,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 import msgspec
 import psycopg
 import structlog
+from msgspec import UNSET, UnsetType
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -45,6 +46,7 @@ from shared.errors import (
     StorageFull,
     StorageUnavailable,
 )
+from shared.queue_schemas import QueueGate, QueueInfo
 from shared.schedule_schemas import Schedule
 from shared.schemas import (
     QUEUED_VIEWS,
@@ -88,6 +90,13 @@ from shared.store.base import (
     fill_throughput,
     throughput_window,
 )
+from shared.store.claiming import (
+    ClaimBudget,
+    limited,
+    most_urgent,
+    per_queue_names,
+    queue_overview,
+)
 from shared.store.postgres import schema
 from shared.store.postgres.batch import Coalescer
 from shared.store.postgres.listener import KEEPALIVES, TASKS_CHANNEL, PostgresListener
@@ -128,14 +137,19 @@ def _task(row: Row) -> Task:
         last_error=row["last_error"], cancel_requested=bool(row["cancel_requested"]),
         created_at=to_datetime(row["created_at"]), updated_at=to_datetime(row["updated_at"]),
         started_at=to_datetime(row["started_at"]), finished_at=to_datetime(row["finished_at"]),
-        schedule_id=row["schedule_id"],
+        schedule_id=row["schedule_id"], queue=row["queue"],
     )
 
 
 def _event(row: Row) -> TaskEvent:
     return TaskEvent(cursor=make_cursor(row["xid"], row["id"]), task_id=row["task_id"],
                      status=row["status"], attempts=row["attempts"], type=row["type"],
-                     time=row["time"])
+                     time=row["time"], queue=row["queue"])
+
+
+def _gate(row: Row) -> QueueGate:
+    return QueueGate(name=row["name"], concurrency=row["concurrency"],
+                     paused=bool(row["paused"]))
 
 
 def _attempt(row: Row) -> Attempt:
@@ -157,7 +171,7 @@ def _schedule(row: Row) -> Schedule:
         last_fire_at=to_datetime(row["last_fire_at"]), last_task_id=row["last_task_id"],
         last_task_status=row["last_task_status"], last_skip_at=to_datetime(row["last_skip_at"]),
         last_skip_reason=row["last_skip_reason"], created_at=to_datetime(row["created_at"]),
-        updated_at=to_datetime(row["updated_at"]),
+        updated_at=to_datetime(row["updated_at"]), queue=row["queue"],
     )
 
 
@@ -167,7 +181,7 @@ def _fields(row: Row) -> ScheduleFields:
         task_type=row["task_type"], payload=msgspec.json.decode(row["payload"]),
         enabled=bool(row["enabled"]), priority=row["priority"],
         max_attempts=row["max_attempts"], timeout=row["timeout"], overlap=row["overlap"],
-        missed=row["missed"],
+        missed=row["missed"], queue=row["queue"],
     )
 
 
@@ -182,7 +196,7 @@ def _task_params(task: NewTask, now: float) -> dict[str, Any]:
         "id": task.id, "type": task.type, "payload": _json(task.payload),
         "priority": task.priority, "run_at": task.run_at, "max_attempts": task.max_attempts,
         "timeout": task.timeout, "idempotency_key": task.idempotency_key,
-        "request_hash": task.request_hash, "now": now,
+        "request_hash": task.request_hash, "now": now, "queue": task.queue,
     }
 
 
@@ -463,6 +477,7 @@ class PostgresStore:
             "timeouts": [t.timeout for t, _ in new],
             "keys": [t.idempotency_key for t, _ in new],
             "hashes": [t.request_hash for t, _ in new], "nows": [n for _, n in new],
+            "queues": [t.queue for t, _ in new],
         }
         keys = [t.idempotency_key for t, _ in new if t.idempotency_key is not None]
         if not keys:
@@ -501,25 +516,94 @@ class PostgresStore:
 
     @_translated
     async def claim(
-        self, worker_id: str, limit: int, lease_until: float, now: float
+        self, worker_id: str, limit: int, lease_until: float, now: float,
+        queues: Sequence[str] | None = None,
     ) -> list[Claimed]:
         if limit <= 0:
             return []
+        only = list(queues) if queues else None
 
-        # One statement: the tasks taken and their attempt rows inserted (queue.sql claim).
-        rows = await self._statement(Q.claim, {"now": now, "lease_until": lease_until,
-                                               "worker_id": worker_id, "limit": limit})
+        # Queue settings (docs/queues.md). With none in the way -- no paused or limited queue,
+        # a worker serving every queue -- a claim is one statement in autocommit: the tasks
+        # taken and their attempt rows inserted (queue.sql claim). Otherwise it runs in a
+        # transaction with the limited queues' rows locked (shared/store/claiming.py).
+        gates = [g for g in map(_gate, await self._statement(Q.queue_gates, {}))
+                 if not only or g.name in only]
+        if not only and not gates:
+            rows = await self._statement(Q.claim, {
+                "now": now, "lease_until": lease_until, "worker_id": worker_id,
+                "limit": limit, "closed": [], "only": None})
+        else:
+            rows = await self._claim_in_queues(limit, only, now, lease_until, worker_id)
         claimed = [
             Claimed(
                 id=r["id"], type=r["type"], payload=msgspec.json.decode(r["payload"]),
                 attempt=r["attempts"], max_attempts=r["max_attempts"], timeout=r["timeout"],
                 priority=r["priority"], run_at=r["run_at"], token=r["claim_token"],
+                queue=r["queue"],
             )
             for r in rows
         ]
         # RETURNING gives no order; run the most urgent first.
         claimed.sort(key=lambda c: (-c.priority, c.run_at, c.id))
         return claimed
+
+    async def _claim_in_queues(
+        self, limit: int, only: list[str] | None, now: float, lease_until: float,
+        worker_id: str,
+    ) -> list[Row]:
+        """The claim under queue settings: one transaction, the limited queues' rows locked
+        while their running tasks are counted and claimed against (shared/store/claiming.py).
+        Every statement inserts its tasks' attempt rows itself (queue.sql claim, claim_ids)."""
+
+        async def op(conn: psycopg.AsyncConnection[Any]) -> list[Row]:
+            budget = ClaimBudget(limit, *await self._gates(conn, only, lock=True))
+            with_work = None
+            if budget.closed and not only:
+                with_work = [r["name"] for r in await self._rows(conn, Q.queues_with_work)]
+            probe = per_queue_names(budget, only, with_work)
+            rows: list[Row] = []
+            while (batch := budget.next_batch()) > 0:
+                params = {"now": now, "lease_until": lease_until, "worker_id": worker_id,
+                          "limit": batch, "closed": budget.closed_list(), "only": only}
+                if probe is None:
+                    taken = await self._rows(conn, Q.claim, params)
+                else:
+                    candidates = []
+                    for name in probe:
+                        if name not in budget.closed:
+                            candidates += await self._rows(conn, Q.claim_candidates_in_queue,
+                                                           {"queue": name, "now": now,
+                                                            "limit": batch})
+                    ids = most_urgent(candidates, batch)
+                    taken = (await self._rows(conn, Q.claim_ids, {**params, "ids": ids})
+                             if ids else [])
+                budget.took([r["queue"] for r in taken])
+                rows.extend(taken)
+            return rows
+
+        return await self._write(op)
+
+    async def _gates(
+        self, conn: psycopg.AsyncConnection[Any], only: list[str] | None, *, lock: bool
+    ) -> tuple[list[QueueGate], dict[str, int]]:
+        """The queue settings this worker is subject to and, for its limited queues, their
+        running tasks. With `lock`, the limited queues' rows stay locked until the caller's
+        transaction ends (see lock_limited_queues): the fence of the global limits."""
+        gates = [g for g in map(_gate, await self._rows(conn, Q.queue_gates))
+                 if not only or g.name in only]
+        names = limited(gates)
+        if not names:
+            return gates, {}
+        if lock:
+            fresh = {g.name: g for g in map(_gate, await self._rows(
+                conn, Q.lock_limited_queues, {"names": names}))}
+            gates = [fresh.get(g.name, g) for g in gates]  # as they are now, locked
+            names = limited(gates)
+            if not names:
+                return gates, {}
+        rows = await self._rows(conn, Q.running_in_queues, {"names": names})
+        return gates, {r["queue"]: r["n"] for r in rows}
 
     @_translated
     async def extend_leases(
@@ -600,9 +684,11 @@ class PostgresStore:
         return {r["id"] for r in rows}
 
     @_translated
-    async def next_run_at(self) -> float | None:
+    async def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
+        only = list(queues) if queues else None
         async with self._read() as conn:
-            rows = await self._rows(conn, Q.next_run_at)
+            closed = ClaimBudget(1, *await self._gates(conn, only, lock=False)).closed_list()
+            rows = await self._rows(conn, Q.next_run_at, {"closed": closed, "only": only})
         return rows[0]["min"] if rows else None
 
     @_translated
@@ -668,11 +754,14 @@ class PostgresStore:
 
     @_translated
     async def list_tasks(
-        self, *, status: Status | None, type: str | None, cursor: str | None, limit: int
+        self, *, status: Status | None, type: str | None, cursor: str | None, limit: int,
+        queue: str | None = None,
     ) -> TaskPage:
         params = {"status": status, "type": type, "cursor": cursor or _CURSOR_START,
-                  "limit": limit + 1}
-        if status and type:
+                  "limit": limit + 1, "queue": queue}
+        if queue is not None:
+            query = Q.list_by_queue
+        elif status and type:
             query = Q.list_by_status_and_type
         elif status:
             query = Q.list_by_status
@@ -730,6 +819,61 @@ class PostgresStore:
             for row in await self._rows(conn, Q.counts_by_status):
                 counts[row["status"]] = row["n"]
         return counts
+
+    # -- queues --------------------------------------------------------------------------
+
+    @_translated
+    async def queues(self) -> list[QueueInfo]:
+        async with self._read() as conn:
+            counts = [(r["queue"], r["status"], r["n"])
+                      for r in await self._rows(conn, Q.counts_by_queue)]
+            gates = [_gate(r) for r in await self._rows(conn, Q.all_queue_settings)]
+        return queue_overview(counts, gates)
+
+    @_translated
+    async def queue(self, name: str) -> QueueInfo:
+        async with self._read() as conn:
+            counts = [(name, r["status"], r["n"])
+                      for r in await self._rows(conn, Q.counts_of_queue, {"name": name})]
+            gates = [_gate(r) for r in await self._rows(conn, Q.queue_settings,
+                                                         {"name": name})]
+        return queue_overview(counts, gates, name)[0]
+
+    @_translated
+    async def set_queue(
+        self, name: str, *, concurrency: int | UnsetType | None, paused: bool | None,
+        now: float,
+    ) -> None:
+        params = {"name": name, "now": now, "paused": paused,
+                  "set_concurrency": concurrency is not UNSET,
+                  "concurrency": None if concurrency is UNSET else concurrency}
+
+        async def op(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(Q.set_queue, params)
+            await self._notify(conn)  # resumed, or room made: workers look now
+
+        await self._write(op)
+
+    # -- retention -----------------------------------------------------------------------
+
+    @_translated
+    async def take_lease(self, name: str, holder: str, until: float, now: float) -> bool:
+        params = {"name": name, "holder": holder, "until": until, "now": now}
+
+        async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
+            return await self._count(conn, Q.take_lease, params) == 1
+
+        return await self._write(op)
+
+    @_translated
+    async def prune(self, status: Status, before: float, limit: int) -> int:
+        params = {"status": status, "before": before, "limit": limit}
+
+        async def op(conn: psycopg.AsyncConnection[Any]) -> int:
+            # Dead rows are PostgreSQL's autovacuum's to reclaim (docs/retention.md).
+            return await self._count(conn, Q.prune_batch, params)
+
+        return await self._write(op)
 
     @_translated
     async def task_id_by_key(self, key: str) -> str | None:

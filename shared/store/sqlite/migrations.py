@@ -122,6 +122,10 @@ def _migrate(db_path: str, directory: Path, stop: threading.Event) -> int:
         if current == newest and _journal_mode(conn, db_path, stop) == "wal":
             return newest  # nothing to do, and no write lock taken
         waiter = _Waiter(db_path, stop)
+        # Before any table exists (a new file) this makes SQLite able to hand freed pages back
+        # to the file system (PRAGMA incremental_vacuum, after pruning); on a file that has
+        # tables already it changes nothing (docs/retention.md).
+        waiter.retry(lambda: conn.execute("PRAGMA auto_vacuum=INCREMENTAL").fetchall())
         waiter.retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
         waiter.retry(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:

@@ -18,8 +18,10 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from shared.errors import IdempotencyConflict
+from shared.queue_schemas import QueueGate, QueueInfo
 from shared.schedule_schemas import Schedule
 from shared.schemas import (
     QUEUED_VIEWS,
@@ -60,6 +62,13 @@ from shared.store.base import (
     attach_attempts,
     fill_throughput,
     throughput_window,
+)
+from shared.store.claiming import (
+    ClaimBudget,
+    limited,
+    most_urgent,
+    per_queue_names,
+    queue_overview,
 )
 from shared.store.sqlite import migrations
 from shared.store.sqlite.database import Database, storage_error
@@ -174,15 +183,38 @@ class SQLiteStore:
     # -- tasks: working ------------------------------------------------------------------------
 
     async def claim(
-        self, worker_id: str, limit: int, lease_until: float, now: float
+        self, worker_id: str, limit: int, lease_until: float, now: float,
+        queues: Sequence[str] | None = None,
     ) -> list[Claimed]:
         if limit <= 0:
             return []
+        only = _json(list(queues)) if queues else None
 
         def op(conn: sqlite3.Connection) -> list[Claimed]:
-            params = {"now": now, "lease_until": lease_until, "worker_id": worker_id,
-                      "limit": limit}
-            rows = fetchall(conn, Q.claim, params)
+            # Counting running tasks here is safe: this transaction holds SQLite's one write
+            # lock, so no other claimer (in any process) can move a task to running meanwhile.
+            budget = ClaimBudget(limit, *_gates(conn, queues))
+            with_work = None
+            if budget.closed and not queues:
+                with_work = [r["name"] for r in fetchall(conn, Q.queues_with_work)]
+            probe = per_queue_names(budget, queues, with_work)
+            rows: list[sqlite3.Row] = []
+            while (batch := budget.next_batch()) > 0:
+                params = {"now": now, "lease_until": lease_until, "worker_id": worker_id,
+                          "limit": batch, "closed": _json(budget.closed_list()), "only": only}
+                if probe is None:
+                    taken = fetchall(conn, Q.claim, params)
+                else:
+                    candidates = [
+                        c for name in probe if name not in budget.closed
+                        for c in fetchall(conn, Q.claim_candidates_in_queue,
+                                          {"queue": name, "now": now, "limit": batch})
+                    ]
+                    ids = most_urgent(candidates, batch)
+                    taken = (fetchall(conn, Q.claim_ids, {**params, "ids": _json(ids)})
+                             if ids else [])
+                budget.took([r["queue"] for r in taken])
+                rows.extend(taken)
             if rows:
                 conn.executemany(
                     Q.insert_attempt, [(r["id"], r["attempts"], worker_id, now) for r in rows]
@@ -192,6 +224,7 @@ class SQLiteStore:
                     id=r["id"], type=r["type"], payload=msgspec.json.decode(r["payload"]),
                     attempt=r["attempts"], max_attempts=r["max_attempts"], timeout=r["timeout"],
                     priority=r["priority"], run_at=r["run_at"], token=r["claim_token"],
+                    queue=r["queue"],
                 )
                 for r in rows
             ]
@@ -287,8 +320,17 @@ class SQLiteStore:
         rows = await self.db.fetch_all(Q.cancel_requests_for_worker, (worker_id,))
         return {r["id"] for r in rows}
 
-    async def next_run_at(self) -> float | None:
-        row = await self.db.fetch_one(Q.next_run_at)
+    async def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
+        gates = [_gate(r) for r in await self.db.fetch_all(Q.queue_gates)]
+        names = limited(gates)
+        running = {}
+        if names:
+            rows = await self.db.fetch_all(Q.running_in_queues, {"names": _json(names)})
+            running = {r["queue"]: r["n"] for r in rows}
+        closed = ClaimBudget(1, gates, running).closed_list()
+        row = await self.db.fetch_one(Q.next_run_at, {
+            "closed": _json(closed), "only": _json(list(queues)) if queues else None,
+        })
         return None if row is None else row[0]
 
     async def worker_seen(
@@ -351,11 +393,14 @@ class SQLiteStore:
         return [_attempt(r) for r in await self.db.fetch_all(Q.list_attempts, (task_id,))]
 
     async def list_tasks(
-        self, *, status: Status | None, type: str | None, cursor: str | None, limit: int
+        self, *, status: Status | None, type: str | None, cursor: str | None, limit: int,
+        queue: str | None = None,
     ) -> TaskPage:
         params = {"status": status, "type": type, "cursor": cursor or _CURSOR_START,
-                  "limit": limit + 1}
-        if status and type:
+                  "limit": limit + 1, "queue": queue}
+        if queue is not None:
+            query = Q.list_by_queue
+        elif status and type:
             query = Q.list_by_status_and_type
         elif status:
             query = Q.list_by_status
@@ -401,6 +446,54 @@ class SQLiteStore:
         for row in await self.db.fetch_all(Q.counts_by_status):
             counts[row["status"]] = row["n"]
         return counts
+
+    # -- queues --------------------------------------------------------------------------------
+
+    async def queues(self) -> list[QueueInfo]:
+        counts = [(r["queue"], r["status"], r["n"])
+                  for r in await self.db.fetch_all(Q.counts_by_queue)]
+        gates = [_gate(r) for r in await self.db.fetch_all(Q.all_queue_settings)]
+        return queue_overview(counts, gates)
+
+    async def queue(self, name: str) -> QueueInfo:
+        counts = [(name, r["status"], r["n"])
+                  for r in await self.db.fetch_all(Q.counts_of_queue, (name,))]
+        gates = [_gate(r) for r in await self.db.fetch_all(Q.queue_settings, (name,))]
+        return queue_overview(counts, gates, name)[0]
+
+    async def set_queue(
+        self, name: str, *, concurrency: int | UnsetType | None, paused: bool | None,
+        now: float,
+    ) -> None:
+        params = {"name": name, "now": now, "paused": None if paused is None else int(paused),
+                  "set_concurrency": concurrency is not UNSET,
+                  "concurrency": None if concurrency is UNSET else concurrency}
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(Q.set_queue, params)
+
+        await self.db.write(op)
+
+    # -- retention -----------------------------------------------------------------------------
+
+    async def take_lease(self, name: str, holder: str, until: float, now: float) -> bool:
+        params = {"name": name, "holder": holder, "until": until, "now": now}
+
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute(Q.take_lease, params).rowcount == 1
+
+        return await self.db.write(op)
+
+    async def prune(self, status: Status, before: float, limit: int) -> int:
+        params = {"status": status, "before": before, "limit": limit}
+
+        def op(conn: sqlite3.Connection) -> int:
+            deleted = conn.execute(Q.prune_batch, params).rowcount
+            if deleted:
+                _return_free_pages(conn)
+            return deleted
+
+        return await self.db.write(op)
 
     async def task_id_by_key(self, key: str) -> str | None:
         row = await self.db.fetch_one(D.task_id_by_key, (key,))
@@ -730,7 +823,7 @@ def _insert_params(new: NewTask, now: float) -> dict[str, Any]:
         "id": new.id, "type": new.type, "payload": msgspec.json.encode(new.payload).decode(),
         "priority": new.priority, "run_at": new.run_at, "max_attempts": new.max_attempts,
         "timeout": new.timeout, "idempotency_key": new.idempotency_key,
-        "request_hash": new.request_hash, "now": now,
+        "request_hash": new.request_hash, "now": now, "queue": new.queue,
     }
 
 
@@ -743,7 +836,7 @@ def _new_task(new: NewTask, now: float) -> Task:
         max_attempts=new.max_attempts, timeout=new.timeout,
         idempotency_key=new.idempotency_key, result=None, last_error=None,
         cancel_requested=False, created_at=when, updated_at=when,
-        started_at=None, finished_at=None,
+        started_at=None, finished_at=None, queue=new.queue,
     )
 
 
@@ -833,13 +926,52 @@ def _task(row: sqlite3.Row) -> Task:
         started_at=to_datetime(row["started_at"]),
         finished_at=to_datetime(row["finished_at"]),
         schedule_id=row["schedule_id"],
+        queue=row["queue"],
     )
 
 
 def _event(row: sqlite3.Row) -> TaskEvent:
     return TaskEvent(cursor=make_cursor(0, row["id"]), task_id=row["task_id"],
                      status=row["status"], attempts=row["attempts"], type=row["type"],
-                     time=row["time"])
+                     time=row["time"], queue=row["queue"])
+
+
+_VACUUM_PAGES_PER_BATCH = 512  # ~2 MiB of 4 KiB pages, some milliseconds of write lock
+
+
+def _return_free_pages(conn: sqlite3.Connection) -> None:
+    """Hand free pages back to the file system, a bounded number per prune transaction.
+
+    Only files with auto_vacuum=INCREMENTAL can (every file migrations.py creates now; for older
+    ones see docs/retention.md): elsewhere the freelist stays and new rows reuse it. Each
+    execution of the pragma frees one page -- Python's sqlite3 steps a statement that
+    returns no rows only once -- so it runs once per page, each closed at once (an
+    unfinished statement would block the commit).
+    """
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+        return
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    for _ in range(min(free, _VACUUM_PAGES_PER_BATCH)):
+        conn.execute("PRAGMA incremental_vacuum(1)").close()
+
+
+def _gate(row: sqlite3.Row) -> QueueGate:
+    return QueueGate(name=row["name"], concurrency=row["concurrency"],
+                     paused=bool(row["paused"]))
+
+
+def _gates(
+    conn: sqlite3.Connection, only: Sequence[str] | None
+) -> tuple[list[QueueGate], dict[str, int]]:
+    """The queue settings and, for the limited queues this worker may take, their running
+    tasks (in the caller's transaction)."""
+    gates = [g for g in map(_gate, fetchall(conn, Q.queue_gates)) if not only or g.name in only]
+    names = limited(gates)
+    running: dict[str, int] = {}
+    if names:
+        running = {r["queue"]: r["n"]
+                   for r in fetchall(conn, Q.running_in_queues, {"names": _json(names)})}
+    return gates, running
 
 
 def _attempt(row: sqlite3.Row) -> Attempt:
@@ -860,7 +992,7 @@ def _fields(row: sqlite3.Row) -> ScheduleFields:
         task_type=row["task_type"], payload=msgspec.json.decode(row["payload"]),
         enabled=bool(row["enabled"]), priority=row["priority"],
         max_attempts=row["max_attempts"], timeout=row["timeout"], overlap=row["overlap"],
-        missed=row["missed"],
+        missed=row["missed"], queue=row["queue"],
     )
 
 
@@ -874,7 +1006,7 @@ def _schedule(row: sqlite3.Row) -> Schedule:
         last_fire_at=to_datetime(row["last_fire_at"]), last_task_id=row["last_task_id"],
         last_task_status=row["last_task_status"], last_skip_at=to_datetime(row["last_skip_at"]),
         last_skip_reason=row["last_skip_reason"], created_at=to_datetime(row["created_at"]),
-        updated_at=to_datetime(row["updated_at"]),
+        updated_at=to_datetime(row["updated_at"]), queue=row["queue"],
     )
 
 
@@ -889,6 +1021,7 @@ def _scheduled_task_params(task: NewTask) -> dict[str, Any]:
     return {
         "id": task.id, "type": task.type, "payload": msgspec.json.encode(task.payload).decode(),
         "priority": task.priority, "max_attempts": task.max_attempts, "timeout": task.timeout,
+        "queue": task.queue,
     }
 
 

@@ -14,7 +14,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 PG_IMAGE=${PG_IMAGE:-postgres:15-bookworm}
 SUITE=bookworm
 CACHE_DIR=${LOCALFLOW_DOCKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/localflow-docker}
-TARBALL="$CACHE_DIR/postgres-15-$SUITE-rootfs.tar"
 
 log() { printf '[build-postgres-image] %s\n' "$*" >&2; }
 
@@ -29,56 +28,18 @@ import_changes=(
   --change 'LABEL org.localflow.base-image="debootstrap stand-in for postgres:15-bookworm"'
 )
 
-if [[ "${FORCE:-0}" != 1 ]] && docker image inspect "$PG_IMAGE" >/dev/null 2>&1; then
-  log "$PG_IMAGE already present; nothing to do"
-  exit 0
-fi
-
-if [[ "${FORCE:-0}" != 1 && -s "$TARBALL" ]]; then
-  log "importing cached root filesystem $TARBALL"
-  docker import "${import_changes[@]}" "$TARBALL" "$PG_IMAGE" >/dev/null
-  exit 0
-fi
-
-# shellcheck source=docker/debian-mirror.sh
-source "$here/debian-mirror.sh"
-mirror=${DEBIAN_MIRROR:-$(find_mirror | head -n1)}
-if [[ -z "$mirror" ]]; then
-  log "no Debian '$SUITE' mirror found in /etc/apt/sources.list*; set DEBIAN_MIRROR"
-  exit 1
-fi
-log "debootstrapping Debian $SUITE with PostgreSQL 15 from $mirror (takes a few minutes)"
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-rootfs="$work/rootfs"
-
-keyring=()
-[[ -r /usr/share/keyrings/debian-archive-keyring.gpg ]] &&
-  keyring=(--keyring=/usr/share/keyrings/debian-archive-keyring.gpg)
-
-debootstrap --variant=minbase "${keyring[@]}" \
-  --include=postgresql-15,postgresql-client-15,ca-certificates \
-  "$SUITE" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 || {
-  tail -n 30 "$work/debootstrap.log" >&2
-  exit 1
-}
-
 # Debian's packaging made a cluster in /var/lib/postgresql/15/main; the image keeps its data in
 # PGDATA instead (a volume), initialised on first start like the official image.
-rm -rf "$rootfs/var/lib/postgresql/15" "$rootfs/etc/postgresql/15"
-install -d -o 0 -g 0 "$rootfs/usr/local/bin"
-install -m 0755 "$here/postgres-entrypoint.sh" "$rootfs/usr/local/bin/docker-entrypoint.sh"
-chroot "$rootfs" install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/data
-chroot "$rootfs" install -d -o postgres -g postgres -m 2775 /var/run/postgresql
+like_official_postgres() {
+  local rootfs=$1
+  rm -rf "$rootfs/var/lib/postgresql/15" "$rootfs/etc/postgresql/15"
+  install -d -o 0 -g 0 "$rootfs/usr/local/bin"
+  install -m 0755 "$here/postgres-entrypoint.sh" "$rootfs/usr/local/bin/docker-entrypoint.sh"
+  chroot "$rootfs" install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/data
+  chroot "$rootfs" install -d -o postgres -g postgres -m 2775 /var/run/postgresql
+}
 
-find "$rootfs/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
-rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/var/log/* \
-  "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*
-rm -f "$rootfs/etc/resolv.conf" "$rootfs/etc/hostname"
-
-mkdir -p "$CACHE_DIR"
-tar --numeric-owner -C "$rootfs" -cf "$TARBALL.tmp" .
-mv "$TARBALL.tmp" "$TARBALL"
-docker import "${import_changes[@]}" "$TARBALL" "$PG_IMAGE" >/dev/null
-log "imported $PG_IMAGE ($(docker image inspect -f '{{.Size}}' "$PG_IMAGE") bytes); cached $TARBALL"
+# shellcheck source=docker/debootstrap-image.sh
+source "$here/debootstrap-image.sh"
+build_debootstrap_image "$PG_IMAGE" "$CACHE_DIR/postgres-15-$SUITE-rootfs.tar" \
+  postgresql-15,postgresql-client-15,ca-certificates like_official_postgres

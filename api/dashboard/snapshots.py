@@ -37,7 +37,7 @@ CHART_MAX_AGE = 5.0
 FIRST_COUNT_WAIT = 0.015  # seconds a page waits for a filter's first count
 COUNTED = (*STATUSES, *QUEUED_VIEWS)
 
-CountsKey = tuple[str | None, str | None]  # (type, schedule id)
+CountsKey = tuple[str | None, str | None, str | None]  # (type, schedule id, queue)
 
 
 @dataclass
@@ -57,7 +57,8 @@ class Snapshots:
     charting: dict[int, asyncio.Task] = field(default_factory=dict)
 
     async def counts(
-        self, queue: Queue, type: str | None = None, schedule_id: str | None = None
+        self, queue: Queue, type: str | None = None, schedule_id: str | None = None,
+        queue_name: str | None = None,
     ) -> dict[str, int | None]:
         """Tasks per status (and per derived queued view) under these filters; None for each
         while a filter's first count is still running.
@@ -65,7 +66,7 @@ class Snapshots:
         Served from the last count: a poll never waits for a count except, briefly, the very
         first for a filter. A stale count is redone in the background, one at a time.
         """
-        key = (type, schedule_id)
+        key = (type, schedule_id, queue_name)
         hit = self.counted.get(key)
         if hit is None:
             # The first ask for a filter waits a little for its count, not for as long as
@@ -89,7 +90,7 @@ class Snapshots:
         started = time.monotonic()
         version = await queue.store.change_token()
         value = await queue.store.count_tasks(
-            queue.clock.now(), type=key[0], schedule_id=key[1]
+            queue.clock.now(), type=key[0], schedule_id=key[1], queue=key[2]
         )
         counted = Counted(value, version, time.monotonic(), time.monotonic() - started)
         self.counted.pop(key, None)

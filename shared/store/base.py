@@ -649,11 +649,11 @@ class StatsStore(Protocol):
         self, now: float, *, type: str | None = None, schedule_id: str | None = None,
         queue: str | None = None,
     ) -> dict[str, int]:
-        """Tasks per status under these filters (type, schedule, queue) (every status in STATUSES a key, 0 if
-        none), plus the queued ones split into QUEUED_VIEWS (ready + scheduled + retrying ==
-        queued). Costs what the matching tasks hold, so it must never hold up the reads
-        and writes of pages and the API: SQLite counts on a read-only connection of its
-        own, in short chunks."""
+        """Tasks per status under these filters: type, schedule, queue (every status in
+        STATUSES a key, 0 if none), plus the queued ones split into QUEUED_VIEWS (ready +
+        scheduled + retrying == queued). Costs what the matching tasks hold, so it must
+        never hold up the reads and writes of pages and the API: SQLite counts on a
+        read-only connection of its own, in short chunks."""
         ...
 
     async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:

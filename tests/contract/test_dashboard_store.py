@@ -208,7 +208,7 @@ async def test_every_dashboard_read_narrows_by_queue(queue: Queue, clock):
         made["reports"].append((await queue.enqueue(shell(f"r{i}", queue="reports")))[0].id)
     clock_step(queue)
     delayed = (await queue.enqueue(shell("later", queue="reports", delay=600)))[0].id
-    for i in range(2):
+    for _ in range(2):
         clock_step(queue)
         made["default"].append((await queue.enqueue(http()))[0].id)
     clock_step(queue)

@@ -1,0 +1,158 @@
+"""The dashboard's queues page and the queue on the task pages, without a browser: every change
+goes through the API's own rules (a refused one changes nothing), CSRF guards them, the task
+list filters by queue (counts and "every task matching" included).
+
+tests/browser/test_dashboard_queues.py drives the same pages in Chromium."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote_plus
+
+import httpx
+import pytest
+
+from tests import inproc
+from tests.test_dashboard import _bulk_result
+
+ENV = {"LOCALFLOW_METRICS_ADDR": "off"}
+
+
+def _csrf(client: httpx.Client) -> dict[str, str]:
+    client.get("/dashboard")
+    token = next(v for k, v in client.cookies.items() if k.startswith("localflow_csrf"))
+    return {"x-csrftoken": token, "hx-request": "true"}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    # No worker: queued tasks stay queued, so counts are exact.
+    with inproc.serving(tmp_path_factory.mktemp("dq") / "q.db", env=ENV, worker=False) as c:
+        yield c
+
+
+@pytest.fixture
+def web(served):
+    served.cookies.clear()
+    return served
+
+
+def _task(web: httpx.Client, queue: str | None = None, **fields) -> dict:
+    body = {"type": "shell", "payload": {"command": "echo"}, **fields}
+    if queue:
+        body["queue"] = queue
+    r = web.post("/api/tasks", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def _queue(web: httpx.Client, name: str) -> dict:
+    r = web.get(f"/api/queues/{name}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_queues_page_lists_every_queue_with_counts_limit_and_state(web):
+    for _ in range(3):
+        _task(web, "page-reports")
+    _task(web, "page-mail")
+    assert web.put("/api/queues/page-mail", json={"concurrency": 4, "paused": True}).is_success
+    page = web.get("/dashboard/queues")
+    assert page.status_code == 200 and "<h1>Queues</h1>" in page.text
+    assert 'href="/dashboard/queues" aria-current="page"' in page.text  # in the nav
+    assert 'data-queue="page-reports" data-paused="false" data-limit=""' in page.text
+    assert 'data-queue="page-mail" data-paused="true" data-limit="4"' in page.text
+    assert 'aria-label="3 queued in page-reports"' in page.text
+    fragment = web.get("/dashboard/queues", headers={"hx-request": "true",
+                                                     "hx-target": "queues-live"})
+    assert 'id="queues-live"' in fragment.text and "<html" not in fragment.text
+
+
+def test_pause_resume_and_limit_change_the_queue_as_the_api_would(web):
+    _task(web, "acts")
+    headers = _csrf(web)
+    r = web.post("/dashboard/queues/acts/pause", headers=headers)
+    assert r.status_code == 200 and "Paused acts" in r.text
+    assert _queue(web, "acts")["paused"] is True
+    r = web.post("/dashboard/queues/acts/resume", headers=headers)
+    assert r.status_code == 200 and "Resumed acts" in r.text
+    assert _queue(web, "acts")["paused"] is False
+    r = web.post("/dashboard/queues/acts/limit", data={"concurrency": " 3 "}, headers=headers)
+    assert r.status_code == 200 and "at most 3 running at once" in r.text
+    assert _queue(web, "acts")["concurrency"] == 3
+    r = web.post("/dashboard/queues/acts/limit", data={"concurrency": ""}, headers=headers)
+    assert r.status_code == 200 and "no concurrency limit" in r.text
+    assert _queue(web, "acts")["concurrency"] is None
+    # A queue with no task yet can be set up too, as with PUT /api/queues/{name}.
+    r = web.post("/dashboard/queues/not-yet-used/pause", headers=headers)
+    assert r.status_code == 200 and _queue(web, "not-yet-used")["paused"] is True
+
+
+@pytest.mark.parametrize("typed", ["0", "-2", "100001", "abc", "2.5", "1e3"])
+def test_a_bad_limit_is_an_inline_error_naming_the_field_and_changes_nothing(web, typed):
+    _task(web, "strict")
+    headers = _csrf(web)
+    assert web.put("/api/queues/strict", json={"concurrency": 2}).is_success
+    r = web.post("/dashboard/queues/strict/limit", data={"concurrency": typed}, headers=headers)
+    assert r.status_code == 422, r.text
+    assert 'id="limit-strict-error"' in r.text and "Concurrency limit:" in r.text
+    assert 'aria-invalid="true"' in r.text and f'value="{typed}"' in r.text  # kept as typed
+    assert _queue(web, "strict")["concurrency"] == 2
+
+
+def test_a_bad_queue_name_is_refused_and_changes_nothing(web):
+    headers = _csrf(web)
+    r = web.post("/dashboard/queues/bad name!/pause", headers=headers)
+    assert r.status_code in (404, 422), r.text
+    names = [q["name"] for q in web.get("/api/queues").json()]
+    assert "bad name!" not in names
+
+
+def test_queue_actions_need_the_csrf_token(web):
+    _task(web, "guarded")
+    web.get("/dashboard")
+    for url, form in (("/dashboard/queues/guarded/pause", {}),
+                      ("/dashboard/queues/guarded/limit", {"concurrency": "1"})):
+        r = web.post(url, data=form)
+        assert r.status_code == 403, url
+    assert web.get("/dashboard/queues/guarded/pause").status_code in (404, 405)
+    q = _queue(web, "guarded")
+    assert q["paused"] is False and q["concurrency"] is None
+
+
+def test_task_list_filters_by_queue_with_its_counts(web):
+    mine = [_task(web, "list-q")["id"] for _ in range(2)]
+    other = _task(web, "list-other")["id"]
+    r = web.get("/dashboard/tasks", params={"queue": "list-q"})
+    assert r.status_code == 200
+    assert all(i in r.text for i in mine) and other not in r.text
+    assert '<option value="list-q" selected>' in r.text
+    # The status chips count this queue only, and keep the queue in their links.
+    assert "queue=list-q" in r.text
+    live = web.get("/dashboard/tasks", params={"queue": "list-q"},
+                   headers={"hx-request": "true", "hx-target": "tasks-live"}).text
+    assert 'name="queue" value="list-q"' in live  # bulk "every task matching" keeps it
+    assert 'all <span class="n">2</span>' in live
+    ready = web.get("/dashboard/tasks", params={"queue": "list-q", "status": "ready"}).text
+    assert all(i in ready for i in mine) and other not in ready
+    # The column: each row says its queue.
+    assert 'href="/dashboard/tasks?queue=list-other"' in web.get("/dashboard/tasks").text
+    bad = web.get("/dashboard/tasks", params={"queue": "no spaces"})
+    assert bad.status_code == 200 and "is not a queue name" in bad.text
+
+
+def test_bulk_every_task_matching_honours_the_queue(tmp_path: Path):
+    with inproc.serving(tmp_path / "bulkq.db", env=ENV, worker=False) as web:
+        doomed = [_task(web, "bulk-a", delay=3600)["id"] for _ in range(3)]
+        kept = [_task(web, "bulk-b", delay=3600)["id"] for _ in range(2)]
+        r = web.post("/dashboard/tasks/bulk", headers=_csrf(web), data={
+            "action": "cancel", "scope": "matching", "status": "queued", "queue": "bulk-a"})
+        assert r.status_code == 200, r.text
+        done = _bulk_result(web, r, timeout=60)
+        assert "Cancel: 3 of 3 task(s) done." in unquote_plus(done)
+        assert "queue=bulk-a" in done  # back to the same filtered list
+        for i in doomed:
+            assert web.get(f"/api/tasks/{i}").json()["status"] == "cancelled"
+        for i in kept:
+            assert web.get(f"/api/tasks/{i}").json()["status"] == "queued"
+

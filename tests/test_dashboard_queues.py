@@ -6,6 +6,7 @@ tests/browser/test_dashboard_queues.py drives the same pages in Chromium."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import unquote_plus
 
@@ -156,3 +157,49 @@ def test_bulk_every_task_matching_honours_the_queue(tmp_path: Path):
         for i in kept:
             assert web.get(f"/api/tasks/{i}").json()["status"] == "queued"
 
+
+
+def test_submit_form_takes_a_queue_and_names_it_when_wrong(web):
+    headers = _csrf(web)
+    r = web.post("/dashboard/submit", headers=headers,
+                 data={"type": "shell", "command": "echo", "queue": "from-form"})
+    assert r.status_code == 201, r.text
+    task_id = re.search(r'data-task-id="([0-9A-Z]{26})"', r.text) or re.search(
+        r"/dashboard/tasks/([0-9A-Z]{26})", r.text)
+    assert task_id, r.text
+    task = web.get(f"/api/tasks/{task_id.group(1)}").json()
+    assert task["queue"] == "from-form"
+    page = web.get(f"/dashboard/tasks/{task['id']}").text
+    assert 'data-queue="from-form"' in page  # the task page says its queue
+    clone = web.get(f"/dashboard/submit?clone={task['id']}").text
+    assert 'name="queue" type="text" value="from-form"' in clone
+    assert '<option value="from-form">' in clone  # suggested from the queues that exist
+
+    before = len(web.get("/api/tasks", params={"limit": 200}).json()["items"])
+    bad = web.post("/dashboard/submit", headers=headers,
+                   data={"type": "shell", "command": "echo", "queue": "no spaces"})
+    assert bad.status_code == 422, bad.text
+    assert 'id="f-queue-error"' in bad.text and 'id="f-queue" name="queue"' in bad.text
+    assert len(web.get("/api/tasks", params={"limit": 200}).json()["items"]) == before
+
+
+def test_schedule_form_and_list_carry_the_queue(web):
+    headers = _csrf(web)
+    form = {"name": "Queued nightly", "cron_expr": "0 3 * * *", "timezone": "UTC",
+            "task_type": "shell", "command": "echo", "enabled": "on", "overlap": "allow",
+            "missed": "skip", "queue": "nightly-q"}
+    bad = web.post("/dashboard/schedules", headers=headers, data={**form, "queue": "a/b"})
+    assert bad.status_code == 422 and 'id="f-queue-error"' in bad.text
+    assert "Queued nightly" not in [s["name"] for s in web.get("/api/schedules").json()]
+    ok = web.post("/dashboard/schedules", headers=headers, data=form)
+    assert ok.status_code == 200 and "hx-redirect" in ok.headers, ok.text
+    (made,) = [s for s in web.get("/api/schedules").json() if s["name"] == "Queued nightly"]
+    assert made["queue"] == "nightly-q"
+    edit = web.get(f"/dashboard/schedules/{made['id']}").text
+    assert 'name="queue" type="text" value="nightly-q"' in edit
+    listed = web.get("/dashboard/schedules").text
+    assert 'data-queue="nightly-q"' in listed
+    saved = web.post(f"/dashboard/schedules/{made['id']}", headers=headers,
+                     data={**form, "queue": "other-q"})
+    assert saved.status_code == 200, saved.text
+    assert web.get(f"/api/schedules/{made['id']}").json()["queue"] == "other-q"

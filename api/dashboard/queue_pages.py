@@ -45,7 +45,7 @@ def _update(fields: dict[str, object]) -> QueueUpdate:
     try:
         return msgspec.convert(fields, QueueUpdate)
     except msgspec.ValidationError:
-        raise LimitInvalid(f"The limit must be {LIMIT_RULE}.") from None
+        raise LimitInvalid(f"must be {LIMIT_RULE}.") from None
 
 
 class QueuePages(Controller):

@@ -209,7 +209,8 @@ class TaskPages(Controller):
             if source is not None:
                 form, cloned = SubmitForm.from_task(source), source.id
         return render("submit.html", section="submit", title="Submit a task", form=form,
-                      methods=HTTP_METHODS, cloned=cloned, now=queue.clock.now(), submitted=None)
+                      methods=HTTP_METHODS, cloned=cloned, now=queue.clock.now(), submitted=None,
+                      queue_names=await _queue_names(queue))
 
     @post("/submit", status_code=200)
     async def submit(self, request: Request, queue: QueueDep) -> Response:
@@ -231,9 +232,11 @@ class TaskPages(Controller):
             fresh = SubmitForm(values={"type": form.type})
             return render("_submit_area.html", form=fresh, methods=HTTP_METHODS,
                           submitted=task, created=created, now=queue.clock.now(),
+                          queue_names=await _queue_names(queue),
                           status_code=201 if created else 200)
         return render("_submit_area.html", form=form, methods=HTTP_METHODS, submitted=None,
-                      now=queue.clock.now(), status_code=422)
+                      now=queue.clock.now(), queue_names=await _queue_names(queue),
+                      status_code=422)
 
 
 async def _get(queue: Queue, task_id: str) -> Task | None:

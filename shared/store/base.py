@@ -42,7 +42,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 from msgspec import UnsetType
 
-from shared.queue_schemas import QueueInfo
+from shared.queue_schemas import QueueGate, QueueInfo
 from shared.schedule_schemas import Missed, Overlap, Schedule
 from shared.schemas import Attempt, QueuedView, Status, Task, TaskPage
 from shared.settings import Settings
@@ -275,16 +275,22 @@ class Depth:
     status: Status  # queued or running
     type: str
     count: int
+    queue: str = "default"
+
+
+QUEUE_SETTINGS_READ = 1000  # queue settings /metrics reads at most (it names far fewer)
 
 
 @dataclass(frozen=True)
 class QueueStats:
     """What /metrics reports about the queue, read at scrape time."""
 
-    depth: list[Depth]  # unfinished tasks by status and type (only non-zero rows)
+    depth: list[Depth]  # unfinished tasks by status, type and queue (only non-zero rows)
     totals: dict[str, int]  # every status in STATUSES, finished ones included (0 if none)
     oldest_runnable_at: float | None  # min run_at of queued tasks with run_at <= now
     workers_alive: int  # workers not stopped whose last_seen >= alive_since
+    # Queues with stored settings (limit, pause), by name; at most QUEUE_SETTINGS_READ.
+    queue_settings: list[QueueGate] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ from shared.sql import Queries
 from shared.store import redact
 from shared.store.base import (
     COUNTED_TABLES,
+    QUEUE_SETTINGS_READ,
     TRANSFER_COLUMNS,
     Claimed,
     Depth,
@@ -1138,14 +1139,17 @@ class PostgresStore:
             totals_rows = await self._rows(conn, M.totals_by_status)
             oldest = await self._rows(conn, M.oldest_runnable, {"now": now})
             alive = await self._rows(conn, M.workers_alive, {"since": alive_since})
+            gates = await self._rows(conn, M.queue_settings, {"limit": QUEUE_SETTINGS_READ})
         totals = dict.fromkeys(STATUSES, 0)
         for row in totals_rows:
             totals[row["status"]] = row["n"]
         return QueueStats(
-            depth=[Depth(status=r["status"], type=r["type"], count=r["n"]) for r in depth],
+            depth=[Depth(status=r["status"], type=r["type"], count=r["n"], queue=r["queue"])
+                   for r in depth],
             totals=totals,
             oldest_runnable_at=oldest[0]["run_at"] if oldest else None,
             workers_alive=alive[0]["n"] if alive else 0,
+            queue_settings=[_gate(r) for r in gates],
         )
 
     @_translated

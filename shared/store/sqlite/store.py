@@ -36,6 +36,7 @@ from shared.schemas import (
 from shared.sql import Queries
 from shared.store.base import (
     COUNTED_TABLES,
+    QUEUE_SETTINGS_READ,
     TRANSFER_COLUMNS,
     Claimed,
     Depth,
@@ -728,12 +729,15 @@ class SQLiteStore:
                     totals[row["status"]] = row["n"]
                 oldest = next(iter(await conn.execute_fetchall(M.oldest_runnable, {"now": now})))
                 alive = await conn.execute_fetchall(M.workers_alive, {"since": alive_since})
+                gates = await conn.execute_fetchall(
+                    M.queue_settings, {"limit": QUEUE_SETTINGS_READ})
             except sqlite3.Error as exc:
                 raise storage_error(exc, self.path) from None
         return QueueStats(
-            depth=[Depth(status=r["status"], type=r["type"], count=r["n"]) for r in live],
+            depth=[Depth(status=r["status"], type=r["type"], count=r["n"], queue=r["queue"])
+                   for r in live],
             totals=totals, oldest_runnable_at=oldest["run_at"],
-            workers_alive=next(iter(alive))["n"],
+            workers_alive=next(iter(alive))["n"], queue_settings=[_gate(r) for r in gates],
         )
 
     async def _stats_connection(self) -> aiosqlite.Connection:

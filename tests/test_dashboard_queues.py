@@ -7,12 +7,15 @@ tests/browser/test_dashboard_queues.py drives the same pages in Chromium."""
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from pathlib import Path
 from urllib.parse import unquote_plus
 
 import httpx
 import pytest
 
+from shared.ids import new_id
 from tests import inproc
 from tests.test_dashboard import _bulk_result
 
@@ -203,3 +206,41 @@ def test_schedule_form_and_list_carry_the_queue(web):
                      data={**form, "queue": "other-q"})
     assert saved.status_code == 200, saved.text
     assert web.get(f"/api/schedules/{made['id']}").json()["queue"] == "other-q"
+
+
+def test_system_page_shows_retention_pruned_rows_and_database_size(tmp_path: Path):
+    env = {**ENV, "LOCALFLOW_RETAIN_SUCCEEDED": "36h", "LOCALFLOW_RETAIN_FAILED": "forever",
+           "LOCALFLOW_PRUNE_INTERVAL": "50ms"}
+    with inproc.serving(tmp_path / "sys.db", env=env) as web:
+        page = web.get("/dashboard/system").text
+        section = page[page.index('id="retention"'):page.index("<h2>Configuration</h2>")]
+        assert "<code>--retain-succeeded</code></td><td>1 d 12 h</td>" in section \
+            or "--retain-succeeded</code></td><td>36 h" in section, section
+        assert "<code>LOCALFLOW_RETAIN_SUCCEEDED</code>" in section
+        assert "forever (never pruned)" in section  # failed
+        assert "prune succeeded tasks finished longer ago" in section  # the meaning
+        assert 'id="database-size"' in section and "database file" in section
+        # `serve` in this process: its pruner's count is shown, from 0 to what it pruned.
+        assert "0 since this process started" in section
+        _old_succeeded(web.db_path, 5, days=2)
+        deadline = time.monotonic() + 60
+        while "5 since this process started" not in web.get("/dashboard/system").text:
+            assert time.monotonic() < deadline, "the pruner did not prune the 5 old tasks"
+            time.sleep(0.05)
+        assert "(5 succeeded, 0 failed, 0 cancelled)" in web.get("/dashboard/system").text
+    with inproc.serving(tmp_path / "sys.db", env=env, worker=False) as api_only:
+        page = api_only.get("/dashboard/system").text
+        assert "pruned by the worker processes" in page
+
+
+def _old_succeeded(db: Path, n: int, days: float) -> None:
+    """n succeeded tasks that finished `days` ago, written straight into the file (the API
+    cannot backdate)."""
+    finished = time.time() - days * 86400
+    rows = [(new_id(finished - i), finished - 1, finished) for i in range(n)]
+    with sqlite3.connect(db, timeout=30) as conn:
+        conn.executemany(
+            "INSERT INTO tasks (id, type, payload, status, priority, run_at, attempts,"
+            " max_attempts, timeout, created_at, updated_at, started_at, finished_at)"
+            " VALUES (?1, 'shell', '{\"command\":\"true\",\"args\":[],\"env\":{}}',"
+            " 'succeeded', 0, ?2, 1, 1, 300, ?2, ?3, ?2, ?3)", rows)

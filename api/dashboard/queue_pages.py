@@ -16,6 +16,7 @@ from litestar.params import FromPath
 from litestar.response import Response
 
 from api.dashboard.common import is_htmx, render
+from api.dashboard.snapshots import snapshots
 from api.queues import QueuesDep, provide_queues
 from shared.queue import QueueError
 from shared.queue_schemas import MAX_CONCURRENCY, QUEUE_NAME_RULE, QueueUpdate, is_queue_name
@@ -56,20 +57,20 @@ class QueuePages(Controller):
     @get("/", name="dashboard-queues")
     async def queues_page(self, request: Request, queues: QueuesDep) -> Response:
         """The page, or (for the 2-second poll and after an action) just its live part."""
-        context = await _context(queues)
+        context = await _context(request, queues)
         if is_htmx(request):
             return render("_queues.html", **context)
         return render("queues.html", section="queues", title="Queues", **context)
 
     @post("/{name:str}/pause", status_code=200)
-    async def pause(self, queues: QueuesDep, name: FromPath[str]) -> Response:
-        return await _change(queues, name, {"paused": True},
+    async def pause(self, request: Request, queues: QueuesDep, name: FromPath[str]) -> Response:
+        return await _change(request, queues, name, {"paused": True},
                              f"Paused {name}: workers take none of its tasks; running ones "
                              "finish.")
 
     @post("/{name:str}/resume", status_code=200)
-    async def resume(self, queues: QueuesDep, name: FromPath[str]) -> Response:
-        return await _change(queues, name, {"paused": False},
+    async def resume(self, request: Request, queues: QueuesDep, name: FromPath[str]) -> Response:
+        return await _change(request, queues, name, {"paused": False},
                              f"Resumed {name}: workers take its tasks again.")
 
     @post("/{name:str}/limit", status_code=200)
@@ -79,41 +80,50 @@ class QueuePages(Controller):
             limit = parse_limit(typed)
             update = _update({LIMIT_FIELD: limit})
         except LimitInvalid as exc:
-            return await _refused(queues, name, str(exc), typed)
+            return await _refused(request, queues, name, str(exc), typed)
         done = (f"{name}: at most {limit} running at once, across every worker."
                 if limit is not None else f"{name}: no concurrency limit.")
-        return await _change(queues, name, update, done, typed=typed)
+        return await _change(request, queues, name, update, done, typed=typed)
 
 
-async def _context(queues: QueuesDep, **extra: object) -> dict:
-    listed = await queues.list()
+async def _context(request: Request, queues: QueuesDep, **extra: object) -> dict:
+    # The last copy of the list (counting is a whole-table read; snapshots.py), waited for
+    # only on the first visit.
+    listed = await snapshots(request).queues(queues, wait=True) or []
     return {"queues": listed, "statuses": STATUSES, "now": queues.clock.now(),
             "max_limit": MAX_CONCURRENCY, "notice": None, "notice_error": False,
             "errors": {}, "typed": {}, **extra}
 
 
 async def _change(
-    queues: QueuesDep, name: str, change: QueueUpdate | dict[str, object], done: str,
-    typed: str | None = None,
+    request: Request, queues: QueuesDep, name: str, change: QueueUpdate | dict[str, object],
+    done: str, typed: str | None = None,
 ) -> Response:
     if not is_queue_name(name):
         return render("_queues.html", status_code=422, **await _context(
-            queues, notice=f"{name[:80]!r} is not a queue name ({QUEUE_NAME_RULE}).",
+            request, queues, notice=f"{name[:80]!r} is not a queue name ({QUEUE_NAME_RULE}).",
             notice_error=True))
     update = change if isinstance(change, QueueUpdate) else _update(change)
     try:
-        await queues.update(name, update)
+        changed = await queues.update(name, update)
     except QueueError as exc:  # the API's own 422 (e.g. a limit below 1)
         if typed is not None:
-            return await _refused(queues, name, str(exc).removeprefix(f"{LIMIT_FIELD}: "),
-                                  typed)
+            return await _refused(request, queues, name,
+                                  str(exc).removeprefix(f"{LIMIT_FIELD}: "), typed)
         return render("_queues.html", status_code=422,
-                      **await _context(queues, notice=str(exc), notice_error=True))
-    return render("_queues.html", **await _context(queues, notice=done))
+                      **await _context(request, queues, notice=str(exc), notice_error=True))
+    snapshots(request).changed(changed)  # shown at once, not at the next recount
+    return render("_queues.html", **await _context(request, queues, notice=done))
 
 
-async def _refused(queues: QueuesDep, name: str, message: str, typed: str) -> Response:
+async def _refused(
+    request: Request, queues: QueuesDep, name: str, message: str, typed: str
+) -> Response:
     """The list again, the limit box of `name` keeping what was typed, its error beside it;
     nothing changed."""
-    context = await _context(queues, errors={name: message}, typed={name: typed})
+    if is_queue_name(name):  # the row must be there to carry the error, however new
+        snap = snapshots(request)
+        await snap.queues(queues, wait=True)
+        snap.changed(await queues.get(name))
+    context = await _context(request, queues, errors={name: message}, typed={name: typed})
     return render("_queues.html", status_code=422, **context)

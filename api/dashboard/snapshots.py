@@ -19,10 +19,13 @@ import contextlib
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from litestar import Request
 
 from shared.queue import Queue
+from shared.queue_schemas import QueueInfo
+from shared.queues import Queues
 from shared.schemas import QUEUED_VIEWS, STATUSES
 from shared.store.base import Throughput
 
@@ -42,7 +45,7 @@ CountsKey = tuple[str | None, str | None, str | None]  # (type, schedule id, que
 
 @dataclass
 class Counted:
-    value: dict[str, int]
+    value: Any  # counts by status, or the list of queues
     version: Hashable
     at: float  # time.monotonic() when counted
     cost: float  # seconds the count took
@@ -55,6 +58,10 @@ class Snapshots:
     # hours -> (when drawn, seconds the query took, data)
     charts: dict[int, tuple[float, float, Throughput]] = field(default_factory=dict)
     charting: dict[int, asyncio.Task] = field(default_factory=dict)
+    # The queues page's list (GET /api/queues' answer): counted over the whole table, so kept
+    # and redone in the background like the counts.
+    queue_list: Counted | None = None
+    listing: asyncio.Task | None = None
 
     async def counts(
         self, queue: Queue, type: str | None = None, schedule_id: str | None = None,
@@ -138,9 +145,55 @@ class Snapshots:
             self.charting.pop(hours, None)
 
 
+    async def queues(self, queues: Queues, *, wait: bool = False) -> list[QueueInfo] | None:
+        """Every queue with its counts, from the last copy (redone in the background when
+        stale, as counts() are). wait: the first time, wait for it (the page itself); else
+        None until it is there (a filter's choices can do without)."""
+        hit = self.queue_list
+        if hit is None:
+            if self.listing is None:
+                self.listing = asyncio.create_task(self._refresh_queues(queues))
+            await asyncio.wait({self.listing}, timeout=None if wait else FIRST_COUNT_WAIT)
+            if wait and self.queue_list is None:  # the background read failed: say why
+                return await self._list_queues(queues)
+            return list(self.queue_list.value) if self.queue_list else None
+        if self.listing is None and await self._stale(queues.queue, hit):
+            self.listing = asyncio.create_task(self._refresh_queues(queues))
+        return list(hit.value)
+
+    def changed(self, info: QueueInfo) -> None:
+        """A queue just changed here: the copy shows it at once, without a recount."""
+        if self.queue_list is None:
+            return
+        rest = [q for q in self.queue_list.value if q.name != info.name]
+        self.queue_list.value = sorted([*rest, info], key=lambda q: q.name)
+
+    async def _list_queues(self, queues: Queues) -> list[QueueInfo]:
+        started = time.monotonic()
+        version = await queues.store.change_token()
+        listed = await queues.list()
+        self.queue_list = Counted(listed, version, time.monotonic(),
+                                  time.monotonic() - started)
+        return list(listed)
+
+    async def _refresh_queues(self, queues: Queues) -> None:
+        try:
+            with contextlib.suppress(Exception):  # the last list stands; the next poll retries
+                await self._list_queues(queues)
+        finally:
+            self.listing = None
+
+
 def snapshots(request: Request) -> Snapshots:
     """The app's one Snapshots (made on first use)."""
     state = request.app.state
     if "dashboard_snapshots" not in state:
         state["dashboard_snapshots"] = Snapshots()
     return state["dashboard_snapshots"]
+
+
+async def queue_names(request: Request, queue: Queue) -> list[str]:
+    """Every queue with tasks or settings, for a filter's choices or a form's suggestions:
+    from the queues page's copy, none while it is first being counted."""
+    listed = await snapshots(request).queues(Queues(queue))
+    return [q.name for q in listed or ()]

@@ -13,7 +13,7 @@ from litestar.response import Response
 from api.dashboard import bulk as bulk_jobs
 from api.dashboard.common import go, is_htmx, render
 from api.dashboard.forms import HTTP_METHODS, FormInvalid, SubmitForm, check_payload
-from api.dashboard.snapshots import snapshots
+from api.dashboard.snapshots import queue_names, snapshots
 from api.deps import QueueDep
 from api.errors import status_of
 from shared.ids import is_valid_id
@@ -89,7 +89,7 @@ class TaskPages(Controller):
             "q": q, "cursor": cursor, "limit": limit, "statuses": STATUSES,
             "views": QUEUED_VIEWS,
             "schedule": schedule, "schedules": await Schedules(queue).list(),
-            "queue_name": queue_name, "queue_names": await _queue_names(queue),
+            "queue_name": queue_name,
             "page_sizes": PAGE_SIZES, "not_found": q, "notice": notice,
             "self_query": _query(**filters, cursor=cursor),
             "filter_query": _query(**filters),
@@ -105,7 +105,9 @@ class TaskPages(Controller):
         }
         if is_htmx(request) and request.headers.get("hx-target") == "tasks-live":
             return render("_tasks.html", **context)
-        return render("tasks.html", section="tasks", title="Tasks", **context)
+        # The filter's choices: the page only, not the 2-second poll of the rows.
+        return render("tasks.html", section="tasks", title="Tasks",
+                      queue_names=await queue_names(request, queue), **context)
 
     @get("/tasks/{task_id:str}", name="dashboard-task")
     async def task(self, request: Request, queue: QueueDep, task_id: FromPath[str]) -> Response:
@@ -198,7 +200,7 @@ class TaskPages(Controller):
 
     @get("/submit", name="dashboard-submit")
     async def submit_page(
-        self, queue: QueueDep,
+        self, request: Request, queue: QueueDep,
         task_type: Annotated[str | None, QueryParameter(name="type", max_length=16)] = None,
         clone: Annotated[str | None, Parameter(max_length=26)] = None,
     ) -> Response:
@@ -210,7 +212,7 @@ class TaskPages(Controller):
                 form, cloned = SubmitForm.from_task(source), source.id
         return render("submit.html", section="submit", title="Submit a task", form=form,
                       methods=HTTP_METHODS, cloned=cloned, now=queue.clock.now(), submitted=None,
-                      queue_names=await _queue_names(queue))
+                      queue_names=await queue_names(request, queue))
 
     @post("/submit", status_code=200)
     async def submit(self, request: Request, queue: QueueDep) -> Response:
@@ -232,10 +234,10 @@ class TaskPages(Controller):
             fresh = SubmitForm(values={"type": form.type})
             return render("_submit_area.html", form=fresh, methods=HTTP_METHODS,
                           submitted=task, created=created, now=queue.clock.now(),
-                          queue_names=await _queue_names(queue),
+                          queue_names=await queue_names(request, queue),
                           status_code=201 if created else 200)
         return render("_submit_area.html", form=form, methods=HTTP_METHODS, submitted=None,
-                      now=queue.clock.now(), queue_names=await _queue_names(queue),
+                      now=queue.clock.now(), queue_names=await queue_names(request, queue),
                       status_code=422)
 
 
@@ -322,11 +324,6 @@ def _queue_filter(value: object) -> str | None:
     list showed every queue then, so "every task matching" means that too)."""
     name = _text(value)
     return name if name and is_queue_name(name) else None
-
-
-async def _queue_names(queue: Queue) -> list[str]:
-    """Every queue with tasks or settings, for the filter's choices."""
-    return [q.name for q in await queue.store.queues()]
 
 
 async def _matching_ids(

@@ -15,7 +15,11 @@ from urllib.parse import unquote_plus
 import httpx
 import pytest
 
+from api.dashboard.snapshots import Snapshots
 from shared.ids import new_id
+from shared.queue_schemas import QueueUpdate
+from shared.queues import Queues
+from shared.schemas import TaskCreate
 from tests import inproc
 from tests.test_dashboard import _bulk_result
 
@@ -244,3 +248,35 @@ def _old_succeeded(db: Path, n: int, days: float) -> None:
             " max_attempts, timeout, created_at, updated_at, started_at, finished_at)"
             " VALUES (?1, 'shell', '{\"command\":\"true\",\"args\":[],\"env\":{}}',"
             " 'succeeded', 0, ?2, 1, 1, 300, ?2, ?3, ?2, ?3)", rows)
+
+
+async def test_the_queue_list_is_kept_not_recounted_on_every_poll(queue, monkeypatch):
+    """Counting every queue reads the whole table: polls share the last copy, which is redone
+    (in the background) only once it is old enough and the database changed."""
+    calls = []
+    real = queue.store.queues
+
+    async def counted():
+        calls.append(1)
+        return await real()
+
+    monkeypatch.setattr(queue.store, "queues", counted)
+    snap, queues = Snapshots(), Queues(queue)
+    await queue.enqueue(TaskCreate(type="shell", payload={"command": "true"}, queue="kept-a"))
+    first = await snap.queues(queues, wait=True)
+    assert [q.name for q in first] == ["kept-a"] and len(calls) == 1
+    for _ in range(5):  # polls within the second: the copy, no read
+        assert [q.name for q in await snap.queues(queues)] == ["kept-a"]
+    assert len(calls) == 1
+    snap.queue_list.at -= 2  # a copy two seconds old, nothing changed: still good
+    await snap.queues(queues)
+    assert snap.listing is None and len(calls) == 1
+    await queue.enqueue(TaskCreate(type="shell", payload={"command": "true"}, queue="kept-b"))
+    stale = await snap.queues(queues)  # this poll gets the old copy; a recount starts
+    assert [q.name for q in stale] == ["kept-a"] and snap.listing is not None
+    await snap.listing
+    assert [q.name for q in await snap.queues(queues)] == ["kept-a", "kept-b"]
+    assert len(calls) == 2
+    # A change made on the page shows at once, without a recount.
+    snap.changed(await Queues(queue).update("kept-b", QueueUpdate(paused=True)))
+    assert [q.paused for q in await snap.queues(queues)] == [False, True] and len(calls) == 2

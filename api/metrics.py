@@ -2,7 +2,8 @@
 
 - Requests and latency by route template (never the raw path), method and status, counted by
   api/observe.py for every request at the cost of a few dictionary lookups.
-- Queue state (depth by status and type, age of the oldest runnable task, live workers),
+- Queue state (depth by status and type, and by named queue with each queue's pause and
+  limit; age of the oldest runnable task, live workers),
   read from the store when Prometheus scrapes: no request ever pays for it. The store runs
   them apart from API reads (SQLite: a connection of their own), so a slow count on a big
   table never delays an API read; scrapes within MIN_REFRESH of each other share one set.
@@ -41,13 +42,20 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from shared.queue import Queue
-from shared.schemas import PAYLOAD_TYPES, STATUSES
+from shared.queue_schemas import QueueGate
+from shared.schemas import DEFAULT_QUEUE, PAYLOAD_TYPES, STATUSES
 from shared.store.base import Depth
 
 REQUEST_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                    10)
 UNFINISHED = ("queued", "running")  # the statuses localflow_queue_depth reports
 MIN_REFRESH = 1.0  # seconds: scrapes closer together than this share one set of reads
+# Named queues are open-ended (anyone may submit to a new name), so the queue label is
+# bounded: at most METRIC_QUEUES queues get a label of their own (`default`, then those with
+# a limit or a pause, then the biggest backlogs); the rest are summed under OTHER_QUEUES, a
+# value no queue can have (parentheses are not allowed in queue names). docs/queues.md.
+METRIC_QUEUES = 20
+OTHER_QUEUES = "(other)"
 # The classic text format every Prometheus reads (Litestar adds the charset).
 TEXT_FORMAT = "text/plain; version=0.0.4"
 # No `*_created` series next to every counter and histogram: noise for a dashboard.
@@ -131,6 +139,7 @@ class QueueState(Collector):
         self._lock = asyncio.Lock()
         self._refreshed = float("-inf")
         self._live: list[Depth] = []
+        self._gates: list[QueueGate] = []
         self._totals: dict[str, int] = {}
         self._oldest_age = 0.0
         self._workers = 0
@@ -146,6 +155,7 @@ class QueueState(Collector):
             # A worker heartbeats every lease/3 at most; two missed leases mean it is gone.
             stats = await self.queue.store.queue_stats(now, now - 2 * self.queue.settings.lease)
             self._live = stats.depth
+            self._gates = stats.queue_settings
             self._totals = stats.totals
             run_at = stats.oldest_runnable_at
             self._oldest_age = 0.0 if run_at is None else max(0.0, now - run_at)
@@ -161,11 +171,12 @@ class QueueState(Collector):
         # A sample for every status and known type even at 0: an empty queue must graph as
         # 0, not as "No data". Types the database holds beyond those are added as they come.
         counts = {(status, t): 0 for status in UNFINISHED for t in PAYLOAD_TYPES}
-        for row in self._live:
-            counts[(row.status, row.type)] = row.count
+        for row in self._live:  # one row per (status, type, queue): summed over queues
+            counts[(row.status, row.type)] = counts.get((row.status, row.type), 0) + row.count
         for (status, task_type), count in sorted(counts.items()):
             depth.add_metric([status, task_type], count)
         yield depth
+        yield from self._by_queue()
         totals = GaugeMetricFamily(
             "localflow_tasks", "Tasks in the database by status, finished ones included",
             labels=["status"],
@@ -191,6 +202,55 @@ class QueueState(Collector):
             "Write transactions this process committed (each may carry many writes)",
             value=self.queue.store.write_transactions,
         )
+
+
+    def _by_queue(self) -> Iterator[Metric]:
+        """Unfinished tasks, pause and limit per named queue (bounded: METRIC_QUEUES)."""
+        named = labelled_queues(self._live, self._gates)
+        tasks = GaugeMetricFamily(
+            "localflow_queue_tasks",
+            f"Unfinished tasks by queue and status (queued, running); at most {METRIC_QUEUES} "
+            f"queues by name, the rest summed as queue=\"{OTHER_QUEUES}\"",
+            labels=["queue", "status"],
+        )
+        counts = {(q, status): 0 for q in named for status in UNFINISHED}
+        for row in self._live:
+            key = (row.queue if row.queue in named else OTHER_QUEUES, row.status)
+            counts[key] = counts.get(key, 0) + row.count
+        for (queue_name, status), count in sorted(counts.items()):
+            tasks.add_metric([queue_name, status], count)
+        yield tasks
+        gates = {g.name: g for g in self._gates}
+        paused = GaugeMetricFamily(
+            "localflow_queue_paused", "1 if the queue is paused (workers take none of its "
+            "tasks), else 0", labels=["queue"],
+        )
+        limit = GaugeMetricFamily(
+            "localflow_queue_concurrency_limit",
+            "The most of the queue's tasks running at once across every worker (only queues "
+            "with a limit)", labels=["queue"],
+        )
+        for name in sorted(named):
+            gate = gates.get(name)
+            paused.add_metric([name], 1 if gate and gate.paused else 0)
+            if gate and gate.concurrency is not None:
+                limit.add_metric([name], gate.concurrency)
+        yield paused
+        yield limit
+
+
+def labelled_queues(live: Iterable[Depth], gates: Iterable[QueueGate]) -> set[str]:
+    """The queues that get a label of their own: `default`, then queues with settings (a
+    pause or a limit), then the biggest backlogs (ties by name), METRIC_QUEUES in all."""
+    backlog: dict[str, int] = {}
+    for row in live:
+        backlog[row.queue] = backlog.get(row.queue, 0) + row.count
+    settled = {g.name for g in gates}
+    ranked = sorted(
+        {DEFAULT_QUEUE, *settled, *backlog},
+        key=lambda q: (q != DEFAULT_QUEUE, q not in settled, -backlog.get(q, 0), q),
+    )
+    return set(ranked[:METRIC_QUEUES])
 
 
 class _Forward(Collector):

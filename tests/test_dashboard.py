@@ -142,6 +142,8 @@ def test_find_goes_to_the_task_by_id_or_idempotency_key(web):
         assert r.status_code == 303 and r.headers["location"] == f"/dashboard/tasks/{task['id']}"
     r = web.get("/dashboard/tasks", params={"q": "missing-key"})
     assert r.status_code == 200 and "missing-key" in r.text
+    # Finished before the next test, which compares the task list before and after.
+    procs.wait_for_status(web, task["id"], {"succeeded"})
 
 
 def test_a_post_without_csrf_token_is_refused_and_changes_nothing(web):

@@ -16,6 +16,7 @@ from litestar.template.config import TemplateConfig
 from api import static_files
 from api.dashboard import formatting, security
 from api.dashboard.pages import LoginController, OverviewController
+from api.dashboard.queue_pages import QueuePages
 from api.dashboard.schedule_pages import SchedulePages
 from api.dashboard.task_pages import TaskPages
 from shared.settings import Settings
@@ -44,7 +45,8 @@ def dashboard_router(settings: Settings) -> Router:
     """Every page and fragment, behind the login check and CSRF protection."""
     return Router(
         path="/",
-        route_handlers=[OverviewController, TaskPages, SchedulePages, LoginController],
+        route_handlers=[OverviewController, TaskPages, SchedulePages, QueuePages,
+                        LoginController],
         middleware=[security.csrf_middleware(settings)],
         before_request=security.require_login,
         include_in_schema=False,

@@ -14,6 +14,7 @@ NAV = (
     ("tasks", "Tasks", "/dashboard/tasks"),
     ("submit", "Submit", "/dashboard/submit"),
     ("schedules", "Schedules", "/dashboard/schedules"),
+    ("queues", "Queues", "/dashboard/queues"),
     ("system", "System", "/dashboard/system"),
 )
 

@@ -17,17 +17,18 @@ import msgspec
 
 from shared import json_input
 from shared.queue import Queue, QueueError
+from shared.queue_schemas import QUEUE_NAME_RULE
 from shared.schedule_schemas import Schedule, ScheduleCreate, ScheduleUpdate
 from shared.schemas import Task, TaskCreate
 
 TASK_TYPES = ("shell", "http")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-COMMON_FIELDS = ("priority", "max_attempts", "timeout", "delay", "idempotency_key")
+COMMON_FIELDS = ("queue", "priority", "max_attempts", "timeout", "delay", "idempotency_key")
 SHELL_FIELDS = ("command", "args", "env")
 HTTP_FIELDS = ("url", "method", "headers", "body", "body_is_json")
 FORM_FIELDS = ("type", *COMMON_FIELDS, *SHELL_FIELDS, *HTTP_FIELDS)
 SCHEDULE_FIELDS = (
-    "name", "cron_expr", "timezone", "task_type", "enabled", "priority", "max_attempts",
+    "name", "cron_expr", "timezone", "task_type", "enabled", "queue", "priority", "max_attempts",
     "timeout", "overlap", "missed", *SHELL_FIELDS, *HTTP_FIELDS,
 )
 _INTEGERS = ("priority", "max_attempts")
@@ -85,7 +86,7 @@ class SubmitForm:
     @classmethod
     def from_task(cls, task: Task) -> Self:
         """A copy of an existing task's request, for "clone into the submit form"."""
-        values = {"type": task.type, "priority": str(task.priority),
+        values = {"type": task.type, "queue": task.queue, "priority": str(task.priority),
                   "max_attempts": str(task.max_attempts), "timeout": _num(task.timeout)}
         return cls(values={**values, **payload_values(task.type, task.payload)})
 
@@ -93,7 +94,9 @@ class SubmitForm:
         """Put an API validation message beside the field it names (or above the form)."""
         if name not in self.FIELDS or name == "payload":
             name = field_of(message, self.type, self.FIELDS)
-        if name:
+        if name == "queue":  # msgspec would show the pattern; say it in words
+            self.errors[name] = f"not a queue name: use {QUEUE_NAME_RULE}."
+        elif name:
             # "cron_expr: invalid ..." beside the cron_expr box needs no "cron_expr: ".
             self.errors[name] = humane(message.removeprefix(f"{name}: "))
         else:
@@ -107,7 +110,13 @@ class SubmitForm:
         key = self.get("idempotency_key").strip()
         if key:
             request["idempotency_key"] = key
+        request.update(self._queue())
         return self._convert(request, TaskCreate)
+
+    def _queue(self) -> dict[str, str]:
+        """The queue box: blank leaves the API's default (`default`)."""
+        name = self.get("queue").strip()
+        return {"queue": name} if name else {}
 
     def _convert(self, request: dict[str, Any], kind: type[T]) -> T:
         """msgspec.convert, noting each field it refuses and checking the others again."""
@@ -192,7 +201,7 @@ class ScheduleForm(SubmitForm):
     def from_schedule(cls, s: Schedule) -> Self:
         values = {
             "name": s.name, "cron_expr": s.cron_expr, "timezone": s.timezone,
-            "task_type": s.task_type, "priority": str(s.priority),
+            "task_type": s.task_type, "queue": s.queue, "priority": str(s.priority),
             "max_attempts": "" if s.max_attempts is None else str(s.max_attempts),
             "timeout": "" if s.timeout is None else _num(s.timeout),
             "overlap": s.overlap, "missed": s.missed, "enabled": "on" if s.enabled else "",
@@ -209,6 +218,7 @@ class ScheduleForm(SubmitForm):
             "overlap": self.get("overlap", "allow"), "missed": self.get("missed", "skip"),
         }
         body.update(self._numbers(("priority", "max_attempts", "timeout")))
+        body.update(self._queue())
         return self._convert(body, ScheduleCreate)
 
     def to_update(self) -> ScheduleUpdate:

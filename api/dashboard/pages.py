@@ -16,14 +16,18 @@ from api.auth import client_address, throttle_of, token_matches
 from api.dashboard import security
 from api.dashboard.chart import throughput_svg
 from api.dashboard.common import go, is_htmx, render, settings_of
+from api.dashboard.formatting import span
 from api.dashboard.snapshots import snapshots
 from api.deps import QueueDep
 from shared.schemas import QUEUED_VIEWS, STATUSES
-from shared.settings import FIELDS
+from shared.settings import FIELDS, Field, Settings
 from shared.store import redact
 from shared.tokens import refuse
 
 CHART_HOURS = (1, 3, 6)
+# The retention settings the system page explains, in the order it lists them.
+RETENTION_SETTINGS = ("retain_succeeded", "retain_failed", "retain_cancelled", "prune_interval")
+PRUNED_SAMPLE = "localflow_tasks_pruned_total"
 WORKERS_WITHIN = 300.0
 _SECRET_WORDS = ("token", "secret", "password", "key")
 
@@ -90,14 +94,39 @@ class OverviewController(Controller):
                 "name": name, "value": shown, "env": field.env if field else "",
                 "help": field.help if field else "",
             })
+        storage = await queue.store.storage()
         return render(
             "system.html", section="system", title="System", now=queue.clock.now(),
             version=version(), python=platform.python_version(),
-            storage=await queue.store.storage(),
+            storage=storage, database_bytes=sum(storage.sizes.values()),
+            retention=_retention(settings, known), pruned=_pruned(request),
             schema_version=await queue.store.schema_version(),
             newest_schema=queue.store.newest_schema_version(), config=config,
             login=bool(settings.api_token),
         )
+
+
+def _retention(settings: Settings, known: dict[str, Field]) -> list[dict[str, str]]:
+    """Each retention setting with its value in words, its variable and its meaning."""
+    rows = []
+    for name in RETENTION_SETTINGS:
+        seconds = getattr(settings, name)
+        kept = name != "prune_interval" and seconds <= 0
+        rows.append({"name": name, "value": "forever (never pruned)" if kept else span(seconds),
+                     "env": known[name].env, "help": known[name].help})
+    return rows
+
+
+def _pruned(request: Request) -> dict[str, int] | None:
+    """Finished tasks this process's pruner deleted since it started, by status: the
+    worker's metrics, which `serve` folds into this app's /metrics. None when no worker runs
+    in this process (`localflow api`): each worker's /metrics has its own count."""
+    registry = request.app.state.metrics.registry
+    counts = {status: registry.get_sample_value(PRUNED_SAMPLE, {"status": status})
+              for status in ("succeeded", "failed", "cancelled")}
+    if all(n is None for n in counts.values()):
+        return None
+    return {status: int(n or 0) for status, n in counts.items()}
 
 
 class LoginController(Controller):

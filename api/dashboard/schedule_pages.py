@@ -15,6 +15,7 @@ from litestar.response import Response
 
 from api.dashboard.common import go, is_htmx, render
 from api.dashboard.forms import HTTP_METHODS, FormInvalid, ScheduleForm, check_payload
+from api.dashboard.snapshots import queue_names
 from api.deps import QueueDep
 from shared.queue import Queue, QueueError
 from shared.schedule_schemas import Schedule, ScheduleUpdate
@@ -53,24 +54,24 @@ class SchedulePages(Controller):
         return render("schedules.html", section="schedules", title="Schedules", **context)
 
     @get("/new", name="dashboard-schedule-new")
-    async def new(self, queue: QueueDep) -> Response:
+    async def new(self, request: Request, queue: QueueDep) -> Response:
         form = ScheduleForm(values={
             "task_type": "shell", "timezone": "UTC", "enabled": "on", "overlap": "allow",
             "missed": "skip",
         })
-        return _form_page(queue, form, None)
+        return await _form_page(request, queue, form, None)
 
     @post("/", status_code=200)
     async def create(self, request: Request, queue: QueueDep) -> Response:
         form = ScheduleForm.from_form(await request.form())
         data = _checked(queue, form, form.to_schedule)
         if data is None:
-            return _form(queue, form, None)
+            return await _form(request, queue, form, None)
         try:
             created = await Schedules(queue).create(data)
         except QueueError as exc:
             _fail(form, exc)
-            return _form(queue, form, None)
+            return await _form(request, queue, form, None)
         return go(request, _notice(f"Created schedule “{created.name}”."))
 
     @get("/preview")
@@ -91,12 +92,14 @@ class SchedulePages(Controller):
                       timezone=timezone.strip() or "UTC", now=queue.clock.now())
 
     @get("/{schedule_id:str}", name="dashboard-schedule")
-    async def edit(self, queue: QueueDep, schedule_id: FromPath[str]) -> Response:
+    async def edit(
+        self, request: Request, queue: QueueDep, schedule_id: FromPath[str]
+    ) -> Response:
         schedule = await _get(queue, schedule_id)
         if schedule is None:
             return render("not_found.html", section="schedules", title="No such schedule",
                           status_code=404, what=f"No schedule with id {schedule_id!r}.")
-        return _form_page(queue, ScheduleForm.from_schedule(schedule), schedule,
+        return await _form_page(request, queue, ScheduleForm.from_schedule(schedule), schedule,
                           await _recent_tasks(queue, schedule.id))
 
     @post("/{schedule_id:str}", status_code=200)
@@ -109,12 +112,12 @@ class SchedulePages(Controller):
         form = ScheduleForm.from_form(await request.form())
         data = _checked(queue, form, form.to_update)
         if data is None:
-            return _form(queue, form, schedule)
+            return await _form(request, queue, form, schedule)
         try:
             saved = await Schedules(queue).update(schedule_id, data)
         except QueueError as exc:
             _fail(form, exc)
-            return _form(queue, form, schedule)
+            return await _form(request, queue, form, schedule)
         return go(request, _notice(f"Saved schedule “{saved.name}”."))
 
     @post("/{schedule_id:str}/pause", status_code=200)
@@ -190,23 +193,28 @@ def _checked(queue: Queue, form: ScheduleForm, build: Callable[[], T]) -> T | No
     return None if form.errors or form.general else data
 
 
-def _form_context(queue: Queue, form: ScheduleForm, schedule: Schedule | None) -> dict:
+async def _form_context(
+    request: Request, queue: Queue, form: ScheduleForm, schedule: Schedule | None
+) -> dict:
     return {
         "form": form, "schedule": schedule, "methods": HTTP_METHODS, "timezones": timezones(),
-        "now": queue.clock.now(),
+        "now": queue.clock.now(), "queue_names": await queue_names(request, queue),
     }
 
 
-def _form_page(queue: Queue, form: ScheduleForm, schedule: Schedule | None,
+async def _form_page(request: Request, queue: Queue, form: ScheduleForm, schedule: Schedule | None,
                recent: list | None = None) -> Response:
     title = f"Schedule “{schedule.name}”" if schedule else "New schedule"
     return render("schedule.html", section="schedules", title=title, recent=recent or [],
-                  **_form_context(queue, form, schedule))
+                  **await _form_context(request, queue, form, schedule))
 
 
-def _form(queue: Queue, form: ScheduleForm, schedule: Schedule | None) -> Response:
+async def _form(
+    request: Request, queue: Queue, form: ScheduleForm, schedule: Schedule | None
+) -> Response:
     """The form again with its errors beside the fields; nothing was stored."""
-    return render("_schedule_form.html", status_code=422, **_form_context(queue, form, schedule))
+    context = await _form_context(request, queue, form, schedule)
+    return render("_schedule_form.html", status_code=422, **context)
 
 
 async def _act(request: Request, queue: Queue, schedule_id: str, action: str) -> Response:

@@ -19,10 +19,13 @@ import contextlib
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from litestar import Request
 
 from shared.queue import Queue
+from shared.queue_schemas import QueueInfo
+from shared.queues import Queues
 from shared.schemas import QUEUED_VIEWS, STATUSES
 from shared.store.base import Throughput
 
@@ -37,12 +40,12 @@ CHART_MAX_AGE = 5.0
 FIRST_COUNT_WAIT = 0.015  # seconds a page waits for a filter's first count
 COUNTED = (*STATUSES, *QUEUED_VIEWS)
 
-CountsKey = tuple[str | None, str | None]  # (type, schedule id)
+CountsKey = tuple[str | None, str | None, str | None]  # (type, schedule id, queue)
 
 
 @dataclass
 class Counted:
-    value: dict[str, int]
+    value: Any  # counts by status, or the list of queues
     version: Hashable
     at: float  # time.monotonic() when counted
     cost: float  # seconds the count took
@@ -55,9 +58,14 @@ class Snapshots:
     # hours -> (when drawn, seconds the query took, data)
     charts: dict[int, tuple[float, float, Throughput]] = field(default_factory=dict)
     charting: dict[int, asyncio.Task] = field(default_factory=dict)
+    # The queues page's list (GET /api/queues' answer): counted over the whole table, so kept
+    # and redone in the background like the counts.
+    queue_list: Counted | None = None
+    listing: asyncio.Task | None = None
 
     async def counts(
-        self, queue: Queue, type: str | None = None, schedule_id: str | None = None
+        self, queue: Queue, type: str | None = None, schedule_id: str | None = None,
+        queue_name: str | None = None,
     ) -> dict[str, int | None]:
         """Tasks per status (and per derived queued view) under these filters; None for each
         while a filter's first count is still running.
@@ -65,7 +73,7 @@ class Snapshots:
         Served from the last count: a poll never waits for a count except, briefly, the very
         first for a filter. A stale count is redone in the background, one at a time.
         """
-        key = (type, schedule_id)
+        key = (type, schedule_id, queue_name)
         hit = self.counted.get(key)
         if hit is None:
             # The first ask for a filter waits a little for its count, not for as long as
@@ -89,7 +97,7 @@ class Snapshots:
         started = time.monotonic()
         version = await queue.store.change_token()
         value = await queue.store.count_tasks(
-            queue.clock.now(), type=key[0], schedule_id=key[1]
+            queue.clock.now(), type=key[0], schedule_id=key[1], queue=key[2]
         )
         counted = Counted(value, version, time.monotonic(), time.monotonic() - started)
         self.counted.pop(key, None)
@@ -137,9 +145,55 @@ class Snapshots:
             self.charting.pop(hours, None)
 
 
+    async def queues(self, queues: Queues, *, wait: bool = False) -> list[QueueInfo] | None:
+        """Every queue with its counts, from the last copy (redone in the background when
+        stale, as counts() are). wait: the first time, wait for it (the page itself); else
+        None until it is there (a filter's choices can do without)."""
+        hit = self.queue_list
+        if hit is None:
+            if self.listing is None:
+                self.listing = asyncio.create_task(self._refresh_queues(queues))
+            await asyncio.wait({self.listing}, timeout=None if wait else FIRST_COUNT_WAIT)
+            if wait and self.queue_list is None:  # the background read failed: say why
+                return await self._list_queues(queues)
+            return list(self.queue_list.value) if self.queue_list else None
+        if self.listing is None and await self._stale(queues.queue, hit):
+            self.listing = asyncio.create_task(self._refresh_queues(queues))
+        return list(hit.value)
+
+    def changed(self, info: QueueInfo) -> None:
+        """A queue just changed here: the copy shows it at once, without a recount."""
+        if self.queue_list is None:
+            return
+        rest = [q for q in self.queue_list.value if q.name != info.name]
+        self.queue_list.value = sorted([*rest, info], key=lambda q: q.name)
+
+    async def _list_queues(self, queues: Queues) -> list[QueueInfo]:
+        started = time.monotonic()
+        version = await queues.store.change_token()
+        listed = await queues.list()
+        self.queue_list = Counted(listed, version, time.monotonic(),
+                                  time.monotonic() - started)
+        return list(listed)
+
+    async def _refresh_queues(self, queues: Queues) -> None:
+        try:
+            with contextlib.suppress(Exception):  # the last list stands; the next poll retries
+                await self._list_queues(queues)
+        finally:
+            self.listing = None
+
+
 def snapshots(request: Request) -> Snapshots:
     """The app's one Snapshots (made on first use)."""
     state = request.app.state
     if "dashboard_snapshots" not in state:
         state["dashboard_snapshots"] = Snapshots()
     return state["dashboard_snapshots"]
+
+
+async def queue_names(request: Request, queue: Queue) -> list[str]:
+    """Every queue with tasks or settings, for a filter's choices or a form's suggestions:
+    from the queues page's copy, none while it is first being counted."""
+    listed = await snapshots(request).queues(Queues(queue))
+    return [q.name for q in listed or ()]

@@ -13,11 +13,12 @@ from litestar.response import Response
 from api.dashboard import bulk as bulk_jobs
 from api.dashboard.common import go, is_htmx, render
 from api.dashboard.forms import HTTP_METHODS, FormInvalid, SubmitForm, check_payload
-from api.dashboard.snapshots import snapshots
+from api.dashboard.snapshots import queue_names, snapshots
 from api.deps import QueueDep
 from api.errors import status_of
 from shared.ids import is_valid_id
 from shared.queue import NotFound, Queue, QueueError
+from shared.queue_schemas import QUEUE_NAME_RULE, is_queue_name
 from shared.schedules import Schedules
 from shared.schemas import QUEUED_VIEWS, STATUSES, TERMINAL, Task, TaskPage
 
@@ -44,6 +45,7 @@ class TaskPages(Controller):
         status: FromQuery[str | None] = None,
         task_type: Annotated[str | None, QueryParameter(name="type", max_length=64)] = None,
         schedule: Annotated[str | None, Parameter(max_length=64)] = None,
+        queue_name: Annotated[str | None, QueryParameter(name="queue", max_length=200)] = None,
         q: Annotated[str | None, Parameter(max_length=255)] = None,
         cursor: Annotated[str | None, Parameter(max_length=26)] = None,
         limit: FromQuery[int] = 50,
@@ -62,16 +64,24 @@ class TaskPages(Controller):
             if found:
                 return go(request, f"/dashboard/tasks/{found}")
         schedule = (schedule or "").strip() or None
+        queue_name = (queue_name or "").strip() or None
+        if queue_name and not is_queue_name(queue_name):
+            notice = f"{queue_name[:80]!r} is not a queue name ({QUEUE_NAME_RULE}): showing " \
+                     "every queue."
+            queue_name = None
         now = queue.clock.now()
         if status in QUEUED_VIEWS:
-            page = await _view_page(queue, status, now, task_type, schedule, cursor, limit)
+            page = await _view_page(queue, status, now, task_type, schedule, cursor, limit,
+                                    queue_name)
         elif schedule:
-            page = await _schedule_page(queue, schedule, status, task_type, cursor, limit)
+            page = await _schedule_page(queue, schedule, status, task_type, cursor, limit,
+                                        queue_name)
         else:
-            page = await queue.list(status=status, type=task_type, cursor=cursor, limit=limit)
+            page = await queue.list(status=status, type=task_type, cursor=cursor, limit=limit,
+                                    queue=queue_name)
         filters = {"status": status, "type": task_type, "schedule": schedule,
-                   "limit": limit if limit != 50 else None}
-        counts = await snapshots(request).counts(queue, task_type, schedule)
+                   "queue": queue_name, "limit": limit if limit != 50 else None}
+        counts = await snapshots(request).counts(queue, task_type, schedule, queue_name)
         known = all(counts[s] is not None for s in STATUSES)
         counts["all"] = sum(counts[s] or 0 for s in STATUSES) if known else None
         context = {
@@ -79,6 +89,7 @@ class TaskPages(Controller):
             "q": q, "cursor": cursor, "limit": limit, "statuses": STATUSES,
             "views": QUEUED_VIEWS,
             "schedule": schedule, "schedules": await Schedules(queue).list(),
+            "queue_name": queue_name,
             "page_sizes": PAGE_SIZES, "not_found": q, "notice": notice,
             "self_query": _query(**filters, cursor=cursor),
             "filter_query": _query(**filters),
@@ -87,13 +98,16 @@ class TaskPages(Controller):
             "worked": await queue.store.attempt_seconds([t.id for t in page.items], now),
             "bulk_max": BULK_MATCHING_MAX,
             "status_links": [
-                (s, _query(status=s, type=task_type, schedule=schedule, limit=filters["limit"]))
+                (s, _query(status=s, type=task_type, schedule=schedule, queue=queue_name,
+                           limit=filters["limit"]))
                 for s in CHIPS
             ],
         }
         if is_htmx(request) and request.headers.get("hx-target") == "tasks-live":
             return render("_tasks.html", **context)
-        return render("tasks.html", section="tasks", title="Tasks", **context)
+        # The filter's choices: the page only, not the 2-second poll of the rows.
+        return render("tasks.html", section="tasks", title="Tasks",
+                      queue_names=await queue_names(request, queue), **context)
 
     @get("/tasks/{task_id:str}", name="dashboard-task")
     async def task(self, request: Request, queue: QueueDep, task_id: FromPath[str]) -> Response:
@@ -139,14 +153,14 @@ class TaskPages(Controller):
         action = str(form.get("action", ""))
         back = "/dashboard/tasks?" + _query(
             status=form.get("status"), type=form.get("type"), schedule=form.get("schedule"),
-            cursor=form.get("cursor"), limit=form.get("limit"),
+            queue=form.get("queue"), cursor=form.get("cursor"), limit=form.get("limit"),
         )
         if action not in BULK_ACTIONS:
             return render("_bulk_status.html", job=None, message=f"Unknown action {action!r}.")
         if form.get("scope") == "matching":
             ids = await _matching_ids(
                 queue, _text(form.get("status")), _text(form.get("type")),
-                _text(form.get("schedule")),
+                _text(form.get("schedule")), _queue_filter(form.get("queue")),
             )
             cap = BULK_MATCHING_MAX
         else:
@@ -186,7 +200,7 @@ class TaskPages(Controller):
 
     @get("/submit", name="dashboard-submit")
     async def submit_page(
-        self, queue: QueueDep,
+        self, request: Request, queue: QueueDep,
         task_type: Annotated[str | None, QueryParameter(name="type", max_length=16)] = None,
         clone: Annotated[str | None, Parameter(max_length=26)] = None,
     ) -> Response:
@@ -197,7 +211,8 @@ class TaskPages(Controller):
             if source is not None:
                 form, cloned = SubmitForm.from_task(source), source.id
         return render("submit.html", section="submit", title="Submit a task", form=form,
-                      methods=HTTP_METHODS, cloned=cloned, now=queue.clock.now(), submitted=None)
+                      methods=HTTP_METHODS, cloned=cloned, now=queue.clock.now(), submitted=None,
+                      queue_names=await queue_names(request, queue))
 
     @post("/submit", status_code=200)
     async def submit(self, request: Request, queue: QueueDep) -> Response:
@@ -219,9 +234,11 @@ class TaskPages(Controller):
             fresh = SubmitForm(values={"type": form.type})
             return render("_submit_area.html", form=fresh, methods=HTTP_METHODS,
                           submitted=task, created=created, now=queue.clock.now(),
+                          queue_names=await queue_names(request, queue),
                           status_code=201 if created else 200)
         return render("_submit_area.html", form=form, methods=HTTP_METHODS, submitted=None,
-                      now=queue.clock.now(), status_code=422)
+                      now=queue.clock.now(), queue_names=await queue_names(request, queue),
+                      status_code=422)
 
 
 async def _get(queue: Queue, task_id: str) -> Task | None:
@@ -233,11 +250,12 @@ async def _get(queue: Queue, task_id: str) -> Task | None:
 
 async def _schedule_page(
     queue: Queue, schedule_id: str, status: str | None, task_type: str | None,
-    cursor: str | None, limit: int,
+    cursor: str | None, limit: int, queue_name: str | None = None,
 ) -> TaskPage:
     """Like Queue.list, for the tasks one schedule made."""
     ids = await queue.store.task_ids_of_schedule(
-        schedule_id, status=status, type=task_type, cursor=cursor, limit=limit + 1
+        schedule_id, status=status, type=task_type, cursor=cursor, limit=limit + 1,
+        queue=queue_name,
     )
     items = [t for t in [await _get(queue, i) for i in ids[:limit]] if t is not None]
     return TaskPage(items=items, next_cursor=ids[limit - 1] if len(ids) > limit else None)
@@ -245,13 +263,13 @@ async def _schedule_page(
 
 async def _view_page(
     queue: Queue, view: str, now: float, task_type: str | None, schedule_id: str | None,
-    cursor: str | None, limit: int,
+    cursor: str | None, limit: int, queue_name: str | None = None,
 ) -> TaskPage:
     """Like Queue.list, for one derived view of the queued tasks (ready, scheduled, retrying).
     A page may be short: each looks at a bounded window of the queued tasks."""
     ids, next_cursor = await queue.store.queued_view_ids(
         view, now, type=task_type, schedule_id=schedule_id, cursor=cursor,
-        limit=limit,
+        limit=limit, queue=queue_name,
     )
     items = [t for t in [await _get(queue, i) for i in ids] if t is not None]
     return TaskPage(items=items, next_cursor=next_cursor)
@@ -301,8 +319,16 @@ def _text(value: object) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
 
 
+def _queue_filter(value: object) -> str | None:
+    """The list's queue filter as the bulk form sent it back; not a queue name: none (the
+    list showed every queue then, so "every task matching" means that too)."""
+    name = _text(value)
+    return name if name and is_queue_name(name) else None
+
+
 async def _matching_ids(
-    queue: Queue, status: str | None, task_type: str | None, schedule: str | None
+    queue: Queue, status: str | None, task_type: str | None, schedule: str | None,
+    queue_name: str | None = None,
 ) -> list[str]:
     """Ids of the tasks the list's filter shows, newest first, up to BULK_MATCHING_MAX."""
     status = status if status in LIST_STATUSES else None
@@ -313,17 +339,19 @@ async def _matching_ids(
         if status in QUEUED_VIEWS:
             page, cursor = await queue.store.queued_view_ids(
                 status, queue.clock.now(), type=task_type, schedule_id=schedule,
-                cursor=cursor, limit=limit,
+                cursor=cursor, limit=limit, queue=queue_name,
             )
             ids += page
         elif schedule:
             page = await queue.store.task_ids_of_schedule(
-                schedule, status=status, type=task_type, cursor=cursor, limit=limit
+                schedule, status=status, type=task_type, cursor=cursor, limit=limit,
+                queue=queue_name,
             )
             ids += page
             cursor = page[-1] if len(page) == limit else None
         else:
-            listed = await queue.list(status=status, type=task_type, cursor=cursor, limit=limit)
+            listed = await queue.list(status=status, type=task_type, cursor=cursor, limit=limit,
+                                      queue=queue_name)
             ids += [t.id for t in listed.items]
             cursor = listed.next_cursor
         if cursor is None:

@@ -42,7 +42,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 from msgspec import UnsetType
 
-from shared.queue_schemas import QueueInfo
+from shared.queue_schemas import QueueGate, QueueInfo
 from shared.schedule_schemas import Missed, Overlap, Schedule
 from shared.schemas import Attempt, QueuedView, Status, Task, TaskPage
 from shared.settings import Settings
@@ -275,16 +275,22 @@ class Depth:
     status: Status  # queued or running
     type: str
     count: int
+    queue: str = "default"
+
+
+QUEUE_SETTINGS_READ = 1000  # queue settings /metrics reads at most (it names far fewer)
 
 
 @dataclass(frozen=True)
 class QueueStats:
     """What /metrics reports about the queue, read at scrape time."""
 
-    depth: list[Depth]  # unfinished tasks by status and type (only non-zero rows)
+    depth: list[Depth]  # unfinished tasks by status, type and queue (only non-zero rows)
     totals: dict[str, int]  # every status in STATUSES, finished ones included (0 if none)
     oldest_runnable_at: float | None  # min run_at of queued tasks with run_at <= now
     workers_alive: int  # workers not stopped whose last_seen >= alive_since
+    # Queues with stored settings (limit, pause), by name; at most QUEUE_SETTINGS_READ.
+    queue_settings: list[QueueGate] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -514,19 +520,20 @@ class TaskStore(Protocol):
 
     async def task_ids_of_schedule(
         self, schedule_id: str, *, status: Status | None = None, type: str | None = None,
-        cursor: str | None = None, limit: int = 50,
+        cursor: str | None = None, limit: int = 50, queue: str | None = None,
     ) -> list[str]:
-        """Ids of the tasks a schedule made, newest first, only ids < cursor if given."""
+        """Ids of the tasks a schedule made, newest first, only ids < cursor if given,
+        narrowed by status, type and queue."""
         ...
 
     async def queued_view_ids(
         self, view: QueuedView, now: float, *, type: str | None = None,
         schedule_id: str | None = None, cursor: str | None = None, limit: int = 50,
-        scan: int = 2000,
+        scan: int = 2000, queue: str | None = None,
     ) -> tuple[list[str], str | None]:
         """Ids of queued tasks in one derived view (shared/schemas.py QUEUED_VIEWS: ready =
         run_at <= now; retrying = not due and attempts > 0; scheduled = not due, no attempt),
-        newest first, only ids < cursor if given, narrowed by type and schedule.
+        newest first, only ids < cursor if given, narrowed by type, schedule and queue.
 
         Looks at no more than the `scan` newest queued tasks below the cursor, so finding 60
         retrying tasks among a million delayed ones costs a bounded window per call. Returns
@@ -645,13 +652,14 @@ class StatsStore(Protocol):
         ...
 
     async def count_tasks(
-        self, now: float, *, type: str | None = None, schedule_id: str | None = None
+        self, now: float, *, type: str | None = None, schedule_id: str | None = None,
+        queue: str | None = None,
     ) -> dict[str, int]:
-        """Tasks per status under these filters (every status in STATUSES a key, 0 if
-        none), plus the queued ones split into QUEUED_VIEWS (ready + scheduled + retrying ==
-        queued). Costs what the matching tasks hold, so it must never hold up the reads
-        and writes of pages and the API: SQLite counts on a read-only connection of its
-        own, in short chunks."""
+        """Tasks per status under these filters: type, schedule, queue (every status in
+        STATUSES a key, 0 if none), plus the queued ones split into QUEUED_VIEWS (ready +
+        scheduled + retrying == queued). Costs what the matching tasks hold, so it must
+        never hold up the reads and writes of pages and the API: SQLite counts on a
+        read-only connection of its own, in short chunks."""
         ...
 
     async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:

@@ -196,3 +196,49 @@ async def test_run_waiting_now_brings_a_waiting_task_forward_and_wakes_listeners
     assert await store.run_waiting_now(retrying, clock.now()) is True
     counts = await store.count_tasks(clock.now())
     assert counts["retrying"] == 0
+
+
+async def test_every_dashboard_read_narrows_by_queue(queue: Queue, clock):
+    """The task list's queue filter (issue 13 item 6): counts, the derived queued views and a
+    schedule's tasks all narrow by queue, alone and with the other filters."""
+    schedule = await Schedules(queue).create(body(queue="reports"))
+    made = {"reports": [], "default": []}
+    for i in range(3):
+        clock_step(queue)
+        made["reports"].append((await queue.enqueue(shell(f"r{i}", queue="reports")))[0].id)
+    clock_step(queue)
+    delayed = (await queue.enqueue(shell("later", queue="reports", delay=600)))[0].id
+    for _ in range(2):
+        clock_step(queue)
+        made["default"].append((await queue.enqueue(http()))[0].id)
+    clock_step(queue)
+    fired = await Schedules(queue).run_now(schedule.id)  # a reports task of the schedule
+    cancelled = (await queue.enqueue(shell("c", queue="reports")))[0].id
+    await queue.cancel(cancelled)
+
+    reports = await queue.store.count_tasks(clock.now(), queue="reports")
+    assert {k: reports[k] for k in STATUSES} == {
+        "queued": 5, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 1}
+    assert (reports["ready"], reports["scheduled"], reports["retrying"]) == (4, 1, 0)
+    default = await queue.store.count_tasks(clock.now(), queue="default")
+    assert (default["queued"], default["ready"], default["cancelled"]) == (2, 2, 0)
+    assert (await queue.store.count_tasks(clock.now(), queue="nobody"))["queued"] == 0
+    http_reports = await queue.store.count_tasks(clock.now(), queue="reports", type="http")
+    assert http_reports["queued"] == 0
+    of_schedule = await queue.store.count_tasks(
+        clock.now(), queue="reports", schedule_id=schedule.id)
+    assert (of_schedule["queued"], of_schedule["ready"]) == (1, 1)
+    assert (await queue.store.count_tasks(
+        clock.now(), queue="default", schedule_id=schedule.id))["queued"] == 0
+
+    ready, _ = await queue.store.queued_view_ids("ready", clock.now(), queue="reports")
+    assert ready == [fired.id, *reversed(made["reports"])]
+    ready_default, _ = await queue.store.queued_view_ids("ready", clock.now(), queue="default")
+    assert ready_default == list(reversed(made["default"]))
+    waiting, _ = await queue.store.queued_view_ids("scheduled", clock.now(), queue="reports")
+    assert waiting == [delayed]
+    assert (await queue.store.queued_view_ids(
+        "scheduled", clock.now(), queue="default"))[0] == []
+
+    assert await queue.store.task_ids_of_schedule(schedule.id, queue="reports") == [fired.id]
+    assert await queue.store.task_ids_of_schedule(schedule.id, queue="default") == []

@@ -4,6 +4,7 @@ data gives the same answers whichever engine holds it."""
 from __future__ import annotations
 
 import pytest
+from msgspec import UNSET
 
 from shared.queue import Queue
 from shared.schedules import Schedules
@@ -85,3 +86,23 @@ async def test_storage_facts_and_schema_version(store):
     assert info.sizes and all(isinstance(n, int) and n >= 0 for n in info.sizes.values())
     assert await store.schema_version() == store.newest_schema_version() == 5  # 005: queues
     assert store.write_transactions >= 0
+
+
+async def test_queue_stats_split_by_queue_with_the_queue_settings(queue: Queue, clock):
+    """/metrics' reads by queue (issue 13 item 6): unfinished tasks per (status, type, queue)
+    and the queues with a pause or a limit."""
+    await queue.enqueue(shell("a", queue="reports"))
+    await queue.enqueue(shell("b", queue="reports"))
+    await queue.enqueue(shell("c"))
+    (claimed,) = await queue.claim("w1", 1, lease=30, queues=["reports"])
+    await queue.store.set_queue("mail", concurrency=2, paused=None, now=clock.now())
+    await queue.store.set_queue("reports", concurrency=UNSET, paused=True, now=clock.now())
+    await queue.store.set_queue("opened", concurrency=None, paused=False, now=clock.now())
+    stats = await queue.store.queue_stats(clock.now(), clock.now() - 60)
+    depth = {(d.status, d.type, d.queue): d.count for d in stats.depth}
+    assert depth == {("queued", "shell", "reports"): 1, ("running", "shell", "reports"): 1,
+                     ("queued", "shell", "default"): 1}
+    # Only queues whose settings close or limit them; by name.
+    assert [(g.name, g.concurrency, g.paused) for g in stats.queue_settings] == [
+        ("mail", 2, False), ("reports", None, True)]
+    assert claimed.queue == "reports"

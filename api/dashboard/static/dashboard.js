@@ -56,7 +56,16 @@
     if (elt.id === "tasks-live" && document.querySelector("[data-bulk-running]")) {
       event.preventDefault();
     }
+    // The queues page waits while a limit box is being edited or holds a refused value
+    // (its error beside it): the poll would put the saved limit back under the user.
+    if (elt.id === "queues-live" && limitBeingEdited(elt)) event.preventDefault();
   });
+
+  function limitBeingEdited(root) {
+    return Array.prototype.some.call(root.querySelectorAll("[data-limit-input]"), function (box) {
+      return box === document.activeElement || box.value !== box.getAttribute("data-saved");
+    });
+  }
 
   // -- Bulk actions on the task list -----------------------------------------------------
   var VERBS = {retry: "Retry", cancel: "Cancel", "delete": "Delete"};

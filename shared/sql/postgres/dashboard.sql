@@ -53,21 +53,24 @@ SELECT pg_database_size(current_database()) AS bytes
 SELECT current_setting('server_version') AS version
 
 -- name: task_ids_of_schedule
--- Newest first, keyset-paged like the queue's own lists; status and type narrow it further.
+-- Newest first, keyset-paged like the queue's own lists; status, type and queue narrow it.
 SELECT id FROM tasks
 WHERE schedule_id = %(schedule_id)s
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND id < %(cursor)s
 ORDER BY id DESC
 LIMIT %(limit)s
 
 -- name: count_by_status
--- Tasks per stored status under the list's filters (either may be NULL: no filter). With no
--- filter, (status, id) answers from the index; with one, tasks_type_id or tasks_schedule_id.
+-- Tasks per stored status under the list's filters (any may be NULL: no filter). With no
+-- filter, (status, id) answers from the index; with one, tasks_type_id, tasks_schedule_id or
+-- tasks_queue_id.
 SELECT status AS key, count(*) AS n FROM tasks
 WHERE (%(type)s::text IS NULL OR type = %(type)s::text)
   AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
 GROUP BY status
 
 -- name: count_queued_views
@@ -80,6 +83,7 @@ FROM tasks
 WHERE status = 'queued'
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
   AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
 GROUP BY 1
 
 -- name: queued_view_ids
@@ -87,7 +91,7 @@ GROUP BY 1
 -- %(scan)s newest queued tasks from there (tasks_status_id): a bounded read per page however
 -- big the backlog of the other views.
 SELECT id FROM (
-    SELECT id, run_at, attempts, type, schedule_id FROM tasks
+    SELECT id, run_at, attempts, type, schedule_id, queue FROM tasks
     WHERE status = 'queued' AND id < %(cursor)s
     ORDER BY status, id DESC
     LIMIT %(scan)s
@@ -96,6 +100,7 @@ WHERE CASE WHEN run_at <= %(now)s THEN 'ready' WHEN attempts > 0 THEN 'retrying'
            ELSE 'scheduled' END = %(view)s
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
   AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
 ORDER BY id DESC
 LIMIT %(limit)s
 

@@ -53,11 +53,12 @@ FROM pragma_page_count(), pragma_page_size(), pragma_freelist_count()
 SELECT sqlite_version() AS version
 
 -- name: task_ids_of_schedule
--- Newest first, keyset-paged like the queue's own lists; status and type narrow it further.
+-- Newest first, keyset-paged like the queue's own lists; status, type and queue narrow it.
 SELECT id FROM tasks INDEXED BY tasks_schedule_id
 WHERE schedule_id = :schedule_id
   AND (:status IS NULL OR status = :status)
   AND (:type IS NULL OR type = :type)
+  AND (:queue IS NULL OR queue = :queue)
   AND id < :cursor
 ORDER BY id DESC
 LIMIT :limit
@@ -88,8 +89,21 @@ SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen
 
 -- name: count_schedule_chunk
 WITH w AS (
-    SELECT id, status, type FROM tasks INDEXED BY tasks_schedule_id
+    SELECT id, status, type, queue FROM tasks INDEXED BY tasks_schedule_id
     WHERE schedule_id = :schedule_id AND id > :after ORDER BY id LIMIT :chunk
+)
+SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen FROM (
+    SELECT status AS key, count(*) AS n FROM w
+    WHERE (:type IS NULL OR type = :type) AND (:queue IS NULL OR queue = :queue)
+    GROUP BY status
+    UNION ALL SELECT NULL, 0
+)
+
+-- name: count_queue_chunk
+-- One queue's tasks (tasks_queue_id), type narrowing them further.
+WITH w AS (
+    SELECT id, status, type FROM tasks INDEXED BY tasks_queue_id
+    WHERE queue = :queue AND id > :after ORDER BY id LIMIT :chunk
 )
 SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen FROM (
     SELECT status AS key, count(*) AS n FROM w WHERE :type IS NULL OR type = :type
@@ -101,7 +115,7 @@ SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen
 -- Queued tasks split the way a person asks about them: ready (due now), retrying (an attempt
 -- failed and the backoff is not over), scheduled (delayed, not due yet). Derived, not stored.
 WITH w AS (
-    SELECT id, run_at, attempts, type, schedule_id FROM tasks INDEXED BY tasks_status_id
+    SELECT id, run_at, attempts, type, schedule_id, queue FROM tasks INDEXED BY tasks_status_id
     WHERE status = 'queued' AND id > :after ORDER BY id LIMIT :chunk
 )
 SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen FROM (
@@ -110,6 +124,7 @@ SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen
            count(*) AS n
     FROM w
     WHERE (:type IS NULL OR type = :type) AND (:schedule_id IS NULL OR schedule_id = :schedule_id)
+      AND (:queue IS NULL OR queue = :queue)
     GROUP BY key
     UNION ALL SELECT NULL, 0
 )
@@ -120,7 +135,7 @@ SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen
 -- costs at most a window per page, never the whole backlog. Rows are read only until :limit
 -- are found.
 SELECT id FROM (
-    SELECT id, run_at, attempts, type, schedule_id FROM tasks INDEXED BY tasks_status_id
+    SELECT id, run_at, attempts, type, schedule_id, queue FROM tasks INDEXED BY tasks_status_id
     WHERE status = 'queued' AND id < :cursor
     ORDER BY id DESC
     LIMIT :scan
@@ -129,6 +144,7 @@ WHERE CASE WHEN run_at <= :now THEN 'ready' WHEN attempts > 0 THEN 'retrying'
            ELSE 'scheduled' END = :view
   AND (:type IS NULL OR type = :type)
   AND (:schedule_id IS NULL OR schedule_id = :schedule_id)
+  AND (:queue IS NULL OR queue = :queue)
 LIMIT :limit
 
 -- name: queued_window_end

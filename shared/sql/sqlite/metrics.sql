@@ -4,10 +4,10 @@
 -- name: live_depth
 -- Work not finished yet, by state and type. Walks tasks_status_id over the live rows only,
 -- so it costs what the backlog is, not what the history is.
-SELECT status, type, count(*) AS n
+SELECT status, type, queue, count(*) AS n
 FROM tasks
 WHERE status IN ('queued', 'running')
-GROUP BY status, type
+GROUP BY status, type, queue
 
 -- name: totals_by_status
 -- Every task by state: a scan of the covering index tasks_status_id (no table rows read).
@@ -20,3 +20,9 @@ SELECT min(run_at) AS run_at FROM tasks WHERE status = 'queued' AND run_at <= :n
 -- name: workers_alive
 -- Workers (in any process or container) that heartbeated recently and did not stop.
 SELECT count(*) AS n FROM workers WHERE stopped_at IS NULL AND last_seen >= :since
+
+-- name: queue_settings
+-- Queues with a limit or a pause (a handful of rows; bounded all the same).
+SELECT name, concurrency, paused FROM queues
+WHERE paused = 1 OR concurrency IS NOT NULL
+ORDER BY name LIMIT :limit

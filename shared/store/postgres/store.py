@@ -63,6 +63,7 @@ from shared.sql import Queries
 from shared.store import redact
 from shared.store.base import (
     COUNTED_TABLES,
+    QUEUE_SETTINGS_READ,
     TRANSFER_COLUMNS,
     Claimed,
     Depth,
@@ -884,9 +885,9 @@ class PostgresStore:
     @_translated
     async def task_ids_of_schedule(
         self, schedule_id: str, *, status: Status | None = None, type: str | None = None,
-        cursor: str | None = None, limit: int = 50,
+        cursor: str | None = None, limit: int = 50, queue: str | None = None,
     ) -> list[str]:
-        params = {"schedule_id": schedule_id, "status": status, "type": type,
+        params = {"schedule_id": schedule_id, "status": status, "type": type, "queue": queue,
                   "cursor": cursor or _CURSOR_START, "limit": limit}
         async with self._read() as conn:
             rows = await self._rows(conn, D.task_ids_of_schedule, params)
@@ -896,10 +897,11 @@ class PostgresStore:
     async def queued_view_ids(
         self, view: QueuedView, now: float, *, type: str | None = None,
         schedule_id: str | None = None, cursor: str | None = None, limit: int = 50,
-        scan: int = 2000,
+        scan: int = 2000, queue: str | None = None,
     ) -> tuple[list[str], str | None]:
         start = cursor or _CURSOR_START
         params = {"view": view, "now": now, "type": type, "schedule_id": schedule_id,
+                  "queue": queue,
                   "cursor": start, "scan": scan, "limit": limit}
         async with self._read() as conn:
             ids = [r["id"] for r in await self._rows(conn, D.queued_view_ids, params)]
@@ -1099,12 +1101,13 @@ class PostgresStore:
 
     @_translated
     async def count_tasks(
-        self, now: float, *, type: str | None = None, schedule_id: str | None = None
+        self, now: float, *, type: str | None = None, schedule_id: str | None = None,
+        queue: str | None = None,
     ) -> dict[str, int]:
         """Plain counts in one snapshot: the pool gives this its own connection, and MVCC
         readers never block writers, so nothing waits behind it (docs/dashboard.md has
         the timings)."""
-        params = {"now": now, "type": type, "schedule_id": schedule_id}
+        params = {"now": now, "type": type, "schedule_id": schedule_id, "queue": queue}
         async with self._read() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             stored = await self._rows(conn, D.count_by_status, params)
@@ -1136,14 +1139,17 @@ class PostgresStore:
             totals_rows = await self._rows(conn, M.totals_by_status)
             oldest = await self._rows(conn, M.oldest_runnable, {"now": now})
             alive = await self._rows(conn, M.workers_alive, {"since": alive_since})
+            gates = await self._rows(conn, M.queue_settings, {"limit": QUEUE_SETTINGS_READ})
         totals = dict.fromkeys(STATUSES, 0)
         for row in totals_rows:
             totals[row["status"]] = row["n"]
         return QueueStats(
-            depth=[Depth(status=r["status"], type=r["type"], count=r["n"]) for r in depth],
+            depth=[Depth(status=r["status"], type=r["type"], count=r["n"], queue=r["queue"])
+                   for r in depth],
             totals=totals,
             oldest_runnable_at=oldest[0]["run_at"] if oldest else None,
             workers_alive=alive[0]["n"] if alive else 0,
+            queue_settings=[_gate(r) for r in gates],
         )
 
     @_translated

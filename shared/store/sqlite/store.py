@@ -36,6 +36,7 @@ from shared.schemas import (
 from shared.sql import Queries
 from shared.store.base import (
     COUNTED_TABLES,
+    QUEUE_SETTINGS_READ,
     TRANSFER_COLUMNS,
     Claimed,
     Depth,
@@ -501,10 +502,10 @@ class SQLiteStore:
 
     async def task_ids_of_schedule(
         self, schedule_id: str, *, status: Status | None = None, type: str | None = None,
-        cursor: str | None = None, limit: int = 50,
+        cursor: str | None = None, limit: int = 50, queue: str | None = None,
     ) -> list[str]:
         rows = await self.db.fetch_all(D.task_ids_of_schedule, {
-            "schedule_id": schedule_id, "status": status, "type": type,
+            "schedule_id": schedule_id, "status": status, "type": type, "queue": queue,
             "cursor": cursor or _CURSOR_START, "limit": limit,
         })
         return [r["id"] for r in rows]
@@ -512,11 +513,11 @@ class SQLiteStore:
     async def queued_view_ids(
         self, view: QueuedView, now: float, *, type: str | None = None,
         schedule_id: str | None = None, cursor: str | None = None, limit: int = 50,
-        scan: int = 2000,
+        scan: int = 2000, queue: str | None = None,
     ) -> tuple[list[str], str | None]:
         start = cursor or _CURSOR_START
         rows = await self.db.fetch_all(D.queued_view_ids, {
-            "view": view, "now": now, "type": type, "schedule_id": schedule_id,
+            "view": view, "now": now, "type": type, "schedule_id": schedule_id, "queue": queue,
             "cursor": start, "scan": scan, "limit": limit,
         })
         ids = [r["id"] for r in rows]
@@ -645,7 +646,8 @@ class SQLiteStore:
         return fill_throughput(counts, now, hours, bucket_seconds)
 
     async def count_tasks(
-        self, now: float, *, type: str | None = None, schedule_id: str | None = None
+        self, now: float, *, type: str | None = None, schedule_id: str | None = None,
+        queue: str | None = None,
     ) -> dict[str, int]:
         """On a read-only connection of its own (WAL lets it read beside the shared reader
         and the writer), in chunks: a million tasks are many short reads, none of which
@@ -653,7 +655,12 @@ class SQLiteStore:
         checkpointed)."""
         if schedule_id:
             counts = await self._count_in_chunks(
-                D.count_schedule_chunk, {"schedule_id": schedule_id, "type": type}, ROW_CHUNK
+                D.count_schedule_chunk,
+                {"schedule_id": schedule_id, "type": type, "queue": queue}, ROW_CHUNK,
+            )
+        elif queue:
+            counts = await self._count_in_chunks(
+                D.count_queue_chunk, {"queue": queue, "type": type}, ROW_CHUNK
             )
         elif type:
             counts = await self._count_in_chunks(D.count_type_chunk, {"type": type}, ROW_CHUNK)
@@ -665,7 +672,7 @@ class SQLiteStore:
                 )
         views = await self._count_in_chunks(
             D.count_queued_views_chunk,
-            {"now": now, "type": type, "schedule_id": schedule_id}, ROW_CHUNK,
+            {"now": now, "type": type, "schedule_id": schedule_id, "queue": queue}, ROW_CHUNK,
         )
         return dict.fromkeys(STATUSES, 0) | counts | {v: views.get(v, 0) for v in QUEUED_VIEWS}
 
@@ -722,12 +729,15 @@ class SQLiteStore:
                     totals[row["status"]] = row["n"]
                 oldest = next(iter(await conn.execute_fetchall(M.oldest_runnable, {"now": now})))
                 alive = await conn.execute_fetchall(M.workers_alive, {"since": alive_since})
+                gates = await conn.execute_fetchall(
+                    M.queue_settings, {"limit": QUEUE_SETTINGS_READ})
             except sqlite3.Error as exc:
                 raise storage_error(exc, self.path) from None
         return QueueStats(
-            depth=[Depth(status=r["status"], type=r["type"], count=r["n"]) for r in live],
+            depth=[Depth(status=r["status"], type=r["type"], count=r["n"], queue=r["queue"])
+                   for r in live],
             totals=totals, oldest_runnable_at=oldest["run_at"],
-            workers_alive=next(iter(alive))["n"],
+            workers_alive=next(iter(alive))["n"], queue_settings=[_gate(r) for r in gates],
         )
 
     async def _stats_connection(self) -> aiosqlite.Connection:

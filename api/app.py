@@ -14,7 +14,6 @@ from prometheus_client import CollectorRegistry
 from api.auth import BEARER_SCHEME_NAME, BearerAuth, cookie_session, open_operations
 from api.body import StrictBodyRequest
 from api.dashboard import dashboard_router, security, static_router, template_config
-from api.debug import DebugController, start_tracing
 from api.deps import provide_event_hub, provide_queue, provide_task_watch
 from api.errors import EXCEPTION_HANDLERS, document_errors
 from api.events import EventController
@@ -45,8 +44,14 @@ def create_app(
     metrics = ApiMetrics(queue, extra_metrics)
     task_watch = TaskWatch(queue.store, fallback=settings.wait_poll)  # ?wait= (api/tasks.py)
     event_hub = EventHub(queue.store, fallback=settings.wait_poll)  # /api/events
-    # /debug/... exists only in debug mode: without it those paths are plain 404s.
-    debug_routes = [DebugController] if settings.debug else []
+    # /debug/... exists only in debug mode: without it those paths are plain 404s, and the
+    # profiler (pyinstrument, ~7 MB) is never imported.
+    debug_routes: list[type] = []
+    on_startup = []
+    if settings.debug:
+        from api.debug import DebugController, start_tracing
+
+        debug_routes, on_startup = [DebugController], [start_tracing]
     app = Litestar(
         route_handlers=[
             MetricsController, *debug_routes,
@@ -61,7 +66,7 @@ def create_app(
                      "task_watch": task_watch, "event_hub": event_hub}),
         # Debug mode traces allocations for /debug/memory from the moment the app is up
         # (tracing while Litestar builds the app would triple the start-up time).
-        on_startup=[start_tracing] if settings.debug else [],
+        on_startup=on_startup,
         on_shutdown=[metrics.close, task_watch.close, event_hub.close],
         # Litestar would replace the root logging handler with its own plain-text one;
         # shared/logs.py already routes standard logging through structlog.

@@ -100,8 +100,15 @@ def check_if_match(request: Request, etag: str) -> None:
     )
 
 
+_CONDITIONAL = (b"if-match", b"if-none-match", b"if-unmodified-since")
+
+
 def refuse_unhonoured(request: Request) -> None:
     """before_request for the /api controllers: 400 for a condition this operation ignores."""
+    # Most requests carry no conditional header: one pass over the raw (lower-case) names
+    # instead of building Litestar's header mapping for every request.
+    if not any(name in _CONDITIONAL for name, _ in request.scope["headers"]):
+        return
     method = request.method
     honours = bool(request.route_handler.opt.get(IF_MATCH_OPT))
     refused = []

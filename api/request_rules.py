@@ -14,6 +14,8 @@ from api.conditional import refuse_unhonoured
 
 
 def refuse_repeated_query(request: Request) -> None:
+    if b"&" not in request.scope["query_string"]:
+        return  # one parameter or none: nothing can repeat, and nothing need be parsed
     seen: set[str] = set()
     for name, _ in request.query_params.multi_items():
         if name in seen:

@@ -36,7 +36,10 @@ from worker.pool import Worker
 
 async def main(db_path: str, slots: int, expect: int, out: str, poll: float,
                wait_go: bool) -> None:
-    settings = Settings(db=db_path, workers=slots, poll=poll)
+    # LOCALFLOW_SYNCHRONOUS=NORMAL only for diagnosis (how much of a latency is fsync); the
+    # bench itself always runs FULL, as `localflow` does by default.
+    settings = Settings(db=db_path, workers=slots, poll=poll,
+                        synchronous=os.environ.get("LOCALFLOW_SYNCHRONOUS", "FULL"))
     db = await open_store(settings, migrate_first=False)
     queue = Queue(db, settings=settings)
     starts: dict[str, float] = {}

@@ -325,8 +325,9 @@ def table(out: dict[str, Any]) -> str:
         add("(d) idle `localflow worker` CPU", f"{idle['percent_of_one_core']:.2f}% of a core",
             f"{idle['cpu_seconds']:.3f} CPU-s in {idle['seconds']:.1f}s (utime+stime)")
     rss = []  # resident memory (VmRSS) after each run
-    if _ok(sub) and sub.get("api_rss_mb_after"):
-        rss.append(f"API after (a) {sub['api_rss_mb_after']:.0f} MB")
+    lf_sub = lf.get("submit")  # LocalFlow on SQLite (`sub` may be PostgreSQL's by now)
+    if _ok(lf_sub) and lf_sub.get("api_rss_mb_after"):
+        rss.append(f"API after (a) {lf_sub['api_rss_mb_after']:.0f} MB")
     rss += [f"worker after (b) {e['slots']} slots {e['worker_rss_mb_after']:.0f} MB"
             for e in lf.get("end_to_end", []) if _ok(e) and e.get("worker_rss_mb_after")]
     if _ok(idle) and idle.get("rss_mb"):

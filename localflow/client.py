@@ -25,10 +25,10 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
+from localflow.defaults import DEFAULT_URL
 from shared.schedule_schemas import Schedule, ScheduleCreate, ScheduleUpdate
 from shared.schemas import TERMINAL, Attempt, Task, TaskCreate, TaskPage
 
-DEFAULT_URL = "http://127.0.0.1:8080"
 # GET /api/tasks/{id}?wait=S: the longest S the server takes, and the header that says the
 # server waited (a server without ?wait= answers at once without it).
 SERVER_MAX_WAIT = 60.0

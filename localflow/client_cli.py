@@ -32,14 +32,17 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from localflow.client import DEFAULT_URL, Client, ClientError, WaitTimeout
+from localflow.defaults import DEFAULT_URL
 from shared.durations import parse_duration
 from shared.schedule_schemas import Schedule
 from shared.schemas import Task
+
+if TYPE_CHECKING:
+    from localflow.client import Client, ClientError
 
 # The exit statuses of the module docstring, by what happened.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED_OR_TIMEOUT = 0, 1, 2, 3
@@ -200,6 +203,10 @@ def run(
             what = "after --" if command_words is not None else f"arguments: {' '.join(extra)}"
             print(f"localflow {args.command}: unexpected {what}", file=sys.stderr)
             return 2
+    # Imported here: httpx (and what it pulls in) would otherwise load in every `localflow
+    # api` and `localflow worker` process, which never use the client (~15 MB of RSS).
+    from localflow.client import Client, ClientError, WaitTimeout
+
     url = args.server or os.environ.get("LOCALFLOW_URL") or DEFAULT_URL
     token = os.environ.get("LOCALFLOW_API_TOKEN") or None
     try:

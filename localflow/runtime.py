@@ -8,18 +8,15 @@ import contextlib
 import errno
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import structlog
-import uvicorn
 
-from api.app import create_app
 from shared.queue import Queue
 from shared.schedules import Schedules
 from shared.settings import Settings, split_addr
 from shared.store import open_store
-from worker.handlers.http import close_client
+from worker.handlers import close_http_clients
 from worker.health_server import HealthServer
 from worker.metrics import WorkerMetrics
 from worker.pool import Worker
@@ -32,13 +29,6 @@ log = structlog.get_logger("localflow")
 class StartupFailed(Exception):
     """A reason this process cannot start, in one line a person can act on (the CLI logs it
     and exits 1)."""
-
-
-class _Server(uvicorn.Server):
-    # We handle SIGTERM/SIGINT ourselves so one signal stops the API and the worker together.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 async def open_queue(settings: Settings) -> Queue:
@@ -95,7 +85,11 @@ async def _run(
     if api:
         extra = [worker_metrics.registry] if pool is not None else []
         assert listening is not None
-        parts.append(lambda: _serve_api(queue, settings, stop, extra, listening))
+        # Imported only here: Litestar, uvicorn, Jinja and the API's modules are most of an
+        # API process's memory, and `localflow worker` needs none of them.
+        from localflow.http_server import serve_api
+
+        parts.append(lambda: serve_api(queue, settings, stop, extra, listening))
     if pool is not None:
         parts.append(lambda: pool.run(stop))
         if not api and settings.metrics_addr != "off":
@@ -109,7 +103,7 @@ async def _run(
     try:
         await _run_together(parts, stop)
     finally:
-        await close_client()
+        await close_http_clients()
         await queue.store.close()
 
 
@@ -151,54 +145,3 @@ def bind(addr: str) -> socket.socket:
                    "choose another port with --addr / LOCALFLOW_ADDR")
         raise StartupFailed(f"cannot listen on {addr}: {why}") from None
     return sock
-
-
-async def _serve_api(
-    queue: Queue, settings: Settings, stop: asyncio.Event, extra_metrics: list[Any],
-    listening: socket.socket,
-) -> None:
-    host, port = settings.host_port
-    app = create_app(queue, settings, extra_metrics=extra_metrics)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        log_config=None,  # uvicorn's own lines go through shared/logs.py (JSON or console)
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-        # The client address is the peer's: LocalFlow trusts no X-Forwarded-For (behind a
-        # proxy every client shares its address, docs/security.md), and uvicorn's proxy-header
-        # layer cost ~6% of a submission's CPU.
-        proxy_headers=False,
-    )
-    server = _Server(config)
-    # Requests parked on ?wait= answer, and event streams end, at once when stopping, rather
-    # than hold it up.
-    def release() -> None:
-        app.state.task_watch.release()
-        app.state.event_hub.release()
-
-    watcher = asyncio.create_task(_exit_on(stop, server, release))
-    try:
-        bound_port = listening.getsockname()[1]  # the real one, also for --addr HOST:0
-        shown = f"[{host}]" if ":" in host else host
-        log.info("api listening", url=f"http://{shown}:{bound_port}")
-        try:
-            await server.serve(sockets=[listening])
-        except SystemExit:  # uvicorn's way of saying start-up failed (already logged)
-            raise StartupFailed(f"the API on {settings.addr} could not start") from None
-        if not server.started:
-            raise StartupFailed(f"the API on {settings.addr} could not start")
-        log.info("api stopped", url=f"http://{settings.addr}")
-    finally:
-        watcher.cancel()
-
-
-async def _exit_on(
-    stop: asyncio.Event, server: uvicorn.Server, before: Callable[[], None]
-) -> None:
-    await stop.wait()
-    before()
-    server.should_exit = True

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from shared.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -207,6 +205,9 @@ class HttpPolicy:
         spelling = host_spelling_problem(parts.hostname)
         if spelling:
             raise PolicyError(f"{field}: {spelling}")
+        # httpx loads with the first http task checked, not in every process (~15 MB).
+        import httpx
+
         try:
             httpx.URL(url)  # what the worker will parse; refuse here what it would refuse there
         except (httpx.InvalidURL, ValueError) as exc:

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from localflow import cli, client_cli
+from localflow import cli
+from localflow import client as client_module
 from localflow.client import AsyncClient, Client, ClientError, WaitTimeout
 from shared.schedule_schemas import ScheduleCreate, ScheduleUpdate
 from shared.schemas import Task, TaskCreate
@@ -177,7 +178,8 @@ def run(app, monkeypatch, capsys):
         transport = inproc.transport(app) if server.rstrip("/") == url.rstrip("/") else None
         return Client(server, *args, transport=transport, **kwargs)
 
-    monkeypatch.setattr(client_cli, "Client", client_for)
+    # client_cli imports the client when it runs (so the server processes never load httpx).
+    monkeypatch.setattr(client_module, "Client", client_for)
     return cli_runner(url, monkeypatch, capsys)
 
 

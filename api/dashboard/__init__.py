@@ -8,9 +8,9 @@ templates/, and static/ with a vendored htmx, so it works with no network at all
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from litestar import Router
-from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 
 from api import static_files
@@ -19,7 +19,11 @@ from api.dashboard.pages import LoginController, OverviewController
 from api.dashboard.queue_pages import QueuePages
 from api.dashboard.schedule_pages import SchedulePages
 from api.dashboard.task_pages import TaskPages
+from api.lazy_templates import LazyJinja
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from litestar.plugins.jinja import JinjaTemplateEngine
 
 HERE = Path(__file__).parent
 STATIC_PATH = "/dashboard/static"
@@ -36,9 +40,8 @@ def _configure(engine: JinjaTemplateEngine) -> None:
 
 
 def template_config() -> TemplateConfig:
-    return TemplateConfig(
-        directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_configure
-    )
+    # Jinja loads with the first page rendered, not in every API process (~3 MB).
+    return TemplateConfig(instance=LazyJinja(HERE / "templates", _configure))
 
 
 def dashboard_router(settings: Settings) -> Router:

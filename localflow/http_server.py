@@ -1,0 +1,78 @@
+"""The API's HTTP server: uvicorn serving api.app on a socket localflow/runtime.py bound.
+Its own module so that `localflow worker` never imports Litestar, uvicorn or Jinja."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import structlog
+import uvicorn
+
+from api.app import create_app
+from localflow.runtime import StartupFailed
+from shared.queue import Queue
+from shared.settings import Settings
+
+log = structlog.get_logger("localflow")
+
+
+class _Server(uvicorn.Server):
+    # We handle SIGTERM/SIGINT ourselves so one signal stops the API and the worker together.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_api(
+    queue: Queue, settings: Settings, stop: asyncio.Event, extra_metrics: list[Any],
+    listening: socket.socket,
+) -> None:
+    host, port = settings.host_port
+    app = create_app(queue, settings, extra_metrics=extra_metrics)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,  # uvicorn's own lines go through shared/logs.py (JSON or console)
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        # The client address is the peer's: LocalFlow trusts no X-Forwarded-For (behind a
+        # proxy every client shares its address, docs/security.md), and uvicorn's proxy-header
+        # layer cost ~6% of a submission's CPU.
+        proxy_headers=False,
+    )
+    server = _Server(config)
+    # Requests parked on ?wait= answer, and event streams end, at once when stopping, rather
+    # than hold it up.
+    def release() -> None:
+        app.state.task_watch.release()
+        app.state.event_hub.release()
+
+    watcher = asyncio.create_task(_exit_on(stop, server, release))
+    try:
+        bound_port = listening.getsockname()[1]  # the real one, also for --addr HOST:0
+        shown = f"[{host}]" if ":" in host else host
+        log.info("api listening", url=f"http://{shown}:{bound_port}")
+        try:
+            await server.serve(sockets=[listening])
+        except SystemExit:  # uvicorn's way of saying start-up failed (already logged)
+            raise StartupFailed(f"the API on {settings.addr} could not start") from None
+        if not server.started:
+            raise StartupFailed(f"the API on {settings.addr} could not start")
+        log.info("api stopped", url=f"http://{settings.addr}")
+    finally:
+        watcher.cancel()
+
+
+async def _exit_on(
+    stop: asyncio.Event, server: uvicorn.Server, before: Callable[[], None]
+) -> None:
+    await stop.wait()
+    before()
+    server.should_exit = True

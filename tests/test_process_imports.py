@@ -1,0 +1,75 @@
+"""What each process loads: memory (RSS) is mostly imported modules, so a `localflow worker`
+imports no HTTP server, framework or templates, and nothing loads the profiler, the HTTP
+client or the template engine until it is used (issue 10: API <= 60 MB, worker <= 50 MB)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+# A fresh interpreter per check: this test process has imported everything already.
+_PROBE = """
+import json, sys
+SETUP
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def loaded_after(setup: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE.replace("SETUP", setup)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_the_worker_command_imports_no_web_stack() -> None:
+    # What `localflow worker` imports before it runs (localflow/cli.py, then runtime.run).
+    loaded = loaded_after("import localflow.cli, localflow.runtime")
+    assert "localflow" in loaded and "worker" in loaded  # the probe did import them
+    heavy = {"litestar", "uvicorn", "jinja2", "pyinstrument", "httpx", "httpcore", "pydantic",
+             "psycopg"}
+    assert loaded & heavy == set()
+
+
+def test_the_api_loads_no_profiler_or_http_client_until_used() -> None:
+    setup = """
+import asyncio, os, tempfile
+from shared.settings import settings_from
+from localflow.runtime import open_queue
+from localflow.http_server import serve_api
+from api.app import create_app
+
+async def build(debug):
+    d = tempfile.mkdtemp()
+    s = settings_from({}, {"db": os.path.join(d, "x.db"), "debug": debug})
+    q = await open_queue(s)
+    create_app(q, s)
+    await q.store.close()
+
+asyncio.run(build(DEBUG))
+"""
+    plain = loaded_after(setup.replace("DEBUG", "False"))
+    assert "litestar" in plain and "uvicorn" in plain  # the app was built
+    # Jinja loads with the first dashboard page (api/lazy_templates.py; the dashboard's tests
+    # render every page).
+    assert {"pyinstrument", "httpx", "httpcore", "psycopg", "jinja2"} & plain == set()
+    assert "pyinstrument" in loaded_after(setup.replace("DEBUG", "True"))
+
+
+@pytest.mark.parametrize(("payload", "loads_httpx"), [
+    ({"command": "true"}, False),
+    ({"url": "http://127.0.0.1:9/x"}, True),
+])
+def test_httpx_loads_with_the_first_http_task_checked(payload: dict, loads_httpx: bool) -> None:
+    kind = "http" if "url" in payload else "shell"
+    setup = f"""
+from shared.policy import Policy
+from shared.schemas import validate_payload
+from shared.settings import Settings
+Policy.from_settings(Settings()).check({kind!r}, validate_payload({kind!r}, {payload!r}))
+"""
+    assert ("httpx" in loaded_after(setup)) is loads_httpx

@@ -14,7 +14,9 @@ Server.create_database and Server.checkin). LocalFlow needs PostgreSQL 13 or new
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
+import functools
 import glob
 import itertools
 import os
@@ -25,7 +27,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,13 +133,28 @@ def start_cluster(
     TCP for the password), e.g. `host all all 169.254.7.0/24 scram-sha-256`.
     `durable`: keep PostgreSQL's own fsync and commit settings (the bench, which compares it
     with SQLite at synchronous=FULL); tests turn them off for speed."""
-    bin_dir = _bin_dir()
-    as_user = _as_user()
+    return prepare_cluster(listen, hba, durable)()
+
+
+def prepare_cluster(
+    listen: Sequence[str] = ("127.0.0.1",), hba: Sequence[str] = (), durable: bool = False
+) -> Callable[[], Cluster]:
+    """start_cluster in two steps: what it needs from this process (the binaries, the user,
+    PATH) is looked up now, raising Unavailable; the call it returns does the slow part and
+    may run in another thread, unaffected by what tests patch meanwhile."""
+    return functools.partial(_start_cluster, _bin_dir(), _as_user(),
+                             os.environ.get("PATH", "/usr/bin:/bin"), listen, hba, durable)
+
+
+def _start_cluster(
+    bin_dir: Path, as_user: dict[str, Any], search_path: str,
+    listen: Sequence[str], hba: Sequence[str], durable: bool,
+) -> Cluster:
     root = Path(tempfile.mkdtemp(prefix="localflow-pg-"))
     if as_user:
         os.chown(root, as_user["user"], as_user["group"])  # type: ignore[arg-type]
     data, log_path, pwfile = root / "data", root / "server.log", root / "pw"
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8",
+    env = {"PATH": search_path, "LC_ALL": "C.UTF-8",
            "HOME": str(root)}
     # TCP connections need the password (so a wrong one is refused, as on a real server);
     # a random one per cluster, never a secret worth keeping.
@@ -392,6 +409,11 @@ def _wait_alone(conn: Any, deadline: float = 10.0) -> None:
 
 def open_server() -> Server:
     """The server for this session, or Unavailable saying why there is none."""
+    return prepare_server()()
+
+
+def prepare_server() -> Callable[[], Server]:
+    """open_server in two steps, as prepare_cluster: Unavailable is raised now."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -400,27 +422,61 @@ def open_server() -> Server:
         ) from None
     url = os.environ.get(ENV_URL)
     if url:
-        server = Server(admin_url=url)
-        try:
-            server._admin().close()
-        except Exception as exc:
-            # Set but wrong is a failure to fix, not a missing server to skip over.
-            raise RuntimeError(f"{ENV_URL} is set but cannot be reached: {exc}") from None
-        return server
-    cluster = start_cluster()
-    return Server(admin_url=cluster.url, cluster=cluster)
+        return functools.partial(_reach, url)
+    start = prepare_cluster()
+
+    def started() -> Server:
+        cluster = start()
+        return Server(admin_url=cluster.url, cluster=cluster)
+
+    return started
+
+
+def _reach(url: str) -> Server:
+    server = Server(admin_url=url)
+    try:
+        server._admin().close()
+    except Exception as exc:
+        # Set but wrong is a failure to fix, not a missing server to skip over.
+        raise RuntimeError(f"{ENV_URL} is set but cannot be reached: {exc}") from None
+    return server
 
 
 # -- pytest fixtures (registered by tests/conftest.py through pytest_plugins) ---------------
 
 import pytest  # noqa: E402 - fixtures below; the helpers above need no pytest
 
+_early: concurrent.futures.Future[Server] | None = None
+
+
+def _open_with_template(start: Callable[[], Server]) -> Server:
+    server = start()
+    server.template()
+    return server
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the server (initdb, start-up, the migrated template: seconds, mostly waiting on
+    those processes) in the background as soon as the tests that will need it are known, so
+    the tests before the first PostgreSQL one run meanwhile."""
+    global _early
+    if session.config.option.collectonly or _early is not None:
+        return
+    if not any("pg_server" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    try:
+        start = prepare_server()
+    except Unavailable:
+        return  # pg_server skips, saying why, when a test asks for it
+    _early = concurrent.futures.ThreadPoolExecutor(
+        1, thread_name_prefix="pg-start").submit(_open_with_template, start)
+
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Server]:
     """The session's PostgreSQL server; skips (saying why) where none can be had."""
     try:
-        server = open_server()
+        server = _early.result() if _early is not None else open_server()
     except Unavailable as exc:
         pytest.skip(f"PostgreSQL cases need a server: {exc}")
     try:

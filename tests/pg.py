@@ -285,8 +285,8 @@ class Server:
         be made exactly like the template again (its schema changed, a session would not go,
         the server refused).
 
-        Emptying measured here, under load: 15-30 ms, against 300 ms to copy the template
-        and drop the copy."""
+        Measured here under load (~14 on 2 cores): ~60 ms to empty one, connecting
+        included, against ~780 ms to copy the template and drop the copy."""
         name = urlsplit(url).path.lstrip("/")
         try:
             self._empty(name)

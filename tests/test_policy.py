@@ -276,7 +276,9 @@ def _serve(host: str) -> Site:
 
     server = ThreadingHTTPServer((host, 0), Handler)
     site = Site(host, server)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # shutdown() returns at the loop's next look at its flag: every 0.5 s by default.
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                     daemon=True).start()
     return site
 
 

@@ -145,7 +145,8 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def http_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    Thread(target=server.serve_forever, daemon=True).start()
+    # shutdown() returns at the loop's next look at its flag: every 0.5 s by default.
+    Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     _release_slow.clear()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     _release_slow.set()

@@ -535,6 +535,23 @@ class TaskStore(Protocol):
         left below it. A call may return fewer than `limit` ids (even none) with a cursor."""
         ...
 
+    async def search_task_ids(
+        self, needle: str, *, status: Status | None = None, type: str | None = None,
+        schedule_id: str | None = None, cursor: str | None = None, floor: str | None = None,
+        limit: int = 50, scan: int = 2000,
+    ) -> tuple[list[str], str | None]:
+        """Ids of tasks whose payload (a shell task's command and arguments, an http task's
+        URL...), last error or result (stderr, an error body) contains `needle`, newest
+        first, only ids < cursor and >= floor when given, narrowed by status, type and
+        schedule. `needle` is matched without regard to ASCII case (the caller lowers it).
+
+        A substring search has no index to use, so it looks at no more than the `scan` newest
+        tasks (under the filters) below the cursor: one page costs a bounded read however big
+        the table. Returns up to `limit` ids and the cursor to go on from, as queued_view_ids
+        does: the last id returned when `limit` were found, else the end of the window, or
+        None when no task is left below it (or above the floor)."""
+        ...
+
     async def run_waiting_now(self, task_id: str, now: float) -> bool:
         """A queued task that is not due yet (delayed, or in its backoff before a retry):
         run_at = now, so the next claim may take it. Fenced on (status queued, run_at > now):

@@ -525,6 +525,20 @@ class SQLiteStore:
         end = await self.db.fetch_one(D.queued_window_end, {"cursor": start, "offset": scan - 1})
         return ids, (end["id"] if end else None)
 
+    async def search_task_ids(
+        self, needle: str, *, status: Status | None = None, type: str | None = None,
+        schedule_id: str | None = None, cursor: str | None = None, floor: str | None = None,
+        limit: int = 50, scan: int = 2000,
+    ) -> tuple[list[str], str | None]:
+        params = {"needle": needle, "status": status, "type": type, "schedule_id": schedule_id,
+                  "cursor": cursor or _CURSOR_START, "floor": floor or "", "scan": scan,
+                  "limit": limit}
+        ids = [r["id"] for r in await self.db.fetch_all(D.search_ids, params)]
+        if len(ids) == limit:
+            return ids, ids[-1]
+        end = await self.db.fetch_one(D.search_window_end, {**params, "offset": scan - 1})
+        return ids, (end["id"] if end else None)
+
     async def run_waiting_now(self, task_id: str, now: float) -> bool:
         changed = await self.db.write(
             lambda conn: conn.execute(D.run_waiting_now, {"id": task_id, "now": now}).rowcount

@@ -76,6 +76,20 @@ def took(start: datetime | float | None, end: datetime | float | None, now: floa
     return span((now if e is None else e) - s) + ("" if e is not None else " so far")
 
 
+def exact_span(seconds: float) -> str:
+    """A setting's length of time, exactly and with units: 500 ms, 30 s, 1 h 30 min, 7 d."""
+    if seconds < 1:
+        return f"{seconds * 1000:g} ms"
+    parts, rest = [], seconds
+    for unit, length in (("d", 86400), ("h", 3600), ("min", 60)):
+        whole, rest = divmod(rest, length)
+        if whole:
+            parts.append(f"{int(whole)} {unit}")
+    if rest or not parts:
+        parts.append(f"{rest:g} s")
+    return " ".join(parts)
+
+
 def size(n: int | None) -> str:
     if n is None:
         return "—"

@@ -671,6 +671,12 @@ class StatsStore(Protocol):
         own, in short chunks."""
         ...
 
+    async def running_task_ids(self, limit: int = 200) -> dict[str, list[str]]:
+        """The running tasks by the worker that holds them (worker id -> task ids, newest
+        first), at most `limit` tasks in all: the dashboard links each worker to its tasks.
+        A read of the running tasks only."""
+        ...
+
     async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:
         """Workers with last_seen >= now - within, most recent first (at most 50), each with
         the number of running tasks it holds."""

@@ -257,3 +257,16 @@ async def test_search_finds_command_arguments_and_error_text_in_a_bounded_window
         page, end = await store.search_task_ids("pg_dump", limit=10, scan=3, cursor=end)
         found += page
     assert found == [backup.id]
+
+
+async def test_running_task_ids_by_the_worker_that_holds_them(queue: Queue, clock):
+    assert await queue.store.running_task_ids() == {}
+    made = []
+    for i in range(5):
+        clock_step(queue)
+        made.append((await queue.enqueue(shell(f"w{i}")))[0].id)
+    first = [c.id for c in await queue.claim("worker-a", 2, lease=30)]
+    second = [c.id for c in await queue.claim("worker-b", 1, lease=30)]
+    held = await queue.store.running_task_ids()
+    assert held == {"worker-a": sorted(first, reverse=True), "worker-b": second}
+    assert sum(len(v) for v in (await queue.store.running_task_ids(limit=2)).values()) == 2

@@ -146,3 +146,10 @@ WHERE id < %(cursor)s AND id >= %(floor)s
   AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)
 ORDER BY id DESC
 LIMIT 1 OFFSET %(offset)s
+
+-- name: running_task_ids
+-- The running tasks and who holds them.
+SELECT id, worker_id FROM tasks
+WHERE status = 'running'
+ORDER BY id DESC
+LIMIT %(limit)s

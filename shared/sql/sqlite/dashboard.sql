@@ -179,3 +179,10 @@ WHERE id < :cursor AND id >= :floor
   AND (:schedule_id IS NULL OR schedule_id = :schedule_id)
 ORDER BY id DESC
 LIMIT 1 OFFSET :offset
+
+-- name: running_task_ids
+-- The running tasks and who holds them (the running rows only, by their partial index).
+SELECT id, worker_id FROM tasks INDEXED BY tasks_leases
+WHERE status = 'running'
+ORDER BY id DESC
+LIMIT :limit

@@ -1131,6 +1131,15 @@ class PostgresStore:
         return counts
 
     @_translated
+    async def running_task_ids(self, limit: int = 200) -> dict[str, list[str]]:
+        async with self._read() as conn:
+            rows = await self._rows(conn, D.running_task_ids, {"limit": limit})
+        held: dict[str, list[str]] = {}
+        for r in rows:
+            held.setdefault(r["worker_id"] or "", []).append(r["id"])
+        return held
+
+    @_translated
     async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:
         async with self._read() as conn:
             workers = await self._rows(conn, D.recent_workers, {"since": now - within})

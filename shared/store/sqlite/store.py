@@ -714,6 +714,12 @@ class SQLiteStore:
         return WaitingTask(id=row["id"], type=row["type"], priority=row["priority"],
                            run_at=row["run_at"], created_at=row["created_at"])
 
+    async def running_task_ids(self, limit: int = 200) -> dict[str, list[str]]:
+        held: dict[str, list[str]] = {}
+        for r in await self.db.fetch_all(D.running_task_ids, {"limit": limit}):
+            held.setdefault(r["worker_id"] or "", []).append(r["id"])
+        return held
+
     async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:
         running = {r["worker_id"]: r["n"] for r in await self.db.fetch_all(D.running_by_worker)}
         rows = await self.db.fetch_all(D.recent_workers, {"since": now - within})

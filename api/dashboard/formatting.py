@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import zoneinfo
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,6 +66,19 @@ def when(value: datetime | float | None, now: float) -> Markup:
     return Markup('<time datetime="{}" title="{}">{}</time>').format(
         iso(value), exact(value), ago(value, now)
     )
+
+
+def in_zone(value: datetime | float | None, zone: str) -> str:
+    """A time as the clock on the wall of that timezone shows it: "Mon 09:00 CET"."""
+    ts = _ts(value)
+    if ts is None:
+        return ""
+    try:
+        tz = zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        tz = UTC
+    local = datetime.fromtimestamp(ts, tz)
+    return f"{local:%a %Y-%m-%d %H:%M} {local.tzname()}"
 
 
 def took(start: datetime | float | None, end: datetime | float | None, now: float) -> str:
@@ -184,6 +198,6 @@ def badge(status: str) -> Markup:
 FILTERS = {
     "exact": exact, "iso": iso, "span": span, "size": size, "pretty": pretty, "badge": badge,
     "summary": summary, "thousands": thousands, "error_tail": error_tail,
-    "short_error": short_error, "cron_words": cron_words,
+    "short_error": short_error, "cron_words": cron_words, "in_zone": in_zone,
 }
 GLOBALS = {"when": when, "ago": ago, "took": took}

@@ -321,3 +321,29 @@ def test_a_hand_edited_address_gets_a_readable_page(page):
         expect(page.locator("p.notice")).to_contain_text(field)
         page.get_by_role("link", name="Open the page with its usual settings").click()
         expect(page.locator("h1")).not_to_have_text(re.compile("cannot use"))
+
+
+# -- axe at phone width on the pages changed here (the desktop run is test_dashboard_a11y) --
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_changed_pages_have_no_axe_violations_at_phone_width(browser, live, history, scheme):
+    from tests.browser.test_dashboard_a11y import _report, _violations
+
+    context, page = _context_page(browser, live, PHONE, color_scheme=scheme, has_touch=True)
+    found = {}
+    try:
+        for name, url in {
+            "overview": "/dashboard?hours=1", "search": "/dashboard/tasks?q=echo&created=24h",
+            "schedules": "/dashboard/schedules", "system": "/dashboard/system",
+            "bad address": "/dashboard?hours=9",
+        }.items():
+            page.goto(url)
+            expect(page.locator("h1")).to_be_visible()
+            found[name] = _violations(page)
+        page.goto("/dashboard?hours=1")
+        page.locator("svg.chart").tap()
+        expect(page.locator("#chart-readout")).to_contain_text("succeeded")
+        found["overview, a bar's numbers"] = _violations(page)
+    finally:
+        context.close()
+    assert not any(found.values()), _report(found)

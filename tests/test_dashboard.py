@@ -312,6 +312,19 @@ def test_bulk_with_nothing_ticked_says_so_and_changes_nothing(web):
     assert web.get(f"/api/tasks/{task['id']}").status_code == 200
 
 
+def test_bulk_on_every_matching_task_under_a_search_is_refused_and_changes_nothing(web):
+    # The page offers no such scope under a search or a time range (no count for it); a
+    # hand-made request must not act on the wider filter the store's bulk ids know.
+    task = _task(web)
+    for extra in ({"q": "echo"}, {"created": "24h"}):
+        r = web.post("/dashboard/tasks/bulk", headers=_csrf(web), data={
+            "action": "delete", "scope": "matching", **extra})
+        assert r.status_code == 200, r.text
+        assert "tick the tasks to act on" in r.text
+        assert "data-bulk-running" not in r.text
+    assert web.get(f"/api/tasks/{task['id']}").status_code == 200
+
+
 def test_bulk_action_on_every_task_matching_the_filter(tmp_path: Path):
     with inproc.serving(tmp_path / "bulk.db", env=ENV) as web:
         failing = [_task(web, payload={"command": "false"}, max_attempts=1) for _ in range(3)]

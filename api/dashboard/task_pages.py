@@ -176,6 +176,11 @@ class TaskPages(Controller):
         )
         if action not in BULK_ACTIONS:
             return render("_bulk_status.html", job=None, message=f"Unknown action {action!r}.")
+        if form.get("scope") == "matching" and (_text(form.get("q")) or _text(form.get("created"))):
+            # The page offers no "every matching task" under a search or a time range (there is
+            # no count for them); a hand-made request must not act on the wider filter instead.
+            return render("_bulk_status.html", job=None, message="Under a search or a time "
+                          "range, tick the tasks to act on.")
         if form.get("scope") == "matching":
             ids = await _matching_ids(
                 queue, _text(form.get("status")), _text(form.get("type")),

@@ -1,7 +1,8 @@
 """What the dashboard asks of the store beyond the queue's own reads (issue 12), on every
 backend: counts under every filter with the queued tasks split into ready / scheduled /
 retrying, the pages of those derived views, "longest waiting" past a delayed backlog, the
-attempts' own time, and "run now" for a waiting task."""
+attempts' own time, "run now" for a waiting task, the bounded text search, and the running
+tasks by worker."""
 
 from __future__ import annotations
 

@@ -93,13 +93,13 @@ def test_search_finds_tasks_by_command_arguments_and_error_text(page, api, live_
     assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.taskId)")) == sorted(failed)
     # A filter changed beside a search keeps the search.
     page.locator("#f-status").select_option("succeeded")
-    expect(page.locator("p.empty")).to_contain_text(f"refused to db-{word}")
+    expect(page.locator(".notice.warn")).to_contain_text(f"refused to db-{word}")
     assert "q=refused" in page.url
     page.locator("#f-status").select_option("failed")
     expect(rows).to_have_count(2)
 
     page.goto(f"/dashboard/tasks?q=nothing-{word}")
-    expect(page.locator("p.empty")).to_contain_text(
+    expect(page.locator(".notice.warn")).to_contain_text(
         f"No task has the id or idempotency key nothing-{word}, nor that text")
 
 

@@ -27,11 +27,12 @@ def _clock(ts: float) -> str:
 
 
 def nice_top(peak: int) -> int:
-    """The y axis's top: the smallest of 2, 4, 6, 8, 10 times 10^k at or above the peak (even, so
-    the middle line is a whole number too)."""
+    """The y axis's top: the smallest round number at or above the peak whose half is a whole
+    number too (the middle line's label): 2, 4, 6, 8, 10, then 20, 30, 40, 50, 60, 80, 100..."""
     scale = 1
     while True:
-        for step in (2, 4, 6, 8, 10):
+        steps = (2, 4, 6, 8, 10) if scale == 1 else (2, 3, 4, 5, 6, 8, 10)
+        for step in steps:
             if step * scale >= peak:
                 return step * scale
         scale *= 10

@@ -300,10 +300,15 @@ def test_system_settings_have_units_variables_meanings_and_wrap(browser, live, v
             env: r.querySelector('.env').innerText.trim(),
             meaning: r.querySelector('.meaning').innerText.trim(),
             shown: [...r.querySelectorAll('.env, .meaning')].every(e => e.offsetParent !== null),
+            // line boxes of the variable's name: 1 when it is not broken mid-word
+            env_lines: r.querySelector('.env code') ?
+              r.querySelector('.env code').getClientRects().length : 1,
         }))""")
         by_name = {s["name"]: s for s in settings}
         for s in settings:
             assert s["shown"] and s["meaning"], s
+            if viewport == DESKTOP:
+                assert s["env_lines"] == 1, s
             assert s["env"] == f"LOCALFLOW_{s['name'].upper()}" or "fixed" in s["env"], s
         for name in ("poll", "lease", "grace", "retain_succeeded", "retry_base",
                      "default_timeout", "schedule_interval"):

@@ -19,6 +19,14 @@ def new_id(now: float | None = None) -> str:
     return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
+def id_at(now: float) -> str:
+    """The smallest id made at this time: ids >= id_at(t) were made at t or later, ids below
+    it before t, so a time range of tasks is a range of ids (keyset paging needs no index)."""
+    ms = max(int(now * 1000), 0)
+    value = ms << 80
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
+
+
 # os.urandom is a system call, and on a busy event loop each one is a chance to lose the GIL to
 # the database thread: read the kernel's randomness in blocks and hand it out in slices. The
 # block is per thread (no lock) and dropped in a forked child, which must never repeat its

@@ -243,6 +243,12 @@ FIELDS: tuple[Field, ...] = (
 )
 
 _BOOL_FIELDS = {"debug", "insecure", "access_log"}
+# Settings given as a duration (seconds once parsed) and as a number of bytes: the dashboard
+# shows them with their unit.
+DURATION_FIELDS = frozenset(
+    f.name for f in FIELDS if f.parse in (parse_duration, _retention, _positive_duration)
+)
+BYTE_FIELDS = frozenset({"http_max_response_bytes"})
 
 
 def settings_from(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:

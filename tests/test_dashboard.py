@@ -314,6 +314,19 @@ def test_bulk_with_nothing_ticked_says_so_and_changes_nothing(web):
     assert web.get(f"/api/tasks/{task['id']}").status_code == 200
 
 
+def test_bulk_on_every_matching_task_under_a_search_is_refused_and_changes_nothing(web):
+    # The page offers no such scope under a search or a time range (no count for it); a
+    # hand-made request must not act on the wider filter the store's bulk ids know.
+    task = _task(web)
+    for extra in ({"q": "echo"}, {"created": "24h"}):
+        r = web.post("/dashboard/tasks/bulk", headers=_csrf(web), data={
+            "action": "delete", "scope": "matching", **extra})
+        assert r.status_code == 200, r.text
+        assert "tick the tasks to act on" in r.text
+        assert "data-bulk-running" not in r.text
+    assert web.get(f"/api/tasks/{task['id']}").status_code == 200
+
+
 def test_bulk_action_on_every_task_matching_the_filter(tmp_path: Path):
     with inproc.serving(tmp_path / "bulk.db", env=ENV) as web:
         failing = [_task(web, payload={"command": "false"}, max_attempts=1) for _ in range(3)]
@@ -644,3 +657,17 @@ def test_schedule_list_says_when_in_words_with_its_timezone_and_what_it_runs(web
     assert "Every 5 minutes" in page
     assert "UTC" in page  # the timezone always shown, UTC included
     assert "echo" in page  # what it runs
+
+
+def test_the_chart_scale_is_round_with_a_whole_middle_and_a_lone_bar_shows():
+    from api.dashboard.chart import HEIGHT, MIN_BAR_HEIGHT, nice_top, throughput_svg
+    from shared.store.base import Bucket, Throughput
+
+    assert [nice_top(p) for p in (0, 1, 3, 9, 11, 21, 45, 81, 250, 1001)] == [
+        2, 2, 4, 10, 20, 30, 50, 100, 300, 2000]
+    data = Throughput(buckets=[Bucket(0, 400, 0), Bucket(60, 0, 0), Bucket(120, 0, 1)],
+                      bucket_seconds=60)
+    svg = str(throughput_svg(data))
+    assert '<div class="chart-y" aria-hidden="true"><span>400</span><span>200</span>' in svg
+    heights = [float(h) for h in re.findall(r'height="([\d.]+)"', svg)]
+    assert heights == [HEIGHT, MIN_BAR_HEIGHT]  # the lone failure is drawn 3 units tall

@@ -10,11 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from litestar import Router
+from litestar import Request, Router
+from litestar.exceptions import ValidationException
+from litestar.response import Response
 from litestar.template.config import TemplateConfig
 
-from api import static_files
+from api import errors, static_files
 from api.dashboard import formatting, security
+from api.dashboard.common import is_htmx, render
 from api.dashboard.pages import LoginController, OverviewController
 from api.dashboard.queue_pages import QueuePages
 from api.dashboard.schedule_pages import SchedulePages
@@ -44,6 +47,17 @@ def template_config() -> TemplateConfig:
     return TemplateConfig(instance=LazyJinja(HERE / "templates", _configure))
 
 
+def _bad_address(request: Request, exc: ValidationException) -> Response:
+    """A hand-edited address (?hours=9, ?limit=abc) gets a page that says what is wrong, not
+    the API's problem+json; htmx's own requests keep the JSON (dashboard.js shows its detail)."""
+    answer = errors.EXCEPTION_HANDLERS[ValidationException](request, exc)
+    if is_htmx(request) or request.method != "GET":
+        return answer
+    detail = answer.content.get("detail", "") if isinstance(answer.content, dict) else ""
+    return render("bad_address.html", title="Not a valid address", status_code=400,
+                  detail=detail.removeprefix("invalid request: "), path=request.url.path)
+
+
 def dashboard_router(settings: Settings) -> Router:
     """Every page and fragment, behind the login check and CSRF protection."""
     return Router(
@@ -52,6 +66,7 @@ def dashboard_router(settings: Settings) -> Router:
                         LoginController],
         middleware=[security.csrf_middleware(settings)],
         before_request=security.require_login,
+        exception_handlers={ValidationException: _bad_address},
         include_in_schema=False,
     )
 

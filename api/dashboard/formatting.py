@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import zoneinfo
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,6 +68,19 @@ def when(value: datetime | float | None, now: float) -> Markup:
     )
 
 
+def in_zone(value: datetime | float | None, zone: str) -> str:
+    """A time as the clock on the wall of that timezone shows it: "Mon 09:00 CET"."""
+    ts = _ts(value)
+    if ts is None:
+        return ""
+    try:
+        tz = zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        tz = UTC
+    local = datetime.fromtimestamp(ts, tz)
+    return f"{local:%a %Y-%m-%d %H:%M} {local.tzname()}"
+
+
 def took(start: datetime | float | None, end: datetime | float | None, now: float) -> str:
     """Duration from start to end (or to now, while it is still going)."""
     s = _ts(start)
@@ -74,6 +88,20 @@ def took(start: datetime | float | None, end: datetime | float | None, now: floa
         return "—"
     e = _ts(end)
     return span((now if e is None else e) - s) + ("" if e is not None else " so far")
+
+
+def exact_span(seconds: float) -> str:
+    """A setting's length of time, exactly and with units: 500 ms, 30 s, 1 h 30 min, 7 d."""
+    if seconds < 1:
+        return f"{seconds * 1000:g} ms"
+    parts, rest = [], seconds
+    for unit, length in (("d", 86400), ("h", 3600), ("min", 60)):
+        whole, rest = divmod(rest, length)
+        if whole:
+            parts.append(f"{int(whole)} {unit}")
+    if rest or not parts:
+        parts.append(f"{rest:g} s")
+    return " ".join(parts)
 
 
 def size(n: int | None) -> str:
@@ -170,6 +198,6 @@ def badge(status: str) -> Markup:
 FILTERS = {
     "exact": exact, "iso": iso, "span": span, "size": size, "pretty": pretty, "badge": badge,
     "summary": summary, "thousands": thousands, "error_tail": error_tail,
-    "short_error": short_error, "cron_words": cron_words,
+    "short_error": short_error, "cron_words": cron_words, "in_zone": in_zone,
 }
 GLOBALS = {"when": when, "ago": ago, "took": took}

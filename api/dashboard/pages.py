@@ -16,11 +16,11 @@ from api.auth import client_address, throttle_of, token_matches
 from api.dashboard import security
 from api.dashboard.chart import throughput_svg
 from api.dashboard.common import go, is_htmx, render, settings_of
-from api.dashboard.formatting import span
+from api.dashboard.formatting import exact_span, size, span
 from api.dashboard.snapshots import snapshots
 from api.deps import QueueDep
 from shared.schemas import QUEUED_VIEWS, STATUSES
-from shared.settings import FIELDS, Field, Settings
+from shared.settings import BYTE_FIELDS, DURATION_FIELDS, FIELDS, Field, Settings
 from shared.store import redact
 from shared.tokens import refuse
 
@@ -30,6 +30,18 @@ RETENTION_SETTINGS = ("retain_succeeded", "retain_failed", "retain_cancelled", "
 PRUNED_SAMPLE = "localflow_tasks_pruned_total"
 WORKERS_WITHIN = 300.0
 _SECRET_WORDS = ("token", "secret", "password", "key")
+# Settings with no flag or variable (fixed in this version): what each one means, so every
+# row of the System page says it. Those with a variable take their meaning from FIELDS.
+_BUILT_IN = {
+    "retry_base": "backoff before the first retry; it doubles with each attempt after that",
+    "retry_max": "longest backoff between two attempts",
+    "default_timeout": "an attempt's time limit when the task sets none",
+    "default_max_attempts": "attempts a task gets when it sets none",
+    "max_payload_bytes": "largest task payload the API accepts",
+    "output_limit": "bytes kept of each output stream (stdout, stderr) or response body",
+}
+_BUILT_IN_DURATIONS = frozenset({"retry_base", "retry_max", "default_timeout"})
+_BUILT_IN_BYTES = frozenset({"max_payload_bytes", "output_limit"})
 
 
 def version() -> str:
@@ -71,6 +83,7 @@ class OverviewController(Controller):
             "chart": throughput_svg(data) if data else None,
             "oldest": await queue.store.oldest_runnable(now),
             "workers": await queue.store.recent_workers(now, WORKERS_WITHIN),
+            "held": await queue.store.running_task_ids(),
             "workers_within": WORKERS_WITHIN,
         }
         if is_htmx(request):
@@ -87,12 +100,20 @@ class OverviewController(Controller):
                 shown = "set (hidden)" if value else "not set"
             elif name == "db":
                 shown = redact(value)  # a PostgreSQL URL may carry a password
+            elif (name in DURATION_FIELDS or name in _BUILT_IN_DURATIONS) and isinstance(
+                value, int | float
+            ):
+                # Retention's 0 means "keep for ever" (shared/settings.py _retention).
+                forever = name.startswith("retain_") and not value
+                shown = "forever (never pruned)" if forever else exact_span(float(value))
+            elif (name in BYTE_FIELDS or name in _BUILT_IN_BYTES) and isinstance(value, int):
+                shown = f"{size(value)} ({value:,} bytes)"
             else:
                 shown = _shown(value)
             field = known.get(name)
             config.append({
-                "name": name, "value": shown, "env": field.env if field else "",
-                "help": field.help if field else "",
+                "name": name, "value": shown, "env": field.env if field else None,
+                "help": field.help if field else _BUILT_IN.get(name, ""),
             })
         storage = await queue.store.storage()
         return render(

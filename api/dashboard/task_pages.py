@@ -16,11 +16,11 @@ from api.dashboard.forms import HTTP_METHODS, FormInvalid, SubmitForm, check_pay
 from api.dashboard.snapshots import queue_names, snapshots
 from api.deps import QueueDep
 from api.errors import status_of
-from shared.ids import is_valid_id
+from shared.ids import id_at, is_valid_id
 from shared.queue import NotFound, Queue, QueueError
 from shared.queue_schemas import QUEUE_NAME_RULE, is_queue_name
 from shared.schedules import Schedules
-from shared.schemas import QUEUED_VIEWS, STATUSES, TERMINAL, Task, TaskPage
+from shared.schemas import PAYLOAD_TYPES, QUEUED_VIEWS, STATUSES, TERMINAL, Task, TaskPage
 
 PAGE_SIZES = (25, 50, 100, 200)
 BULK_ACTIONS = bulk_jobs.ACTIONS
@@ -29,6 +29,12 @@ LIST_STATUSES = (*STATUSES, *QUEUED_VIEWS)
 CHIPS = (None, "queued", *QUEUED_VIEWS, "running", "succeeded", "failed", "cancelled")
 BULK_MAX = 500  # ticked tasks in one request
 BULK_MATCHING_MAX = 5000  # tasks one "every task matching the filter" action may touch
+# "Created within": the time-range filter, as a choice of windows back from now.
+CREATED_WITHIN = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+CREATED_LABELS = {"1h": "the last hour", "24h": "the last 24 hours", "7d": "the last 7 days",
+                  "30d": "the last 30 days"}
+SEARCH_SCAN = 2000  # tasks one page of a text search looks at (see Store.search_task_ids)
+BACK_KEPT = 20  # earlier pages a "← Newer" link can go back through (26 characters each)
 
 
 def _query(**params: str | int | None) -> str:
@@ -47,7 +53,9 @@ class TaskPages(Controller):
         schedule: Annotated[str | None, Parameter(max_length=64)] = None,
         queue_name: Annotated[str | None, QueryParameter(name="queue", max_length=200)] = None,
         q: Annotated[str | None, Parameter(max_length=255)] = None,
+        created: Annotated[str | None, Parameter(max_length=8)] = None,
         cursor: Annotated[str | None, Parameter(max_length=26)] = None,
+        back: Annotated[str | None, Parameter(max_length=27 * BACK_KEPT)] = None,
         limit: FromQuery[int] = 50,
         notice: Annotated[str | None, Parameter(max_length=300)] = None,
     ) -> Response:
@@ -58,6 +66,7 @@ class TaskPages(Controller):
             limit = clamped
         status = status if status in LIST_STATUSES else None
         task_type = (task_type or "").strip() or None
+        created = created if created in CREATED_WITHIN else None
         q = (q or "").strip() or None
         if q and not cursor:
             found = await _find(queue, q)
@@ -70,7 +79,11 @@ class TaskPages(Controller):
                      "every queue."
             queue_name = None
         now = queue.clock.now()
-        if status in QUEUED_VIEWS:
+        floor = id_at(now - CREATED_WITHIN[created]) if created else None
+        if q:
+            page = await _search_page(queue, q, status, now, task_type, schedule, cursor,
+                                      floor, limit, queue_name)
+        elif status in QUEUED_VIEWS:
             page = await _view_page(queue, status, now, task_type, schedule, cursor, limit,
                                     queue_name)
         elif schedule:
@@ -79,26 +92,46 @@ class TaskPages(Controller):
         else:
             page = await queue.list(status=status, type=task_type, cursor=cursor, limit=limit,
                                     queue=queue_name)
+        if floor and not q:
+            page = _above(page, floor)
         filters = {"status": status, "type": task_type, "schedule": schedule,
-                   "queue": queue_name, "limit": limit if limit != 50 else None}
+                   "queue": queue_name, "q": q, "created": created,
+                   "limit": limit if limit != 50 else None}
+        # The counts are kept per (type, schedule, queue) and redone in the background; a text
+        # search or a time window would need a count of its own per keystroke, so none is shown.
+        narrowed = bool(q or created)
         counts = await snapshots(request).counts(queue, task_type, schedule, queue_name)
         known = all(counts[s] is not None for s in STATUSES)
         counts["all"] = sum(counts[s] or 0 for s in STATUSES) if known else None
+        trail = [c for c in (back or "").split(",") if c][-BACK_KEPT:] if cursor else []
+        newer = trail[:-1], (trail[-1] if trail else None)
         context = {
             "now": now, "page": page, "status": status, "task_type": task_type,
-            "q": q, "cursor": cursor, "limit": limit, "statuses": STATUSES,
-            "views": QUEUED_VIEWS,
+            "q": q, "created": created, "created_labels": CREATED_LABELS,
+            "cursor": cursor, "limit": limit, "statuses": STATUSES,
+            "views": QUEUED_VIEWS, "known_types": list(PAYLOAD_TYPES),
             "schedule": schedule, "schedules": await Schedules(queue).list(),
             "queue_name": queue_name,
-            "page_sizes": PAGE_SIZES, "not_found": q, "notice": notice,
-            "self_query": _query(**filters, cursor=cursor),
+            "page_sizes": PAGE_SIZES, "not_found": None, "notice": notice,
+            "self_query": _query(**filters, cursor=cursor, back=back),
             "filter_query": _query(**filters),
-            "next_query": _query(**filters, cursor=page.next_cursor) if page.next_cursor else None,
-            "counts": counts, "matching": counts.get(status or "all"),
+            "next_query": _query(
+                **filters, cursor=page.next_cursor,
+                back=",".join([*trail, cursor or "-"][-BACK_KEPT:]),
+            ) if page.next_cursor else None,
+            # "← Newer": the page before this one ("-" stands for the first page).
+            "prev_query": _query(
+                **filters, cursor=newer[1] if newer[1] != "-" else None,
+                back=",".join(newer[0]) or None,
+            ) if cursor and trail else None,
+            "counts": None if narrowed else counts,
+            "matching": None if narrowed else counts.get(status or "all"),
+            "narrowed": narrowed, "search_scan": SEARCH_SCAN,
             "worked": await queue.store.attempt_seconds([t.id for t in page.items], now),
             "bulk_max": BULK_MATCHING_MAX,
             "status_links": [
                 (s, _query(status=s, type=task_type, schedule=schedule, queue=queue_name,
+                           q=q, created=created,
                            limit=filters["limit"]))
                 for s in CHIPS
             ],
@@ -153,10 +186,16 @@ class TaskPages(Controller):
         action = str(form.get("action", ""))
         back = "/dashboard/tasks?" + _query(
             status=form.get("status"), type=form.get("type"), schedule=form.get("schedule"),
-            queue=form.get("queue"), cursor=form.get("cursor"), limit=form.get("limit"),
+            queue=form.get("queue"), q=form.get("q"), created=form.get("created"),
+            cursor=form.get("cursor"), limit=form.get("limit"),
         )
         if action not in BULK_ACTIONS:
             return render("_bulk_status.html", job=None, message=f"Unknown action {action!r}.")
+        if form.get("scope") == "matching" and (_text(form.get("q")) or _text(form.get("created"))):
+            # The page offers no "every matching task" under a search or a time range (there is
+            # no count for them); a hand-made request must not act on the wider filter instead.
+            return render("_bulk_status.html", job=None, message="Under a search or a time "
+                          "range, tick the tasks to act on.")
         if form.get("scope") == "matching":
             ids = await _matching_ids(
                 queue, _text(form.get("status")), _text(form.get("type")),
@@ -273,6 +312,46 @@ async def _view_page(
     )
     items = [t for t in [await _get(queue, i) for i in ids] if t is not None]
     return TaskPage(items=items, next_cursor=next_cursor)
+
+
+async def _search_page(
+    queue: Queue, q: str, status: str | None, now: float, task_type: str | None,
+    schedule_id: str | None, cursor: str | None, floor: str | None, limit: int,
+    queue_name: str | None = None,
+) -> TaskPage:
+    """Tasks whose command, arguments or error text hold q, newest first. Each page looks at
+    a window of SEARCH_SCAN tasks (the store's search_task_ids), so a search costs a bounded
+    read however big the table; a page may be short, with "Look further" to go on."""
+    stored = "queued" if status in QUEUED_VIEWS else status
+    ids, next_cursor = await queue.store.search_task_ids(
+        _needle(q), status=stored, type=task_type, schedule_id=schedule_id, cursor=cursor,
+        floor=floor, limit=limit, scan=SEARCH_SCAN, queue=queue_name,
+    )
+    items = [t for t in [await _get(queue, i) for i in ids] if t is not None]
+    if status in QUEUED_VIEWS:
+        items = [t for t in items if _view_of(t, now) == status]
+    return TaskPage(items=items, next_cursor=next_cursor)
+
+
+def _needle(q: str) -> str:
+    # Both backends compare lower-cased text; SQLite's lower() knows only ASCII letters, so
+    # only those are lowered here (a non-ASCII letter then matches in the case typed).
+    return "".join(c.lower() if c.isascii() else c for c in q)
+
+
+def _view_of(task: Task, now: float) -> str:
+    if task.run_at.timestamp() <= now:
+        return "ready"
+    return "retrying" if task.attempts > 0 else "scheduled"
+
+
+def _above(page: TaskPage, floor: str) -> TaskPage:
+    """A page cut at the time window's start: ids are ULIDs, so older tasks have smaller ids
+    and, newest first, everything after the first one below the floor is older still."""
+    items = [t for t in page.items if t.id >= floor]
+    if len(items) < len(page.items) or (page.next_cursor and page.next_cursor < floor):
+        return TaskPage(items=items, next_cursor=None)
+    return page
 
 
 async def _find(queue: Queue, q: str) -> str | None:

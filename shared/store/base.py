@@ -542,6 +542,23 @@ class TaskStore(Protocol):
         left below it. A call may return fewer than `limit` ids (even none) with a cursor."""
         ...
 
+    async def search_task_ids(
+        self, needle: str, *, status: Status | None = None, type: str | None = None,
+        schedule_id: str | None = None, cursor: str | None = None, floor: str | None = None,
+        limit: int = 50, scan: int = 2000, queue: str | None = None,
+    ) -> tuple[list[str], str | None]:
+        """Ids of tasks whose payload (a shell task's command and arguments, an http task's
+        URL...), last error or result (stderr, an error body) contains `needle`, newest
+        first, only ids < cursor and >= floor when given, narrowed by status, type, schedule
+        and queue. `needle` is matched without regard to ASCII case (the caller lowers it).
+
+        A substring search has no index to use, so it looks at no more than the `scan` newest
+        tasks (under the filters) below the cursor: one page costs a bounded read however big
+        the table. Returns up to `limit` ids and the cursor to go on from, as queued_view_ids
+        does: the last id returned when `limit` were found, else the end of the window, or
+        None when no task is left below it (or above the floor)."""
+        ...
+
     async def run_waiting_now(self, task_id: str, now: float) -> bool:
         """A queued task that is not due yet (delayed, or in its backoff before a retry):
         run_at = now, so the next claim may take it. Fenced on (status queued, run_at > now):
@@ -660,6 +677,12 @@ class StatsStore(Protocol):
         scheduled + retrying == queued). Costs what the matching tasks hold, so it must
         never hold up the reads and writes of pages and the API: SQLite counts on a
         read-only connection of its own, in short chunks."""
+        ...
+
+    async def running_task_ids(self, limit: int = 200) -> dict[str, list[str]]:
+        """The running tasks by the worker that holds them (worker id -> task ids, newest
+        first), at most `limit` tasks in all: the dashboard links each worker to its tasks.
+        A read of the running tasks only."""
         ...
 
     async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:

@@ -49,7 +49,10 @@ def seed(api: httpx.Client, db: Path) -> dict[str, str]:
         "task_type": "shell", "payload": {"command": "echo", "args": ["report"]},
     }).json()["id"]
     procs.wait_for_status(api, failed, {"failed"}, timeout=60)
-    return {"failed": failed, "schedule": schedule}
+    running = api.post("/api/tasks", json={"type": "shell", "payload": {
+        "command": "sleep", "args": ["120"]}}).json()["id"]  # the workers table links it
+    procs.wait_for_status(api, running, {"running"}, timeout=60)
+    return {"failed": failed, "schedule": schedule, "running": running}
 
 
 def main() -> None:
@@ -73,6 +76,10 @@ def main() -> None:
                 page.screenshot(path=str(IMG / "dashboard-task.png"), full_page=True)
                 page.goto("/dashboard/tasks?status=failed")
                 page.screenshot(path=str(IMG / "dashboard-tasks.png"), full_page=True)
+                page.goto("/dashboard/schedules")
+                page.screenshot(path=str(IMG / "dashboard-schedules.png"), full_page=True)
+                page.goto("/dashboard/system")
+                page.screenshot(path=str(IMG / "dashboard-system.png"), full_page=True)
                 page.goto("/dashboard/schedules/new")
                 page.get_by_label("Name", exact=True).fill("Nightly report")
                 page.get_by_label("Cron expression").fill("30 2 * * MON-FRI")
@@ -82,7 +89,13 @@ def main() -> None:
                 phone = browser.new_page(viewport=PHONE, base_url=proc.url)
                 phone.goto("/dashboard")
                 expect(phone.locator("svg.chart rect").first).to_be_visible(timeout=15_000)
+                phone.locator("svg.chart").click()  # a tap's numbers under the chart
+                expect(phone.locator("#chart-readout")).to_contain_text("succeeded")
                 phone.screenshot(path=str(IMG / "dashboard-overview-phone.png"), full_page=True)
+                phone.goto("/dashboard/tasks?q=echo")
+                phone.screenshot(path=str(IMG / "dashboard-tasks-phone.png"), full_page=True)
+                api_cancel = httpx.post(f"{proc.url}/api/tasks/{ids['running']}/cancel")
+                api_cancel.raise_for_status()
                 browser.close()
         finally:
             proc.stop()

@@ -72,6 +72,9 @@ def seeded(live, live_db):
         "schedule": f"/dashboard/schedules/{schedule['id']}",
         "system": "/dashboard/system", "not found": "/dashboard/tasks/nope",
         "empty list": "/dashboard/tasks?type=nothing-of-this-type",
+        "search": "/dashboard/tasks?q=refused", "time range": "/dashboard/tasks?created=24h",
+        "nothing found": "/dashboard/tasks?q=nothing-like-this",
+        "bad address": "/dashboard?hours=9",
     }
 
 
@@ -84,6 +87,11 @@ def test_every_page_has_no_axe_violations(browser, live, seeded, scheme):
         page.goto(url)
         expect(page.locator("h1")).to_be_visible()
         found[name] = _violations(page)
+    # The chart's numbers after a click on it.
+    page.goto("/dashboard")
+    page.locator("svg.chart").click()
+    expect(page.locator("#chart-readout")).to_contain_text("succeeded")
+    found["overview, a bar's numbers"] = _violations(page)
     # The forms with their errors showing, and the overview's chart drawn.
     page.goto("/dashboard/submit")
     page.get_by_role("button", name="Submit task").click()

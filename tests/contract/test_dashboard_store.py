@@ -1,7 +1,8 @@
 """What the dashboard asks of the store beyond the queue's own reads (issue 12), on every
 backend: counts under every filter with the queued tasks split into ready / scheduled /
 retrying, the pages of those derived views, "longest waiting" past a delayed backlog, the
-attempts' own time, and "run now" for a waiting task."""
+attempts' own time, "run now" for a waiting task, the bounded text search, and the running
+tasks by worker."""
 
 from __future__ import annotations
 
@@ -242,3 +243,77 @@ async def test_every_dashboard_read_narrows_by_queue(queue: Queue, clock):
 
     assert await queue.store.task_ids_of_schedule(schedule.id, queue="reports") == [fired.id]
     assert await queue.store.task_ids_of_schedule(schedule.id, queue="default") == []
+
+
+async def test_search_finds_command_arguments_and_error_text_in_a_bounded_window(
+    queue: Queue, clock
+):
+    """The dashboard's search: a substring of the command, an argument or the error (last
+    error or stderr in the result), any ASCII case, newest first, narrowed by status and
+    type, between a floor and a cursor, looking at a window of `scan` tasks per call."""
+    from shared.ids import id_at
+
+    clock_step(queue)
+    before = clock.now()  # the backup's creation time
+    backup = (await queue.enqueue(TaskCreate(
+        type="shell", payload={"command": "pg_dump", "args": ["--dbname", "Orders"]})))[0]
+    for i in range(5):
+        clock_step(queue)
+        await queue.enqueue(shell(f"noise{i}"))
+    clock_step(queue)
+    failing = (await queue.enqueue(shell("x", max_attempts=1)))[0]
+    clock_step(queue)
+    cause = (await queue.enqueue(shell("y", max_attempts=1)))[0]
+    for claimed in await queue.claim("w", 10, lease=30):
+        if claimed.id == failing.id:
+            assert await queue.fail(claimed, "ERROR: connection refused to db-1:5432") == "failed"
+        elif claimed.id == cause.id:
+            assert await queue.fail(claimed, "sh exited with status 3",
+                                    {"stderr": "Disk Quota exceeded on /srv\n"}) == "failed"
+        else:
+            await queue.complete(claimed, {"stdout": "ok"})
+    store = queue.store
+
+    async def search(needle: str, **kw) -> list[str]:
+        ids, _ = await store.search_task_ids(needle, **kw)
+        return ids
+
+    assert await search("pg_dump") == [backup.id]  # the command
+    assert await search("orders") == [backup.id]  # an argument, in another case
+    assert await search("connection refused") == [failing.id]  # the last error
+    assert await search("disk quota") == [cause.id]  # stderr in the result
+    assert await search("noise") == [t.id for t in (await queue.list(type="shell", limit=50))
+                                     .items if t.id not in (backup.id, failing.id, cause.id)]
+    assert await search("connection refused", status="succeeded") == []
+    assert await search("pg_dump", type="http") == []
+    assert await search("nothing like this") == []
+    # A floor at a time after the backup leaves it out; one before keeps it.
+    assert await search("pg_dump", floor=id_at(before + 0.001)) == []
+    assert await search("pg_dump", floor=id_at(before)) == [backup.id]
+
+    # Paging: two at a time, the cursor carries on; a window of 3 tasks finds only what is in
+    # it and hands back where to go on.
+    first, cursor = await store.search_task_ids("noise", limit=2)
+    assert len(first) == 2 and cursor == first[-1]
+    rest, _ = await store.search_task_ids("noise", limit=10, cursor=cursor)
+    assert len(rest) == 3 and not set(rest) & set(first)
+    window, end = await store.search_task_ids("pg_dump", limit=10, scan=3)
+    assert window == [] and end is not None  # the backup is older than the 3 newest tasks
+    found = []
+    while end is not None:
+        page, end = await store.search_task_ids("pg_dump", limit=10, scan=3, cursor=end)
+        found += page
+    assert found == [backup.id]
+
+
+async def test_running_task_ids_by_the_worker_that_holds_them(queue: Queue, clock):
+    assert await queue.store.running_task_ids() == {}
+    made = []
+    for i in range(5):
+        clock_step(queue)
+        made.append((await queue.enqueue(shell(f"w{i}")))[0].id)
+    first = [c.id for c in await queue.claim("worker-a", 2, lease=30)]
+    second = [c.id for c in await queue.claim("worker-b", 1, lease=30)]
+    held = await queue.store.running_task_ids()
+    assert held == {"worker-a": sorted(first, reverse=True), "worker-b": second}
+    assert sum(len(v) for v in (await queue.store.running_task_ids(limit=2)).values()) == 2

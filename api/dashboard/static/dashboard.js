@@ -67,6 +67,35 @@
     });
   }
 
+  // -- The throughput chart: a tap (or click) on it says that minute's numbers ------------
+  // Hover titles do nothing on a touch screen. The bars' numbers are in the SVG's
+  // data-buckets ([start, succeeded, failed] each); the readout line is the page's, not the
+  // server's (data-client-owned), so the 2-second refresh leaves it as the tap left it.
+  function two(n) { return (n < 10 ? "0" : "") + n; }
+
+  document.addEventListener("click", function (event) {
+    var svg = event.target.closest && event.target.closest("svg.chart[data-buckets]");
+    var out = document.getElementById("chart-readout");
+    if (!svg || !out) return;
+    var buckets = JSON.parse(svg.getAttribute("data-buckets"));
+    if (!buckets.length) return;
+    var box = svg.getBoundingClientRect();
+    var i = Math.floor((event.clientX - box.left) / box.width * buckets.length);
+    i = Math.max(0, Math.min(buckets.length - 1, i));
+    // A tap is a fingertip wide: take the busiest bar within a few of the one under it.
+    var reach = Math.max(1, Math.round(buckets.length / 60));
+    for (var j = Math.max(0, i - reach); j <= Math.min(buckets.length - 1, i + reach); j++) {
+      if (buckets[j][1] + buckets[j][2] > buckets[i][1] + buckets[i][2]) i = j;
+    }
+    var b = buckets[i];
+    var at = new Date(b[0] * 1000);
+    var minutes = Number(svg.getAttribute("data-bucket-seconds") || 60) / 60;
+    out.textContent = two(at.getUTCHours()) + ":" + two(at.getUTCMinutes()) + " UTC" +
+      (minutes > 1 ? " (" + minutes + " minutes)" : "") + ": " + number(b[1]) +
+      " succeeded, " + number(b[2]) + " failed";
+    out.setAttribute("data-i", String(i));
+  });
+
   // -- Bulk actions on the task list -----------------------------------------------------
   var VERBS = {retry: "Retry", cancel: "Cancel", "delete": "Delete"};
   var WARNINGS = {

@@ -122,3 +122,41 @@ SELECT task_id, sum(coalesce(finished_at, %(now)s) - started_at) AS seconds
 FROM task_attempts
 WHERE task_id = ANY(%(ids)s::text[])
 GROUP BY task_id
+
+-- name: search_ids
+-- Tasks whose payload, last error or result holds the needle (lower-cased), newest first from
+-- the cursor down to the floor, among a window of the %(scan)s newest tasks under the
+-- filters: a substring search reads at most a window of rows per page.
+SELECT id FROM (
+    SELECT id, payload, last_error, result FROM tasks
+    WHERE id < %(cursor)s AND id >= %(floor)s
+      AND (%(status)s::text IS NULL OR status = %(status)s::text)
+      AND (%(type)s::text IS NULL OR type = %(type)s::text)
+      AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+    ORDER BY id DESC
+    LIMIT %(scan)s
+) AS w
+WHERE strpos(lower(payload), %(needle)s) > 0
+   OR strpos(lower(coalesce(last_error, '')), %(needle)s) > 0
+   OR strpos(lower(coalesce(result, '')), %(needle)s) > 0
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: search_window_end
+-- The last id of that window, where the next one starts.
+SELECT id FROM tasks
+WHERE id < %(cursor)s AND id >= %(floor)s
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+ORDER BY id DESC
+LIMIT 1 OFFSET %(offset)s
+
+-- name: running_task_ids
+-- The running tasks and who holds them.
+SELECT id, worker_id FROM tasks
+WHERE status = 'running'
+ORDER BY id DESC
+LIMIT %(limit)s

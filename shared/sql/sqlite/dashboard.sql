@@ -167,3 +167,40 @@ SELECT task_id, sum(coalesce(finished_at, :now) - started_at) AS seconds
 FROM task_attempts INDEXED BY task_attempts_task
 WHERE task_id IN (SELECT value FROM json_each(:ids))
 GROUP BY task_id
+
+-- name: search_ids
+-- Tasks whose payload, last error or result holds :needle (lower-cased ASCII), newest first
+-- from :cursor down to :floor, among a window of the :scan newest tasks under the filters:
+-- a substring search reads at most a window of rows per page, never the whole table.
+SELECT id FROM (
+    SELECT id, payload, last_error, result FROM tasks
+    WHERE id < :cursor AND id >= :floor
+      AND (:status IS NULL OR status = :status)
+      AND (:type IS NULL OR type = :type)
+      AND (:schedule_id IS NULL OR schedule_id = :schedule_id)
+      AND (:queue IS NULL OR queue = :queue)
+    ORDER BY id DESC
+    LIMIT :scan
+)
+WHERE instr(lower(payload), :needle) > 0
+   OR instr(lower(coalesce(last_error, '')), :needle) > 0
+   OR instr(lower(coalesce(result, '')), :needle) > 0
+LIMIT :limit
+
+-- name: search_window_end
+-- The last id of that window, where the next one starts.
+SELECT id FROM tasks
+WHERE id < :cursor AND id >= :floor
+  AND (:status IS NULL OR status = :status)
+  AND (:type IS NULL OR type = :type)
+  AND (:schedule_id IS NULL OR schedule_id = :schedule_id)
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY id DESC
+LIMIT 1 OFFSET :offset
+
+-- name: running_task_ids
+-- The running tasks and who holds them (the running rows only, by their partial index).
+SELECT id, worker_id FROM tasks INDEXED BY tasks_leases
+WHERE status = 'running'
+ORDER BY id DESC
+LIMIT :limit

@@ -912,6 +912,22 @@ class PostgresStore:
         return ids, (end[0]["id"] if end else None)
 
     @_translated
+    async def search_task_ids(
+        self, needle: str, *, status: Status | None = None, type: str | None = None,
+        schedule_id: str | None = None, cursor: str | None = None, floor: str | None = None,
+        limit: int = 50, scan: int = 2000, queue: str | None = None,
+    ) -> tuple[list[str], str | None]:
+        params = {"needle": needle, "status": status, "type": type, "schedule_id": schedule_id,
+                  "cursor": cursor or _CURSOR_START, "floor": floor or "", "scan": scan,
+                  "limit": limit, "queue": queue}
+        async with self._read() as conn:
+            ids = [r["id"] for r in await self._rows(conn, D.search_ids, params)]
+            if len(ids) == limit:
+                return ids, ids[-1]
+            end = await self._rows(conn, D.search_window_end, {**params, "offset": scan - 1})
+        return ids, (end[0]["id"] if end else None)
+
+    @_translated
     async def run_waiting_now(self, task_id: str, now: float) -> bool:
         async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
             changed = await self._count(conn, D.run_waiting_now, {"id": task_id, "now": now})
@@ -1116,6 +1132,15 @@ class PostgresStore:
         for row in (*stored, *views):
             counts[row["key"]] = row["n"]
         return counts
+
+    @_translated
+    async def running_task_ids(self, limit: int = 200) -> dict[str, list[str]]:
+        async with self._read() as conn:
+            rows = await self._rows(conn, D.running_task_ids, {"limit": limit})
+        held: dict[str, list[str]] = {}
+        for r in rows:
+            held.setdefault(r["worker_id"] or "", []).append(r["id"])
+        return held
 
     @_translated
     async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:

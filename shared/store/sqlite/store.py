@@ -526,6 +526,20 @@ class SQLiteStore:
         end = await self.db.fetch_one(D.queued_window_end, {"cursor": start, "offset": scan - 1})
         return ids, (end["id"] if end else None)
 
+    async def search_task_ids(
+        self, needle: str, *, status: Status | None = None, type: str | None = None,
+        schedule_id: str | None = None, cursor: str | None = None, floor: str | None = None,
+        limit: int = 50, scan: int = 2000, queue: str | None = None,
+    ) -> tuple[list[str], str | None]:
+        params = {"needle": needle, "status": status, "type": type, "schedule_id": schedule_id,
+                  "cursor": cursor or _CURSOR_START, "floor": floor or "", "scan": scan,
+                  "limit": limit, "queue": queue}
+        ids = [r["id"] for r in await self.db.fetch_all(D.search_ids, params)]
+        if len(ids) == limit:
+            return ids, ids[-1]
+        end = await self.db.fetch_one(D.search_window_end, {**params, "offset": scan - 1})
+        return ids, (end["id"] if end else None)
+
     async def run_waiting_now(self, task_id: str, now: float) -> bool:
         changed = await self.db.write(
             lambda conn: conn.execute(D.run_waiting_now, {"id": task_id, "now": now}).rowcount
@@ -706,6 +720,12 @@ class SQLiteStore:
             return None
         return WaitingTask(id=row["id"], type=row["type"], priority=row["priority"],
                            run_at=row["run_at"], created_at=row["created_at"])
+
+    async def running_task_ids(self, limit: int = 200) -> dict[str, list[str]]:
+        held: dict[str, list[str]] = {}
+        for r in await self.db.fetch_all(D.running_task_ids, {"limit": limit}):
+            held.setdefault(r["worker_id"] or "", []).append(r["id"])
+        return held
 
     async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:
         running = {r["worker_id"]: r["n"] for r in await self.db.fetch_all(D.running_by_worker)}

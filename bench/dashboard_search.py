@@ -1,0 +1,82 @@
+"""What the task list's text search and time range cost with a million tasks.
+
+    uv run python bench/dashboard_search.py              # 1,000,000 tasks (SQLite)
+    uv run python bench/dashboard_search.py --tasks 100000
+
+Fills a fresh database as bench/dashboard_volume.py does (a tenth of the tasks by schedules,
+8 % failed), gives every failed task an error and 500 bytes of stderr, starts `localflow api`
+on it (no worker), and times the list under a search and a time range: median and max of 20
+requests after a first (cold) one. A search looks at a window of at most 2,000 tasks per page
+(Store.search_task_ids), so the worst case is a text nothing contains: a whole window read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from bench.dashboard_volume import fill, measure
+from tests import procs
+
+STDERR = ("step %d of the export\n" * 20) % tuple(range(20)) + "ERROR: connection refused\n"
+
+
+def add_errors(path: Path) -> int:
+    result = json.dumps({"exit_code": 3, "stdout": "", "stderr": STDERR[-500:]})
+    with sqlite3.connect(path) as conn:
+        return conn.execute(
+            "UPDATE tasks SET last_error = 'sh exited with status 3', result = ?"
+            " WHERE status = 'failed'", (result,),
+        ).rowcount
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "search.db"
+        started = time.perf_counter()
+        fill(db, args.tasks, time.time())
+        failed = add_errors(db)
+        print(f"filled {args.tasks:,} tasks ({failed:,} failed with stderr) in "
+              f"{time.perf_counter() - started:.1f}s; database "
+              f"{os.path.getsize(db) / 2**20:.0f} MiB")
+        proc = procs.start("api", db, env={"LOCALFLOW_METRICS_ADDR": "off"})
+        try:
+            with httpx.Client(base_url=proc.url, timeout=60) as client:
+                middle = client.get("/api/tasks", params={"limit": 500}).json()["next_cursor"]
+                cases = [
+                    ("plain list (for comparison)", "/dashboard/tasks"),
+                    ("search: matches every task", "/dashboard/tasks?q=hello"),
+                    ("search: matches nothing", "/dashboard/tasks?q=no-such-text"),
+                    ("search: nothing, deep cursor",
+                     f"/dashboard/tasks?q=no-such-text&cursor={middle}"),
+                    ("search: stderr of failed", "/dashboard/tasks?q=refused&status=failed"),
+                    ("search: nothing, failed", "/dashboard/tasks?q=no-such-text&status=failed"),
+                    ("search: nothing, last hour", "/dashboard/tasks?q=no-such-text&created=1h"),
+                    ("created in the last hour", "/dashboard/tasks?created=1h"),
+                    ("failed, last 24 hours", "/dashboard/tasks?status=failed&created=24h"),
+                ]
+                print(f"{'page':32} {'first ms':>9} {'median ms':>10} {'max ms':>8}")
+                for name, url in cases:
+                    first, *times = measure(client, url, {})
+                    print(f"{name:32} {first:9.1f} {statistics.median(times):10.1f} "
+                          f"{max(times):8.1f}")
+        finally:
+            proc.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -210,10 +210,13 @@ def _unreachable(url: str, exc: httpx.HTTPError) -> ClientError:
     return ClientError(None, f"cannot reach LocalFlow at {url}: {exc or type(exc).__name__}")
 
 
-def _headers(token: str | None) -> dict[str, str]:
+def _headers(token: str | None, agent: str | None = None) -> dict[str, str]:
     headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if agent:
+        # What the audit trail records as the channel (docs/audit.md): "cli" for `localflow`.
+        headers["LocalFlow-Client"] = agent
     return headers
 
 
@@ -228,12 +231,14 @@ def _env_url_token() -> tuple[str, str | None]:
 class Client:
     def __init__(
         self, url: str = DEFAULT_URL, token: str | None = None, *, timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.BaseTransport | None = None, agent: str | None = None,
     ) -> None:
+        """agent: sent as the LocalFlow-Client header (the `localflow` command: "cli")."""
         self.url = url.rstrip("/")
         self._timeout = timeout
         self._http = httpx.Client(
-            base_url=self.url, headers=_headers(token), timeout=timeout, transport=transport
+            base_url=self.url, headers=_headers(token, agent), timeout=timeout,
+            transport=transport,
         )
 
     @classmethod

@@ -203,7 +203,7 @@ def run(
     url = args.server or os.environ.get("LOCALFLOW_URL") or DEFAULT_URL
     token = os.environ.get("LOCALFLOW_API_TOKEN") or None
     try:
-        with Client(url, token, timeout=args.http_timeout) as client:
+        with Client(url, token, timeout=args.http_timeout, agent="cli") as client:
             return args.client_run(client, args)
     except UsageError as exc:
         print(f"localflow {args.command}: {exc}", file=sys.stderr)

@@ -77,6 +77,10 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
 INTERNAL = Actor(channel="internal", identity="process")
 _current: contextvars.ContextVar[Actor] = contextvars.ContextVar("localflow_actor",
                                                                   default=INTERNAL)
+# Inside a bulk action (summarised()), single actions record nothing: the bulk action writes
+# one entry with the count when it is done.
+_summarised: contextvars.ContextVar[bool] = contextvars.ContextVar("localflow_audit_bulk",
+                                                                   default=False)
 
 
 def current_actor() -> Actor:
@@ -91,6 +95,16 @@ def acting_as(actor: Actor) -> Iterator[None]:
         yield
     finally:
         _current.reset(reset)
+
+
+@contextlib.contextmanager
+def summarised() -> Iterator[None]:
+    """A bulk action's single steps go unrecorded; the caller records one entry for all."""
+    reset = _summarised.set(True)
+    try:
+        yield
+    finally:
+        _summarised.reset(reset)
 
 
 def fingerprint(kind: str, secret: str) -> str:
@@ -111,6 +125,17 @@ def entry(
         action=action, target_kind=target_kind, target_id=target_id, count=count,
         channel=who.channel, actor=who.identity, details=details or {},
     )
+
+
+def of(
+    action: AuditAction, target_kind: TargetKind, target_id: str, now: float, *,
+    details: dict[str, Any] | None = None,
+) -> list[AuditEntry]:
+    """What a single action hands its store to write: its entry, or none inside a bulk
+    action (summarised())."""
+    if _summarised.get():
+        return []
+    return [entry(action, target_kind, target_id, now, details=details)]
 
 
 def in_order(entries: list[AuditEntry]) -> list[AuditEntry]:

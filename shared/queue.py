@@ -233,7 +233,7 @@ class Queue:
         """queued -> cancelled now; running -> cancel requested (its worker stops it)."""
         now = self.clock.now()
         task = await self.store.cancel(
-            task_id, now, audit=[audit.entry("task.cancel", "task", task_id, now)]
+            task_id, now, audit=audit.of("task.cancel", "task", task_id, now)
         )
         if task is None:
             raise NotFound(f"no task with id {task_id!r}")
@@ -251,8 +251,8 @@ class Queue:
         to repeat; they can ask for more.
         """
         now = self.clock.now()
-        changed, task = await self.store.retry(task_id, attempts, now, audit=[audit.entry(
-            "task.retry", "task", task_id, now, details={"attempts": attempts})])
+        changed, task = await self.store.retry(task_id, attempts, now, audit=audit.of(
+            "task.retry", "task", task_id, now, details={"attempts": attempts}))
         if task is None:
             raise NotFound(f"no task with id {task_id!r}")
         if not changed:
@@ -265,7 +265,7 @@ class Queue:
     async def delete(self, task_id: str) -> None:
         """Forget a task and its attempts. Not while it runs: cancel it first."""
         outcome = await self.store.delete(
-            task_id, audit=[audit.entry("task.delete", "task", task_id, self.clock.now())]
+            task_id, audit=audit.of("task.delete", "task", task_id, self.clock.now())
         )
         if outcome is None:
             raise NotFound(f"no task with id {task_id!r}")

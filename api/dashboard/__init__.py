@@ -15,6 +15,7 @@ from litestar.template.config import TemplateConfig
 
 from api import static_files
 from api.dashboard import formatting, security
+from api.dashboard.audit_pages import AuditPages
 from api.dashboard.pages import LoginController, OverviewController
 from api.dashboard.schedule_pages import SchedulePages
 from api.dashboard.task_pages import TaskPages
@@ -44,7 +45,8 @@ def dashboard_router(settings: Settings) -> Router:
     """Every page and fragment, behind the login check and CSRF protection."""
     return Router(
         path="/",
-        route_handlers=[OverviewController, TaskPages, SchedulePages, LoginController],
+        route_handlers=[OverviewController, TaskPages, SchedulePages, AuditPages,
+                        LoginController],
         middleware=[security.csrf_middleware(settings)],
         before_request=security.require_login,
         include_in_schema=False,

@@ -14,6 +14,7 @@ NAV = (
     ("tasks", "Tasks", "/dashboard/tasks"),
     ("submit", "Submit", "/dashboard/submit"),
     ("schedules", "Schedules", "/dashboard/schedules"),
+    ("audit", "Audit", "/dashboard/audit"),
     ("system", "System", "/dashboard/system"),
 )
 

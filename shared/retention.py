@@ -40,6 +40,7 @@ class Pruner:
     pruned: dict[str, int] = field(default_factory=dict)  # since start, by status (/metrics)
     passes: int = 0
     database_bytes: int | None = None  # as of this process's last pass (/metrics)
+    audit_pruned: int = 0  # audit trail entries, since start (--retain-audit, /metrics)
 
     def retention(self) -> dict[Status, float]:
         """Seconds to keep each finished status; 0 keeps for ever."""
@@ -49,7 +50,7 @@ class Pruner:
 
     async def prune_once(self) -> int:
         """One pass, if this process holds the lease; returns the tasks deleted (audit
-        entries pruned are counted in `pruned["audit"]`)."""
+        entries pruned are counted in `audit_pruned`)."""
         keep = {s: t for s, t in self.retention().items() if t > 0}
         if not keep and self.settings.retain_audit <= 0:
             return 0
@@ -88,6 +89,6 @@ class Pruner:
             if deleted < BATCH:
                 break
             await asyncio.sleep(PAUSE)
-        self.pruned["audit"] = self.pruned.get("audit", 0) + gone
+        self.audit_pruned += gone
         if gone:
             log.info("pruned audit entries", count=gone)

@@ -75,7 +75,7 @@ class RetentionCollector(Collector):
             value=self.pruner.settings.retain_audit)
         yield CounterMetricFamily(
             "localflow_audit_pruned", "Audit trail entries this process pruned",
-            value=self.pruner.pruned.get("audit", 0))
+            value=self.pruner.audit_pruned)
         if self.pruner.database_bytes is not None:
             yield GaugeMetricFamily(
                 "localflow_database_bytes",

@@ -200,7 +200,7 @@ async def test_prune_deletes_old_entries_in_batches_and_the_pruner_uses_retain_a
     pruner = Pruner(store, Settings(db=settings.db, retain_audit=90 * DAY, **keep_tasks),
                     "w1", clock)
     await pruner.prune_once()
-    assert await everything(store) == [] and pruner.pruned["audit"] == 1
+    assert await everything(store) == [] and pruner.audit_pruned == 1
 
 
 def test_retain_audit_defaults_to_90_days_flag_and_environment():

@@ -9,15 +9,19 @@ plain ASGI layer sets it from the request, so no handler has to pass it along:
 - identity: never a secret. A SHA-256 fingerprint of the bearer token ("token 3f9a1c2e") or of
   the dashboard session cookie ("session 7b2d90aa"); "no token" when the server has none.
 
-Reads (GET, HEAD, OPTIONS) change nothing and pass straight through.
+Reads (GET, HEAD, OPTIONS) change nothing and pass straight through. A write sets only a
+function that works the actor out (headers, fingerprint), called if the request records an
+action: a submission, the hot path, never calls it.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.dashboard.security import SESSION_COOKIE
-from shared.audit import Actor, acting_as, fingerprint
+from shared.audit import Actor, fingerprint, reset_actor, set_actor
 from shared.settings import Settings
 from shared.tokens import bearer_of
 
@@ -35,8 +39,11 @@ class AuditActor:
         if scope["type"] != "http" or scope["method"] in _READS:
             await self.app(scope, receive, send)
             return
-        with acting_as(actor_of(scope, bool(self.settings.api_token))):
+        token = set_actor(partial(actor_of, scope, bool(self.settings.api_token)))
+        try:
             await self.app(scope, receive, send)
+        finally:
+            reset_actor(token)
 
 
 def actor_of(scope: Scope, token_required: bool) -> Actor:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Literal
 
@@ -75,8 +75,10 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
 
 
 INTERNAL = Actor(channel="internal", identity="process")
-_current: contextvars.ContextVar[Actor] = contextvars.ContextVar("localflow_actor",
-                                                                  default=INTERNAL)
+# The actor, or a function that works it out: the API sets the function for every write
+# request (cheap), and only a request that records an action pays for calling it.
+_current: contextvars.ContextVar[Actor | Callable[[], Actor]] = contextvars.ContextVar(
+    "localflow_actor", default=INTERNAL)
 # Inside a bulk action (summarised()), single actions record nothing: the bulk action writes
 # one entry with the count when it is done.
 _summarised: contextvars.ContextVar[bool] = contextvars.ContextVar("localflow_audit_bulk",
@@ -84,17 +86,28 @@ _summarised: contextvars.ContextVar[bool] = contextvars.ContextVar("localflow_au
 
 
 def current_actor() -> Actor:
-    return _current.get()
+    actor = _current.get()
+    return actor if isinstance(actor, Actor) else actor()
 
 
 @contextlib.contextmanager
-def acting_as(actor: Actor) -> Iterator[None]:
-    """Everything done inside (and in asyncio tasks started inside) is done by `actor`."""
+def acting_as(actor: Actor | Callable[[], Actor]) -> Iterator[None]:
+    """Everything done inside (and in asyncio tasks started inside) is done by `actor` (or
+    by whoever `actor()` names, asked only when an action is recorded)."""
     reset = _current.set(actor)
     try:
         yield
     finally:
         _current.reset(reset)
+
+
+def set_actor(actor: Actor | Callable[[], Actor]) -> contextvars.Token:
+    """acting_as without a context manager, for a hot path: undo with reset_actor(token)."""
+    return _current.set(actor)
+
+
+def reset_actor(token: contextvars.Token) -> None:
+    _current.reset(token)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from shared.audit import ACTIONS, TARGET_PATTERN, AuditAction, AuditPage
 from shared.ids import is_valid_id
 
 MAX_LIMIT = 500
+CURSOR_PATTERN = r"^[0-9A-HJKMNP-TV-Z]{26}$"  # a ULID (shared/ids.py), as next_cursor gives
 
 
 def _bad(field: str, message: str) -> ValidationException:
@@ -67,7 +68,8 @@ class AuditController(Controller):
             description="only entries about this task id, schedule id or queue name "
             "(a bulk action has no single target)")] = None,
         cursor: Annotated[str | None, Parameter(
-            max_length=26, description="next_cursor of the previous page")] = None,
+            min_length=26, max_length=26, pattern=CURSOR_PATTERN,
+            description="next_cursor of the previous page")] = None,
         limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = 50,
     ) -> AuditPage:
         # Litestar reads "?action=null" as no filter at all: check what was sent.

@@ -124,7 +124,7 @@ class Schedules:
         updated = await self.store.update_schedule(
             schedule_id, fields, recompute=recompute,
             next_fire_at=self._first_fire(fields, now) if recompute else None, now=now,
-            audit=_update_entries(schedule_id, given, current.enabled, now),
+            audit=_update_entries(schedule_id, current, fields, set(given), now),
         )
         if not updated:
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
@@ -271,19 +271,24 @@ class Schedules:
 
 
 def _update_entries(
-    schedule_id: str, given: dict[str, Any], was_enabled: bool, now: float
+    schedule_id: str, current: Schedule, fields: ScheduleFields, given: set[str], now: float,
 ) -> list[audit.AuditEntry]:
     """An edit is "schedule.update" naming the fields it changed (never their values: a
     payload may hold things that do not belong in an audit trail); flipping `enabled` is a
-    pause or resume of its own, so ?action=schedule.pause finds it however it was done."""
+    pause or resume of its own, so ?action=schedule.pause finds it however it was done (the
+    dashboard's edit form sends every field)."""
+    before = _editable(current)
+    changed = sorted(k for k in before if k != "enabled" and getattr(fields, k) != before[k])
+    flipped = fields.enabled != current.enabled
+    # Nothing changed: still what was asked (a pause of a paused schedule is a pause).
+    only_enabled = given == {"enabled"}
     entries = []
-    edited = sorted(k for k in given if k != "enabled")
-    if edited or "enabled" not in given:
+    if changed or not (flipped or only_enabled):
         entries.append(audit.entry("schedule.update", "schedule", schedule_id, now,
-                                   details={"fields": edited}))
-    if "enabled" in given and (given["enabled"] != was_enabled or not edited):
+                                   details={"fields": changed}))
+    if flipped or (only_enabled and not changed):
         entries.append(audit.entry(
-            "schedule.resume" if given["enabled"] else "schedule.pause", "schedule",
+            "schedule.resume" if fields.enabled else "schedule.pause", "schedule",
             schedule_id, now))
     return audit.in_order(entries)
 

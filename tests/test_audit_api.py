@@ -295,3 +295,27 @@ def test_cli_actions_are_recorded_as_cli(server: procs.Proc):
         "schedule.delete", "schedule.resume", "schedule.pause", "schedule.create"]
     for e in task_entries + schedule_entries:
         assert (e["channel"], e["actor"]) == ("cli", TOKEN_ACTOR), e
+
+
+def test_dashboard_schedule_forms_record_create_and_only_the_changed_fields(api: httpx.Client):
+    web, session, csrf = _dashboard(api)
+    form = {"name": "Formed", "cron_expr": "0 9 * * *", "timezone": "UTC",
+            "task_type": "shell", "command": "echo", "enabled": "on", "overlap": "allow",
+            "missed": "skip", "priority": "0"}
+    r = web.post("/dashboard/schedules", data=form, headers=csrf)
+    assert r.status_code == 200, r.text
+    [created] = [s for s in api.get("/api/schedules").json() if s["name"] == "Formed"]
+    url = f"/dashboard/schedules/{created['id']}"
+    # The edit form sends every field: the entry names only those that changed.
+    assert web.post(url, data={**form, "priority": "5"}, headers=csrf).status_code == 200
+    edited = {k: v for k, v in form.items() if k != "enabled"}  # unticked: paused
+    assert web.post(url, data={**edited, "priority": "5"}, headers=csrf).status_code == 200
+    entries = trail(api, target=created["id"])
+    assert [(e["action"], e["details"]) for e in entries] == [
+        ("schedule.pause", {}),
+        ("schedule.update", {"fields": ["priority"]}),
+        ("schedule.create", {"name": "Formed", "cron_expr": "0 9 * * *", "queue": "default",
+                             "enabled": True}),
+    ]
+    assert {(e["channel"], e["actor"]) for e in entries} == {
+        ("dashboard", fingerprint("session", session))}

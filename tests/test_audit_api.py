@@ -319,3 +319,25 @@ def test_dashboard_schedule_forms_record_create_and_only_the_changed_fields(api:
     ]
     assert {(e["channel"], e["actor"]) for e in entries} == {
         ("dashboard", fingerprint("session", session))}
+
+
+@pytest.mark.e2e
+def test_the_workers_pruner_drops_old_entries_and_metrics_show_it(tmp_path):
+    """A real `serve` with --retain-audit 2s: its worker prunes the entries once they age."""
+    env = {**ENV, "LOCALFLOW_RETAIN_AUDIT": "2s", "LOCALFLOW_PRUNE_INTERVAL": "500ms"}
+    proc = procs.start("serve", tmp_path / "prune.db", env=env)
+    try:
+        with httpx.Client(base_url=str(proc.url), timeout=30,
+                          headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+            t = api.post("/api/tasks", json=shell(delay=3600)).json()
+            assert api.post(f"/api/tasks/{t['id']}/cancel").status_code == 200
+            assert [e["action"] for e in trail(api)] == ["task.cancel"]
+            deadline = time.monotonic() + 60
+            while trail(api):
+                assert time.monotonic() < deadline, "the entry was never pruned"
+                time.sleep(0.2)
+            metrics = api.get("/metrics").text
+    finally:
+        proc.stop()
+    assert "localflow_audit_retention_seconds 2.0" in metrics
+    assert "localflow_audit_pruned_total 1.0" in metrics

@@ -25,6 +25,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
+from shared.audit import AuditPage
 from shared.schedule_schemas import Schedule, ScheduleCreate, ScheduleUpdate
 from shared.schemas import TERMINAL, Attempt, Task, TaskCreate, TaskPage
 
@@ -142,6 +143,14 @@ def _list(
     params = {"status": status, "type": type, "cursor": cursor, "limit": limit,
               "queue": queue}
     return _Call("GET", "/api/tasks", TaskPage,
+                 params={k: v for k, v in params.items() if v is not None})
+
+
+def _audit(
+    action: str | None, target: str | None, cursor: str | None, limit: int
+) -> _Call[AuditPage]:
+    params = {"action": action, "target": target, "cursor": cursor, "limit": limit}
+    return _Call("GET", "/api/audit", AuditPage,
                  params={k: v for k, v in params.items() if v is not None})
 
 
@@ -286,6 +295,13 @@ class Client:
     ) -> TaskPage:
         """One page, newest first; pass page.next_cursor back for the next."""
         return self._send(_list(status, type, cursor, limit, queue))
+
+    def audit(
+        self, *, action: str | None = None, target: str | None = None,
+        cursor: str | None = None, limit: int = 50,
+    ) -> AuditPage:
+        """The audit trail, newest first (docs/audit.md); pass page.next_cursor back."""
+        return self._send(_audit(action, target, cursor, limit))
 
     def attempts(self, task_id: str) -> list[Attempt]:
         return self._send(_Call("GET", _task_path(task_id, "/attempts"), list[Attempt]))
@@ -440,6 +456,12 @@ class AsyncClient:
         limit: int = 50, queue: str | None = None,
     ) -> TaskPage:
         return await self._send(_list(status, type, cursor, limit, queue))
+
+    async def audit(
+        self, *, action: str | None = None, target: str | None = None,
+        cursor: str | None = None, limit: int = 50,
+    ) -> AuditPage:
+        return await self._send(_audit(action, target, cursor, limit))
 
     async def attempts(self, task_id: str) -> list[Attempt]:
         return await self._send(_Call("GET", _task_path(task_id, "/attempts"), list[Attempt]))

@@ -295,6 +295,15 @@ def test_cli_actions_are_recorded_as_cli(server: procs.Proc):
         "schedule.delete", "schedule.resume", "schedule.pause", "schedule.create"]
     for e in task_entries + schedule_entries:
         assert (e["channel"], e["actor"]) == ("cli", TOKEN_ACTOR), e
+    # And the command reads the trail (a read: it records nothing itself).
+    shown = localflow(server, "audit", "--target", schedule_id).stdout
+    assert shown.splitlines()[0].split() == ["WHEN", "ACTION", "TARGET", "THROUGH", "WHO"]
+    assert [line.split()[1] for line in shown.splitlines()[1:]] == [
+        "schedule.delete", "schedule.resume", "schedule.pause", "schedule.create"]
+    assert all(TOKEN_ACTOR in line and " cli " in line for line in shown.splitlines()[1:])
+    paged = json.loads(localflow(server, "audit", "-o", "json", "--action", "task.cancel",
+                                 "--limit", "1").stdout)
+    assert [e["target_id"] for e in paged["items"]] == [t["id"]] and paged["next_cursor"] is None
 
 
 def test_dashboard_schedule_forms_record_create_and_only_the_changed_fields(api: httpx.Client):

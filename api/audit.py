@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from litestar import Controller, Request, get
@@ -31,8 +32,7 @@ def check_query(action: str | None, target: str | None, cursor: str | None) -> N
     with the dashboard page, which must refuse the same things."""
     if action is not None and action not in ACTIONS:
         raise _bad("action", f"{action[:60]!r} is not one of {', '.join(ACTIONS)}")
-    if target is not None and not (0 < len(target) <= 64 and all(
-            c.isascii() and (c.isalnum() or c in "-_.") for c in target)):
+    if target is not None and not re.fullmatch(TARGET_PATTERN, target):
         raise _bad("target", "a task or schedule id, or a queue name (letters, digits, "
                    "'-', '_', '.'; up to 64)")
     if cursor is not None and not is_valid_id(cursor):

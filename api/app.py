@@ -11,6 +11,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CollectorRegistry
 
+from api.audit import AuditController
+from api.audit_context import AuditActor
 from api.auth import BEARER_SCHEME_NAME, BearerAuth, cookie_session, open_operations
 from api.body import StrictBodyRequest
 from api.dashboard import dashboard_router, security, static_router, template_config
@@ -56,7 +58,7 @@ def create_app(
         route_handlers=[
             MetricsController, *debug_routes,
             TaskController, SystemController, dashboard_router(settings), static_router(),
-            ScheduleController, EventController, QueueController,
+            ScheduleController, EventController, QueueController, AuditController,
         ],
         template_config=template_config(),
         dependencies={"queue": Provide(provide_queue, sync_to_thread=False),
@@ -101,8 +103,9 @@ def create_app(
     # Outside routing and error handling, so 404s, 405s and errors are counted and carry a
     # request id too; then one spelling of the path, what a web page may not do, and HEAD and
     # Allow: one plain ASGI layer (api/front_door.py).
+    # Inside it, who is acting for the audit trail (api/audit_context.py): writes only.
     app.asgi_handler = FrontDoor(
-        app.asgi_handler, settings, metrics, methods_by_template(app),
+        AuditActor(app.asgi_handler, settings), settings, metrics, methods_by_template(app),
         access_log=settings.access_log,
     )
     return app

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                     metavar=field.name.upper(),
                     help=f"{field.help} [env {field.env}, default {default}]",
                 )
-    client_cli.add_commands(commands)  # submit, status, tasks, schedules: talk to the API
+    client_cli.add_commands(commands)  # submit, status, tasks, schedules, audit: the API
     copy_cli.add_command(commands)  # copy: one database into another
     return parser
 

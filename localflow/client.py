@@ -26,6 +26,7 @@ import httpx
 import msgspec
 
 from localflow.defaults import DEFAULT_URL
+from shared.audit import AuditPage
 from shared.schedule_schemas import Schedule, ScheduleCreate, ScheduleUpdate
 from shared.schemas import TERMINAL, Attempt, Task, TaskCreate, TaskPage
 
@@ -145,6 +146,14 @@ def _list(
                  params={k: v for k, v in params.items() if v is not None})
 
 
+def _audit(
+    action: str | None, target: str | None, cursor: str | None, limit: int
+) -> _Call[AuditPage]:
+    params = {"action": action, "target": target, "cursor": cursor, "limit": limit}
+    return _Call("GET", "/api/audit", AuditPage,
+                 params={k: v for k, v in params.items() if v is not None})
+
+
 def _retry(task_id: str, attempts: int) -> _Call[Task]:
     return _Call("POST", _task_path(task_id, "/retry"), Task, params={"attempts": attempts})
 
@@ -210,10 +219,13 @@ def _unreachable(url: str, exc: httpx.HTTPError) -> ClientError:
     return ClientError(None, f"cannot reach LocalFlow at {url}: {exc or type(exc).__name__}")
 
 
-def _headers(token: str | None) -> dict[str, str]:
+def _headers(token: str | None, agent: str | None = None) -> dict[str, str]:
     headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if agent:
+        # What the audit trail records as the channel (docs/audit.md): "cli" for `localflow`.
+        headers["LocalFlow-Client"] = agent
     return headers
 
 
@@ -228,12 +240,14 @@ def _env_url_token() -> tuple[str, str | None]:
 class Client:
     def __init__(
         self, url: str = DEFAULT_URL, token: str | None = None, *, timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.BaseTransport | None = None, agent: str | None = None,
     ) -> None:
+        """agent: sent as the LocalFlow-Client header (the `localflow` command: "cli")."""
         self.url = url.rstrip("/")
         self._timeout = timeout
         self._http = httpx.Client(
-            base_url=self.url, headers=_headers(token), timeout=timeout, transport=transport
+            base_url=self.url, headers=_headers(token, agent), timeout=timeout,
+            transport=transport,
         )
 
     @classmethod
@@ -281,6 +295,13 @@ class Client:
     ) -> TaskPage:
         """One page, newest first; pass page.next_cursor back for the next."""
         return self._send(_list(status, type, cursor, limit, queue))
+
+    def audit(
+        self, *, action: str | None = None, target: str | None = None,
+        cursor: str | None = None, limit: int = 50,
+    ) -> AuditPage:
+        """The audit trail, newest first (docs/audit.md); pass page.next_cursor back."""
+        return self._send(_audit(action, target, cursor, limit))
 
     def attempts(self, task_id: str) -> list[Attempt]:
         return self._send(_Call("GET", _task_path(task_id, "/attempts"), list[Attempt]))
@@ -435,6 +456,12 @@ class AsyncClient:
         limit: int = 50, queue: str | None = None,
     ) -> TaskPage:
         return await self._send(_list(status, type, cursor, limit, queue))
+
+    async def audit(
+        self, *, action: str | None = None, target: str | None = None,
+        cursor: str | None = None, limit: int = 50,
+    ) -> AuditPage:
+        return await self._send(_audit(action, target, cursor, limit))
 
     async def attempts(self, task_id: str) -> list[Attempt]:
         return await self._send(_Call("GET", _task_path(task_id, "/attempts"), list[Attempt]))

@@ -1,4 +1,5 @@
-"""`localflow submit | status | tasks | schedules`: the REST API from a shell, via localflow.client.
+"""`localflow submit | status | tasks | schedules | audit`: the REST API from a shell, via
+localflow.client.
 
     localflow submit shell -- echo hi             # prints the new task's id
     localflow submit shell --wait -- make test    # waits; the exit status says how it ended
@@ -8,6 +9,7 @@
     localflow tasks [--status failed] [--type shell] | tasks cancel ID | tasks retry ID
     localflow schedules | schedules create --name N --cron '*/5 * * * *' shell -- date
     localflow schedules pause ID | resume ID | delete ID
+    localflow audit [--action task.delete] [--target ID]   # who did what, newest first
 
 The server is --server (or --url in status and tasks; in submit and schedules --url is an http
 task's target),
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from localflow.defaults import DEFAULT_URL
+from shared.audit import ACTIONS, AuditEntry
 from shared.durations import parse_duration
 from shared.schedule_schemas import Schedule
 from shared.schemas import Task
@@ -46,7 +49,7 @@ if TYPE_CHECKING:
 
 # The exit statuses of the module docstring, by what happened.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED_OR_TIMEOUT = 0, 1, 2, 3
-COMMANDS = ("submit", "status", "tasks", "schedules")
+COMMANDS = ("submit", "status", "tasks", "schedules", "audit")
 TASK_TYPES = ("shell", "http")
 
 
@@ -120,6 +123,18 @@ def add_commands(commands: Any) -> None:
                            help="the whole schedule body")
     _payload_arguments(schedules)
     schedules.set_defaults(client_run=_schedules)
+
+    audit = commands.add_parser(
+        "audit", parents=[conn], help="the audit trail of operator actions (client)",
+        description="Who cancelled, retried, deleted or changed what, newest first "
+        "(docs/audit.md).",
+    )
+    audit.add_argument("--action", choices=ACTIONS)
+    audit.add_argument("--target", metavar="ID",
+                       help="a task or schedule id, or a queue name")
+    audit.add_argument("--limit", type=int, default=50, help="1 to 500 (default 50)")
+    audit.add_argument("--cursor", help="next_cursor of the previous page")
+    audit.set_defaults(client_run=_audit)
 
 
 def _task_arguments(p: argparse.ArgumentParser) -> None:
@@ -210,7 +225,7 @@ def run(
     url = args.server or os.environ.get("LOCALFLOW_URL") or DEFAULT_URL
     token = os.environ.get("LOCALFLOW_API_TOKEN") or None
     try:
-        with Client(url, token, timeout=args.http_timeout) as client:
+        with Client(url, token, timeout=args.http_timeout, agent="cli") as client:
             return args.client_run(client, args)
     except UsageError as exc:
         print(f"localflow {args.command}: {exc}", file=sys.stderr)
@@ -257,6 +272,30 @@ def _finish(client: Client, args: argparse.Namespace, task_id: str) -> int:
     if task.status == "succeeded":
         return EXIT_OK
     return EXIT_FAILED if task.status == "failed" else EXIT_CANCELLED_OR_TIMEOUT
+
+
+def _audit(client: Client, args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 500:
+        raise UsageError("--limit must be between 1 and 500")
+    page = client.audit(action=args.action, target=args.target, cursor=args.cursor,
+                        limit=args.limit)
+    if args.output == "json":
+        _print_json(page)
+    else:
+        print(_audit_table(page.items))
+        if page.next_cursor:
+            print(f"(more: --cursor {page.next_cursor})")
+    return 0
+
+
+def _audit_table(entries: Sequence[AuditEntry]) -> str:
+    if not entries:
+        return "no entries"
+    rows = [("WHEN", "ACTION", "TARGET", "THROUGH", "WHO")]
+    rows += [(_when(e.at), e.action,
+              e.target_id if e.target_id else f"{e.count} {e.target_kind}s (bulk)",
+              e.channel, e.actor) for e in entries]
+    return _table(rows)
 
 
 def _tasks(client: Client, args: argparse.Namespace) -> int:

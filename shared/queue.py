@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from shared import audit
 from shared.clock import Clock, SystemClock
 from shared.errors import Conflict, IdempotencyConflict, InvalidTask, NotFound, QueueError
 from shared.ids import is_valid_id, new_id
@@ -230,7 +231,10 @@ class Queue:
 
     async def cancel(self, task_id: str) -> Task:
         """queued -> cancelled now; running -> cancel requested (its worker stops it)."""
-        task = await self.store.cancel(task_id, self.clock.now())
+        now = self.clock.now()
+        task = await self.store.cancel(
+            task_id, now, audit=audit.of("task.cancel", "task", task_id, now)
+        )
         if task is None:
             raise NotFound(f"no task with id {task_id!r}")
         if task.status in TERMINAL and task.status != "cancelled":
@@ -246,7 +250,9 @@ class Queue:
         gets one run, not a fresh round of automatic retries of something that may not be safe
         to repeat; they can ask for more.
         """
-        changed, task = await self.store.retry(task_id, attempts, self.clock.now())
+        now = self.clock.now()
+        changed, task = await self.store.retry(task_id, attempts, now, audit=audit.of(
+            "task.retry", "task", task_id, now, details={"attempts": attempts}))
         if task is None:
             raise NotFound(f"no task with id {task_id!r}")
         if not changed:
@@ -258,7 +264,9 @@ class Queue:
 
     async def delete(self, task_id: str) -> None:
         """Forget a task and its attempts. Not while it runs: cancel it first."""
-        outcome = await self.store.delete(task_id)
+        outcome = await self.store.delete(
+            task_id, audit=audit.of("task.delete", "task", task_id, self.clock.now())
+        )
         if outcome is None:
             raise NotFound(f"no task with id {task_id!r}")
         if outcome != "deleted":

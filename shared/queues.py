@@ -9,6 +9,7 @@ from __future__ import annotations
 import structlog
 from msgspec import UNSET
 
+from shared import audit
 from shared.errors import InvalidTask
 from shared.queue import Queue
 from shared.queue_schemas import QUEUE_NAME_RULE, QueueInfo, QueueUpdate, is_queue_name
@@ -50,9 +51,11 @@ class Queues:
         ):
             raise InvalidQueue("concurrency", "concurrency: must be 1 or more, or null for no "
                                "limit (pause the queue to stop it)")
+        now = self.clock.now()
         await self.store.set_queue(
             name, concurrency=data.concurrency,
-            paused=None if data.paused is UNSET else data.paused, now=self.clock.now(),
+            paused=None if data.paused is UNSET else data.paused, now=now,
+            audit=_entries(name, data, now),
         )
         # Resumed, or a limit raised: idle workers look now instead of at their next poll.
         self.queue.on_runnable()
@@ -60,3 +63,15 @@ class Queues:
                  concurrency=None if data.concurrency is UNSET else data.concurrency,
                  paused=None if data.paused is UNSET else data.paused)
         return await self.store.queue(name)
+
+
+def _entries(name: str, data: QueueUpdate, now: float) -> list[audit.AuditEntry]:
+    """One audit entry per setting given: a PUT with both a limit and a pause is two actions."""
+    entries = []
+    if data.concurrency is not UNSET:
+        entries.append(audit.entry("queue.limit", "queue", name, now,
+                                   details={"concurrency": data.concurrency}))
+    if data.paused is not UNSET:
+        entries.append(audit.entry("queue.pause" if data.paused else "queue.resume", "queue",
+                                   name, now))
+    return audit.in_order(entries)

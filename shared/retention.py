@@ -40,6 +40,7 @@ class Pruner:
     pruned: dict[str, int] = field(default_factory=dict)  # since start, by status (/metrics)
     passes: int = 0
     database_bytes: int | None = None  # as of this process's last pass (/metrics)
+    audit_pruned: int = 0  # audit trail entries, since start (--retain-audit, /metrics)
 
     def retention(self) -> dict[Status, float]:
         """Seconds to keep each finished status; 0 keeps for ever."""
@@ -48,9 +49,10 @@ class Pruner:
                 "cancelled": self.settings.retain_cancelled}
 
     async def prune_once(self) -> int:
-        """One pass, if this process holds the lease; returns the tasks deleted."""
+        """One pass, if this process holds the lease; returns the tasks deleted (audit
+        entries pruned are counted in `audit_pruned`)."""
         keep = {s: t for s, t in self.retention().items() if t > 0}
-        if not keep:
+        if not keep and self.settings.retain_audit <= 0:
             return 0
         now = self.clock.now()
         # Held for a few intervals: a live holder renews it every pass; a dead one loses it.
@@ -67,6 +69,8 @@ class Pruner:
                 if deleted < BATCH:
                     break
                 await asyncio.sleep(PAUSE)  # let the API and the claims in between batches
+        if self.settings.retain_audit > 0:
+            await self._prune_audit(now - self.settings.retain_audit)
         self.passes += 1
         try:
             self.database_bytes = sum((await self.store.storage()).sizes.values())
@@ -75,3 +79,16 @@ class Pruner:
         if total:
             log.info("pruned finished tasks", count=total)
         return total
+
+    async def _prune_audit(self, before: float) -> None:
+        """The audit trail's own retention (--retain-audit), in the same small batches."""
+        gone = 0
+        for _ in range(MAX_BATCHES_PER_PASS):
+            deleted = await self.store.prune_audit(before, BATCH)
+            gone += deleted
+            if deleted < BATCH:
+                break
+            await asyncio.sleep(PAUSE)
+        self.audit_pruned += gone
+        if gone:
+            log.info("pruned audit entries", count=gone)

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from shared import cron
+from shared import audit, cron
 from shared.errors import InvalidSchedule, InvalidTask, ScheduleNotFound
 from shared.ids import new_id
 from shared.queue import Queue
@@ -82,7 +82,12 @@ class Schedules:
         fields = self._validated(msgspec.structs.asdict(data))
         now = self.clock.now()
         schedule_id = new_id(now)
-        await self.store.insert_schedule(schedule_id, fields, self._first_fire(fields, now), now)
+        await self.store.insert_schedule(
+            schedule_id, fields, self._first_fire(fields, now), now,
+            audit=[audit.entry("schedule.create", "schedule", schedule_id, now, details={
+                "name": fields.name, "cron_expr": fields.cron_expr, "queue": fields.queue,
+                "enabled": fields.enabled})],
+        )
         self.queue.on_runnable()  # wakes schedulers (they share the workers' wake-ups)
         log.info("schedule created", schedule_id=schedule_id, cron=fields.cron_expr,
                  timezone=fields.timezone)
@@ -119,6 +124,7 @@ class Schedules:
         updated = await self.store.update_schedule(
             schedule_id, fields, recompute=recompute,
             next_fire_at=self._first_fire(fields, now) if recompute else None, now=now,
+            audit=_update_entries(schedule_id, current, fields, set(given), now),
         )
         if not updated:
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
@@ -129,7 +135,8 @@ class Schedules:
     async def delete(self, schedule_id: str) -> None:
         """Delete the schedule. Its tasks stay, keeping their schedule_id; queued ones still
         run (cancel them through /api/tasks if they should not)."""
-        if not await self.store.delete_schedule(schedule_id):
+        entry = audit.entry("schedule.delete", "schedule", schedule_id, self.clock.now())
+        if not await self.store.delete_schedule(schedule_id, audit=[entry]):
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         log.info("schedule deleted", schedule_id=schedule_id)
 
@@ -140,7 +147,9 @@ class Schedules:
         now = self.clock.now()
         new = self._task_for(current.task_type, current.payload, current.priority,
                              current.max_attempts, current.timeout, current.queue)
-        if not await self.store.run_schedule_now(schedule_id, new, now):
+        entry = audit.entry("schedule.run", "schedule", schedule_id, now,
+                            details={"task_id": new.id})
+        if not await self.store.run_schedule_now(schedule_id, new, now, audit=[entry]):
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         self.queue.on_runnable()
         log.info("schedule run by hand", schedule_id=schedule_id, task_id=new.id)
@@ -259,6 +268,29 @@ class Schedules:
         if not fields.enabled:
             return None
         return cron.parse(fields.cron_expr, fields.timezone).next_after(now)[0]
+
+
+def _update_entries(
+    schedule_id: str, current: Schedule, fields: ScheduleFields, given: set[str], now: float,
+) -> list[audit.AuditEntry]:
+    """An edit is "schedule.update" naming the fields it changed (never their values: a
+    payload may hold things that do not belong in an audit trail); flipping `enabled` is a
+    pause or resume of its own, so ?action=schedule.pause finds it however it was done (the
+    dashboard's edit form sends every field)."""
+    before = _editable(current)
+    changed = sorted(k for k in before if k != "enabled" and getattr(fields, k) != before[k])
+    flipped = fields.enabled != current.enabled
+    # Nothing changed: still what was asked (a pause of a paused schedule is a pause).
+    only_enabled = given == {"enabled"}
+    entries = []
+    if changed or not (flipped or only_enabled):
+        entries.append(audit.entry("schedule.update", "schedule", schedule_id, now,
+                                   details={"fields": changed}))
+    if flipped or (only_enabled and not changed):
+        entries.append(audit.entry(
+            "schedule.resume" if fields.enabled else "schedule.pause", "schedule",
+            schedule_id, now))
+    return audit.in_order(entries)
 
 
 def plan_fire(

@@ -28,6 +28,7 @@ class Settings(msgspec.Struct, kw_only=True):
     retain_succeeded: float = 7 * 86400.0
     retain_failed: float = 30 * 86400.0
     retain_cancelled: float = 7 * 86400.0
+    retain_audit: float = 90 * 86400.0  # the audit trail (docs/audit.md); 0 keeps it
     prune_interval: float = 60.0
     poll: float = 0.25
     # Waiting requests (GET /api/tasks/{id}?wait=) are woken by commits; this re-read is only
@@ -202,6 +203,8 @@ FIELDS: tuple[Field, ...] = (
           "prune failed tasks finished longer ago than this (0 or 'forever': keep)"),
     Field("retain_cancelled", _retention,
           "prune cancelled tasks finished longer ago than this (0 or 'forever': keep)"),
+    Field("retain_audit", _retention,
+          "prune audit trail entries older than this (0 or 'forever': keep)"),
     Field("prune_interval", _positive_duration, "how often the worker prunes old tasks"),
     Field("poll", parse_duration, "longest wait between queue checks (wake-ups come sooner)"),
     Field("wait_poll", parse_duration,

@@ -39,6 +39,8 @@ CLIENT_MODELS = {
     "shell_payload_env", "task", "task_batch", "task_batch_result", "task_create",
     "task_create_payload", "task_page", "task_status", "task_type",
     "queue_info", "queue_info_counts", "queue_update",
+    "audit_entry", "audit_entry_action", "audit_entry_channel", "audit_entry_target_kind",
+    "audit_entry_details", "audit_page", "api_audit_list_audit_action",
 }
 # What datamodel-codegen makes of it: named components, plus Arg (a shell argument's bound).
 DATAMODEL_CLASSES = {
@@ -47,6 +49,7 @@ DATAMODEL_CLASSES = {
     "ScheduleMissed", "Schedule", "ScheduleCreate", "ScheduleUpdate", "ShellPayload", "Task",
     "TaskBatch", "TaskBatchResult", "TaskCreate", "TaskPage",
     "QueueInfo", "QueueUpdate", "QueueConcurrency",
+    "AuditEntry", "AuditPage", "Action", "Channel", "TargetKind",
 }
 
 

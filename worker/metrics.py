@@ -69,6 +69,13 @@ class RetentionCollector(Collector):
         for status in self.pruner.retention():
             pruned.add_metric([status], self.pruner.pruned.get(status, 0))
         yield pruned
+        yield GaugeMetricFamily(
+            "localflow_audit_retention_seconds",
+            "How long audit trail entries are kept (0: for ever)",
+            value=self.pruner.settings.retain_audit)
+        yield CounterMetricFamily(
+            "localflow_audit_pruned", "Audit trail entries this process pruned",
+            value=self.pruner.audit_pruned)
         if self.pruner.database_bytes is not None:
             yield GaugeMetricFamily(
                 "localflow_database_bytes",

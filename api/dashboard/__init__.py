@@ -17,6 +17,7 @@ from litestar.template.config import TemplateConfig
 
 from api import errors, static_files
 from api.dashboard import formatting, security
+from api.dashboard.audit_pages import AuditPages
 from api.dashboard.common import is_htmx, render
 from api.dashboard.pages import LoginController, OverviewController
 from api.dashboard.queue_pages import QueuePages
@@ -62,7 +63,7 @@ def dashboard_router(settings: Settings) -> Router:
     """Every page and fragment, behind the login check and CSRF protection."""
     return Router(
         path="/",
-        route_handlers=[OverviewController, TaskPages, SchedulePages, QueuePages,
+        route_handlers=[OverviewController, TaskPages, SchedulePages, QueuePages, AuditPages,
                         LoginController],
         middleware=[security.csrf_middleware(settings)],
         before_request=security.require_login,

@@ -15,6 +15,7 @@ NAV = (
     ("submit", "Submit", "/dashboard/submit"),
     ("schedules", "Schedules", "/dashboard/schedules"),
     ("queues", "Queues", "/dashboard/queues"),
+    ("audit", "Audit", "/dashboard/audit"),
     ("system", "System", "/dashboard/system"),
 )
 

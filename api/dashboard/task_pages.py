@@ -207,7 +207,10 @@ class TaskPages(Controller):
             cap = BULK_MAX
         if not ids:
             return render("_bulk_status.html", job=None, message="Tick at least one task first.")
-        job = bulk_jobs.start(request, queue, action, ids, back, cap)
+        scope = "matching" if form.get("scope") == "matching" else "ticked"
+        selection = {"scope": scope, "filter": {
+            k: v for k in ("status", "type", "schedule") if (v := _text(form.get(k)))}}
+        job = bulk_jobs.start(request, queue, action, ids, back, cap, selection)
         return render("_bulk_status.html", job=job, message=None)
 
     @get("/tasks/bulk/{job_id:str}")

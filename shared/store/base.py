@@ -26,6 +26,10 @@ Rules every backend keeps:
 - Records in, records out: msgspec Structs and dataclasses from here and shared/schemas.py,
   plain str/int/float/dict values. JSON columns are decoded before they leave the store
   (except in TransferStore's rows, which carry a copy's data as stored: see there).
+- Audit. A method that takes `audit` (operator actions: cancel, retry, delete, schedule and
+  queue changes) inserts those entries in its own transaction when, and only when, the action
+  changed something (the docstring says when), so no action commits without its record
+  (shared/audit.py says why).
 - Statuses are shared/schemas.py STATUSES: queued, running, succeeded, failed, cancelled; the
   edges are docs/state_machine.md.
 
@@ -42,6 +46,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 from msgspec import UnsetType
 
+from shared.audit import AuditEntry, AuditPage
 from shared.queue_schemas import QueueGate, QueueInfo
 from shared.schedule_schemas import Missed, Overlap, Schedule
 from shared.schemas import Attempt, QueuedView, Status, Task, TaskPage
@@ -445,24 +450,30 @@ class TaskStore(Protocol):
         """stopped_at = last_seen = now (nothing if unknown)."""
         ...
 
-    async def cancel(self, task_id: str, now: float) -> Task | None:
+    async def cancel(
+        self, task_id: str, now: float, audit: Sequence[AuditEntry] = ()
+    ) -> Task | None:
         """queued -> cancelled (finished_at = now, last_error "cancelled"); running ->
         cancel_requested = true (its worker stops it); any other status unchanged. Returns
-        the task as it is after this, or None if there is no such task."""
+        the task as it is after this, or None if there is no such task. `audit` is written
+        when a queued task was cancelled or a running one asked to stop."""
         ...
 
     async def retry(
-        self, task_id: str, extra_attempts: int, now: float
+        self, task_id: str, extra_attempts: int, now: float, audit: Sequence[AuditEntry] = ()
     ) -> tuple[bool, Task | None]:
         """failed/cancelled -> queued, run_at = now, max_attempts = attempts +
         extra_attempts, cancel_requested cleared, finished_at cleared. Returns (changed, the
         task as it is after this); (False, task) if it was in another status; (False, None)
-        if there is no such task."""
+        if there is no such task. `audit` is written when changed."""
         ...
 
-    async def delete(self, task_id: str) -> Literal["deleted"] | Status | None:
+    async def delete(
+        self, task_id: str, audit: Sequence[AuditEntry] = ()
+    ) -> Literal["deleted"] | Status | None:
         """Delete a task that is not running, with its attempts. Returns "deleted"; the
-        task's status if it is running (nothing deleted); None if there is no such task."""
+        task's status if it is running (nothing deleted); None if there is no such task.
+        `audit` is written when deleted."""
         ...
 
     async def get(self, task_id: str) -> Task | None:
@@ -496,10 +507,11 @@ class TaskStore(Protocol):
 
     async def set_queue(
         self, name: str, *, concurrency: int | UnsetType | None, paused: bool | None,
-        now: float,
+        now: float, audit: Sequence[AuditEntry] = (),
     ) -> None:
         """Store a queue's settings, creating its row: `concurrency` (None: no limit) unless
-        UNSET, `paused` unless None. Wakes workers (a resumed queue is picked up at once)."""
+        UNSET, `paused` unless None. Wakes workers (a resumed queue is picked up at once).
+        `audit` is always written."""
         ...
 
     async def take_lease(self, name: str, holder: str, until: float, now: float) -> bool:
@@ -603,8 +615,10 @@ class ScheduleStore(Protocol):
     constraint on tasks (schedule_id, fire_time) for non-null fire times."""
 
     async def insert_schedule(
-        self, schedule_id: str, fields: ScheduleFields, next_fire_at: float | None, now: float
+        self, schedule_id: str, fields: ScheduleFields, next_fire_at: float | None, now: float,
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
+        """`audit` is always written."""
         ...
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
@@ -617,21 +631,26 @@ class ScheduleStore(Protocol):
 
     async def update_schedule(
         self, schedule_id: str, fields: ScheduleFields, *, recompute: bool,
-        next_fire_at: float | None, now: float,
+        next_fire_at: float | None, now: float, audit: Sequence[AuditEntry] = (),
     ) -> bool:
         """Replace the fields; next_fire_at is written only if `recompute` (so a fire a
         scheduler committed since the caller read the schedule is never undone). False if
-        there is no such schedule."""
+        there is no such schedule; `audit` is written when it was updated."""
         ...
 
-    async def delete_schedule(self, schedule_id: str) -> bool:
-        """Delete the schedule; its tasks stay (keeping schedule_id). False if absent."""
+    async def delete_schedule(
+        self, schedule_id: str, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
+        """Delete the schedule; its tasks stay (keeping schedule_id). False if absent;
+        `audit` is written when deleted."""
         ...
 
-    async def run_schedule_now(self, schedule_id: str, task: NewTask, now: float) -> bool:
+    async def run_schedule_now(
+        self, schedule_id: str, task: NewTask, now: float, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
         """In one transaction: if the schedule exists, insert `task` with its schedule_id and
         no fire_time, and record the fire (last_fire_at = now, last_task_id). False (nothing
-        inserted) if the schedule is gone."""
+        inserted) if the schedule is gone; `audit` is written when True."""
         ...
 
     async def next_due(self) -> float | None:
@@ -711,14 +730,37 @@ class StatsStore(Protocol):
         ...
 
 
+class AuditStore(Protocol):
+    """The audit trail (docs/audit.md). Entries are written with the actions they record
+    (the `audit` parameters above); these are for the rest."""
+
+    async def record_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Insert entries on their own: for an action that is not one transaction (a
+        dashboard bulk action: one entry with the count, after its many small ones)."""
+        ...
+
+    async def list_audit(
+        self, *, action: str | None, target: str | None, cursor: str | None, limit: int
+    ) -> AuditPage:
+        """Newest first (id descending), only ids < cursor when given, filtered by action
+        and/or target_id (exact); at most `limit`, next_cursor = the last item's id when more
+        exist, else None. A read."""
+        ...
+
+    async def prune_audit(self, before: float, limit: int) -> int:
+        """Delete up to `limit` entries with at < before, oldest first, in one short
+        transaction. Returns how many."""
+        ...
+
+
 # --------------------------------------------------------------------------------------------
 # Copying between stores (`localflow copy`)
 # --------------------------------------------------------------------------------------------
 
 # The tables a copy moves, in the order it moves them. Attempts travel with their tasks (a
 # task row carries them), so no batch ever holds an attempt without its task.
-TransferTable = Literal["workers", "schedules", "tasks"]
-TRANSFER_TABLES: tuple[TransferTable, ...] = ("workers", "schedules", "tasks")
+TransferTable = Literal["workers", "schedules", "tasks", "audit"]
+TRANSFER_TABLES: tuple[TransferTable, ...] = ("workers", "schedules", "tasks", "audit")
 
 # Every column a copied row carries, per table: all of them, so ids, statuses, timestamps,
 # claim tokens, leases, idempotency keys and request hashes, schedule state and fire times
@@ -742,14 +784,18 @@ TRANSFER_COLUMNS: dict[str, tuple[str, ...]] = {
         "task_id", "attempt", "worker_id", "started_at", "finished_at", "outcome", "error",
         "output",
     ),
+    "audit": (
+        "id", "at", "action", "target_kind", "target_id", "count", "channel", "actor",
+        "details",
+    ),
 }
 # The row counts table_counts reports: the copied tables and the attempts.
-COUNTED_TABLES = ("workers", "schedules", "tasks", "task_attempts")
+COUNTED_TABLES = ("workers", "schedules", "tasks", "task_attempts", "audit")
 
 # One row as a copy moves it: TRANSFER_COLUMNS' names to plain values (str, int, float, None;
-# bool for `enabled` and `cancel_requested`). JSON columns (payload, result, output) stay the
-# text that was stored, byte for byte: a copy has no reason to decode them. A task row also
-# has "attempt_rows": its attempt rows, oldest first.
+# bool for `enabled` and `cancel_requested`). JSON columns (payload, result, output, an audit
+# entry's details) stay the text that was stored, byte for byte: a copy has no reason to
+# decode them. A task row also has "attempt_rows": its attempt rows, oldest first.
 TransferRow = dict[str, Any]
 
 
@@ -795,7 +841,7 @@ class TransferStore(Protocol):
         ...
 
 
-class Store(TaskStore, ScheduleStore, StatsStore, TransferStore, Protocol):
+class Store(TaskStore, ScheduleStore, StatsStore, AuditStore, TransferStore, Protocol):
     """One opened database. Made by a backend's `open(settings)`; closed by close()."""
 
     engine: str  # "sqlite" or "postgresql"

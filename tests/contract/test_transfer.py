@@ -49,7 +49,7 @@ async def everything(store: Store, batch: int = 1000) -> dict[str, list[Transfer
 
 async def test_an_empty_store_counts_and_exports_nothing(store: Store):
     assert await store.table_counts() == {
-        "workers": 0, "schedules": 0, "tasks": 0, "task_attempts": 0}
+        "workers": 0, "schedules": 0, "tasks": 0, "task_attempts": 0, "audit": 0}
     for table in TRANSFER_TABLES:
         assert await store.export_rows(table, "", 10) == []
 
@@ -69,6 +69,10 @@ async def test_export_pages_by_id_with_every_column(
     assert counts["schedules"] == len(rows["schedules"]) == 3
     assert counts["workers"] == len(rows["workers"]) == 2
     assert counts["task_attempts"] == sum(len(t["attempt_rows"]) for t in rows["tasks"]) == 8
+    # The audit trail goes too: make_history's cancels (and any other operator action).
+    assert counts["audit"] == len(rows["audit"]) >= 1
+    assert {r["action"] for r in rows["audit"]} >= {"task.cancel"}
+    assert all(isinstance(r["details"], str) for r in rows["audit"])
     # Neutral values: flags are booleans on both engines, JSON stays the stored text.
     by_status = {t["status"] for t in rows["tasks"]}
     assert by_status == {"queued", "running", "succeeded", "failed", "cancelled"}

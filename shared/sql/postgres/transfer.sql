@@ -8,7 +8,8 @@
 SELECT (SELECT count(*) FROM workers) AS workers,
        (SELECT count(*) FROM schedules) AS schedules,
        (SELECT count(*) FROM tasks) AS tasks,
-       (SELECT count(*) FROM task_attempts) AS task_attempts
+       (SELECT count(*) FROM task_attempts) AS task_attempts,
+       (SELECT count(*) FROM audit) AS audit
 
 -- name: export_workers
 SELECT
@@ -83,3 +84,17 @@ INSERT INTO task_attempts (
     %(task_id)s, %(attempt)s, %(worker_id)s, %(started_at)s, %(finished_at)s, %(outcome)s,
     %(error)s, %(output)s
 )
+
+-- name: export_audit
+SELECT
+    id, at, action, target_kind, target_id, count, channel, actor, details
+FROM audit WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
+
+-- name: insert_audit
+INSERT INTO audit (
+    id, at, action, target_kind, target_id, count, channel, actor, details
+) VALUES (
+    %(id)s, %(at)s, %(action)s, %(target_kind)s, %(target_id)s, %(count)s, %(channel)s, %(actor)s, %(details)s
+)
+ON CONFLICT DO NOTHING
+RETURNING id

@@ -8,7 +8,8 @@
 SELECT (SELECT count(*) FROM workers) AS workers,
        (SELECT count(*) FROM schedules) AS schedules,
        (SELECT count(*) FROM tasks) AS tasks,
-       (SELECT count(*) FROM task_attempts) AS task_attempts
+       (SELECT count(*) FROM task_attempts) AS task_attempts,
+       (SELECT count(*) FROM audit) AS audit
 
 -- name: export_workers
 SELECT
@@ -77,3 +78,16 @@ INSERT INTO task_attempts (
 ) VALUES (
     :task_id, :attempt, :worker_id, :started_at, :finished_at, :outcome, :error, :output
 )
+
+-- name: export_audit
+SELECT
+    id, at, action, target_kind, target_id, count, channel, actor, details
+FROM audit WHERE id > :after ORDER BY id LIMIT :limit
+
+-- name: insert_audit
+INSERT INTO audit (
+    id, at, action, target_kind, target_id, count, channel, actor, details
+) VALUES (
+    :id, :at, :action, :target_kind, :target_id, :count, :channel, :actor, :details
+)
+ON CONFLICT DO NOTHING

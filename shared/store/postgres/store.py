@@ -37,6 +37,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from shared.audit import AuditEntry, AuditPage, entry_of_row, entry_row
 from shared.errors import (
     IdempotencyConflict,
     SchemaNotReady,
@@ -122,6 +123,7 @@ S = Queries("postgres", "schedules")
 D = Queries("postgres", "dashboard")
 M = Queries("postgres", "metrics")
 T = Queries("postgres", "transfer")
+A = Queries("postgres", "audit")
 
 
 def _json(value: Any) -> str | None:
@@ -704,13 +706,16 @@ class PostgresStore:
         await self._statement(Q.stop_worker, {"id": worker_id, "now": now})
 
     @_translated
-    async def cancel(self, task_id: str, now: float) -> Task | None:
+    async def cancel(
+        self, task_id: str, now: float, audit: Sequence[AuditEntry] = ()
+    ) -> Task | None:
         async def op(conn: psycopg.AsyncConnection[Any]) -> Task | None:
             params = {"id": task_id, "now": now}
             changed = await self._count(conn, Q.cancel_queued, params) == 1
             if not changed:
                 changed = await self._count(conn, Q.request_cancel, params) == 1
             if changed:
+                await _record(conn, audit)
                 await self._notify(conn)  # the worker holding it checks for cancels when woken
             rows = await self._rows(conn, Q.get_task, {"id": task_id})
             return _task(rows[0]) if rows else None
@@ -719,12 +724,13 @@ class PostgresStore:
 
     @_translated
     async def retry(
-        self, task_id: str, extra_attempts: int, now: float
+        self, task_id: str, extra_attempts: int, now: float, audit: Sequence[AuditEntry] = ()
     ) -> tuple[bool, Task | None]:
         async def op(conn: psycopg.AsyncConnection[Any]) -> tuple[bool, Task | None]:
             params = {"id": task_id, "now": now, "extra": extra_attempts}
             changed = await self._count(conn, Q.retry_task, params) == 1
             if changed:
+                await _record(conn, audit)
                 await self._notify(conn)
             rows = await self._rows(conn, Q.get_task, {"id": task_id})
             return changed, (_task(rows[0]) if rows else None)
@@ -732,9 +738,12 @@ class PostgresStore:
         return await self._write(op)
 
     @_translated
-    async def delete(self, task_id: str) -> Literal["deleted"] | Status | None:
+    async def delete(
+        self, task_id: str, audit: Sequence[AuditEntry] = ()
+    ) -> Literal["deleted"] | Status | None:
         async def op(conn: psycopg.AsyncConnection[Any]) -> Literal["deleted"] | Status | None:
             if await self._count(conn, Q.delete_task, {"id": task_id}) == 1:
+                await _record(conn, audit)
                 return "deleted"
             rows = await self._rows(conn, Q.get_task, {"id": task_id})
             return rows[0]["status"] if rows else None
@@ -843,7 +852,7 @@ class PostgresStore:
     @_translated
     async def set_queue(
         self, name: str, *, concurrency: int | UnsetType | None, paused: bool | None,
-        now: float,
+        now: float, audit: Sequence[AuditEntry] = (),
     ) -> None:
         params = {"name": name, "now": now, "paused": paused,
                   "set_concurrency": concurrency is not UNSET,
@@ -851,6 +860,7 @@ class PostgresStore:
 
         async def op(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute(Q.set_queue, params)
+            await _record(conn, audit)
             await self._notify(conn)  # resumed, or room made: workers look now
 
         await self._write(op)
@@ -949,13 +959,15 @@ class PostgresStore:
 
     @_translated
     async def insert_schedule(
-        self, schedule_id: str, fields: ScheduleFields, next_fire_at: float | None, now: float
+        self, schedule_id: str, fields: ScheduleFields, next_fire_at: float | None, now: float,
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         params = {**_fields_params(fields), "id": schedule_id, "next_fire_at": next_fire_at,
                   "now": now}
 
         async def op(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute(S.insert_schedule, params)
+            await _record(conn, audit)
             await self._notify(conn)  # wakes schedulers: the first fire may be sooner
 
         await self._write(op)
@@ -975,7 +987,7 @@ class PostgresStore:
     @_translated
     async def update_schedule(
         self, schedule_id: str, fields: ScheduleFields, *, recompute: bool,
-        next_fire_at: float | None, now: float,
+        next_fire_at: float | None, now: float, audit: Sequence[AuditEntry] = (),
     ) -> bool:
         params = {**_fields_params(fields), "id": schedule_id, "recompute": recompute,
                   "next_fire_at": next_fire_at, "now": now}
@@ -983,20 +995,28 @@ class PostgresStore:
         async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
             if await self._count(conn, S.update_schedule, params) != 1:
                 return False
+            await _record(conn, audit)
             await self._notify(conn)
             return True
 
         return await self._write(op)
 
     @_translated
-    async def delete_schedule(self, schedule_id: str) -> bool:
+    async def delete_schedule(
+        self, schedule_id: str, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
         async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
-            return await self._count(conn, S.delete_schedule, {"id": schedule_id}) == 1
+            if await self._count(conn, S.delete_schedule, {"id": schedule_id}) != 1:
+                return False
+            await _record(conn, audit)
+            return True
 
         return await self._write(op)
 
     @_translated
-    async def run_schedule_now(self, schedule_id: str, task: NewTask, now: float) -> bool:
+    async def run_schedule_now(
+        self, schedule_id: str, task: NewTask, now: float, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
         async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
             # Recording the fire first locks the schedule's row: a concurrent delete waits
             # for this transaction, so the task never outlives a schedule deleted before it.
@@ -1010,6 +1030,7 @@ class PostgresStore:
             params.pop("idempotency_key")
             params.pop("request_hash")
             await conn.execute(S.insert_scheduled_task, params)
+            await _record(conn, audit)
             await self._notify(conn)
             return True
 
@@ -1205,6 +1226,38 @@ class PostgresStore:
             rows = await self._rows(conn, "SELECT pg_current_snapshot()::text AS snapshot")
         return rows[0]["snapshot"], int(time.monotonic() // _FORCED_CHECK_SECONDS)
 
+    # -- the audit trail -----------------------------------------------------------------
+
+    @_translated
+    async def record_audit(self, entries: Sequence[AuditEntry]) -> None:
+        if not entries:
+            return
+
+        async def op(conn: psycopg.AsyncConnection[Any]) -> None:
+            await _record(conn, entries)
+
+        await self._write(op)
+
+    @_translated
+    async def list_audit(
+        self, *, action: str | None, target: str | None, cursor: str | None, limit: int
+    ) -> AuditPage:
+        params = {"action": action, "target": target, "cursor": cursor or _CURSOR_START,
+                  "limit": limit + 1}
+        query = ((A.list_by_action_and_target if action else A.list_by_target) if target
+                 else (A.list_by_action if action else A.list_all))
+        async with self._read() as conn:
+            rows = await self._rows(conn, query, params)
+        items = [entry_of_row(r) for r in rows[:limit]]
+        next_cursor = items[-1].id if len(rows) > limit and items else None
+        return AuditPage(items=items, next_cursor=next_cursor)
+
+    @_translated
+    async def prune_audit(self, before: float, limit: int) -> int:
+        rows = await self._statement(A.prune + " RETURNING id",
+                                     {"before": before, "limit": limit})
+        return len(rows)
+
     # -- copying (localflow copy) --------------------------------------------------------
 
     @_translated
@@ -1218,7 +1271,7 @@ class PostgresStore:
         self, table: TransferTable, after: str, limit: int
     ) -> list[TransferRow]:
         query = {"workers": T.export_workers, "schedules": T.export_schedules,
-                 "tasks": T.export_tasks}[table]
+                 "tasks": T.export_tasks, "audit": T.export_audit}[table]
         # One snapshot for a batch of tasks and their attempts.
         async with self._connection() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -1233,7 +1286,7 @@ class PostgresStore:
     @_translated
     async def import_rows(self, table: TransferTable, rows: Sequence[TransferRow]) -> Imported:
         query = {"workers": T.insert_worker, "schedules": T.insert_schedule,
-                 "tasks": T.insert_task}[table]
+                 "tasks": T.insert_task, "audit": T.insert_audit}[table]
         columns = TRANSFER_COLUMNS[table]
 
         async def op(conn: psycopg.AsyncConnection[Any]) -> Imported:
@@ -1259,6 +1312,12 @@ class PostgresStore:
                             attempts=len(attempts))
 
         return await self._write(op)
+
+
+async def _record(conn: psycopg.AsyncConnection[Any], entries: Sequence[AuditEntry]) -> None:
+    """Audit entries, in the transaction of the action they record."""
+    for e in entries:
+        await conn.execute(A.insert_audit, entry_row(e))
 
 
 async def _schema_version(conn: psycopg.AsyncConnection[Any]) -> int:

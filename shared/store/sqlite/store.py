@@ -20,6 +20,7 @@ import aiosqlite
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from shared.audit import AuditEntry, AuditPage, entry_of_row, entry_row
 from shared.errors import IdempotencyConflict
 from shared.queue_schemas import QueueGate, QueueInfo
 from shared.schedule_schemas import Schedule
@@ -81,6 +82,7 @@ S = Queries("sqlite", "schedules")
 D = Queries("sqlite", "dashboard")
 M = Queries("sqlite", "metrics")
 T = Queries("sqlite", "transfer")
+A = Queries("sqlite", "audit")
 _CURSOR_START = "~"  # sorts after every ULID character
 # The dashboard's counts read a chunk at a time (shared/sql/sqlite/dashboard.sql says why).
 INDEX_CHUNK = 20_000  # index entries one chunk reads (a few ms)
@@ -352,22 +354,29 @@ class SQLiteStore:
 
     # -- tasks: people -------------------------------------------------------------------------
 
-    async def cancel(self, task_id: str, now: float) -> Task | None:
+    async def cancel(
+        self, task_id: str, now: float, audit: Sequence[AuditEntry] = ()
+    ) -> Task | None:
         def op(conn: sqlite3.Connection) -> Task | None:
             params = {"id": task_id, "now": now}
-            if conn.execute(Q.cancel_queued, params).rowcount == 0:
-                conn.execute(Q.request_cancel, params)
+            changed = conn.execute(Q.cancel_queued, params).rowcount == 1
+            if not changed:
+                changed = conn.execute(Q.request_cancel, params).rowcount == 1
+            if changed:
+                _record(conn, audit)
             rows = fetchall(conn, Q.get_task, (task_id,))
             return _task(rows[0]) if rows else None
 
         return self._changed_if(await self.db.write(op))
 
     async def retry(
-        self, task_id: str, extra_attempts: int, now: float
+        self, task_id: str, extra_attempts: int, now: float, audit: Sequence[AuditEntry] = ()
     ) -> tuple[bool, Task | None]:
         def op(conn: sqlite3.Connection) -> tuple[bool, Task | None]:
             params = {"id": task_id, "now": now, "extra": extra_attempts}
             changed = conn.execute(Q.retry_task, params).rowcount == 1
+            if changed:
+                _record(conn, audit)
             rows = fetchall(conn, Q.get_task, (task_id,))
             return changed, (_task(rows[0]) if rows else None)
 
@@ -375,9 +384,12 @@ class SQLiteStore:
         self._changed_if(changed)
         return changed, task
 
-    async def delete(self, task_id: str) -> Literal["deleted"] | Status | None:
+    async def delete(
+        self, task_id: str, audit: Sequence[AuditEntry] = ()
+    ) -> Literal["deleted"] | Status | None:
         def op(conn: sqlite3.Connection) -> Literal["deleted"] | Status | None:
             if conn.execute(Q.delete_task, {"id": task_id}).rowcount == 1:
+                _record(conn, audit)
                 return "deleted"
             rows = fetchall(conn, Q.get_task, (task_id,))
             return rows[0]["status"] if rows else None
@@ -464,7 +476,7 @@ class SQLiteStore:
 
     async def set_queue(
         self, name: str, *, concurrency: int | UnsetType | None, paused: bool | None,
-        now: float,
+        now: float, audit: Sequence[AuditEntry] = (),
     ) -> None:
         params = {"name": name, "now": now, "paused": None if paused is None else int(paused),
                   "set_concurrency": concurrency is not UNSET,
@@ -472,6 +484,7 @@ class SQLiteStore:
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(Q.set_queue, params)
+            _record(conn, audit)
 
         await self.db.write(op)
 
@@ -560,13 +573,15 @@ class SQLiteStore:
     # -- schedules -----------------------------------------------------------------------------
 
     async def insert_schedule(
-        self, schedule_id: str, fields: ScheduleFields, next_fire_at: float | None, now: float
+        self, schedule_id: str, fields: ScheduleFields, next_fire_at: float | None, now: float,
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         params = {**_schedule_params(fields), "id": schedule_id, "now": now,
                   "next_fire_at": next_fire_at}
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(S.insert_schedule, params)
+            _record(conn, audit)
 
         await self.db.write(op)
 
@@ -580,23 +595,33 @@ class SQLiteStore:
 
     async def update_schedule(
         self, schedule_id: str, fields: ScheduleFields, *, recompute: bool,
-        next_fire_at: float | None, now: float,
+        next_fire_at: float | None, now: float, audit: Sequence[AuditEntry] = (),
     ) -> bool:
         params = {**_schedule_params(fields), "id": schedule_id, "now": now,
                   "recompute": int(recompute), "next_fire_at": next_fire_at}
 
-        def op(conn: sqlite3.Connection) -> int:
-            return conn.execute(S.update_schedule, params).rowcount
+        def op(conn: sqlite3.Connection) -> bool:
+            if conn.execute(S.update_schedule, params).rowcount != 1:
+                return False
+            _record(conn, audit)
+            return True
 
-        return await self.db.write(op) == 1
+        return await self.db.write(op)
 
-    async def delete_schedule(self, schedule_id: str) -> bool:
-        def op(conn: sqlite3.Connection) -> int:
-            return conn.execute(S.delete_schedule, (schedule_id,)).rowcount
+    async def delete_schedule(
+        self, schedule_id: str, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            if conn.execute(S.delete_schedule, (schedule_id,)).rowcount != 1:
+                return False
+            _record(conn, audit)
+            return True
 
-        return await self.db.write(op) == 1
+        return await self.db.write(op)
 
-    async def run_schedule_now(self, schedule_id: str, task: NewTask, now: float) -> bool:
+    async def run_schedule_now(
+        self, schedule_id: str, task: NewTask, now: float, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
         params = {**_scheduled_task_params(task), "schedule_id": schedule_id, "fire_time": None,
                   "run_at": now, "now": now}
 
@@ -605,6 +630,7 @@ class SQLiteStore:
                 return False  # deleted since the caller read it
             conn.execute(S.insert_scheduled_task, params)
             conn.execute(S.record_fire, {"id": schedule_id, "fire_time": now, "task_id": task.id})
+            _record(conn, audit)
             return True
 
         return self._changed_if(await self.db.write(op))
@@ -788,6 +814,35 @@ class SQLiteStore:
     def write_transactions(self) -> int:
         return self.db.batches
 
+    # -- the audit trail -----------------------------------------------------------------------
+
+    async def record_audit(self, entries: Sequence[AuditEntry]) -> None:
+        if entries:
+            await self.db.write(lambda conn: _record(conn, entries))
+
+    async def list_audit(
+        self, *, action: str | None, target: str | None, cursor: str | None, limit: int
+    ) -> AuditPage:
+        params = {"action": action, "target": target, "cursor": cursor or _CURSOR_START,
+                  "limit": limit + 1}
+        query = ((A.list_by_action_and_target if action else A.list_by_target) if target
+                 else (A.list_by_action if action else A.list_all))
+        rows = await self.db.fetch_all(query, params)
+        items = [entry_of_row(r) for r in rows[:limit]]
+        next_cursor = items[-1].id if len(rows) > limit and items else None
+        return AuditPage(items=items, next_cursor=next_cursor)
+
+    async def prune_audit(self, before: float, limit: int) -> int:
+        params = {"before": before, "limit": limit}
+
+        def op(conn: sqlite3.Connection) -> int:
+            deleted = conn.execute(A.prune, params).rowcount
+            if deleted:
+                _return_free_pages(conn)
+            return deleted
+
+        return await self.db.write(op)
+
     # -- copying (localflow copy) --------------------------------------------------------------
 
     async def table_counts(self) -> dict[str, int]:
@@ -798,7 +853,7 @@ class SQLiteStore:
         self, table: TransferTable, after: str, limit: int
     ) -> list[TransferRow]:
         query = {"workers": T.export_workers, "schedules": T.export_schedules,
-                 "tasks": T.export_tasks}[table]
+                 "tasks": T.export_tasks, "audit": T.export_audit}[table]
         rows = [_neutral(r) for r in await self.db.fetch_all(query, {"after": after,
                                                                       "limit": limit})]
         if table == "tasks" and rows:
@@ -810,7 +865,7 @@ class SQLiteStore:
 
     async def import_rows(self, table: TransferTable, rows: Sequence[TransferRow]) -> Imported:
         query = {"workers": T.insert_worker, "schedules": T.insert_schedule,
-                 "tasks": T.insert_task}[table]
+                 "tasks": T.insert_task, "audit": T.insert_audit}[table]
         columns = TRANSFER_COLUMNS[table]
 
         def op(conn: sqlite3.Connection) -> Imported:
@@ -846,6 +901,12 @@ def _neutral(row: sqlite3.Row) -> TransferRow:
 
 
 # -- op bodies (run on the writer thread) -------------------------------------------------------
+
+
+def _record(conn: sqlite3.Connection, entries: Sequence[AuditEntry]) -> None:
+    """Audit entries, in the transaction of the action they record."""
+    for e in entries:
+        conn.execute(A.insert_audit, entry_row(e))
 
 
 def _insert_params(new: NewTask, now: float) -> dict[str, Any]:

@@ -1,0 +1,3 @@
+-- 006 is reserved for the audit branch (docs: Phase 3 migration numbers). This placeholder
+-- only keeps the numbering gap-free on the webhooks branch; the audit branch's file replaces
+-- it when both are merged.

@@ -33,7 +33,7 @@ from shared.schemas import (
 )
 from shared.settings import Settings
 from shared.store.base import Claimed, Heartbeat, NewTask, Store
-from shared.webhooks import check_callback_url
+from shared.webhooks import Delivery, check_callback_url, delivery_view
 
 __all__ = [
     "Claimed", "Conflict", "Heartbeat", "IdempotencyConflict", "InvalidTask", "NewTask",
@@ -281,6 +281,11 @@ class Queue:
     async def attempts(self, task_id: str) -> list[Attempt]:
         await self.get(task_id)  # 404 for an unknown task rather than an empty list
         return await self.store.attempts(task_id)
+
+    async def deliveries(self, task_id: str) -> list[Delivery]:
+        """The task's webhook deliveries and their tries (docs/webhooks.md), oldest first."""
+        await self.get(task_id)  # 404 for an unknown task rather than an empty list
+        return [delivery_view(d) for d in await self.store.deliveries(task_id)]
 
     async def list(
         self,

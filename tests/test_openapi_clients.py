@@ -39,6 +39,7 @@ CLIENT_MODELS = {
     "shell_payload_env", "task", "task_batch", "task_batch_result", "task_create",
     "task_create_payload", "task_page", "task_status", "task_type",
     "queue_info", "queue_info_counts", "queue_update",
+    "delivery", "delivery_state", "delivery_try",
 }
 # What datamodel-codegen makes of it: named components, plus Arg (a shell argument's bound).
 DATAMODEL_CLASSES = {
@@ -47,6 +48,7 @@ DATAMODEL_CLASSES = {
     "ScheduleMissed", "Schedule", "ScheduleCreate", "ScheduleUpdate", "ShellPayload", "Task",
     "TaskBatch", "TaskBatchResult", "TaskCreate", "TaskPage",
     "QueueInfo", "QueueUpdate", "QueueConcurrency",
+    "Delivery", "State", "DeliveryTry",  # State: a delivery's state (pending, delivered, failed)
 }
 
 

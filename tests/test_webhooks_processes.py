@@ -8,6 +8,9 @@ the test waits on the receiver's own events, with deadlines, never on a fixed sl
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -186,3 +189,44 @@ def test_without_a_secret_callback_url_is_refused(tmp_path: Path):
         assert procs.task_count(tmp_path / "lf.db") == 0
     finally:
         proc.stop()
+
+
+def _readme_receiver() -> str:
+    """The Python receiver of the README's Webhooks section, verbatim."""
+    text = (procs.REPO / "README.md").read_text()
+    section = text.split("### Webhooks", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_receiver_accepts_a_real_delivery_and_refuses_a_forged_one(api):
+    code = _readme_receiver()
+    port = procs.free_port()
+    assert '("127.0.0.1", 9000)' in code
+    code = code.replace('("127.0.0.1", 9000)', f'("127.0.0.1", {port})')
+    env = {**os.environ, "LOCALFLOW_WEBHOOK_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
+    receiver = subprocess.Popen([sys.executable, "-c", code], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/hook"
+        # A forged delivery (wrong signature) is refused with 401.
+        forged = wait_for(lambda: _post_or_none(url), 30, "the README receiver to listen")
+        assert forged["status"] == 401
+        task = submit(api, url)
+        delivery = settled_delivery(api, task["id"])
+        assert delivery["state"] == "delivered"
+        assert [h["status_code"] for h in delivery["history"]] == [204]
+    finally:
+        receiver.terminate()
+        out, err = receiver.communicate(timeout=30)
+    assert f"{task['id']} succeeded" in out, (out, err)
+
+
+def _post_or_none(url: str) -> dict | None:
+    try:
+        r = httpx.post(url, content=b"{}", headers={
+            "X-LocalFlow-Timestamp": str(int(time.time())),
+            "X-LocalFlow-Signature": "sha256=" + "0" * 64,
+            "X-LocalFlow-Delivery": "forged"}, timeout=5)
+    except httpx.HTTPError:
+        return None
+    return {"status": r.status_code}

@@ -72,7 +72,7 @@ class Settings(msgspec.Struct, kw_only=True):
     webhook_retry_base: float = 10.0  # seconds before the 2nd try; doubles after each failure
     webhook_retry_max: float = 3600.0  # the longest wait between two tries
     webhook_timeout: float = 10.0  # one try: connect, send, answer, all of it
-    webhook_workers: int = 4  # deliveries one worker process tries at the same time
+    webhook_workers: int = 16  # deliveries one worker process tries at the same time
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -54,6 +54,7 @@ class Deliverer:
         self.policy: HttpPolicy = webhook_policy(Policy.from_settings(settings).http)
         self._woken = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._last_check = 0.0  # time.monotonic() of the last look
 
     async def run(self, stop: asyncio.Event) -> None:
         unsubscribe = self.store.task_listener().subscribe(self._woken.set)
@@ -61,6 +62,9 @@ class Deliverer:
                  signing=bool(self.settings.webhook_secret))
         try:
             while not stop.is_set():
+                # Cleared before looking, so a wake-up that comes while we look (or during
+                # the MIN_CHECK pause) is not lost: the wait below returns at once for it.
+                self._woken.clear()
                 try:
                     await self.step()
                 except StorageError as exc:
@@ -78,6 +82,7 @@ class Deliverer:
 
     async def step(self) -> int:
         """Claim what is due (as many as there are free slots) and start sending it."""
+        self._last_check = time.monotonic()
         free = self.settings.webhook_workers - len(self._in_flight)
         if free <= 0:
             return 0
@@ -105,14 +110,15 @@ class Deliverer:
             due_at = await self.store.next_delivery_at()
             if due_at is not None and due_at > self.clock.now():
                 timeout = min(timeout, due_at - self.clock.now())
-        await asyncio.sleep(MIN_CHECK)
+        pause = self._last_check + MIN_CHECK - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
         if stop.is_set():
             return
-        self._woken.clear()
         stopped = asyncio.ensure_future(stop.wait())
         woken = asyncio.ensure_future(self._woken.wait())
         try:
-            await asyncio.wait([stopped, woken], timeout=max(timeout - MIN_CHECK, 0.0),
+            await asyncio.wait([stopped, woken], timeout=max(timeout, 0.0),
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopped.cancel()

@@ -196,7 +196,9 @@ class Task(msgspec.Struct, kw_only=True):
     finished_at: datetime | None
     schedule_id: str | None = None  # the schedule that made it (kept if that is deleted)
     queue: str = DEFAULT_QUEUE
-    callback_url: str | None = None  # POSTed to when finished (docs/webhooks.md)
+    # POSTed to when finished (docs/webhooks.md); deliveries: GET /api/tasks/{id}/deliveries
+    callback_url: Annotated[str, Meta(
+        description="where the finished task is POSTed, signed (docs/webhooks.md)")] | None = None
 
 
 class Attempt(msgspec.Struct, kw_only=True):

@@ -76,9 +76,13 @@ class Deliverer:
             unsubscribe()
             # A try in progress finishes (each is bounded by webhook_timeout) and is recorded;
             # one not yet recorded would only be sent again after its lease.
-            if self._in_flight:
-                await asyncio.gather(*self._in_flight, return_exceptions=True)
+            await self.drain()
             log.info("webhook deliverer stopped")
+
+    async def drain(self) -> None:
+        """Wait for the tries in flight to finish and be recorded."""
+        while self._in_flight:
+            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
 
     async def step(self) -> int:
         """Claim what is due (as many as there are free slots) and start sending it."""

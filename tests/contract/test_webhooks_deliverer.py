@@ -1,8 +1,8 @@
 """The deliverer (worker/webhooks.py) on every backend (a real SQLite file, a real PostgreSQL
-database) with a real receiver on 127.0.0.1 and a clock the test moves: it takes over a delivery whose deliverer died once the
-lease has run out, refuses to send unsigned when its worker has no secret (recording why),
-and re-checks the host policy when it sends (a policy tightened after submit gives up at
-once, with the reason)."""
+database) with a real receiver on 127.0.0.1 and a clock the test moves: it takes over a
+delivery whose deliverer died once the lease has run out, refuses to send unsigned when its
+worker has no secret (recording why), and re-checks the host policy when it sends (a policy
+tightened after submit gives up at once, with the reason)."""
 
 from __future__ import annotations
 

@@ -39,6 +39,7 @@ from shared.schemas import (
     TaskPage,
 )
 from shared.task_watch import MAX_WAIT
+from shared.webhooks import Delivery
 
 WAIT_HEADER = "LocalFlow-Wait"
 TaskId = Annotated[str, Parameter(min_length=1, max_length=64, description="task id (ULID)")]
@@ -199,6 +200,18 @@ class TaskController(Controller):
     )
     async def attempts(self, task_id: TaskId, queue: QueueDep) -> list[Attempt]:
         return await queue.attempts(task_id)
+
+    @get(
+        "/{task_id:str}/deliveries",
+        summary="A task's webhook deliveries, with every try",
+        description="One delivery each time a task with a `callback_url` reached a final "
+        "state (succeeded, failed, cancelled), oldest first: its state (pending, delivered, "
+        "failed = given up), the next try's time, and every try made (when, how long, the "
+        "receiver's status code or the error). Headers, signature and retry schedule: "
+        "docs/webhooks.md.",
+    )
+    async def deliveries(self, task_id: TaskId, queue: QueueDep) -> list[Delivery]:
+        return await queue.deliveries(task_id)
 
     @post(
         "/{task_id:str}/cancel",

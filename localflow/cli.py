@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     logs.configure(settings.log_format,
                    secrets=[settings.api_token, settings.metrics_token,
-                            store.password_of(settings.db)])
+                            settings.webhook_secret, store.password_of(settings.db)])
     try:
         store.check_db(settings.db)
     except BadDatabaseURL as exc:

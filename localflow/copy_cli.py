@@ -4,7 +4,8 @@ typically a SQLite file to PostgreSQL (docs/scaling.md).
     localflow copy --from localflow.db --to postgresql://app:secret@db:5432/localflow
 
 Both databases are migrated to the newest schema first (the source too: the copy moves
-rows of one schema). Then workers, schedules and tasks (each with its attempts) go over in
+rows of one schema). Then workers, schedules and tasks (each with its attempts and webhook
+deliveries) go over in
 batches of --batch rows, paged by id, so memory stays bounded whatever the size; each batch
 is one transaction on the target. Every column is kept: ids, statuses, timestamps, attempt
 histories, idempotency keys, claim tokens and leases, schedule state (next and last fire) and
@@ -53,7 +54,7 @@ class Report:
     """What a copy did, per table."""
 
     copied: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        (*TRANSFER_TABLES, "task_attempts"), 0))
+        (*TRANSFER_TABLES, "task_attempts", "webhook_deliveries"), 0))
     skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRANSFER_TABLES, 0))
     running: int = 0  # tasks copied while `running` (see the module docstring)
 
@@ -194,6 +195,7 @@ async def _copy(
             report.skipped[table] += done.skipped
             if table == "tasks":
                 report.copied["task_attempts"] += done.attempts
+                report.copied["webhook_deliveries"] += done.deliveries
                 report.running += sum(1 for r in rows if r["status"] == "running")
             if progress is not None and (
                 report.copied[table] // PROGRESS_EVERY > before // PROGRESS_EVERY

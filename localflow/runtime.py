@@ -22,6 +22,7 @@ from worker.metrics import WorkerMetrics
 from worker.pool import Worker
 from worker.scheduler import Scheduler
 from worker.task_identity import protect_process
+from worker.webhooks import Deliverer
 
 log = structlog.get_logger("localflow")
 
@@ -100,6 +101,9 @@ async def _run(
         scheduler = Scheduler(Schedules(queue), settings)
         scheduler.on_fire = worker_metrics.on_fire
         parts.append(lambda: scheduler.run(stop))
+        # Webhook deliveries (docs/webhooks.md) go out from every worker process.
+        deliverer = Deliverer(queue.store, settings, queue.clock)
+        parts.append(lambda: deliverer.run(stop))
     try:
         await _run_together(parts, stop)
     finally:

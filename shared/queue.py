@@ -34,6 +34,7 @@ from shared.schemas import (
 )
 from shared.settings import Settings
 from shared.store.base import Claimed, Heartbeat, NewTask, Store
+from shared.webhooks import Delivery, check_callback_url, delivery_view
 
 __all__ = [
     "Claimed", "Conflict", "Heartbeat", "IdempotencyConflict", "InvalidTask", "NewTask",
@@ -52,6 +53,8 @@ def request_hash(create: TaskCreate) -> str:
         # Keys stored before queues existed hashed no queue field: the same request still
         # hashes the same.
         fields.pop("queue")
+    if fields["callback_url"] is None:
+        fields.pop("callback_url")  # likewise for keys stored before webhooks
     return hashlib.sha256(msgspec.json.encode(fields, order="sorted")).hexdigest()
 
 
@@ -84,6 +87,8 @@ class Queue:
             self.policy.check(create.type, payload)
         except PolicyError as exc:
             raise InvalidTask(str(exc), exc.field) from None
+        if create.callback_url is not None:
+            check_callback_url(create.callback_url, self.policy.http, self.settings)
         encoded = msgspec.json.encode(create.payload)
         if len(encoded) > self.settings.max_payload_bytes:
             raise InvalidTask(
@@ -116,6 +121,7 @@ class Queue:
             idempotency_key=create.idempotency_key,
             request_hash=request_hash(create) if create.idempotency_key else None,
             queue=create.queue,
+            callback_url=create.callback_url,
         )
 
     async def enqueue(self, create: TaskCreate) -> tuple[Task, bool]:
@@ -283,6 +289,11 @@ class Queue:
     async def attempts(self, task_id: str) -> list[Attempt]:
         await self.get(task_id)  # 404 for an unknown task rather than an empty list
         return await self.store.attempts(task_id)
+
+    async def deliveries(self, task_id: str) -> list[Delivery]:
+        """The task's webhook deliveries and their tries (docs/webhooks.md), oldest first."""
+        await self.get(task_id)  # 404 for an unknown task rather than an empty list
+        return [delivery_view(d) for d in await self.store.deliveries(task_id)]
 
     async def list(
         self,

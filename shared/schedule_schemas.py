@@ -14,7 +14,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from shared.cron import MAX_EXPR_LENGTH
-from shared.schemas import DEFAULT_QUEUE, QueueName, Seconds, Status
+from shared.schemas import DEFAULT_QUEUE, CallbackUrl, QueueName, Seconds, Status
 
 Overlap = Literal["allow", "skip"]
 Missed = Literal["skip", "run_once"]
@@ -52,6 +52,7 @@ class ScheduleCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # After downtime: skip the fires that were missed, or run_once: one task for the latest.
     missed: Missed = "skip"
     queue: QueueName = DEFAULT_QUEUE  # the queue of the tasks it makes
+    callback_url: CallbackUrl | None = None  # the callback_url of the tasks it makes
 
 
 class ScheduleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -73,6 +74,7 @@ class ScheduleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     overlap: Overlap | UnsetType = UNSET
     missed: Missed | UnsetType = UNSET
     queue: QueueName | UnsetType = UNSET
+    callback_url: CallbackUrl | UnsetType | None = UNSET  # null: no callback
 
 
 class Schedule(msgspec.Struct, kw_only=True):
@@ -97,6 +99,7 @@ class Schedule(msgspec.Struct, kw_only=True):
     created_at: datetime
     updated_at: datetime
     queue: str = DEFAULT_QUEUE
+    callback_url: str | None = None
 
 
 class FireTimes(msgspec.Struct, kw_only=True):

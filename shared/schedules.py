@@ -146,7 +146,8 @@ class Schedules:
         current = await self.get(schedule_id)
         now = self.clock.now()
         new = self._task_for(current.task_type, current.payload, current.priority,
-                             current.max_attempts, current.timeout, current.queue)
+                             current.max_attempts, current.timeout, current.queue,
+                             current.callback_url)
         entry = audit.entry("schedule.run", "schedule", schedule_id, now,
                             details={"task_id": new.id})
         if not await self.store.run_schedule_now(schedule_id, new, now, audit=[entry]):
@@ -236,17 +237,18 @@ class Schedules:
         except cron.CronError as exc:
             raise InvalidSchedule(exc.field, str(exc)) from None
         new = self._task_for(data.task_type, data.payload, data.priority, data.max_attempts,
-                             data.timeout)
+                             data.timeout, callback_url=data.callback_url)
         return ScheduleFields(
             name=data.name, cron_expr=data.cron_expr.strip(), timezone=data.timezone,
             task_type=data.task_type, payload=new.payload, enabled=data.enabled,
             priority=data.priority, max_attempts=data.max_attempts, timeout=data.timeout,
             overlap=data.overlap, missed=data.missed, queue=data.queue,
+            callback_url=data.callback_url,
         )
 
     def _task_for(self, task_type: str, payload: Any, priority: int,
                   max_attempts: int | None, timeout: float | None,
-                  queue: str = DEFAULT_QUEUE) -> NewTask:
+                  queue: str = DEFAULT_QUEUE, callback_url: str | None = None) -> NewTask:
         """The task a fire makes, through the queue's own validation and defaults."""
         if task_type not in PAYLOAD_TYPES:
             known = ", ".join(sorted(PAYLOAD_TYPES))
@@ -256,13 +258,16 @@ class Schedules:
             return self.queue.prepare(TaskCreate(
                 type=task_type, payload=payload, priority=priority,
                 max_attempts=max_attempts, timeout=timeout, queue=queue,
+                callback_url=callback_url,
             ))
         except InvalidTask as exc:
-            raise InvalidSchedule("payload", str(exc)) from None
+            field = "callback_url" if exc.field == "callback_url" else "payload"
+            raise InvalidSchedule(field, str(exc)) from None
 
     def _task_for_fields(self, fields: ScheduleFields) -> NewTask:
         return self._task_for(fields.task_type, fields.payload, fields.priority,
-                              fields.max_attempts, fields.timeout, fields.queue)
+                              fields.max_attempts, fields.timeout, fields.queue,
+                              fields.callback_url)
 
     def _first_fire(self, fields: ScheduleFields, now: float) -> float | None:
         if not fields.enabled:
@@ -342,6 +347,7 @@ def _editable(s: Schedule) -> dict[str, Any]:
         "task_type": s.task_type, "payload": s.payload, "enabled": s.enabled,
         "priority": s.priority, "max_attempts": s.max_attempts, "timeout": s.timeout,
         "overlap": s.overlap, "missed": s.missed, "queue": s.queue,
+        "callback_url": s.callback_url,
     }
 
 

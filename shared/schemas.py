@@ -37,6 +37,13 @@ QueueName = Annotated[str, Meta(
     pattern=QUEUE_NAME_PATTERN, min_length=1, max_length=64,
     description="queue name: letters, digits, '-', '_', '.'; up to 64 characters",
 )]
+# Webhooks (docs/webhooks.md): where LocalFlow POSTs a task once it is finished. The host
+# policy of http tasks applies (shared/policy.py), checked at submit and again at connect time.
+CallbackUrl = Annotated[str, Meta(
+    min_length=1, max_length=2048,
+    description="https:// (or http://) URL that receives the finished task, signed with "
+                "LOCALFLOW_WEBHOOK_SECRET (docs/webhooks.md); the http host policy applies",
+)]
 
 
 class TaskCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -53,6 +60,7 @@ class TaskCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     delay: Annotated[float, Meta(ge=0, le=MAX_DELAY, description="seconds")] | None = None
     timeout: Seconds | None = None
     queue: QueueName = DEFAULT_QUEUE
+    callback_url: CallbackUrl | None = None
 
     def __post_init__(self) -> None:
         # Each message starts with the field it is about: the error names that field.
@@ -188,6 +196,9 @@ class Task(msgspec.Struct, kw_only=True):
     finished_at: datetime | None
     schedule_id: str | None = None  # the schedule that made it (kept if that is deleted)
     queue: str = DEFAULT_QUEUE
+    # POSTed to when finished (docs/webhooks.md); deliveries: GET /api/tasks/{id}/deliveries
+    callback_url: Annotated[str, Meta(
+        description="where the finished task is POSTed, signed (docs/webhooks.md)")] | None = None
 
 
 class Attempt(msgspec.Struct, kw_only=True):

@@ -66,6 +66,14 @@ class Settings(msgspec.Struct, kw_only=True):
     http_deny_hosts: tuple[str, ...] = ()
     http_max_redirects: int = 5
     http_max_response_bytes: int = 10 * 1024 * 1024
+    # Webhooks (docs/webhooks.md). Without a secret no task may carry a callback_url: a
+    # receiver could not tell LocalFlow's POSTs from anyone else's.
+    webhook_secret: str | None = None
+    webhook_max_tries: int = 8
+    webhook_retry_base: float = 10.0  # seconds before the 2nd try; doubles after each failure
+    webhook_retry_max: float = 3600.0  # the longest wait between two tries
+    webhook_timeout: float = 10.0  # one try: connect, send, answer, all of it
+    webhook_workers: int = 16  # deliveries one worker process tries at the same time
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -243,6 +251,18 @@ FIELDS: tuple[Field, ...] = (
           "redirects an http task follows, each hop checked against the host lists"),
     Field("http_max_response_bytes", _positive_int,
           "largest response body an http task accepts; larger fails the attempt"),
+    Field("webhook_secret", str,
+          "HMAC-SHA256 key that signs webhook deliveries (docs/webhooks.md); without it tasks "
+          "may not carry a callback_url", flag=False),
+    Field("webhook_max_tries", _positive_int,
+          "tries of one webhook delivery before it is given up"),
+    Field("webhook_retry_base", _positive_duration,
+          "wait before a webhook's second try; doubles after each failed try (with jitter)"),
+    Field("webhook_retry_max", _positive_duration, "longest wait between two webhook tries"),
+    Field("webhook_timeout", _positive_duration,
+          "how long one webhook try may take (connect, send, answer)"),
+    Field("webhook_workers", _positive_int,
+          "webhook deliveries one worker process tries at the same time"),
 )
 
 _BOOL_FIELDS = {"debug", "insecure", "access_log"}

@@ -30,6 +30,7 @@ from worker.handlers.http import close_client
 from worker.metrics import WorkerMetrics
 from worker.pool import Worker
 from worker.scheduler import Scheduler
+from worker.webhooks import Deliverer
 
 
 @contextlib.contextmanager
@@ -56,8 +57,10 @@ def serving(
             worker_metrics = WorkerMetrics(process_metrics=False).attach(pool)
             scheduler.on_fire = worker_metrics.on_fire
             extra_metrics = [worker_metrics.registry]
+            deliverer = Deliverer(queue.store, settings, queue.clock)
             running = [portal.start_task_soon(pool.run, stop),
-                       portal.start_task_soon(scheduler.run, stop)]
+                       portal.start_task_soon(scheduler.run, stop),
+                       portal.start_task_soon(deliverer.run, stop)]
         try:
             # The Host a browser would send to this address: the app's DNS-rebinding guard
             # checks it. Nothing listens there; requests go straight to the app.
@@ -91,7 +94,8 @@ async def serving_async(
     running = []
     if worker:
         running = [asyncio.create_task(Worker(queue, settings).run(stop)),
-                   asyncio.create_task(Scheduler(Schedules(queue), settings).run(stop))]
+                   asyncio.create_task(Scheduler(Schedules(queue), settings).run(stop)),
+                   asyncio.create_task(Deliverer(queue.store, settings, queue.clock).run(stop))]
     try:
         yield f"http://{settings.addr}", httpx.ASGITransport(app=create_app(queue, settings))
     finally:

@@ -75,7 +75,7 @@ async def test_copies_everything_field_by_field(source, target: Store, pg_url: s
     assert copied_counts(result.stdout) == expected
     # make_history's operator actions (cancels, schedule changes) left 7 audit entries.
     assert expected == {"workers": 2, "schedules": 3, "tasks": 12, "task_attempts": 8,
-                        "audit": 7}
+                        "audit": 7, "webhook_deliveries": 0}
     assert await target.table_counts() == expected
 
     # Every task, as the API would show it, and its attempts in order.

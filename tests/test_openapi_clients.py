@@ -41,6 +41,7 @@ CLIENT_MODELS = {
     "queue_info", "queue_info_counts", "queue_update",
     "audit_entry", "audit_entry_action", "audit_entry_channel", "audit_entry_target_kind",
     "audit_entry_details", "audit_page", "api_audit_list_audit_action",
+    "delivery", "delivery_state", "delivery_try",
 }
 # What datamodel-codegen makes of it: named components, plus Arg (a shell argument's bound).
 DATAMODEL_CLASSES = {
@@ -50,6 +51,7 @@ DATAMODEL_CLASSES = {
     "TaskBatch", "TaskBatchResult", "TaskCreate", "TaskPage",
     "QueueInfo", "QueueUpdate", "QueueConcurrency",
     "AuditEntry", "AuditPage", "Action", "Channel", "TargetKind",
+    "Delivery", "State", "DeliveryTry",  # State: a delivery's state (pending, delivered, failed)
 }
 
 

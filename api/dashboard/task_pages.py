@@ -367,9 +367,10 @@ async def _find(queue: Queue, q: str) -> str | None:
 async def _detail(queue: Queue, task: Task, flash: str | None = None,
                   flash_error: bool = False) -> dict:
     attempts = await queue.attempts(task.id)
+    deliveries = await queue.deliveries(task.id) if task.callback_url else []
     now = queue.clock.now()
     return {
-        "now": now, "task": task, "attempts": attempts,
+        "now": now, "task": task, "attempts": attempts, "deliveries": deliveries,
         "worked": sum(
             (a.finished_at.timestamp() if a.finished_at else now) - a.started_at.timestamp()
             for a in attempts

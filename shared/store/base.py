@@ -70,6 +70,9 @@ class NewTask(msgspec.Struct, kw_only=True):
     idempotency_key: str | None
     request_hash: str | None  # what the key promises: same key, same hash (Queue.request_hash)
     queue: str = "default"  # a valid queue name (shared/schemas.py QueueName)
+    # Where to POST the task when it reaches a final state (docs/webhooks.md); checked by
+    # Queue.prepare against the host policy.
+    callback_url: str | None = None
 
 
 class Claimed(msgspec.Struct, kw_only=True):
@@ -132,6 +135,7 @@ class ScheduleFields(msgspec.Struct, kw_only=True):
     overlap: Overlap
     missed: Missed
     queue: str = "default"  # the queue of the tasks it makes
+    callback_url: str | None = None  # the callback_url of the tasks it makes
 
 
 class DueSchedule(msgspec.Struct, kw_only=True):
@@ -199,6 +203,22 @@ class FirePlan(msgspec.Struct, kw_only=True):
 PlanFire = Callable[[DueSchedule, float], FirePlan]
 # next_fire(timing, now) -> where next_fire_at should be, or None to leave it alone.
 NextFire = Callable[[ScheduleTiming, float], float | None]
+
+# --------------------------------------------------------------------------------------------
+# Records: webhook deliveries (docs/webhooks.md)
+# --------------------------------------------------------------------------------------------
+
+
+class DueDelivery(msgspec.Struct, kw_only=True):
+    """A delivery a deliverer holds (claim_deliveries): the token fences what it writes back."""
+
+    id: str
+    task_id: str
+    url: str
+    task_status: Status  # the final state this delivery reports
+    tries: int  # tries already made (0 before the first)
+    token: str
+
 
 # --------------------------------------------------------------------------------------------
 # Records: stats, dashboard, health
@@ -609,6 +629,44 @@ class TaskStore(Protocol):
         ...
 
 
+class WebhookStore(Protocol):
+    """Webhook deliveries (docs/webhooks.md). A delivery is never made by a call here: the
+    transaction that moves a task with a callback_url into succeeded, failed or cancelled
+    writes it (a trigger in each backend), so every path into a final state (complete, fail,
+    cancel, rescue_expired, anything later) records one, durably, before anyone tries it.
+    It is pending and due at the task's updated_at. Deleting a task deletes its deliveries."""
+
+    async def claim_deliveries(
+        self, limit: int, lease_until: float, now: float
+    ) -> list[DueDelivery]:
+        """Up to `limit` pending deliveries with next_try_at <= now whose lease is free
+        (none, or lease_until < now: its deliverer died), earliest due first, each given a
+        fresh token and lease_until. Two concurrent claims never return the same delivery.
+        limit <= 0 returns [] without touching the database."""
+        ...
+
+    async def record_delivery_try(
+        self, delivery_id: str, token: str, attempt: dict[str, Any], *,
+        next_try_at: float | None, delivered: bool, now: float,
+    ) -> bool:
+        """Fenced on (id, state pending, token): tries + 1, `attempt` (a JSON object: at,
+        duration, status_code, error) appended to the history, lease cleared. Then delivered
+        (state delivered, finished_at = now) if `delivered`; else pending again at
+        `next_try_at`, or failed (given up, finished_at = now) if it is None. False (nothing
+        changed) if the fence fails."""
+        ...
+
+    async def deliveries(self, task_id: str) -> list[dict[str, Any]]:
+        """The task's deliveries, oldest first, each a dict: id, task_id, url, task_status,
+        state, tries, history (decoded list), next_try_at, created_at, finished_at (Unix
+        seconds or None). [] for an unknown task."""
+        ...
+
+    async def next_delivery_at(self) -> float | None:
+        """The earliest next_try_at of any pending delivery, leased or not (a read)."""
+        ...
+
+
 class ScheduleStore(Protocol):
     """Cron schedules. Exactly-once firing rests on two fences every backend keeps: the
     compare-and-set on next_fire_at (in the transaction that inserts the task) and a unique
@@ -773,12 +831,13 @@ TRANSFER_COLUMNS: dict[str, tuple[str, ...]] = {
         "id", "name", "cron_expr", "timezone", "task_type", "payload", "enabled", "priority",
         "max_attempts", "timeout", "overlap", "missed", "next_fire_at", "last_fire_at",
         "last_task_id", "last_skip_at", "last_skip_reason", "created_at", "updated_at", "queue",
+        "callback_url",
     ),
     "tasks": (
         "id", "type", "payload", "status", "priority", "run_at", "attempts", "max_attempts",
         "timeout", "idempotency_key", "request_hash", "claim_token", "lease_until", "worker_id",
         "cancel_requested", "result", "last_error", "created_at", "updated_at", "started_at",
-        "finished_at", "schedule_id", "fire_time", "queue",
+        "finished_at", "schedule_id", "fire_time", "queue", "callback_url",
     ),
     "task_attempts": (
         "task_id", "attempt", "worker_id", "started_at", "finished_at", "outcome", "error",
@@ -788,14 +847,19 @@ TRANSFER_COLUMNS: dict[str, tuple[str, ...]] = {
         "id", "at", "action", "target_kind", "target_id", "count", "channel", "actor",
         "details",
     ),
+    "webhook_deliveries": (
+        "id", "task_id", "url", "task_status", "state", "tries", "history", "next_try_at",
+        "lease_until", "lease_token", "created_at", "finished_at",
+    ),
 }
 # The row counts table_counts reports: the copied tables and the attempts.
-COUNTED_TABLES = ("workers", "schedules", "tasks", "task_attempts", "audit")
+COUNTED_TABLES = ("workers", "schedules", "tasks", "task_attempts", "audit", "webhook_deliveries")
 
 # One row as a copy moves it: TRANSFER_COLUMNS' names to plain values (str, int, float, None;
 # bool for `enabled` and `cancel_requested`). JSON columns (payload, result, output, an audit
 # entry's details) stay the text that was stored, byte for byte: a copy has no reason to
-# decode them. A task row also has "attempt_rows": its attempt rows, oldest first.
+# decode them. A task row also has "attempt_rows": its attempt rows, oldest first, and
+# "delivery_rows": its webhook deliveries (history as stored text), oldest first.
 TransferRow = dict[str, Any]
 
 
@@ -810,11 +874,23 @@ def attach_attempts(tasks: list[TransferRow], attempts: Sequence[TransferRow]) -
         task["attempt_rows"] = by_task[task["id"]]
 
 
+def attach_deliveries(tasks: list[TransferRow], deliveries: Sequence[TransferRow]) -> None:
+    """Give each task row of an export batch its webhook delivery rows. Shared by the
+    backends."""
+    by_task: dict[str, list[TransferRow]] = {t["id"]: [] for t in tasks}
+    for delivery in deliveries:
+        if delivery["task_id"] in by_task:
+            by_task[delivery["task_id"]].append(dict(delivery))
+    for task in tasks:
+        task["delivery_rows"] = by_task[task["id"]]
+
+
 @dataclass(frozen=True)
 class Imported:
     rows: int  # rows inserted
     skipped: int  # rows not inserted because they collide with one already there
     attempts: int  # attempt rows inserted with their tasks
+    deliveries: int = 0  # webhook delivery rows inserted with their tasks
 
 
 class TransferStore(Protocol):
@@ -841,7 +917,8 @@ class TransferStore(Protocol):
         ...
 
 
-class Store(TaskStore, ScheduleStore, StatsStore, AuditStore, TransferStore, Protocol):
+class Store(TaskStore, WebhookStore, ScheduleStore, StatsStore, AuditStore, TransferStore,
+            Protocol):
     """One opened database. Made by a backend's `open(settings)`; closed by close()."""
 
     engine: str  # "sqlite" or "postgresql"

@@ -292,7 +292,8 @@ def test_system_settings_have_units_variables_meanings_and_wrap(browser, live, v
     context, page = _context_page(browser, live, viewport)
     try:
         page.goto("/dashboard/system")
-        rows = page.locator("table.config.settings tbody tr")  # every setting (retention has its own table)
+        # Every setting (retention has its own table above).
+        rows = page.locator("table.config.settings tbody tr")
         expect(rows.first).to_be_visible()
         settings = rows.evaluate_all("""rs => rs.map(r => ({
             name: r.querySelector('.setting').innerText.trim(),

@@ -49,7 +49,8 @@ async def everything(store: Store, batch: int = 1000) -> dict[str, list[Transfer
 
 async def test_an_empty_store_counts_and_exports_nothing(store: Store):
     assert await store.table_counts() == {
-        "workers": 0, "schedules": 0, "tasks": 0, "task_attempts": 0, "audit": 0}
+        "workers": 0, "schedules": 0, "tasks": 0, "task_attempts": 0, "audit": 0,
+        "webhook_deliveries": 0}
     for table in TRANSFER_TABLES:
         assert await store.export_rows(table, "", 10) == []
 

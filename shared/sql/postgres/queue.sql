@@ -13,16 +13,17 @@
 -- store reads the task that holds the key. Sends the NOTIFY when anything went in.
 WITH inserted AS (
     INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
-                       idempotency_key, request_hash, created_at, updated_at, queue)
+                       idempotency_key, request_hash, created_at, updated_at, queue,
+                       callback_url)
     SELECT i.id, i.type, i.payload, 'queued', i.priority, i.run_at, i.max_attempts, i.timeout,
-           i.idempotency_key, i.request_hash, i.now, i.now, i.queue
+           i.idempotency_key, i.request_hash, i.now, i.now, i.queue, i.callback_url
     FROM unnest(%(ids)s::text[], %(types)s::text[], %(payloads)s::text[],
                 %(priorities)s::int[], %(run_ats)s::float8[], %(max_attempts)s::int[],
                 %(timeouts)s::float8[], %(keys)s::text[], %(hashes)s::text[],
-                %(nows)s::float8[], %(queues)s::text[])
+                %(nows)s::float8[], %(queues)s::text[], %(callback_urls)s::text[])
          WITH ORDINALITY
          AS i(id, type, payload, priority, run_at, max_attempts, timeout, idempotency_key,
-              request_hash, now, queue, n)
+              request_hash, now, queue, callback_url, n)
     ORDER BY i.n
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *

@@ -7,10 +7,11 @@
 -- name: insert_schedule
 INSERT INTO schedules (id, name, cron_expr, timezone, task_type, payload, enabled, priority,
                        max_attempts, timeout, overlap, missed, next_fire_at, created_at,
-                       updated_at, queue)
+                       updated_at, queue, callback_url)
 VALUES (%(id)s, %(name)s, %(cron_expr)s, %(timezone)s, %(task_type)s, %(payload)s,
         %(enabled)s, %(priority)s, %(max_attempts)s, %(timeout)s, %(overlap)s, %(missed)s,
-        %(next_fire_at)s, %(now)s, %(now)s, %(queue)s)
+        %(next_fire_at)s, %(now)s, %(now)s, %(queue)s,
+        %(callback_url)s)
 
 -- name: get_schedule
 SELECT s.*, t.status AS last_task_status
@@ -30,6 +31,7 @@ SET name = %(name)s, cron_expr = %(cron_expr)s, timezone = %(timezone)s,
     task_type = %(task_type)s, payload = %(payload)s, enabled = %(enabled)s,
     priority = %(priority)s, max_attempts = %(max_attempts)s, timeout = %(timeout)s,
     overlap = %(overlap)s, missed = %(missed)s, queue = %(queue)s,
+    callback_url = %(callback_url)s,
     -- Only a change of timing (or pause/resume) moves the next fire; otherwise it keeps
     -- whatever a scheduler committed since the editor read the row.
     next_fire_at = CASE WHEN %(recompute)s THEN %(next_fire_at)s ELSE next_fire_at END,
@@ -79,9 +81,10 @@ LIMIT 1
 -- A task made by a schedule. A second task for the same (schedule_id, fire_time) is refused
 -- by tasks_schedule_fire; DO NOTHING turns that into rowcount 0 ("already fired").
 INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
-                   schedule_id, fire_time, created_at, updated_at, queue)
+                   schedule_id, fire_time, created_at, updated_at, queue, callback_url)
 VALUES (%(id)s, %(type)s, %(payload)s, 'queued', %(priority)s, %(run_at)s, %(max_attempts)s,
-        %(timeout)s, %(schedule_id)s, %(fire_time)s, %(now)s, %(now)s, %(queue)s)
+        %(timeout)s, %(schedule_id)s, %(fire_time)s, %(now)s, %(now)s, %(queue)s,
+        %(callback_url)s)
 ON CONFLICT DO NOTHING
 
 -- name: task_for_fire

@@ -9,7 +9,8 @@ SELECT (SELECT count(*) FROM workers) AS workers,
        (SELECT count(*) FROM schedules) AS schedules,
        (SELECT count(*) FROM tasks) AS tasks,
        (SELECT count(*) FROM task_attempts) AS task_attempts,
-       (SELECT count(*) FROM audit) AS audit
+       (SELECT count(*) FROM audit) AS audit,
+       (SELECT count(*) FROM webhook_deliveries) AS webhook_deliveries
 
 -- name: export_workers
 SELECT
@@ -20,14 +21,15 @@ FROM workers WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
 SELECT
     id, name, cron_expr, timezone, task_type, payload, enabled, priority, max_attempts,
     timeout, overlap, missed, next_fire_at, last_fire_at, last_task_id, last_skip_at,
-    last_skip_reason, created_at, updated_at, queue
+    last_skip_reason, created_at, updated_at, queue, callback_url
 FROM schedules WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
 
 -- name: export_tasks
 SELECT
     id, type, payload, status, priority, run_at, attempts, max_attempts, timeout,
     idempotency_key, request_hash, claim_token, lease_until, worker_id, cancel_requested,
-    result, last_error, created_at, updated_at, started_at, finished_at, schedule_id, fire_time, queue
+    result, last_error, created_at, updated_at, started_at, finished_at, schedule_id, fire_time, queue,
+    callback_url
 FROM tasks WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
 
 -- name: export_attempts
@@ -37,6 +39,14 @@ SELECT
     task_id, attempt, worker_id, started_at, finished_at, outcome, error, output
 FROM task_attempts WHERE task_id > %(after)s AND task_id <= %(last)s
 ORDER BY task_id, id
+
+-- name: export_deliveries
+-- The webhook deliveries of the tasks of one export_tasks batch, like export_attempts.
+SELECT
+    id, task_id, url, task_status, state, tries, history, next_try_at, lease_until,
+    lease_token, created_at, finished_at
+FROM webhook_deliveries WHERE task_id > %(after)s AND task_id <= %(last)s
+ORDER BY task_id, created_at, id
 
 -- name: insert_worker
 INSERT INTO workers (
@@ -51,12 +61,12 @@ RETURNING id
 INSERT INTO schedules (
     id, name, cron_expr, timezone, task_type, payload, enabled, priority, max_attempts,
     timeout, overlap, missed, next_fire_at, last_fire_at, last_task_id, last_skip_at,
-    last_skip_reason, created_at, updated_at, queue
+    last_skip_reason, created_at, updated_at, queue, callback_url
 ) VALUES (
     %(id)s, %(name)s, %(cron_expr)s, %(timezone)s, %(task_type)s, %(payload)s, %(enabled)s,
     %(priority)s, %(max_attempts)s, %(timeout)s, %(overlap)s, %(missed)s, %(next_fire_at)s,
     %(last_fire_at)s, %(last_task_id)s, %(last_skip_at)s, %(last_skip_reason)s, %(created_at)s,
-    %(updated_at)s, %(queue)s
+    %(updated_at)s, %(queue)s, %(callback_url)s
 )
 ON CONFLICT DO NOTHING
 RETURNING id
@@ -65,13 +75,14 @@ RETURNING id
 INSERT INTO tasks (
     id, type, payload, status, priority, run_at, attempts, max_attempts, timeout,
     idempotency_key, request_hash, claim_token, lease_until, worker_id, cancel_requested,
-    result, last_error, created_at, updated_at, started_at, finished_at, schedule_id, fire_time, queue
+    result, last_error, created_at, updated_at, started_at, finished_at, schedule_id, fire_time, queue,
+    callback_url
 ) VALUES (
     %(id)s, %(type)s, %(payload)s, %(status)s, %(priority)s, %(run_at)s, %(attempts)s,
     %(max_attempts)s, %(timeout)s, %(idempotency_key)s, %(request_hash)s, %(claim_token)s,
     %(lease_until)s, %(worker_id)s, %(cancel_requested)s, %(result)s, %(last_error)s,
     %(created_at)s, %(updated_at)s, %(started_at)s, %(finished_at)s, %(schedule_id)s,
-    %(fire_time)s, %(queue)s
+    %(fire_time)s, %(queue)s, %(callback_url)s
 )
 ON CONFLICT DO NOTHING
 RETURNING id
@@ -98,3 +109,12 @@ INSERT INTO audit (
 )
 ON CONFLICT DO NOTHING
 RETURNING id
+
+-- name: insert_delivery
+INSERT INTO webhook_deliveries (
+    id, task_id, url, task_status, state, tries, history, next_try_at, lease_until,
+    lease_token, created_at, finished_at
+) VALUES (
+    %(id)s, %(task_id)s, %(url)s, %(task_status)s, %(state)s, %(tries)s, %(history)s, %(next_try_at)s, %(lease_until)s, %(lease_token)s, %(created_at)s, %(finished_at)s
+)
+ON CONFLICT DO NOTHING

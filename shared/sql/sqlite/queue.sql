@@ -4,9 +4,9 @@
 
 -- name: insert_task
 INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
-                   idempotency_key, request_hash, created_at, updated_at, queue)
+                   idempotency_key, request_hash, created_at, updated_at, queue, callback_url)
 VALUES (:id, :type, :payload, 'queued', :priority, :run_at, :max_attempts, :timeout,
-        :idempotency_key, :request_hash, :now, :now, :queue)
+        :idempotency_key, :request_hash, :now, :now, :queue, :callback_url)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 
 -- name: get_task

@@ -6,9 +6,9 @@
 -- name: insert_schedule
 INSERT INTO schedules (id, name, cron_expr, timezone, task_type, payload, enabled, priority,
                        max_attempts, timeout, overlap, missed, next_fire_at, created_at,
-                       updated_at, queue)
+                       updated_at, queue, callback_url)
 VALUES (:id, :name, :cron_expr, :timezone, :task_type, :payload, :enabled, :priority,
-        :max_attempts, :timeout, :overlap, :missed, :next_fire_at, :now, :now, :queue)
+        :max_attempts, :timeout, :overlap, :missed, :next_fire_at, :now, :now, :queue, :callback_url)
 
 -- name: get_schedule
 SELECT s.*, t.status AS last_task_status
@@ -26,7 +26,7 @@ UPDATE schedules
 SET name = :name, cron_expr = :cron_expr, timezone = :timezone, task_type = :task_type,
     payload = :payload, enabled = :enabled, priority = :priority,
     max_attempts = :max_attempts, timeout = :timeout, overlap = :overlap, missed = :missed,
-    queue = :queue,
+    queue = :queue, callback_url = :callback_url,
     -- Only a change of timing (or pause/resume) moves the next fire; otherwise it keeps
     -- whatever a scheduler committed since the editor read the row.
     next_fire_at = CASE WHEN :recompute THEN :next_fire_at ELSE next_fire_at END,
@@ -71,9 +71,9 @@ LIMIT 1
 -- A task made by a schedule. A second task for the same (schedule_id, fire_time) is refused
 -- by tasks_schedule_fire; DO NOTHING turns that into rowcount 0 ("already fired").
 INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
-                   schedule_id, fire_time, created_at, updated_at, queue)
+                   schedule_id, fire_time, created_at, updated_at, queue, callback_url)
 VALUES (:id, :type, :payload, 'queued', :priority, :run_at, :max_attempts, :timeout,
-        :schedule_id, :fire_time, :now, :now, :queue)
+        :schedule_id, :fire_time, :now, :now, :queue, :callback_url)
 ON CONFLICT DO NOTHING
 
 -- name: task_for_fire

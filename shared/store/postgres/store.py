@@ -68,6 +68,7 @@ from shared.store.base import (
     TRANSFER_COLUMNS,
     Claimed,
     Depth,
+    DueDelivery,
     DueSchedule,
     EventPage,
     FailOutcome,
@@ -89,6 +90,7 @@ from shared.store.base import (
     WaitingTask,
     WorkerSeen,
     attach_attempts,
+    attach_deliveries,
     fill_throughput,
     throughput_window,
 )
@@ -124,6 +126,7 @@ D = Queries("postgres", "dashboard")
 M = Queries("postgres", "metrics")
 T = Queries("postgres", "transfer")
 A = Queries("postgres", "audit")
+W = Queries("postgres", "webhooks")
 
 
 def _json(value: Any) -> str | None:
@@ -140,8 +143,21 @@ def _task(row: Row) -> Task:
         last_error=row["last_error"], cancel_requested=bool(row["cancel_requested"]),
         created_at=to_datetime(row["created_at"]), updated_at=to_datetime(row["updated_at"]),
         started_at=to_datetime(row["started_at"]), finished_at=to_datetime(row["finished_at"]),
-        schedule_id=row["schedule_id"], queue=row["queue"],
+        schedule_id=row["schedule_id"], queue=row["queue"], callback_url=row["callback_url"],
     )
+
+
+def _due_delivery(row: Row) -> DueDelivery:
+    return DueDelivery(id=row["id"], task_id=row["task_id"], url=row["url"],
+                       task_status=row["task_status"], tries=row["tries"],
+                       token=row["lease_token"])
+
+
+def _delivery(row: Row) -> dict[str, Any]:
+    out = {k: row[k] for k in ("id", "task_id", "url", "task_status", "state", "tries",
+                               "next_try_at", "created_at", "finished_at")}
+    out["history"] = msgspec.json.decode(row["history"])
+    return out
 
 
 def _event(row: Row) -> TaskEvent:
@@ -175,6 +191,7 @@ def _schedule(row: Row) -> Schedule:
         last_task_status=row["last_task_status"], last_skip_at=to_datetime(row["last_skip_at"]),
         last_skip_reason=row["last_skip_reason"], created_at=to_datetime(row["created_at"]),
         updated_at=to_datetime(row["updated_at"]), queue=row["queue"],
+        callback_url=row["callback_url"],
     )
 
 
@@ -184,7 +201,7 @@ def _fields(row: Row) -> ScheduleFields:
         task_type=row["task_type"], payload=msgspec.json.decode(row["payload"]),
         enabled=bool(row["enabled"]), priority=row["priority"],
         max_attempts=row["max_attempts"], timeout=row["timeout"], overlap=row["overlap"],
-        missed=row["missed"], queue=row["queue"],
+        missed=row["missed"], queue=row["queue"], callback_url=row["callback_url"],
     )
 
 
@@ -200,6 +217,7 @@ def _task_params(task: NewTask, now: float) -> dict[str, Any]:
         "priority": task.priority, "run_at": task.run_at, "max_attempts": task.max_attempts,
         "timeout": task.timeout, "idempotency_key": task.idempotency_key,
         "request_hash": task.request_hash, "now": now, "queue": task.queue,
+        "callback_url": task.callback_url,
     }
 
 
@@ -481,6 +499,7 @@ class PostgresStore:
             "keys": [t.idempotency_key for t, _ in new],
             "hashes": [t.request_hash for t, _ in new], "nows": [n for _, n in new],
             "queues": [t.queue for t, _ in new],
+            "callback_urls": [t.callback_url for t, _ in new],
         }
         keys = [t.idempotency_key for t, _ in new if t.idempotency_key is not None]
         if not keys:
@@ -1258,6 +1277,45 @@ class PostgresStore:
                                      {"before": before, "limit": limit})
         return len(rows)
 
+    # -- webhook deliveries (docs/webhooks.md) ---------------------------------------------
+
+    @_translated
+    async def claim_deliveries(
+        self, limit: int, lease_until: float, now: float
+    ) -> list[DueDelivery]:
+        if limit <= 0:
+            return []
+        rows = await self._statement(
+            W.claim_deliveries, {"limit": limit, "lease_until": lease_until, "now": now}
+        )
+        rows.sort(key=lambda r: (r["next_try_at"], r["id"]))  # RETURNING keeps no order
+        return [_due_delivery(r) for r in rows]
+
+    @_translated
+    async def record_delivery_try(
+        self, delivery_id: str, token: str, attempt: dict[str, Any], *,
+        next_try_at: float | None, delivered: bool, now: float,
+    ) -> bool:
+        params = {"id": delivery_id, "token": token, "attempt": _json(attempt),
+                  "next_try_at": next_try_at, "delivered": delivered, "now": now}
+
+        async def op(conn: psycopg.AsyncConnection[Any]) -> bool:
+            return await self._count(conn, W.record_try, params) == 1
+
+        return await self._write(op)
+
+    @_translated
+    async def deliveries(self, task_id: str) -> list[dict[str, Any]]:
+        async with self._read() as conn:
+            rows = await self._rows(conn, W.deliveries_of_task, {"id": task_id})
+        return [_delivery(r) for r in rows]
+
+    @_translated
+    async def next_delivery_at(self) -> float | None:
+        async with self._read() as conn:
+            rows = await self._rows(conn, W.next_delivery_at)
+        return rows[0]["at"] if rows else None
+
     # -- copying (localflow copy) --------------------------------------------------------
 
     @_translated
@@ -1281,6 +1339,10 @@ class PostgresStore:
                     conn, T.export_attempts, {"after": after, "last": rows[-1]["id"]}
                 )
                 attach_attempts(rows, attempts)
+                deliveries = await self._rows(
+                    conn, T.export_deliveries, {"after": after, "last": rows[-1]["id"]}
+                )
+                attach_deliveries(rows, deliveries)
         return rows
 
     @_translated
@@ -1308,8 +1370,12 @@ class PostgresStore:
                             for a in row.get("attempt_rows", ())]
                 if attempts:
                     await cur.executemany(T.insert_attempt, attempts)
+                deliveries = [d for row in rows if row["id"] in inserted
+                              for d in row.get("delivery_rows", ())]
+                if deliveries:
+                    await cur.executemany(T.insert_delivery, deliveries)
             return Imported(rows=len(inserted), skipped=len(rows) - len(inserted),
-                            attempts=len(attempts))
+                            attempts=len(attempts), deliveries=len(deliveries))
 
         return await self._write(op)
 

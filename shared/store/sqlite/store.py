@@ -41,6 +41,7 @@ from shared.store.base import (
     TRANSFER_COLUMNS,
     Claimed,
     Depth,
+    DueDelivery,
     DueSchedule,
     EventPage,
     FailOutcome,
@@ -62,6 +63,7 @@ from shared.store.base import (
     WaitingTask,
     WorkerSeen,
     attach_attempts,
+    attach_deliveries,
     fill_throughput,
     throughput_window,
 )
@@ -83,6 +85,7 @@ D = Queries("sqlite", "dashboard")
 M = Queries("sqlite", "metrics")
 T = Queries("sqlite", "transfer")
 A = Queries("sqlite", "audit")
+W = Queries("sqlite", "webhooks")
 _CURSOR_START = "~"  # sorts after every ULID character
 # The dashboard's counts read a chunk at a time (shared/sql/sqlite/dashboard.sql says why).
 INDEX_CHUNK = 20_000  # index entries one chunk reads (a few ms)
@@ -843,6 +846,43 @@ class SQLiteStore:
 
         return await self.db.write(op)
 
+    # -- webhook deliveries (docs/webhooks.md) -------------------------------------------------
+
+    async def claim_deliveries(
+        self, limit: int, lease_until: float, now: float
+    ) -> list[DueDelivery]:
+        if limit <= 0:
+            return []
+        params = {"limit": limit, "lease_until": lease_until, "now": now}
+
+        def op(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return fetchall(conn, W.claim_deliveries, params)
+
+        rows = sorted(await self.db.write(op), key=lambda r: (r["next_try_at"], r["id"]))
+        return [DueDelivery(id=r["id"], task_id=r["task_id"], url=r["url"],
+                            task_status=r["task_status"], tries=r["tries"],
+                            token=r["lease_token"]) for r in rows]
+
+    async def record_delivery_try(
+        self, delivery_id: str, token: str, attempt: dict[str, Any], *,
+        next_try_at: float | None, delivered: bool, now: float,
+    ) -> bool:
+        params = {"id": delivery_id, "token": token, "attempt": _json(attempt),
+                  "next_try_at": next_try_at, "delivered": int(delivered), "now": now}
+
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute(W.record_try, params).rowcount == 1
+
+        return await self.db.write(op)
+
+    async def deliveries(self, task_id: str) -> list[dict[str, Any]]:
+        rows = await self.db.fetch_all(W.deliveries_of_task, (task_id,))
+        return [_delivery(r) for r in rows]
+
+    async def next_delivery_at(self) -> float | None:
+        row = await self.db.fetch_one(W.next_delivery_at)
+        return None if row is None else row["at"]
+
     # -- copying (localflow copy) --------------------------------------------------------------
 
     async def table_counts(self) -> dict[str, int]:
@@ -861,6 +901,10 @@ class SQLiteStore:
                 T.export_attempts, {"after": after, "last": rows[-1]["id"]}
             )
             attach_attempts(rows, [dict(a) for a in attempts])
+            deliveries = await self.db.fetch_all(
+                T.export_deliveries, {"after": after, "last": rows[-1]["id"]}
+            )
+            attach_deliveries(rows, [dict(d) for d in deliveries])
         return rows
 
     async def import_rows(self, table: TransferTable, rows: Sequence[TransferRow]) -> Imported:
@@ -869,7 +913,7 @@ class SQLiteStore:
         columns = TRANSFER_COLUMNS[table]
 
         def op(conn: sqlite3.Connection) -> Imported:
-            inserted = attempts = 0
+            inserted = attempts = deliveries = 0
             for row in rows:
                 if conn.execute(query, {c: row[c] for c in columns}).rowcount != 1:
                     continue  # collides with a row already there: skipped
@@ -877,7 +921,11 @@ class SQLiteStore:
                 for attempt in row.get("attempt_rows", ()):
                     conn.execute(T.insert_attempt, attempt)
                     attempts += 1
-            return Imported(rows=inserted, skipped=len(rows) - inserted, attempts=attempts)
+                for delivery in row.get("delivery_rows", ()):
+                    conn.execute(T.insert_delivery, delivery)
+                    deliveries += 1
+            return Imported(rows=inserted, skipped=len(rows) - inserted, attempts=attempts,
+                            deliveries=deliveries)
 
         return await self.db.write(op)
 
@@ -915,6 +963,7 @@ def _insert_params(new: NewTask, now: float) -> dict[str, Any]:
         "priority": new.priority, "run_at": new.run_at, "max_attempts": new.max_attempts,
         "timeout": new.timeout, "idempotency_key": new.idempotency_key,
         "request_hash": new.request_hash, "now": now, "queue": new.queue,
+        "callback_url": new.callback_url,
     }
 
 
@@ -927,7 +976,7 @@ def _new_task(new: NewTask, now: float) -> Task:
         max_attempts=new.max_attempts, timeout=new.timeout,
         idempotency_key=new.idempotency_key, result=None, last_error=None,
         cancel_requested=False, created_at=when, updated_at=when,
-        started_at=None, finished_at=None, queue=new.queue,
+        started_at=None, finished_at=None, queue=new.queue, callback_url=new.callback_url,
     )
 
 
@@ -1018,7 +1067,15 @@ def _task(row: sqlite3.Row) -> Task:
         finished_at=to_datetime(row["finished_at"]),
         schedule_id=row["schedule_id"],
         queue=row["queue"],
+        callback_url=row["callback_url"],
     )
+
+
+def _delivery(row: sqlite3.Row) -> dict[str, Any]:
+    out = {k: row[k] for k in ("id", "task_id", "url", "task_status", "state", "tries",
+                               "next_try_at", "created_at", "finished_at")}
+    out["history"] = msgspec.json.decode(row["history"])
+    return out
 
 
 def _event(row: sqlite3.Row) -> TaskEvent:
@@ -1083,7 +1140,7 @@ def _fields(row: sqlite3.Row) -> ScheduleFields:
         task_type=row["task_type"], payload=msgspec.json.decode(row["payload"]),
         enabled=bool(row["enabled"]), priority=row["priority"],
         max_attempts=row["max_attempts"], timeout=row["timeout"], overlap=row["overlap"],
-        missed=row["missed"], queue=row["queue"],
+        missed=row["missed"], queue=row["queue"], callback_url=row["callback_url"],
     )
 
 
@@ -1098,6 +1155,7 @@ def _schedule(row: sqlite3.Row) -> Schedule:
         last_task_status=row["last_task_status"], last_skip_at=to_datetime(row["last_skip_at"]),
         last_skip_reason=row["last_skip_reason"], created_at=to_datetime(row["created_at"]),
         updated_at=to_datetime(row["updated_at"]), queue=row["queue"],
+        callback_url=row["callback_url"],
     )
 
 
@@ -1112,7 +1170,7 @@ def _scheduled_task_params(task: NewTask) -> dict[str, Any]:
     return {
         "id": task.id, "type": task.type, "payload": msgspec.json.encode(task.payload).decode(),
         "priority": task.priority, "max_attempts": task.max_attempts, "timeout": task.timeout,
-        "queue": task.queue,
+        "queue": task.queue, "callback_url": task.callback_url,
     }
 
 

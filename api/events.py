@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -11,16 +12,20 @@ from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import Stream
 
 from api.auth import BEARER_SECURITY
-from api.deps import EventHubDep
+from api.deps import EventHubDep, QueueDep
 from api.errors import problem_responses
 from shared.errors import InvalidTask
+from shared.queue import Queue
 from shared.schemas import STATUSES, to_datetime
-from shared.store.base import TaskEvent
+from shared.store.base import LiveOutput, TaskEvent
 from shared.task_events import EventHub, is_cursor
 
 HEARTBEAT_SECONDS = 15.0
 MAX_TASK_FILTERS = 100
 RETRY_MS = 2000  # how long a browser's EventSource waits before reconnecting
+# With ?output=true: how often the stream re-reads its tasks' live output. Workers store it
+# at most once a second (LOCALFLOW_LIVE_OUTPUT_INTERVAL), so reading faster shows nothing new.
+OUTPUT_POLL_SECONDS = 1.0
 
 
 class EventController(Controller):
@@ -42,7 +47,13 @@ class EventController(Controller):
             "stream starts now. Filters: `task` (repeatable, up to 100) and `status` "
             "(repeatable). A comment (`: heartbeat`) every 15 s keeps proxies from closing an "
             "idle stream. A slow reader is never dropped: it reads the log at its own pace, "
-            "holding at most one page (500 events) in the server's memory."
+            "holding at most one page (500 events) in the server's memory. With `output=true` "
+            "(and at least one `task`), also `event: output` whenever a followed task's live "
+            "output changed: `data:` a JSON object with `id`, `attempt`, `stdout` and "
+            "`stderr` (the last 8 KiB of each), `stdout_bytes`, `stderr_bytes` (all written "
+            "so far) and `time`, as `GET /api/tasks/{id}/output` gives it; read once a second "
+            "while the stream is open, sent without an `id:` (a reconnect gets the latest "
+            "again, not each one it missed)."
         ),
         media_type="text/event-stream",
         responses=problem_responses(422),
@@ -50,6 +61,7 @@ class EventController(Controller):
     async def stream(
         self,
         event_hub: EventHubDep,
+        queue: QueueDep,
         task: Annotated[list[str] | None, QueryParameter(
             name="task", max_length=64,
             description="only these task ids (repeat the parameter for more)",
@@ -57,6 +69,10 @@ class EventController(Controller):
         status: Annotated[list[str] | None, QueryParameter(
             name="status", description="only these statuses (repeatable)",
         )] = None,
+        output: Annotated[bool, QueryParameter(
+            name="output",
+            description="also stream the live output of the `task`s given (`event: output`)",
+        )] = False,
         last_event_id: Annotated[str | None, HeaderParameter(
             name="Last-Event-ID", required=False, max_length=41,
             description="the `id:` of the last event received: resume after it",
@@ -64,6 +80,9 @@ class EventController(Controller):
     ) -> Stream:
         tasks = _task_filter(task)
         statuses = _status_filter(status)
+        if output and tasks is None:
+            raise InvalidTask("output: give the tasks to follow (`task=ID`, up to "
+                              f"{MAX_TASK_FILTERS}) with output=true", "output")
         if last_event_id is not None and not is_cursor(last_event_id.strip()):
             raise InvalidTask(
                 f"Last-Event-ID: {last_event_id[:41]!r} is not an event id this API sent",
@@ -72,7 +91,8 @@ class EventController(Controller):
         cursor = last_event_id.strip() if last_event_id else None
         start = await event_hub.join()
         return Stream(
-            _events(event_hub, cursor or start, tasks, statuses),
+            _events(event_hub, cursor or start, tasks, statuses,
+                    _OutputFollower(queue, tasks) if output and tasks else None),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -100,9 +120,12 @@ def _status_filter(values: list[str] | None) -> frozenset[str] | None:
 
 async def _events(
     hub: EventHub, cursor: str, tasks: frozenset[str] | None, statuses: frozenset[str] | None,
+    outputs: _OutputFollower | None = None,
 ) -> AsyncIterator[bytes]:
+    wait = HEARTBEAT_SECONDS if outputs is None else min(OUTPUT_POLL_SECONDS, HEARTBEAT_SECONDS)
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()
+        sent = time.monotonic()
         while not hub.closed:
             page = await hub.after(cursor)
             if page.lost:
@@ -110,6 +133,7 @@ async def _events(
                     "detail": "events after this cursor were pruned before they were read; "
                     "continuing with the oldest kept (re-read the tasks you follow)",
                 })
+                sent = time.monotonic()
             if page.events:
                 chunk = [_task_event(e) for e in page.events
                          if (tasks is None or e.task_id in tasks)
@@ -117,11 +141,48 @@ async def _events(
                 cursor = page.events[-1].cursor
                 if chunk:
                     yield b"".join(chunk)
+                    sent = time.monotonic()
                 continue
-            if not await hub.wait_past(cursor, HEARTBEAT_SECONDS) and not hub.closed:
+            if outputs is not None and (news := await outputs.changed()):
+                yield news
+                sent = time.monotonic()
+            woken = await hub.wait_past(cursor, wait)
+            if not woken and not hub.closed and time.monotonic() - sent >= HEARTBEAT_SECONDS:
                 yield b": heartbeat\n\n"
+                sent = time.monotonic()
     finally:
         hub.leave()
+
+
+class _OutputFollower:
+    """The live output of a stream's tasks: what changed since the stream last sent it."""
+
+    def __init__(self, queue: Queue, tasks: frozenset[str]) -> None:
+        self.queue, self.tasks = queue, sorted(tasks)
+        self._sent: dict[str, tuple[int, int, int]] = {}  # per task: attempt and byte counts
+        self._next = 0.0  # time.monotonic() of the next read
+
+    async def changed(self) -> bytes:
+        now = time.monotonic()
+        if now < self._next:
+            return b""
+        self._next = now + OUTPUT_POLL_SECONDS
+        chunk = []
+        for task_id, out in (await self.queue.live_outputs(self.tasks)).items():
+            seen = (out.attempt, out.stdout_bytes, out.stderr_bytes)
+            if self._sent.get(task_id) != seen:
+                self._sent[task_id] = seen
+                chunk.append(_output_event(out))
+        return b"".join(chunk)
+
+
+def _output_event(out: LiveOutput) -> bytes:
+    # No `id:`: the cursor is the task event log's, and a reconnect needs only the latest.
+    return b"event: output\ndata: %s\n\n" % msgspec.json.encode({
+        "id": out.task_id, "attempt": out.attempt, "stdout": out.stdout, "stderr": out.stderr,
+        "stdout_bytes": out.stdout_bytes, "stderr_bytes": out.stderr_bytes,
+        "time": to_datetime(out.updated_at),
+    })
 
 
 def _task_event(e: TaskEvent) -> bytes:

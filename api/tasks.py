@@ -36,6 +36,7 @@ from shared.schemas import (
     TaskBatch,
     TaskBatchResult,
     TaskCreate,
+    TaskOutput,
     TaskPage,
 )
 from shared.task_watch import MAX_WAIT
@@ -212,6 +213,22 @@ class TaskController(Controller):
     )
     async def deliveries(self, task_id: TaskId, queue: QueueDep) -> list[Delivery]:
         return await queue.deliveries(task_id)
+
+    @get(
+        "/{task_id:str}/output",
+        summary="A task's output: live while it runs",
+        description="While the task runs (`live: true`): the last 8 KiB of the running "
+        "attempt's stdout and stderr, as its worker last stored them: at most once a second "
+        "(LOCALFLOW_LIVE_OUTPUT_INTERVAL) and only when they changed, so the answer may be "
+        "that old; `stdout_bytes`/`stderr_bytes` count everything written so far, "
+        "`updated_at` says when it was stored (null: nothing stored yet). Only `shell` tasks "
+        "print; other types stay empty while they run. Once the task is not running "
+        "(`live: false`): the last attempt's final output from its result (the kept head and "
+        "tail), empty if none. For a stream of it, see `GET /api/events?output=true`.",
+        responses=problem_responses(404),
+    )
+    async def output(self, task_id: TaskId, queue: QueueDep) -> TaskOutput:
+        return await queue.output(task_id)
 
     @post(
         "/{task_id:str}/cancel",

@@ -29,11 +29,13 @@ from shared.schemas import (
     PayloadError,
     Task,
     TaskCreate,
+    TaskOutput,
     TaskPage,
+    to_datetime,
     validate_payload,
 )
 from shared.settings import Settings
-from shared.store.base import Claimed, Heartbeat, NewTask, Store
+from shared.store.base import Claimed, Heartbeat, LiveOutput, NewTask, Store
 from shared.webhooks import Delivery, check_callback_url, delivery_view
 
 __all__ = [
@@ -286,6 +288,32 @@ class Queue:
             raise NotFound(f"no task with id {task_id!r}")
         return task
 
+    async def live_outputs(self, task_ids: Sequence[str]) -> dict[str, LiveOutput]:
+        """The stored live output of those of these tasks that are running (a read)."""
+        return await self.store.live_outputs(task_ids)
+
+    async def output(self, task_id: str) -> TaskOutput:
+        """A running task's live output tail, else the last attempt's final output."""
+        task = await self.get(task_id)
+        if task.status == "running":
+            live = (await self.live_outputs([task_id])).get(task_id)
+            if live is not None:
+                return TaskOutput(
+                    id=task.id, status=task.status, live=True, attempt=live.attempt,
+                    stdout=live.stdout, stderr=live.stderr, stdout_bytes=live.stdout_bytes,
+                    stderr_bytes=live.stderr_bytes, updated_at=to_datetime(live.updated_at),
+                )
+            task = await self.get(task_id)  # it may have finished meanwhile
+            if task.status == "running":  # nothing printed yet, or not stored yet
+                return TaskOutput(id=task.id, status=task.status, live=True,
+                                  attempt=task.attempts, stdout="", stderr="",
+                                  stdout_bytes=0, stderr_bytes=0)
+        result = task.result if isinstance(task.result, dict) else {}
+        return TaskOutput(
+            id=task.id, status=task.status, live=False, attempt=task.attempts,
+            stdout=_text(result.get("stdout")), stderr=_text(result.get("stderr")),
+        )
+
     async def attempts(self, task_id: str) -> list[Attempt]:
         await self.get(task_id)  # 404 for an unknown task rather than an empty list
         return await self.store.attempts(task_id)
@@ -325,3 +353,7 @@ class Queue:
 
     async def counts(self) -> dict[str, int]:
         return await self.store.counts()
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""

@@ -211,6 +211,23 @@ class Attempt(msgspec.Struct, kw_only=True):
     output: Any | None
 
 
+class TaskOutput(msgspec.Struct, kw_only=True):
+    """GET /api/tasks/{id}/output: what a task's program has printed (docs/live_output.md)."""
+
+    id: str
+    status: Status
+    # True while the task runs: the running attempt's recent output, as its worker last
+    # stored it (at most a second old). False once it is not running: the last attempt's
+    # final output, from the task's result.
+    live: bool
+    attempt: int  # the attempt it comes from (0: none yet)
+    stdout: str  # live: the last bytes (8 KiB at most); final: the kept head and tail
+    stderr: str
+    stdout_bytes: int | None = None  # live: everything the attempt wrote so far, in bytes
+    stderr_bytes: int | None = None
+    updated_at: datetime | None = None  # live: when the worker stored it (None: not yet)
+
+
 class TaskPage(msgspec.Struct, kw_only=True):
     items: list[Task]
     next_cursor: str | None

@@ -59,6 +59,9 @@ class Settings(msgspec.Struct, kw_only=True):
     default_max_attempts: int = 3
     max_payload_bytes: int = 256 * 1024
     output_limit: int = 64 * 1024
+    # Running shell tasks' output tails are stored this often, when they changed
+    # (worker/live_output.py, docs/live_output.md).
+    live_output_interval: float = 1.0
     # Task policy (shared/policy.py, docs/security.md). Empty allowlists mean "anything".
     shell_allow: tuple[str, ...] = ()
     shell_workdir: str = ""  # empty: the system temporary directory
@@ -221,6 +224,8 @@ FIELDS: tuple[Field, ...] = (
     Field("events_window", parse_duration,
           "how long task events are kept for GET /api/events clients that reconnect"),
     Field("schedule_interval", parse_duration, "longest wait between schedule checks"),
+    Field("live_output_interval", _positive_duration,
+          "how often the worker stores running shell tasks' output tails (when they changed)"),
     Field("debug", _parse_bool, "enable /debug profiling endpoints"),
     Field("grace", parse_duration, "on SIGTERM, how long running tasks may take to finish"),
     Field("lease", parse_duration, "visibility window of a claimed task; heartbeats extend it"),

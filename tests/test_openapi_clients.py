@@ -37,7 +37,7 @@ CLIENT_MODELS = {
     "schedule", "schedule_create", "schedule_create_payload", "schedule_missed",
     "schedule_overlap", "schedule_update", "schedule_update_payload", "shell_payload",
     "shell_payload_env", "task", "task_batch", "task_batch_result", "task_create",
-    "task_create_payload", "task_page", "task_status", "task_type",
+    "task_create_payload", "task_output", "task_page", "task_status", "task_type",
     "queue_info", "queue_info_counts", "queue_update",
     "audit_entry", "audit_entry_action", "audit_entry_channel", "audit_entry_target_kind",
     "audit_entry_details", "audit_page", "api_audit_list_audit_action",
@@ -48,7 +48,7 @@ DATAMODEL_CLASSES = {
     "Attempt", "FireTimes", "ProblemField", "Problem", "Arg", "HttpMethod", "HttpPayload",
     "TaskType", "TaskStatus", "MaxAttempts", "Priority", "Seconds", "ScheduleOverlap",
     "ScheduleMissed", "Schedule", "ScheduleCreate", "ScheduleUpdate", "ShellPayload", "Task",
-    "TaskBatch", "TaskBatchResult", "TaskCreate", "TaskPage",
+    "TaskBatch", "TaskBatchResult", "TaskCreate", "TaskOutput", "TaskPage",
     "QueueInfo", "QueueUpdate", "QueueConcurrency",
     "AuditEntry", "AuditPage", "Action", "Channel", "TargetKind",
     "Delivery", "State", "DeliveryTry",  # State: a delivery's state (pending, delivered, failed)

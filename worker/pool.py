@@ -27,6 +27,7 @@ from shared.retention import Pruner
 from shared.schemas import PayloadError, validate_payload
 from shared.settings import Settings
 from worker.handlers import HANDLERS, Handler, HandlerContext, TaskFailed
+from worker.live_output import LiveOutputs
 from worker.task_identity import task_user_from
 
 log = structlog.get_logger("localflow.worker")
@@ -102,6 +103,8 @@ class Worker:
         # Called after each claim with (tasks claimed, seconds the claim took).
         self.on_claim: Callable[[int, float], None] = lambda *_: None
         self.pruner = Pruner(queue.store, settings, self.id, self.clock)
+        # Running shell tasks' output tails, stored once a second (worker/live_output.py).
+        self.live_output = LiveOutputs(queue.store, self.clock)
         # Liveness, for the worker's /health: the loop runs, and when it last went round.
         self.running = False
         self.last_loop = 0.0  # time.monotonic()
@@ -117,6 +120,9 @@ class Worker:
             asyncio.create_task(self._every(self.rescue_interval, self.rescue_once)),
             # Retention (shared/retention.py): one worker at a time prunes old tasks.
             asyncio.create_task(self._every(self.settings.prune_interval, self.prune_once)),
+            asyncio.create_task(
+                self._every(self.settings.live_output_interval, self.live_output_once)
+            ),
         ]
         try:
             await self.queue.worker_seen(self.id, socket.gethostname(), os.getpid(), self.slots)
@@ -337,12 +343,15 @@ class Worker:
             raise TaskFailed(str(exc), permanent=True) from None
         ctx = HandlerContext(
             c.id, c.attempt, c.timeout, self.settings.output_limit, self.queue.policy,
-            run_as=self.task_user,
+            run_as=self.task_user, watch_output=self.live_output.watcher(c),
         )
         # Handlers enforce the timeout themselves (the shell handler kills its process
         # group); this is the backstop for one that does not.
         self._add_deadline(c, asyncio.get_running_loop().time() + c.timeout + BACKSTOP_GRACE)
-        return await handler(payload, ctx)
+        try:
+            return await handler(payload, ctx)
+        finally:
+            self.live_output.ended(c)
 
     def _add_deadline(self, c: Claimed, deadline: float) -> None:
         if len(self._deadlines) > 2 * len(self._in_handler) + 64:
@@ -427,6 +436,9 @@ class Worker:
 
     async def prune_once(self) -> None:
         await self.pruner.prune_once()
+
+    async def live_output_once(self) -> None:
+        await self.live_output.flush_once()
 
     async def rescue_once(self) -> None:
         if self.pending_outcomes:

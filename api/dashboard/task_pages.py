@@ -376,6 +376,8 @@ async def _detail(queue: Queue, task: Task, flash: str | None = None,
             for a in attempts
         ) if attempts else None,
         "terminal": task.status in TERMINAL, "flash": flash, "flash_error": flash_error,
+        # A running task's output so far (_live_output.html).
+        "live_output": await queue.output(task.id) if task.status == "running" else None,
     }
 
 

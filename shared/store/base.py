@@ -112,6 +112,40 @@ class EventPage(msgspec.Struct, kw_only=True):
     lost: bool  # the cursor is older than events already pruned: some were never seen
 
 
+class LiveOutput(msgspec.Struct, kw_only=True):
+    """The recent output of a running attempt (docs/live_output.md): the last bytes of each
+    stream as the worker last stored them. It belongs to one claim: a store returns it only
+    while the task is running with that claim token."""
+
+    task_id: str
+    token: str  # the claim it belongs to (never shown: it fences the worker's writes)
+    attempt: int
+    stdout: str  # the last bytes of stdout, decoded (bounded by the worker)
+    stderr: str
+    stdout_bytes: int  # bytes the attempt wrote to stdout so far, all of them
+    stderr_bytes: int
+    updated_at: float  # Unix seconds: when it was stored
+    flushes: int = 1  # how many times this attempt's output was stored (what a flush costs)
+
+
+def live_output_params(output: LiveOutput, now: float) -> dict[str, Any]:
+    """The parameters of a backend's live_output_save query. Shared by the backends."""
+    return {"task_id": output.task_id, "token": output.token, "attempt": output.attempt,
+            "stdout": output.stdout, "stderr": output.stderr,
+            "stdout_bytes": output.stdout_bytes, "stderr_bytes": output.stderr_bytes,
+            "now": now}
+
+
+def live_output_from(row: Any) -> LiveOutput:
+    """A task_live_output row (any mapping by column name) as a record. Shared by the
+    backends."""
+    return LiveOutput(
+        task_id=row["task_id"], token=row["claim_token"], attempt=row["attempt"],
+        stdout=row["stdout"], stderr=row["stderr"], stdout_bytes=row["stdout_bytes"],
+        stderr_bytes=row["stderr_bytes"], updated_at=row["updated_at"], flushes=row["flushes"],
+    )
+
+
 # What `fail` may record as an attempt's outcome.
 FailOutcome = Literal["failed", "timeout"]
 
@@ -626,6 +660,20 @@ class TaskStore(Protocol):
     async def statuses(self, task_ids: Sequence[str]) -> dict[str, Status]:
         """The status of each of these tasks, in one read (any number of ids); an id with no
         task (never was, or deleted) is absent. What waiters re-read on each wake-up."""
+        ...
+
+    async def save_live_output(
+        self, outputs: Sequence[LiveOutput], ended: Sequence[tuple[str, str]], now: float
+    ) -> None:
+        """In one transaction: store each output (replacing the task's row, updated_at = now,
+        `flushes` counted up for the same claim, 1 for a new one), fenced on (task running,
+        claim_token = output.token): an attempt that ended meanwhile stores nothing; then
+        delete the rows of `ended` (task id, claim token) pairs, the claims that ended."""
+        ...
+
+    async def live_outputs(self, task_ids: Sequence[str]) -> dict[str, LiveOutput]:
+        """The stored live output of each of these tasks that is running with the claim the
+        output belongs to (a read); others (finished, re-claimed, never stored) are absent."""
         ...
 
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from shared.policy import Policy
+from worker.handlers.output import HeadTail
 from worker.task_identity import TaskUser
+
+# Shows a running program's output buffers (stdout, stderr) to whoever wants its live tail:
+# the worker's LiveOutput (worker/live_output.py) reads them once a second while it runs.
+WatchOutput = Callable[[HeadTail, HeadTail], None]
 
 
 class TaskFailed(Exception):
@@ -40,6 +46,7 @@ class HandlerContext:
     output_limit: int  # bytes kept of each output stream or response body
     policy: Policy | None = None  # what the task may do; None: the default Settings' policy
     run_as: TaskUser | None = None  # task programs run as this user; None: as the worker
+    watch_output: WatchOutput | None = None  # None: nobody follows the output live
 
 
 def policy_of(ctx: HandlerContext) -> Policy:

@@ -44,3 +44,19 @@ class HeadTail:
         if not self.dropped:
             return head + tail
         return f"{head}\n... [{self.dropped} bytes not kept] ...\n{tail}"
+
+    def recent(self, limit: int) -> bytes:
+        """The last `limit` bytes kept, for a running task's live view (worker/live_output.py):
+        the end of the tail, or of head and tail while nothing has been dropped between them
+        (then they are one run of bytes). Starts at a character boundary where it was cut."""
+        if self.dropped:
+            data = bytes(self._tail[-limit:])
+        else:
+            data = bytes((self._head + self._tail)[-limit:])
+        if len(data) == limit:
+            # A cut inside a UTF-8 character: drop its continuation bytes (at most three).
+            skip = 0
+            while skip < 3 and skip < len(data) and 0x80 <= data[skip] < 0xC0:
+                skip += 1
+            data = data[skip:]
+        return data

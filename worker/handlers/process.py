@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from worker.handlers.base import WatchOutput
 from worker.handlers.output import HeadTail
 
 _CHUNK = 64 * 1024
@@ -37,13 +38,16 @@ class Finished:
 
 async def run_program(
     argv: Sequence[str], *, env: Mapping[str, str], cwd: str, seconds: float, keep: int,
-    preexec: Callable[[], None] | None = None,
+    preexec: Callable[[], None] | None = None, watch: WatchOutput | None = None,
 ) -> Finished:
     """Run argv to its end (the program exited and its output pipes closed), for at most
-    `seconds`; keep `keep` bytes of each output stream.
+    `seconds`; keep `keep` bytes of each output stream; `watch` gets the two buffers (stdout,
+    stderr) before the program starts, to read their tail while it runs.
     Raises OSError if it cannot be started; on cancellation the group is killed first."""
     loop = asyncio.get_running_loop()
     out, err = HeadTail(keep), HeadTail(keep)
+    if watch is not None:
+        watch(out, err)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:

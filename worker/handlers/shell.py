@@ -48,6 +48,7 @@ async def run_shell(payload: ShellPayload, ctx: HandlerContext) -> dict[str, Any
             [program, *payload.args], env=env, cwd=policy.workdir, seconds=timeout,
             keep=ctx.output_limit,
             preexec=task_identity.preexec(ctx.run_as),  # as LOCALFLOW_TASK_USER, if set
+            watch=ctx.watch_output,  # its tail, live (worker/live_output.py)
         )
     except OSError as exc:
         raise TaskFailed(f"cannot start {payload.command!r}: {exc.strerror or exc}") from None

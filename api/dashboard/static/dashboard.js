@@ -96,6 +96,35 @@
     out.setAttribute("data-i", String(i));
   });
 
+  // -- A running task's output so far (_live_output.html) ---------------------------------
+  // Like a terminal: a stream shown at its end stays at its end as lines come in; one the user
+  // scrolled up in stays where it is; text selected in it is left alone until deselected.
+  function liveTails() { return document.querySelectorAll("pre.live-tail"); }
+  function atEnd(pre) { return pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4; }
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (!event.detail.elt || event.detail.elt.id !== "task-live") return;
+    var selection = window.getSelection();
+    liveTails().forEach(function (pre) {
+      var selecting = selection && !selection.isCollapsed && selection.rangeCount &&
+        pre.contains(selection.getRangeAt(0).commonAncestorContainer);
+      if (selecting) pre.setAttribute("data-client-owned", "");
+      else pre.removeAttribute("data-client-owned");
+    });
+  });
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (!event.detail.target || event.detail.target.id !== "task-live") return;
+    liveTails().forEach(function (pre) { pre._followEnd = atEnd(pre); });
+  });
+  function followEnds() {
+    liveTails().forEach(function (pre) {
+      if (pre._followEnd !== false) pre.scrollTop = pre.scrollHeight;
+      pre._followEnd = undefined;
+    });
+  }
+  document.addEventListener("htmx:afterSettle", followEnds);
+  document.addEventListener("DOMContentLoaded", followEnds);
+
   // -- Bulk actions on the task list -----------------------------------------------------
   var VERBS = {retry: "Retry", cancel: "Cancel", "delete": "Delete"};
   var WARNINGS = {

@@ -414,3 +414,25 @@ DELETE FROM tasks WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
+
+-- name: live_output_save
+-- As on SQLite (migrations/postgres/008): fenced on the claim.
+INSERT INTO task_live_output (task_id, claim_token, attempt, stdout, stderr, stdout_bytes,
+                              stderr_bytes, flushes, updated_at)
+SELECT id, claim_token, %(attempt)s, %(stdout)s, %(stderr)s, %(stdout_bytes)s,
+       %(stderr_bytes)s, 1, %(now)s
+FROM tasks WHERE id = %(task_id)s AND status = 'running' AND claim_token = %(token)s
+ON CONFLICT (task_id) DO UPDATE SET
+    flushes = CASE WHEN task_live_output.claim_token = excluded.claim_token
+                   THEN task_live_output.flushes + 1 ELSE 1 END,
+    claim_token = excluded.claim_token, attempt = excluded.attempt,
+    stdout = excluded.stdout, stderr = excluded.stderr,
+    stdout_bytes = excluded.stdout_bytes, stderr_bytes = excluded.stderr_bytes,
+    updated_at = excluded.updated_at
+
+-- name: live_output_clear
+DELETE FROM task_live_output WHERE task_id = %(task_id)s AND claim_token = %(token)s
+
+-- name: live_outputs
+SELECT o.* FROM task_live_output o JOIN tasks t ON t.id = o.task_id
+WHERE o.task_id = ANY(%(ids)s) AND t.status = 'running' AND t.claim_token = o.claim_token

@@ -286,3 +286,28 @@ DELETE FROM tasks WHERE id IN (
     ORDER BY finished_at
     LIMIT :limit
 )
+
+-- name: live_output_save
+-- A running attempt's recent output (migrations/sqlite/008), fenced on its claim: an attempt
+-- that ended meanwhile stores nothing. `WHERE` is required before ON CONFLICT after a SELECT.
+INSERT INTO task_live_output (task_id, claim_token, attempt, stdout, stderr, stdout_bytes,
+                              stderr_bytes, flushes, updated_at)
+SELECT id, claim_token, :attempt, :stdout, :stderr, :stdout_bytes, :stderr_bytes, 1, :now
+FROM tasks WHERE id = :task_id AND status = 'running' AND claim_token = :token
+ON CONFLICT (task_id) DO UPDATE SET
+    flushes = CASE WHEN task_live_output.claim_token = excluded.claim_token
+                   THEN task_live_output.flushes + 1 ELSE 1 END,
+    claim_token = excluded.claim_token, attempt = excluded.attempt,
+    stdout = excluded.stdout, stderr = excluded.stderr,
+    stdout_bytes = excluded.stdout_bytes, stderr_bytes = excluded.stderr_bytes,
+    updated_at = excluded.updated_at
+
+-- name: live_output_clear
+DELETE FROM task_live_output WHERE task_id = :task_id AND claim_token = :token
+
+-- name: live_outputs
+-- Only while the task runs the claim the output belongs to: a row left by a worker that died
+-- (nobody cleared it) is never shown, and the next claim replaces it.
+SELECT o.* FROM task_live_output o JOIN tasks t ON t.id = o.task_id
+WHERE o.task_id IN (SELECT value FROM json_each(?))
+  AND t.status = 'running' AND t.claim_token = o.claim_token

@@ -76,6 +76,7 @@ from shared.store.base import (
     FirePlan,
     Heartbeat,
     Imported,
+    LiveOutput,
     NewTask,
     NextFire,
     PlanFire,
@@ -92,6 +93,8 @@ from shared.store.base import (
     attach_attempts,
     attach_deliveries,
     fill_throughput,
+    live_output_from,
+    live_output_params,
     throughput_window,
 )
 from shared.store.claiming import (
@@ -832,6 +835,32 @@ class PostgresStore:
             return len(gone)
 
         return await self._write(op)
+
+    @_translated
+    async def save_live_output(
+        self, outputs: Sequence[LiveOutput], ended: Sequence[tuple[str, str]], now: float
+    ) -> None:
+        saves = [live_output_params(o, now) for o in outputs]
+        clears = [{"task_id": task_id, "token": token} for task_id, token in ended]
+        if not saves and not clears:
+            return
+
+        async def op(conn: psycopg.AsyncConnection[Any]) -> None:
+            async with conn.cursor() as cur:
+                if saves:
+                    await cur.executemany(Q.live_output_save, saves)
+                if clears:
+                    await cur.executemany(Q.live_output_clear, clears)
+
+        await self._write(op)
+
+    @_translated
+    async def live_outputs(self, task_ids: Sequence[str]) -> dict[str, LiveOutput]:
+        if not task_ids:
+            return {}
+        async with self._read() as conn:
+            rows = await self._rows(conn, Q.live_outputs, {"ids": list(task_ids)})
+        return {r["task_id"]: live_output_from(r) for r in rows}
 
     @_translated
     async def statuses(self, task_ids: Sequence[str]) -> dict[str, Status]:

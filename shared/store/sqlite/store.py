@@ -49,6 +49,7 @@ from shared.store.base import (
     FirePlan,
     Heartbeat,
     Imported,
+    LiveOutput,
     NewTask,
     NextFire,
     PlanFire,
@@ -65,6 +66,8 @@ from shared.store.base import (
     attach_attempts,
     attach_deliveries,
     fill_throughput,
+    live_output_from,
+    live_output_params,
     throughput_window,
 )
 from shared.store.claiming import (
@@ -450,6 +453,30 @@ class SQLiteStore:
             return gone
 
         return await self.db.write(op)
+
+    async def save_live_output(
+        self, outputs: Sequence[LiveOutput], ended: Sequence[tuple[str, str]], now: float
+    ) -> None:
+        saves = [live_output_params(o, now) for o in outputs]
+        clears = [{"task_id": task_id, "token": token} for task_id, token in ended]
+        if not saves and not clears:
+            return
+
+        def op(conn: sqlite3.Connection) -> None:
+            if saves:
+                conn.executemany(Q.live_output_save, saves)
+            if clears:
+                conn.executemany(Q.live_output_clear, clears)
+
+        await self.db.write(op)
+
+    async def live_outputs(self, task_ids: Sequence[str]) -> dict[str, LiveOutput]:
+        if not task_ids:
+            return {}
+        rows = await self.db.fetch_all(
+            Q.live_outputs, (msgspec.json.encode(list(task_ids)).decode(),)
+        )
+        return {r["task_id"]: live_output_from(r) for r in rows}
 
     async def statuses(self, task_ids: Sequence[str]) -> dict[str, Status]:
         if not task_ids:

@@ -75,6 +75,9 @@ class EventController(Controller):
         )] = False,
         last_event_id: Annotated[str | None, HeaderParameter(
             name="Last-Event-ID", required=False, max_length=41,
+            # The shape of the ids this API sends (shared/task_events.py), stated so that
+            # clients and fuzzers know what a well-formed one is; any other is refused (400).
+            pattern=r"^\s*\d{1,19}-\d{1,19}\s*$",
             description="the `id:` of the last event received: resume after it",
         )] = None,
     ) -> Stream:

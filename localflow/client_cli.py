@@ -119,6 +119,8 @@ def add_commands(commands: Any) -> None:
     schedules.add_argument("--disabled", action="store_true", help="create it paused")
     schedules.add_argument("--queue", metavar="NAME",
                            help="the queue of the tasks it makes (default: default)")
+    schedules.add_argument("--callback-url", metavar="URL",
+                           help="each task it makes is POSTed there when it finishes, signed")
     schedules.add_argument("--json", dest="json_body", metavar="JSON",
                            help="the whole schedule body")
     _payload_arguments(schedules)
@@ -153,6 +155,8 @@ def _task_arguments(p: argparse.ArgumentParser) -> None:
                    help="run no sooner than this from now")
     p.add_argument("--idempotency-key", metavar="KEY",
                    help="the same key and request again returns the first task")
+    p.add_argument("--callback-url", metavar="URL",
+                   help="POST the finished task there, signed (docs/webhooks.md)")
 
 
 def _payload_arguments(p: argparse.ArgumentParser) -> None:
@@ -427,6 +431,7 @@ def _task_body(args: argparse.Namespace) -> dict[str, Any]:
         "priority": args.priority, "max_attempts": args.max_attempts,
         "timeout": args.task_timeout, "delay": args.delay,
         "idempotency_key": args.idempotency_key, "queue": args.queue,
+        "callback_url": args.callback_url,
     }
     body.update({k: v for k, v in options.items() if v is not None})
     return body
@@ -453,6 +458,8 @@ def _schedule_body(args: argparse.Namespace) -> dict[str, Any]:
         body["enabled"] = False
     if args.queue is not None:
         body["queue"] = args.queue
+    if args.callback_url is not None:
+        body["callback_url"] = args.callback_url
     return body
 
 

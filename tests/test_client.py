@@ -36,7 +36,9 @@ def server(tmp_path_factory) -> Iterator[procs.Proc]:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """`localflow serve`'s app in this process, for all but the e2e tests here."""
-    with inproc.serving(tmp_path_factory.mktemp("client-inproc") / "lf.db") as client:
+    # A webhook secret, so tasks and schedules may carry a callback_url (refused without one).
+    with inproc.serving(tmp_path_factory.mktemp("client-inproc") / "lf.db",
+                        env={"LOCALFLOW_WEBHOOK_SECRET": "client-test-secret"}) as client:
         yield client
 
 
@@ -321,3 +323,16 @@ def test_cli_as_a_real_process(server: procs.Proc, monkeypatch):
     code, out, err = _cli_subprocess("submit", "shell", "--wait", "--", "echo", "from a script")
     assert code == 0, err
     assert "from a script" in out
+
+
+def test_cli_callback_url_flags(run):
+    hook = "http://127.0.0.1:9/hook"  # the discard port: nothing answers, tries are recorded
+    code, out, _ = run("submit", "shell", "--callback-url", hook, "--delay", "1h",
+                       "-o", "json", "--", "true")
+    assert code == 0 and json.loads(out)["callback_url"] == hook
+    code, out, err = run("submit", "shell", "--callback-url", "ftp://example.test/x", "--",
+                         "true")
+    assert code != 0 and "callback_url" in err  # the server's own check, named
+    code, out, _ = run("schedules", "create", "--name", "hooked", "--cron", "0 3 * * *",
+                       "--callback-url", hook, "-o", "json", "shell", "--", "true")
+    assert code == 0 and json.loads(out)["callback_url"] == hook

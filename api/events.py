@@ -23,7 +23,7 @@ from shared.task_events import EventHub, is_cursor
 HEARTBEAT_SECONDS = 15.0
 MAX_TASK_FILTERS = 100
 RETRY_MS = 2000  # how long a browser's EventSource waits before reconnecting
-# With ?output=true: how often the stream re-reads its tasks' live output. Workers store it
+# With ?output=ID: how often the stream re-reads its tasks' live output. Workers store it
 # at most once a second (LOCALFLOW_LIVE_OUTPUT_INTERVAL), so reading faster shows nothing new.
 OUTPUT_POLL_SECONDS = 1.0
 
@@ -47,13 +47,13 @@ class EventController(Controller):
             "stream starts now. Filters: `task` (repeatable, up to 100) and `status` "
             "(repeatable). A comment (`: heartbeat`) every 15 s keeps proxies from closing an "
             "idle stream. A slow reader is never dropped: it reads the log at its own pace, "
-            "holding at most one page (500 events) in the server's memory. With `output=true` "
-            "(and at least one `task`), also `event: output` whenever a followed task's live "
-            "output changed: `data:` a JSON object with `id`, `attempt`, `stdout` and "
-            "`stderr` (the last 8 KiB of each), `stdout_bytes`, `stderr_bytes` (all written "
-            "so far) and `time`, as `GET /api/tasks/{id}/output` gives it; read once a second "
-            "while the stream is open, sent without an `id:` (a reconnect gets the latest "
-            "again, not each one it missed)."
+            "holding at most one page (500 events) in the server's memory. With `output=ID` "
+            "(repeatable, up to 100; independent of `task`), also `event: output` whenever "
+            "one of those tasks' live output changed: `data:` a JSON object with `id`, "
+            "`attempt`, `stdout` and `stderr` (the last 8 KiB of each), `stdout_bytes`, "
+            "`stderr_bytes` (all written so far) and `time`, as `GET /api/tasks/{id}/output` "
+            "gives it; read once a second while the stream is open, sent without an `id:` "
+            "(a reconnect gets the latest again, not each one it missed)."
         ),
         media_type="text/event-stream",
         responses=problem_responses(422),
@@ -69,10 +69,11 @@ class EventController(Controller):
         status: Annotated[list[str] | None, QueryParameter(
             name="status", description="only these statuses (repeatable)",
         )] = None,
-        output: Annotated[bool, QueryParameter(
-            name="output",
-            description="also stream the live output of the `task`s given (`event: output`)",
-        )] = False,
+        output: Annotated[list[str] | None, QueryParameter(
+            name="output", max_length=MAX_TASK_FILTERS,  # of a list: how many ids
+            description="also stream the live output of these task ids (`event: output`; "
+            "repeat the parameter for more)",
+        )] = None,
         last_event_id: Annotated[str | None, HeaderParameter(
             name="Last-Event-ID", required=False, max_length=41,
             # The shape of the ids this API sends (shared/task_events.py), stated so that
@@ -83,9 +84,7 @@ class EventController(Controller):
     ) -> Stream:
         tasks = _task_filter(task)
         statuses = _status_filter(status)
-        if output and tasks is None:
-            raise InvalidTask("output: give the tasks to follow (`task=ID`, up to "
-                              f"{MAX_TASK_FILTERS}) with output=true", "output")
+        followed = _task_filter(output, "output")
         if last_event_id is not None and not is_cursor(last_event_id.strip()):
             raise InvalidTask(
                 f"Last-Event-ID: {last_event_id[:41]!r} is not an event id this API sent",
@@ -95,17 +94,18 @@ class EventController(Controller):
         start = await event_hub.join()
         return Stream(
             _events(event_hub, cursor or start, tasks, statuses,
-                    _OutputFollower(queue, tasks) if output and tasks else None),
+                    _OutputFollower(queue, followed) if followed else None),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
 
-def _task_filter(values: list[str] | None) -> frozenset[str] | None:
+def _task_filter(values: list[str] | None, name: str = "task") -> frozenset[str] | None:
     if not values:
         return None
     if len(values) > MAX_TASK_FILTERS:
-        raise InvalidTask(f"task: at most {MAX_TASK_FILTERS} task ids, got {len(values)}", "task")
+        raise InvalidTask(f"{name}: at most {MAX_TASK_FILTERS} task ids, got {len(values)}",
+                          name)
     return frozenset(values)
 
 

@@ -224,7 +224,7 @@ class TaskController(Controller):
         "`updated_at` says when it was stored (null: nothing stored yet). Only `shell` tasks "
         "print; other types stay empty while they run. Once the task is not running "
         "(`live: false`): the last attempt's final output from its result (the kept head and "
-        "tail), empty if none. For a stream of it, see `GET /api/events?output=true`.",
+        "tail), empty if none. For a stream of it, see `GET /api/events?output=ID`.",
         responses=problem_responses(404),
     )
     async def output(self, task_id: TaskId, queue: QueueDep) -> TaskOutput:

@@ -130,3 +130,21 @@ async def test_quiet_and_short_tasks_write_nothing(live_queue: Queue, db_path: P
     # It ran for several intervals and printed nothing: no flush had anything to store.
     assert worker.live_output.flushes == 0
     assert _rows(db_path) == 0
+
+
+def test_the_recent_bytes_of_a_bounded_buffer():
+    from worker.handlers.output import HeadTail
+
+    small = HeadTail(64)
+    small.add(b"abc")
+    small.add(b"def\n")
+    assert small.recent(5) == b"bcdef\n"[-5:] and small.recent(100) == b"abcdef\n"
+    big = HeadTail(64)  # head 32, tail 32: bytes dropped between them
+    big.add(b"h" * 32 + b"x" * 1000 + b"t" * 31 + b"\n")
+    assert big.dropped and big.recent(8) == b"ttttttt\n" and big.recent(100) == b"t" * 31 + b"\n"
+    # A cut inside a character: its continuation bytes are left out, never half a character.
+    cut = HeadTail(1024)
+    cut.add("aé€😀".encode())  # 1 + 2 + 3 + 4 bytes
+    assert cut.recent(3) == b""  # only the last three bytes of the emoji: nothing whole
+    assert cut.recent(4).decode() == "😀" and cut.recent(6).decode() == "😀"
+    assert cut.recent(7).decode() == "€😀"

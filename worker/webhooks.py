@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import TYPE_CHECKING
 
-import httpx
 import msgspec
 import structlog
 
@@ -34,7 +34,9 @@ from shared.webhooks import (
     retry_delay,
     webhook_policy,
 )
-from worker.handlers.http import client
+
+if TYPE_CHECKING:
+    import httpx
 
 log = structlog.get_logger("localflow.webhooks")
 
@@ -170,6 +172,12 @@ class Deliverer:
         task = await self.store.get(delivery.task_id)
         if task is None:  # deleted meanwhile (its deliveries go with it): nothing to send
             return None, "the task no longer exists", True, 0.0
+        # httpx (with the http handler's pooled client) loads with the first delivery, not in
+        # every worker: ~15 MB of memory a worker without webhooks never needs.
+        import httpx
+
+        from worker.handlers.http import client
+
         body = msgspec.json.encode(task)
         timestamp = int(self.clock.now())
         sent = headers(secret, timestamp, body, delivery.id, delivery.task_status)

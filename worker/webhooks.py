@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import TYPE_CHECKING
 
-import httpx
 import msgspec
 import structlog
 
@@ -34,7 +34,9 @@ from shared.webhooks import (
     retry_delay,
     webhook_policy,
 )
-from worker.handlers.http import client
+
+if TYPE_CHECKING:
+    import httpx
 
 log = structlog.get_logger("localflow.webhooks")
 
@@ -173,6 +175,12 @@ class Deliverer:
         body = msgspec.json.encode(task)
         timestamp = int(self.clock.now())
         sent = headers(secret, timestamp, body, delivery.id, delivery.task_status)
+        # httpx (and what it pulls in) loads with the first delivery: the API process imports
+        # this module too (localflow/runtime.py), and most processes never send a webhook.
+        import httpx
+
+        from worker.handlers.http import client
+
         timeout = self.settings.webhook_timeout
         began = time.monotonic()
         http = client(self.policy)

@@ -25,6 +25,7 @@ import sys
 import time
 from typing import Any
 
+import localflow.lean  # noqa: F401  # as `localflow worker`: no rich (localflow/lean.py)
 from bench.procs import rss_mb
 from shared import logs
 from shared.heap import freeze_start_up_objects

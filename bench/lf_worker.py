@@ -25,8 +25,10 @@ import sys
 import time
 from typing import Any
 
+import localflow.lean  # noqa: F401  # as `localflow worker`: no rich (localflow/lean.py)
 from bench.procs import rss_mb
 from shared import logs
+from shared.heap import freeze_start_up_objects
 from shared.queue import Claimed, Queue
 from shared.settings import Settings
 from shared.store import open_store
@@ -70,6 +72,7 @@ async def main(db_path: str, slots: int, expect: int, out: str, poll: float,
     claims: list[tuple[int, float]] = []
     if hasattr(worker, "on_claim"):  # (tasks claimed, seconds the claim took)
         worker.on_claim = lambda n, seconds: claims.append((n, seconds))
+    freeze_start_up_objects()  # as `localflow worker` does (localflow/runtime.py)
     if wait_go:
         print("ready", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import uvloop
 
+import localflow.lean  # noqa: F401  # first: keeps rich out before structlog loads
 from localflow import client_cli, copy_cli
 from shared import logs, store
 from shared.errors import BadDatabaseURL, StorageError

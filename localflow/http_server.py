@@ -14,6 +14,7 @@ import uvicorn
 
 from api.app import create_app
 from localflow.runtime import StartupFailed
+from shared.heap import freeze_start_up_objects
 from shared.queue import Queue
 from shared.settings import Settings
 
@@ -33,6 +34,7 @@ async def serve_api(
 ) -> None:
     host, port = settings.host_port
     app = create_app(queue, settings, extra_metrics=extra_metrics)
+    freeze_start_up_objects()  # the built app is long-lived: out of the collector's way
     config = uvicorn.Config(
         app,
         host=host,

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from shared.heap import freeze_start_up_objects
 from shared.queue import Queue
 from shared.schedules import Schedules
 from shared.settings import Settings, split_addr
@@ -104,6 +105,7 @@ async def _run(
         # Webhook deliveries (docs/webhooks.md) go out from every worker process.
         deliverer = Deliverer(queue.store, settings, queue.clock)
         parts.append(lambda: deliverer.run(stop))
+    freeze_start_up_objects()  # imports and the parts above live as long as the process
     try:
         await _run_together(parts, stop)
     finally:

@@ -14,7 +14,7 @@ import pytest
 _PROBE = """
 import json, sys
 SETUP
-print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+print(json.dumps(sorted({name.split(".")[0] for name, m in sys.modules.items() if m is not None})))
 """
 
 
@@ -31,12 +31,14 @@ def test_the_worker_command_imports_no_web_stack() -> None:
     loaded = loaded_after("import localflow.cli, localflow.runtime")
     assert "localflow" in loaded and "worker" in loaded  # the probe did import them
     heavy = {"litestar", "uvicorn", "jinja2", "pyinstrument", "httpx", "httpcore", "pydantic",
-             "psycopg"}
+             "psycopg", "rich", "pygments"}
     assert loaded & heavy == set()
 
 
 def test_the_api_loads_no_profiler_or_http_client_until_used() -> None:
+    # `localflow api` starts in localflow.cli, which keeps rich out (localflow/lean.py).
     setup = """
+import localflow.cli
 import asyncio, os, tempfile
 from shared.settings import settings_from
 from localflow.runtime import open_queue
@@ -56,7 +58,8 @@ asyncio.run(build(DEBUG))
     assert "litestar" in plain and "uvicorn" in plain  # the app was built
     # Jinja loads with the first dashboard page (api/lazy_templates.py; the dashboard's tests
     # render every page).
-    assert {"pyinstrument", "httpx", "httpcore", "psycopg", "jinja2"} & plain == set()
+    unused = {"pyinstrument", "httpx", "httpcore", "psycopg", "jinja2", "rich", "pygments"}
+    assert unused & plain == set()
     assert "pyinstrument" in loaded_after(setup.replace("DEBUG", "True"))
 
 

@@ -181,6 +181,12 @@ class Deliverer:
         body = msgspec.json.encode(task)
         timestamp = int(self.clock.now())
         sent = headers(secret, timestamp, body, delivery.id, delivery.task_status)
+        # httpx (and what it pulls in) loads with the first delivery: the API process imports
+        # this module too (localflow/runtime.py), and most processes never send a webhook.
+        import httpx
+
+        from worker.handlers.http import client
+
         timeout = self.settings.webhook_timeout
         began = time.monotonic()
         http = client(self.policy)

@@ -172,12 +172,6 @@ class Deliverer:
         task = await self.store.get(delivery.task_id)
         if task is None:  # deleted meanwhile (its deliveries go with it): nothing to send
             return None, "the task no longer exists", True, 0.0
-        # httpx (with the http handler's pooled client) loads with the first delivery, not in
-        # every worker: ~15 MB of memory a worker without webhooks never needs.
-        import httpx
-
-        from worker.handlers.http import client
-
         body = msgspec.json.encode(task)
         timestamp = int(self.clock.now())
         sent = headers(secret, timestamp, body, delivery.id, delivery.task_status)

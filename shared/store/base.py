@@ -46,6 +46,7 @@ from shared.queue_schemas import QueueInfo
 from shared.schedule_schemas import Missed, Overlap, Schedule
 from shared.schemas import Attempt, QueuedView, Status, Task, TaskPage
 from shared.settings import Settings
+from shared.store.counting import COUNT_CAP, TaskCounts
 
 # --------------------------------------------------------------------------------------------
 # Records: tasks
@@ -645,13 +646,24 @@ class StatsStore(Protocol):
         ...
 
     async def count_tasks(
-        self, now: float, *, type: str | None = None, schedule_id: str | None = None
-    ) -> dict[str, int]:
+        self, now: float, *, type: str | None = None, schedule_id: str | None = None,
+        cap: int = COUNT_CAP,
+    ) -> TaskCounts:
         """Tasks per status under these filters (every status in STATUSES a key, 0 if
         none), plus the queued ones split into QUEUED_VIEWS (ready + scheduled + retrying ==
-        queued). Costs what the matching tasks hold, so it must never hold up the reads
-        and writes of pages and the API: SQLite counts on a read-only connection of its
-        own, in short chunks."""
+        queued when all three are exact). Without a schedule filter it must cost the same
+        at any size: stored statuses from the trigger-kept task_counts (009), exact; the
+        views from bounded index counts (shared/store/counting.py), exact unless both ready
+        and scheduled pass `cap`, when those two are lower bounds named in `at_least`. With
+        a schedule filter it counts that schedule's tasks, exactly (never holding up the
+        reads and writes of pages and the API: SQLite on a read-only connection of its own,
+        in short chunks)."""
+        ...
+
+    async def task_counts(self) -> list[tuple[str, str, str, int]]:
+        """(queue, type, status, n) for every combination with tasks, from the counts the
+        database keeps in the transaction of every change (migration 009): a read of a few
+        rows at any size. What /metrics, the status counts and the queues overview use."""
         ...
 
     async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:

@@ -117,3 +117,39 @@ SELECT task_id, sum(coalesce(finished_at, %(now)s) - started_at) AS seconds
 FROM task_attempts
 WHERE task_id = ANY(%(ids)s::text[])
 GROUP BY task_id
+
+-- name: task_counts
+-- Tasks per (queue, type, status): the folded counts plus the deltas not folded yet, in one
+-- statement, so one snapshot (migrations/postgres/009_dashboard_indexes.sql).
+SELECT queue, type, status, sum(n)::bigint AS n FROM (
+    SELECT queue, type, status, n FROM task_counts
+    UNION ALL
+    SELECT queue, type, status, n FROM task_count_deltas
+) AS c
+GROUP BY queue, type, status
+HAVING sum(n) <> 0
+
+-- The three below count one (queue, type)'s queued tasks of one kind, reading at most
+-- %(limit)s index entries (shared/store/counting.py adds them up and caps them).
+
+-- name: count_due_up_to
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM tasks
+    WHERE status = 'queued' AND queue = %(queue)s AND type = %(type)s AND run_at <= %(now)s
+    LIMIT %(limit)s
+) AS w
+
+-- name: count_waiting_up_to
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM tasks
+    WHERE status = 'queued' AND queue = %(queue)s AND type = %(type)s AND run_at > %(now)s
+    LIMIT %(limit)s
+) AS w
+
+-- name: count_retrying_up_to
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM tasks
+    WHERE status = 'queued' AND attempts > 0 AND queue = %(queue)s AND type = %(type)s
+      AND run_at > %(now)s
+    LIMIT %(limit)s
+) AS w

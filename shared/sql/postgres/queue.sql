@@ -234,9 +234,6 @@ SELECT min(run_at) FROM tasks
 WHERE status = 'queued' AND queue <> ALL(%(closed)s::text[])
   AND (%(only)s::text[] IS NULL OR queue = ANY(%(only)s::text[]))
 
--- name: counts_by_status
-SELECT status, count(*) AS n FROM tasks GROUP BY status
-
 -- name: list_attempts
 SELECT * FROM task_attempts WHERE task_id = %(id)s ORDER BY id
 
@@ -337,12 +334,6 @@ WHERE name = ANY(%(names)s::text[]) ORDER BY name FOR UPDATE
 SELECT queue, count(*) AS n FROM tasks
 WHERE status = 'running' AND queue = ANY(%(names)s::text[])
 GROUP BY queue
-
--- name: counts_by_queue
-SELECT queue, status, count(*) AS n FROM tasks GROUP BY queue, status
-
--- name: counts_of_queue
-SELECT status, count(*) AS n FROM tasks WHERE queue = %(name)s GROUP BY status
 
 -- name: all_queue_settings
 SELECT name, concurrency, paused FROM queues

@@ -68,24 +68,6 @@ LIMIT :limit
 -- Each answers rows (key, n) plus the chunk's last id and size; a chunk smaller than :chunk is
 -- the last. The NULL row is there so an empty selection still says how far it got.
 
--- name: count_status_chunk
--- One stored status, from the (status, id) index alone.
-WITH w AS (
-    SELECT id FROM tasks INDEXED BY tasks_status_id
-    WHERE status = :status AND id > :after ORDER BY id LIMIT :chunk
-)
-SELECT :status AS key, count(*) AS n, max(id) AS last, count(*) AS seen FROM w
-
--- name: count_type_chunk
-WITH w AS (
-    SELECT id, status FROM tasks INDEXED BY tasks_type_id
-    WHERE type = :type AND id > :after ORDER BY id LIMIT :chunk
-)
-SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen FROM (
-    SELECT status AS key, count(*) AS n FROM w GROUP BY status
-    UNION ALL SELECT NULL, 0
-)
-
 -- name: count_schedule_chunk
 WITH w AS (
     SELECT id, status, type FROM tasks INDEXED BY tasks_schedule_id
@@ -151,3 +133,33 @@ SELECT task_id, sum(coalesce(finished_at, :now) - started_at) AS seconds
 FROM task_attempts INDEXED BY task_attempts_task
 WHERE task_id IN (SELECT value FROM json_each(:ids))
 GROUP BY task_id
+
+-- name: task_counts
+-- Tasks per (queue, type, status), kept by triggers (migrations/sqlite/009_dashboard_indexes.sql):
+-- a read of a few rows, whatever the table holds.
+SELECT queue, type, status, n FROM task_counts WHERE n <> 0
+
+-- The three below count one (queue, type)'s queued tasks of one kind, reading at most :limit
+-- index entries (shared/store/counting.py adds them up and caps them).
+
+-- name: count_due_up_to
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM tasks INDEXED BY tasks_queued_due
+    WHERE status = 'queued' AND queue = :queue AND type = :type AND run_at <= :now
+    LIMIT :limit
+)
+
+-- name: count_waiting_up_to
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM tasks INDEXED BY tasks_queued_due
+    WHERE status = 'queued' AND queue = :queue AND type = :type AND run_at > :now
+    LIMIT :limit
+)
+
+-- name: count_retrying_up_to
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM tasks INDEXED BY tasks_queued_retry
+    WHERE status = 'queued' AND attempts > 0 AND queue = :queue AND type = :type
+      AND run_at > :now
+    LIMIT :limit
+)

@@ -70,6 +70,15 @@ from shared.store.claiming import (
     per_queue_names,
     queue_overview,
 )
+from shared.store.counting import (
+    COUNT_CAP,
+    Kind,
+    TaskCounts,
+    by_queue,
+    live_depth,
+    queued_views,
+    totals,
+)
 from shared.store.sqlite import migrations
 from shared.store.sqlite.database import Database, storage_error
 from shared.store.sqlite.wake import SharedWakeListener, WakeNotifier
@@ -79,10 +88,13 @@ Q = Queries("sqlite", "queue")
 S = Queries("sqlite", "schedules")
 D = Queries("sqlite", "dashboard")
 M = Queries("sqlite", "metrics")
+_COUNT_UP_TO: dict[Kind, str] = {
+    "due": D.count_due_up_to, "waiting": D.count_waiting_up_to,
+    "retrying": D.count_retrying_up_to,
+}
 T = Queries("sqlite", "transfer")
 _CURSOR_START = "~"  # sorts after every ULID character
-# The dashboard's counts read a chunk at a time (shared/sql/sqlite/dashboard.sql says why).
-INDEX_CHUNK = 20_000  # index entries one chunk reads (a few ms)
+# A schedule's counts read a chunk at a time (shared/sql/sqlite/dashboard.sql says why).
 ROW_CHUNK = 4_000  # rows one chunk reads when it needs more than an index holds
 CHART_SLICE = 10  # chart buckets read at a time
 
@@ -442,22 +454,21 @@ class SQLiteStore:
         return {r["id"]: r["status"] for r in rows}
 
     async def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATUSES, 0)
-        for row in await self.db.fetch_all(Q.counts_by_status):
-            counts[row["status"]] = row["n"]
-        return counts
+        return totals(await self.task_counts())
+
+    async def task_counts(self) -> list[tuple[str, str, str, int]]:
+        return [(r["queue"], r["type"], r["status"], r["n"])
+                for r in await self.db.fetch_all(D.task_counts)]
 
     # -- queues --------------------------------------------------------------------------------
 
     async def queues(self) -> list[QueueInfo]:
-        counts = [(r["queue"], r["status"], r["n"])
-                  for r in await self.db.fetch_all(Q.counts_by_queue)]
+        counts = by_queue(await self.task_counts())
         gates = [_gate(r) for r in await self.db.fetch_all(Q.all_queue_settings)]
         return queue_overview(counts, gates)
 
     async def queue(self, name: str) -> QueueInfo:
-        counts = [(name, r["status"], r["n"])
-                  for r in await self.db.fetch_all(Q.counts_of_queue, (name,))]
+        counts = by_queue(await self.task_counts(), name)
         gates = [_gate(r) for r in await self.db.fetch_all(Q.queue_settings, (name,))]
         return queue_overview(counts, gates, name)[0]
 
@@ -645,29 +656,33 @@ class SQLiteStore:
         return fill_throughput(counts, now, hours, bucket_seconds)
 
     async def count_tasks(
-        self, now: float, *, type: str | None = None, schedule_id: str | None = None
-    ) -> dict[str, int]:
+        self, now: float, *, type: str | None = None, schedule_id: str | None = None,
+        cap: int = COUNT_CAP,
+    ) -> TaskCounts:
         """On a read-only connection of its own (WAL lets it read beside the shared reader
-        and the writer), in chunks: a million tasks are many short reads, none of which
-        holds a snapshot open for long (a long read would keep the WAL from being
-        checkpointed)."""
-        if schedule_id:
-            counts = await self._count_in_chunks(
-                D.count_schedule_chunk, {"schedule_id": schedule_id, "type": type}, ROW_CHUNK
-            )
-        elif type:
-            counts = await self._count_in_chunks(D.count_type_chunk, {"type": type}, ROW_CHUNK)
-        else:
-            counts = {}
-            for status in STATUSES:
-                counts |= await self._count_in_chunks(
-                    D.count_status_chunk, {"status": status}, INDEX_CHUNK
-                )
+        and the writer). Without a schedule filter: the trigger-kept counts and bounded index
+        counts (shared/store/counting.py), a few short reads at any size. A schedule's tasks
+        are counted in chunks: a million of them are many short reads, none of which holds a
+        snapshot open for long (a long read would keep the WAL from being checkpointed)."""
+        if not schedule_id:
+            rows = [(r["queue"], r["type"], r["status"], r["n"])
+                    for r in await self._counting_read(D.task_counts, {})]
+
+            async def count_up_to(queue: str, task_type: str, kind: Kind, limit: int) -> int:
+                found = await self._counting_read(_COUNT_UP_TO[kind], {
+                    "queue": queue, "type": task_type, "now": now, "limit": limit})
+                return found[0]["n"]
+
+            return await queued_views(rows, count_up_to, type=type, cap=cap)
+        counts = await self._count_in_chunks(
+            D.count_schedule_chunk, {"schedule_id": schedule_id, "type": type}, ROW_CHUNK
+        )
         views = await self._count_in_chunks(
             D.count_queued_views_chunk,
             {"now": now, "type": type, "schedule_id": schedule_id}, ROW_CHUNK,
         )
-        return dict.fromkeys(STATUSES, 0) | counts | {v: views.get(v, 0) for v in QUEUED_VIEWS}
+        return TaskCounts(dict.fromkeys(STATUSES, 0) | counts
+                          | {v: views.get(v, 0) for v in QUEUED_VIEWS})
 
     async def _count_in_chunks(
         self, sql: str, params: dict[str, Any], chunk: int
@@ -716,17 +731,16 @@ class SQLiteStore:
         async with self._stats_lock:
             try:
                 conn = await self._stats_connection()
-                live = await conn.execute_fetchall(M.live_depth)
-                totals = dict.fromkeys(STATUSES, 0)
-                for row in await conn.execute_fetchall(M.totals_by_status):
-                    totals[row["status"]] = row["n"]
-                oldest = next(iter(await conn.execute_fetchall(M.oldest_runnable, {"now": now})))
+                counted = [(r["queue"], r["type"], r["status"], r["n"])
+                           for r in await conn.execute_fetchall(D.task_counts)]
+                oldest = list(await conn.execute_fetchall(D.oldest_runnable, {"now": now}))
                 alive = await conn.execute_fetchall(M.workers_alive, {"since": alive_since})
             except sqlite3.Error as exc:
                 raise storage_error(exc, self.path) from None
         return QueueStats(
-            depth=[Depth(status=r["status"], type=r["type"], count=r["n"]) for r in live],
-            totals=totals, oldest_runnable_at=oldest["run_at"],
+            depth=[Depth(status=s, type=t, count=n) for s, t, n in live_depth(counted)],
+            totals=totals(counted),
+            oldest_runnable_at=oldest[0]["run_at"] if oldest else None,
             workers_alive=next(iter(alive))["n"],
         )
 

@@ -1,15 +1,15 @@
-"""Copies of the reads that cost what the table holds, shared by every open page.
+"""Copies of the counts and the chart, shared by every open page.
 
-Each open overview or task list polls every 2 seconds. Counting tasks by status walks the whole
-status index (tens of milliseconds at a million tasks; more with the queued ones split into
-ready / scheduled / retrying) and the throughput chart every task finished in its window. A
-poll never waits for either: it gets the last copy, and a stale copy is redone in the
-background by the store (SQLite counts on a read connection of its own, in short chunks, so
-no page or API request waits behind them), one at a time, no more often than every second
-(counts; 5 s for the chart) nor than ten times what it took last (so at most a tenth of the
-time goes on it, however many tabs are open). Counts are stale once the database changed (the
-store's change token) or after 5 s (ready turns from scheduled with the clock). Only the first
-request for a filter waits for its count.
+Each open overview or task list polls every 2 seconds. The counts cost a few short reads at any
+size (the database keeps them per status: migration 009, shared/store/counting.py), except
+under a schedule filter, which counts that schedule's tasks; the throughput chart reads every
+task finished in its window. A poll never waits for either: it gets the last copy, and a stale
+copy is redone in the background by the store (SQLite on a read connection of its own, so no
+page or API request waits behind it), one at a time, no more often than every second (counts;
+5 s for the chart) nor than ten times what it took last (so at most a tenth of the time goes
+on it, however many tabs are open). Counts are stale once the database changed (the store's
+change token) or after 5 s (ready turns from scheduled with the clock). Only the first request
+for a filter waits for its count.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from litestar import Request
 from shared.queue import Queue
 from shared.schemas import QUEUED_VIEWS, STATUSES
 from shared.store.base import Throughput
+from shared.store.counting import TaskCounts
 
 COUNTS_MAX_AGE = 1.0
 # Counting costs what the table holds (tens of ms at a million tasks): never spend more than a
@@ -40,9 +41,14 @@ COUNTED = (*STATUSES, *QUEUED_VIEWS)
 CountsKey = tuple[str | None, str | None]  # (type, schedule id)
 
 
+def _copy(counts: TaskCounts) -> TaskCounts:
+    """A page's own copy (it adds "all"), still saying which counts are lower bounds."""
+    return TaskCounts(counts, counts.at_least)
+
+
 @dataclass
 class Counted:
-    value: dict[str, int]
+    value: TaskCounts
     version: Hashable
     at: float  # time.monotonic() when counted
     cost: float  # seconds the count took
@@ -58,7 +64,7 @@ class Snapshots:
 
     async def counts(
         self, queue: Queue, type: str | None = None, schedule_id: str | None = None
-    ) -> dict[str, int | None]:
+    ) -> TaskCounts:
         """Tasks per status (and per derived queued view) under these filters; None for each
         while a filter's first count is still running.
 
@@ -74,10 +80,10 @@ class Snapshots:
                 self.refreshing[key] = asyncio.create_task(self._refresh(queue, key))
             await asyncio.wait({self.refreshing[key]}, timeout=FIRST_COUNT_WAIT)
             hit = self.counted.get(key)
-            return dict(hit.value) if hit else dict.fromkeys(COUNTED)
+            return _copy(hit.value) if hit else TaskCounts(dict.fromkeys(COUNTED))  # type: ignore[arg-type]
         if key not in self.refreshing and await self._stale(queue, hit):
             self.refreshing[key] = asyncio.create_task(self._refresh(queue, key))
-        return dict(hit.value)
+        return _copy(hit.value)
 
     async def _stale(self, queue: Queue, hit: Counted) -> bool:
         age = time.monotonic() - hit.at

@@ -46,7 +46,7 @@ from shared.queue_schemas import QueueInfo
 from shared.schedule_schemas import Missed, Overlap, Schedule
 from shared.schemas import Attempt, QueuedView, Status, Task, TaskPage
 from shared.settings import Settings
-from shared.store.counting import COUNT_CAP, TaskCounts
+from shared.store.counting import TaskCounts
 
 # --------------------------------------------------------------------------------------------
 # Records: tasks
@@ -647,14 +647,15 @@ class StatsStore(Protocol):
 
     async def count_tasks(
         self, now: float, *, type: str | None = None, schedule_id: str | None = None,
-        cap: int = COUNT_CAP,
+        cap: int | None = None,
     ) -> TaskCounts:
         """Tasks per status under these filters (every status in STATUSES a key, 0 if
         none), plus the queued ones split into QUEUED_VIEWS (ready + scheduled + retrying ==
         queued when all three are exact). Without a schedule filter it must cost the same
         at any size: stored statuses from the trigger-kept task_counts (009), exact; the
         views from bounded index counts (shared/store/counting.py), exact unless both ready
-        and scheduled pass `cap`, when those two are lower bounds named in `at_least`. With
+        and scheduled pass `cap` (COUNT_CAP unless given), when those two are lower bounds
+        named in `at_least`. With
         a schedule filter it counts that schedule's tasks, exactly (never holding up the
         reads and writes of pages and the API: SQLite on a read-only connection of its own,
         in short chunks)."""

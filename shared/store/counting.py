@@ -46,10 +46,12 @@ def totals(rows: Iterable[tuple[str, str, str, int]], type: str | None = None) -
 
 async def queued_views(
     rows: Iterable[tuple[str, str, str, int]], count_up_to: CountUpTo,
-    type: str | None = None, cap: int = COUNT_CAP,
+    type: str | None = None, cap: int | None = None,
 ) -> TaskCounts:
     """Stored totals plus ready / scheduled / retrying, from the counter rows and bounded
-    index counts (each kind reads at most about `cap` entries, whatever the backlog)."""
+    index counts (each kind reads at most about `cap` entries, whatever the backlog;
+    COUNT_CAP unless given)."""
+    cap = COUNT_CAP if cap is None else cap
     rows = list(rows)
     counts = totals(rows, type)
     pairs = [(q, t) for q, t, status, n in rows

@@ -98,7 +98,6 @@ from shared.store.claiming import (
     queue_overview,
 )
 from shared.store.counting import (
-    COUNT_CAP,
     Kind,
     TaskCounts,
     by_queue,
@@ -1118,7 +1117,7 @@ class PostgresStore:
     @_translated
     async def count_tasks(
         self, now: float, *, type: str | None = None, schedule_id: str | None = None,
-        cap: int = COUNT_CAP,
+        cap: int | None = None,
     ) -> TaskCounts:
         """Without a schedule filter: the trigger-kept counts and bounded index counts
         (shared/store/counting.py), a few short reads at any size. A schedule's tasks are

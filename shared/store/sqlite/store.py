@@ -71,7 +71,6 @@ from shared.store.claiming import (
     queue_overview,
 )
 from shared.store.counting import (
-    COUNT_CAP,
     Kind,
     TaskCounts,
     by_queue,
@@ -657,7 +656,7 @@ class SQLiteStore:
 
     async def count_tasks(
         self, now: float, *, type: str | None = None, schedule_id: str | None = None,
-        cap: int = COUNT_CAP,
+        cap: int | None = None,
     ) -> TaskCounts:
         """On a read-only connection of its own (WAL lets it read beside the shared reader
         and the writer). Without a schedule filter: the trigger-kept counts and bounded index

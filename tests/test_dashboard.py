@@ -667,3 +667,12 @@ def test_counts_past_the_cap_say_at_least(tmp_path, monkeypatch):
         overview = web.get("/dashboard/overview", headers={"hx-request": "true"}).text
         assert "3+ ready" in overview and "3+ scheduled" in overview
         assert "0 retrying" in overview
+
+
+def test_every_answer_says_the_servers_own_time(web):
+    """Server-Timing (the server's time up to the answer's head): how the dashboard's
+    per-refresh budget is measured apart from a loaded machine's queueing."""
+    for path in ("/dashboard", "/api/tasks", "/metrics", "/no/such/page"):
+        r = web.get(path)
+        took = re.fullmatch(r"app;dur=(\d+\.\d\d)", r.headers.get("server-timing", ""))
+        assert took and 0 < float(took.group(1)) < 60_000, (path, r.headers)

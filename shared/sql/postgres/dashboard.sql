@@ -88,8 +88,8 @@ GROUP BY 1
 -- big the backlog of the other views.
 SELECT id FROM (
     SELECT id, run_at, attempts, type, schedule_id FROM tasks
-    WHERE status = 'queued' AND id < %(cursor)s
-    ORDER BY status, id DESC
+    WHERE status = 'queued' AND (status, id) < ('queued', %(cursor)s)  -- see list_by_status
+    ORDER BY status DESC, id DESC
     LIMIT %(scan)s
 ) AS w
 WHERE CASE WHEN run_at <= %(now)s THEN 'ready' WHEN attempts > 0 THEN 'retrying'
@@ -102,8 +102,8 @@ LIMIT %(limit)s
 -- name: queued_window_end
 -- The last id of that window, where the next window starts.
 SELECT id FROM tasks
-WHERE status = 'queued' AND id < %(cursor)s
-ORDER BY status, id DESC
+WHERE status = 'queued' AND (status, id) < ('queued', %(cursor)s)
+ORDER BY status DESC, id DESC
 LIMIT 1 OFFSET %(offset)s
 
 -- name: run_waiting_now
@@ -130,12 +130,16 @@ GROUP BY queue, type, status
 HAVING sum(n) <> 0
 
 -- The three below count one (queue, type)'s queued tasks of one kind, reading at most
--- %(limit)s index entries (shared/store/counting.py adds them up and caps them).
+-- %(limit)s index entries (shared/store/counting.py adds them up and caps them). ORDER BY run_at
+-- keeps the planner on the index (tasks_queued_due, tasks_queued_retry): else it may choose a
+-- sequential scan that stops after %(limit)s matches, which costs what the table holds before
+-- them (every finished task, when the backlog is the newest part of the table).
 
 -- name: count_due_up_to
 SELECT count(*) AS n FROM (
     SELECT 1 FROM tasks
     WHERE status = 'queued' AND queue = %(queue)s AND type = %(type)s AND run_at <= %(now)s
+    ORDER BY run_at
     LIMIT %(limit)s
 ) AS w
 
@@ -143,6 +147,7 @@ SELECT count(*) AS n FROM (
 SELECT count(*) AS n FROM (
     SELECT 1 FROM tasks
     WHERE status = 'queued' AND queue = %(queue)s AND type = %(type)s AND run_at > %(now)s
+    ORDER BY run_at
     LIMIT %(limit)s
 ) AS w
 
@@ -151,5 +156,6 @@ SELECT count(*) AS n FROM (
     SELECT 1 FROM tasks
     WHERE status = 'queued' AND attempts > 0 AND queue = %(queue)s AND type = %(type)s
       AND run_at > %(now)s
+    ORDER BY run_at
     LIMIT %(limit)s
 ) AS w

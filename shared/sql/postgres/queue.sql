@@ -241,15 +241,25 @@ SELECT * FROM task_attempts WHERE task_id = %(id)s ORDER BY id
 SELECT * FROM tasks WHERE id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s
 
 -- name: list_by_status
-SELECT * FROM tasks WHERE status = %(status)s AND id < %(cursor)s ORDER BY id DESC
+-- The row comparison keeps the planner on tasks_status_id: with `status = x AND id < c ORDER BY
+-- id DESC` it walks the primary key backwards and filters, which reads every newer task of
+-- other states first (300,000 queued ones before the first failed: 230 ms, against 0.4 ms).
+SELECT * FROM tasks
+WHERE status = %(status)s AND (status, id) < (%(status)s, %(cursor)s)
+ORDER BY status DESC, id DESC
 LIMIT %(limit)s
 
 -- name: list_by_type
-SELECT * FROM tasks WHERE type = %(type)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s
+-- As list_by_status, on tasks_type_id.
+SELECT * FROM tasks
+WHERE type = %(type)s AND (type, id) < (%(type)s, %(cursor)s)
+ORDER BY type DESC, id DESC
+LIMIT %(limit)s
 
 -- name: list_by_status_and_type
 SELECT * FROM tasks
-WHERE status = %(status)s AND type = %(type)s AND id < %(cursor)s ORDER BY id DESC
+WHERE status = %(status)s AND type = %(type)s AND (status, id) < (%(status)s, %(cursor)s)
+ORDER BY status DESC, id DESC
 LIMIT %(limit)s
 
 -- name: upsert_worker

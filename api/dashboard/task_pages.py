@@ -239,7 +239,7 @@ async def _schedule_page(
     ids = await queue.store.task_ids_of_schedule(
         schedule_id, status=status, type=task_type, cursor=cursor, limit=limit + 1
     )
-    items = [t for t in [await _get(queue, i) for i in ids[:limit]] if t is not None]
+    items = await queue.store.get_many(ids[:limit])
     return TaskPage(items=items, next_cursor=ids[limit - 1] if len(ids) > limit else None)
 
 
@@ -253,8 +253,7 @@ async def _view_page(
         view, now, type=task_type, schedule_id=schedule_id, cursor=cursor,
         limit=limit,
     )
-    items = [t for t in [await _get(queue, i) for i in ids] if t is not None]
-    return TaskPage(items=items, next_cursor=next_cursor)
+    return TaskPage(items=await queue.store.get_many(ids), next_cursor=next_cursor)
 
 
 async def _find(queue: Queue, q: str) -> str | None:

@@ -463,6 +463,11 @@ class TaskStore(Protocol):
     async def get(self, task_id: str) -> Task | None:
         ...
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+        """These tasks in one read, in the order of `task_ids`; unknown ids are left out
+        (a page of 50 is one query, not 50: on PostgreSQL each is a round trip)."""
+        ...
+
     async def attempts(self, task_id: str) -> list[Attempt]:
         """The task's attempt rows, oldest first ([] for an unknown task)."""
         ...

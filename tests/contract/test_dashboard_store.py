@@ -196,3 +196,12 @@ async def test_run_waiting_now_brings_a_waiting_task_forward_and_wakes_listeners
     assert await store.run_waiting_now(retrying, clock.now()) is True
     counts = await store.count_tasks(clock.now())
     assert counts["retrying"] == 0
+
+
+async def test_get_many_reads_tasks_in_the_order_asked(queue: Queue):
+    made = [(await queue.enqueue(shell(str(i))))[0] for i in range(4)]
+    wanted = [made[2].id, "01ARZ3NDEKTSV4RRFFQ69G5FAV", made[0].id, made[3].id]
+    got = await queue.store.get_many(wanted)
+    assert [t.id for t in got] == [made[2].id, made[0].id, made[3].id]  # unknown one left out
+    assert got[0] == await queue.store.get(made[2].id)
+    assert await queue.store.get_many([]) == []

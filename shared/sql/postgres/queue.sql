@@ -35,6 +35,9 @@ SELECT * FROM tasks WHERE idempotency_key = ANY(%(keys)s)
 -- name: get_task
 SELECT * FROM tasks WHERE id = %(id)s
 
+-- name: get_tasks
+SELECT * FROM tasks WHERE id = ANY(%(ids)s)
+
 -- name: claim
 -- queued -> running, the most urgent runnable tasks first. SKIP LOCKED: a claimer passes over
 -- rows another claimer is taking right now instead of queueing behind it, so workers on many

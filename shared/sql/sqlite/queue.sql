@@ -12,6 +12,10 @@ ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 -- name: get_task
 SELECT * FROM tasks WHERE id = ?
 
+-- name: get_tasks
+-- Any number of ids in one read (a JSON array: no limit on bound variables).
+SELECT * FROM tasks WHERE id IN (SELECT value FROM json_each(?))
+
 -- name: get_task_by_key
 SELECT * FROM tasks WHERE idempotency_key = ?
 

@@ -759,6 +759,15 @@ class PostgresStore:
         return _task(rows[0]) if rows else None
 
     @_translated
+    async def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+        if not task_ids:
+            return []
+        async with self._read() as conn:
+            rows = await self._rows(conn, Q.get_tasks, {"ids": list(task_ids)})
+        found = {r["id"]: _task(r) for r in rows}
+        return [found[i] for i in task_ids if i in found]
+
+    @_translated
     async def attempts(self, task_id: str) -> list[Attempt]:
         async with self._read() as conn:
             rows = await self._rows(conn, Q.list_attempts, {"id": task_id})

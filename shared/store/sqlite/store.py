@@ -400,6 +400,14 @@ class SQLiteStore:
         row = await self.db.fetch_one(Q.get_task, (task_id,))
         return None if row is None else _task(row)
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+        if not task_ids:
+            return []
+        rows = await self.db.fetch_all(
+            Q.get_tasks, (msgspec.json.encode(list(task_ids)).decode(),))
+        found = {r["id"]: _task(r) for r in rows}
+        return [found[i] for i in task_ids if i in found]
+
     async def attempts(self, task_id: str) -> list[Attempt]:
         return [_attempt(r) for r in await self.db.fetch_all(Q.list_attempts, (task_id,))]
 

@@ -54,12 +54,13 @@ SELECT current_setting('server_version') AS version
 
 -- name: task_ids_of_schedule
 -- Newest first, keyset-paged like the queue's own lists; status and type narrow it further.
+-- The row comparison keeps it on tasks_schedule_id (see queue.sql's list_by_status).
 SELECT id FROM tasks
 WHERE schedule_id = %(schedule_id)s
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
-  AND id < %(cursor)s
-ORDER BY id DESC
+  AND (schedule_id, id) < (%(schedule_id)s, %(cursor)s)
+ORDER BY schedule_id DESC, id DESC
 LIMIT %(limit)s
 
 -- name: count_by_status

@@ -37,9 +37,10 @@ from shared.settings import Settings
 from shared.store import open_store
 from shared.store.sqlite import migrations
 
-DROP = ["DROP TRIGGER tasks_counted_insert{on}", "DROP TRIGGER tasks_counted_update{on}",
-        "DROP TRIGGER tasks_counted_delete{on}", "DROP INDEX tasks_queued_due",
-        "DROP INDEX tasks_queued_retry"]
+TRIGGERS = ["DROP TRIGGER tasks_counted_insert{on}", "DROP TRIGGER tasks_counted_update{on}",
+            "DROP TRIGGER tasks_counted_delete{on}"]
+INDEXES = ["DROP INDEX tasks_queued_due", "DROP INDEX tasks_queued_retry"]
+DROP = TRIGGERS + INDEXES
 
 
 def fresh_db(backend: str, server, workdir: Path, name: str, counted: bool) -> str:
@@ -95,6 +96,8 @@ async def main(args: argparse.Namespace) -> dict:
         from bench import pg_side
 
         server = pg_side.open_server(args.pg_url)
+    global DROP
+    DROP = {"both": TRIGGERS + INDEXES, "triggers": TRIGGERS, "indexes": INDEXES}[args.drop]
     results: dict[str, list[tuple[float, float]]] = {"counts kept": [], "no counts": []}
     load_before = os.getloadavg()
     try:
@@ -118,7 +121,8 @@ async def main(args: argparse.Namespace) -> dict:
     summary["throughput_ratio"] = round(on["tasks_per_s_median"] / off["tasks_per_s_median"], 3)
     summary["cpu_ratio"] = round(
         on["cpu_ms_per_1000_tasks_median"] / off["cpu_ms_per_1000_tasks_median"], 3)
-    summary |= {"engine": args.backend, "tasks": args.tasks, "workers": args.workers,
+    summary |= {"dropped": args.drop, "engine": args.backend, "tasks": args.tasks,
+                "workers": args.workers,
                 "load_average_before": load_before, "load_average_after": os.getloadavg()}
     return summary
 
@@ -130,4 +134,6 @@ if __name__ == "__main__":
     p.add_argument("--tasks", type=int, default=10000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workers", type=int, default=1, help="stores claiming at once")
+    p.add_argument("--drop", choices=("both", "triggers", "indexes"), default="both",
+                   help="what the run without counts drops (to tell their costs apart)")
     print(json.dumps(asyncio.run(main(p.parse_args())), indent=2))

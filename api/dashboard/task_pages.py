@@ -299,7 +299,7 @@ async def _schedule_page(
         schedule_id, status=status, type=task_type, cursor=cursor, limit=limit + 1,
         queue=queue_name,
     )
-    items = [t for t in [await _get(queue, i) for i in ids[:limit]] if t is not None]
+    items = await queue.store.get_many(ids[:limit])
     return TaskPage(items=items, next_cursor=ids[limit - 1] if len(ids) > limit else None)
 
 
@@ -313,8 +313,7 @@ async def _view_page(
         view, now, type=task_type, schedule_id=schedule_id, cursor=cursor,
         limit=limit, queue=queue_name,
     )
-    items = [t for t in [await _get(queue, i) for i in ids] if t is not None]
-    return TaskPage(items=items, next_cursor=next_cursor)
+    return TaskPage(items=await queue.store.get_many(ids), next_cursor=next_cursor)
 
 
 async def _search_page(

@@ -196,3 +196,41 @@ async def test_derived_counts_are_exact_under_the_cap_and_lower_bounds_past_it(
     clock.advance(3600)  # every delay and backoff is over
     later = await store.count_tasks(clock.now(), cap=100)
     assert (later["ready"], later["scheduled"], later["retrying"]) == (17, 0, 0)
+
+
+async def test_a_queue_filter_counts_from_the_kept_counts_and_the_cap_within_that_queue(
+    queue: Queue, store: Store, clock: FakeClock
+):
+    """The task list's queue filter (main's queuesui) on the cheap counts (dashperf): stored
+    statuses are the kept rows of that queue; ready / scheduled / retrying are counted in that
+    queue's index ranges only, so a busy queue past the cap leaves a quiet one exact."""
+    for i in range(5):
+        await queue.enqueue(shell(f"busy due{i}", queue="busy"))
+        await queue.enqueue(shell(f"busy later{i}", queue="busy", delay=600))
+    await queue.enqueue(http(queue="busy"))
+    await queue.enqueue(shell("quiet due", queue="quiet"))
+    await queue.enqueue(shell("quiet later", queue="quiet", delay=600))
+    await queue.enqueue(shell("flaky", queue="quiet", priority=9, max_attempts=3))
+    (flaky,) = await queue.claim("w", 1, lease=30)
+    assert flaky.queue == "quiet"
+    assert await queue.fail(flaky, "boom") == "queued"  # retrying, in quiet
+    await queue.cancel((await queue.enqueue(shell("gone", queue="quiet")))[0].id)
+
+    quiet = await store.count_tasks(clock.now(), queue="quiet", cap=4)
+    assert {s: quiet[s] for s in STATUSES} == {
+        "queued": 3, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 1}
+    assert (quiet["ready"], quiet["scheduled"], quiet["retrying"]) == (1, 1, 1)
+    assert quiet.at_least == frozenset()  # exact: the busy queue's backlog is not counted
+
+    busy = await store.count_tasks(clock.now(), queue="busy", cap=4)
+    assert busy["queued"] == 11 and busy["cancelled"] == 0  # stored statuses stay exact
+    assert busy.at_least == {"ready", "scheduled"}
+    assert busy["ready"] == 4 and busy["retrying"] == 0
+    exact_busy = await store.count_tasks(clock.now(), queue="busy", cap=100)
+    assert (exact_busy["ready"], exact_busy["scheduled"]) == (6, 5)
+
+    busy_http = await store.count_tasks(clock.now(), queue="busy", type="http", cap=4)
+    assert (busy_http["queued"], busy_http["ready"], busy_http["scheduled"]) == (1, 1, 0)
+    assert busy_http.at_least == frozenset()
+    nobody = await store.count_tasks(clock.now(), queue="nobody", cap=4)
+    assert all(nobody[k] == 0 for k in (*STATUSES, *QUEUED_VIEWS)) and not nobody.at_least

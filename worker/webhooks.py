@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import TYPE_CHECKING
 
-import httpx
 import msgspec
 import structlog
 
@@ -34,7 +34,9 @@ from shared.webhooks import (
     retry_delay,
     webhook_policy,
 )
-from worker.handlers.http import client
+
+if TYPE_CHECKING:
+    import httpx
 
 log = structlog.get_logger("localflow.webhooks")
 
@@ -174,6 +176,13 @@ class Deliverer:
         timestamp = int(self.clock.now())
         sent = headers(secret, timestamp, body, delivery.id, delivery.task_status)
         timeout = self.settings.webhook_timeout
+        # httpx (and the http handler's clients) load with the first delivery sent, not
+        # with the worker: a worker that never sends one never pays for them
+        # (tests/test_process_imports.py).
+        import httpx
+
+        from worker.handlers.http import client
+
         began = time.monotonic()
         http = client(self.policy)
         try:

@@ -240,10 +240,16 @@ def main() -> None:
                     ("tasks: ready", "/dashboard/tasks?status=ready", {}, "page"),
                     ("tasks: retrying", "/dashboard/tasks?status=retrying", {}, "page"),
                     ("tasks: scheduled", "/dashboard/tasks?status=scheduled", {}, "page"),
+                    # Every task is in queue "default": the queue filter's worst case.
+                    ("tasks: queue filter", "/dashboard/tasks?queue=default", {}, "page"),
+                    ("tasks: queue + ready", "/dashboard/tasks?queue=default&status=ready",
+                     {}, "page"),
+                    ("queues page", "/dashboard/queues", {}, "page"),
                     ("schedules page", "/dashboard/schedules", {}, "page"),
                     ("system page", "/dashboard/system", {}, "page"),
                     ("GET /api/tasks (first page)", "/api/tasks", {}, "api"),
                     ("GET /api/tasks?status=queued", "/api/tasks?status=queued", {}, "api"),
+                    ("GET /api/queues", "/api/queues", {}, "api"),
                     ("GET /metrics", "/metrics", {}, "metrics"),
                 ]
                 out = io.StringIO()

@@ -557,7 +557,8 @@ class TaskStore(Protocol):
         ...
 
     async def queues(self) -> list[QueueInfo]:
-        """Every queue that has tasks or settings, by name, with its counts by status."""
+        """Every queue that has tasks or settings, by name, with its counts by status (from
+        the kept counts, task_counts: a read of a few rows at any size)."""
         ...
 
     async def queue(self, name: str) -> QueueInfo:

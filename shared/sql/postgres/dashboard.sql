@@ -65,9 +65,9 @@ ORDER BY schedule_id DESC, id DESC
 LIMIT %(limit)s
 
 -- name: count_by_status
--- Tasks per stored status under the list's filters (any may be NULL: no filter). With no
--- filter, (status, id) answers from the index; with one, tasks_type_id, tasks_schedule_id or
--- tasks_queue_id.
+-- Tasks per stored status of one schedule (count_tasks with a schedule filter: without one the
+-- counts come from task_counts), type and queue narrowing it (NULL: no filter); on
+-- tasks_schedule_id.
 SELECT status AS key, count(*) AS n FROM tasks
 WHERE (%(type)s::text IS NULL OR type = %(type)s::text)
   AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)

@@ -54,7 +54,12 @@ class FrontDoor:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [*message.get("headers", ()), id_header]
+                # The server's own time up to the answer's head (the handler's work: queries,
+                # templates), so a client on a busy machine can tell it from queueing and
+                # transport (bench/dashboard_volume.py reads it). Standard: Server-Timing.
+                took = f"app;dur={(time.perf_counter() - began) * 1000:.2f}"
+                headers = [*message.get("headers", ()), id_header, (b"server-timing",
+                                                                    took.encode())]
                 if status == 405 or (method == "OPTIONS" and status < 300):
                     headers = methods.with_allow(headers, inner)
                 message = {**message, "headers": headers}

@@ -1,26 +1,38 @@
-"""How the dashboard answers with a million tasks in the database.
+"""How the dashboard, GET /api/tasks and /metrics answer with a big backlog and a long history.
 
-    uv run python bench/dashboard_volume.py              # 1,000,000 tasks
-    uv run python bench/dashboard_volume.py --tasks 100000
-    uv run python bench/dashboard_volume.py --tasks 2000 --delayed 100000   # a delayed backlog
+    uv run python bench/dashboard_volume.py                        # SQLite, 1M queued + 1M finished
+    uv run python bench/dashboard_volume.py --backend postgres     # a throwaway PostgreSQL cluster
+    uv run python bench/dashboard_volume.py --backend postgres --pg-url postgresql://...
+    uv run python bench/dashboard_volume.py --queued 2000 --finished 100000   # smaller
 
-Fills a fresh database (rows written straight into SQLite, spread over the last 6 hours, a
-tenth of them made by 10 schedules), starts `localflow api` on it (no worker: nothing changes
-while we measure), and times each page and the fragments the live pages poll: median and max
-of 20 requests after a first (cold) one, which is shown too. Prints a table; writes nothing
-but the temporary database.
+Fills a fresh database: `--queued` tasks waiting (half of them due, half delayed by up to a
+day, 60 of the delayed ones waiting out a retry's backoff) and `--finished` tasks finished over
+the last 6 hours (a tenth of them made by 10 schedules). Rows go in through plain INSERT
+(SQLite) or COPY (PostgreSQL), so the database's own triggers run as they do for LocalFlow's
+writes. Then `localflow api` runs on it (no worker: nothing changes while we measure), and each
+page, the fragments the live pages poll every 2 s, the API's first page and /metrics are asked
+21 times back to back. For each: the server's own time (its Server-Timing header: up to the
+answer's head, what the handler's queries and templates cost), median and max of the last 20,
+the first (cold) one, the time at the client, and the API process's CPU per request (its
+utime+stime from /proc over those 20, so a loaded machine does not inflate it; on PostgreSQL
+the server's own CPU is not in it). Then three tabs poll as a browser would for
+`--tabs-seconds`. Prints Markdown tables; writes nothing but the temporary database.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import random
+import re
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -28,90 +40,114 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from shared.ids import new_id
+from shared.store import redact
 from shared.store.sqlite import migrations
 from tests import procs
 
-STATUSES = ("succeeded",) * 80 + ("failed",) * 8 + ("queued",) * 8 + ("cancelled",) * 4
+FINISHED = ("succeeded",) * 85 + ("failed",) * 10 + ("cancelled",) * 5
 PAYLOAD = '{"command":"echo","args":["hello"],"env":{},"timeout":null}'
+COLUMNS = ("id", "type", "payload", "status", "priority", "run_at", "attempts", "max_attempts",
+           "timeout", "created_at", "updated_at", "started_at", "finished_at", "schedule_id",
+           "fire_time")
+RETRYING = 60
+TARGETS = {"page": 20.0, "api": 10.0, "metrics": 20.0}  # ms of server time (issue 10)
 
 
-def fill_delayed(path: Path, n: int, now: float, retrying: int = 60) -> None:
-    """n queued tasks due over the next day (a delayed backlog), `retrying` of them waiting out
-    a backoff after a failed attempt, written after the rest (so they are the newest)."""
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA synchronous=OFF")
-    rng = random.Random(11)
-    rows = []
-    for i in range(n):
-        created = now - 3600 + 3600 * i / max(n, 1)
-        attempts = 1 if i % max(n // retrying, 1) == 0 else 0
-        rows.append((new_id(created), now + rng.uniform(60, 86400), attempts, created))
-        if len(rows) == 50_000:
-            _insert_delayed(conn, rows)
-            rows = []
-    _insert_delayed(conn, rows)
-    conn.commit()
-    conn.close()
-
-
-def _insert_delayed(conn: sqlite3.Connection, rows: list[tuple]) -> None:
-    conn.executemany(
-        "INSERT INTO tasks (id, type, payload, status, priority, run_at, attempts, max_attempts,"
-        " timeout, created_at, updated_at) VALUES (?1, 'shell', '" + PAYLOAD + "', 'queued', 0,"
-        " ?2, ?3, 3, 300, ?4, ?4)",
-        rows,
-    )
-
-
-def fill(path: Path, n: int, now: float) -> list[str]:
-    migrations.migrate(str(path))
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=OFF")
+def task_rows(queued: int, finished: int, now: float, schedules: list[str]) -> Iterator[tuple]:
+    """Every task, oldest first: the finished history over the last 6 h, then the backlog
+    made over the last hour (due ones and delayed ones interleaved)."""
     rng = random.Random(7)
-    schedules = [new_id(now - 7 * 86400) for _ in range(10)]
-    for sid in schedules:
-        conn.execute(
-            "INSERT INTO schedules (id, name, cron_expr, timezone, task_type, payload, enabled,"
-            " priority, overlap, missed, created_at, updated_at) VALUES"
-            " (?, ?, '* * * * *', 'UTC', 'shell', ?, 1, 0, 'allow', 'skip', ?, ?)",
-            (sid, f"bench {sid[-4:]}", PAYLOAD, now, now),
-        )
-    batch = []
-    for i in range(n):
-        created = now - 6 * 3600 + 6 * 3600 * i / n
-        status = rng.choice(STATUSES)
-        finished = created + rng.uniform(0.01, 2) if status != "queued" else None
+    for i in range(finished):
+        created = now - 6 * 3600 + 5 * 3600 * i / max(finished, 1)
+        status = rng.choice(FINISHED)
         sid = schedules[(i // 10) % 10] if i % 10 == 0 else None
-        batch.append((new_id(created), status, created, finished, sid,
-                      created if sid else None))
+        yield (new_id(created), "shell", PAYLOAD, status, 0, created, 1, 3, 300.0, created,
+               created, created, created + rng.uniform(0.01, 2), sid, created if sid else None)
+    every = max(queued // 2 // RETRYING, 1)
+    for i in range(queued):
+        created = now - 3600 + 3600 * i / max(queued, 1)
+        delayed = i % 2 == 1
+        run_at = now + rng.uniform(60, 86400) if delayed else created
+        attempts = 1 if delayed and (i // 2) % every == 0 else 0
+        yield (new_id(created), "shell", PAYLOAD, "queued", 0, run_at, attempts, 3, 300.0,
+               created, created, created if attempts else None, None, None, None)
+
+
+def schedule_rows(now: float) -> list[tuple]:
+    return [(new_id(now - 7 * 86400), f"bench {i}", "* * * * *", "UTC", "shell", PAYLOAD, True,
+             0, "allow", "skip", now, now) for i in range(10)]
+
+
+SCHEDULE_COLUMNS = ("id", "name", "cron_expr", "timezone", "task_type", "payload", "enabled",
+                    "priority", "overlap", "missed", "created_at", "updated_at")
+
+
+def fill_sqlite(path: Path, queued: int, finished: int, now: float) -> list[str]:
+    migrations.migrate(str(path))
+    conn = sqlite3.connect(path, isolation_level=None)
+    # A fresh file no one else has open: no journal and a big cache while it fills (a single
+    # 2 GB write-ahead log took 20 minutes here), WAL again afterwards.
+    conn.execute("PRAGMA journal_mode=OFF")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA cache_size=-1000000")
+    # The event log's trigger (004) is off while filling: two million events are not what is
+    # measured. The count triggers (009) stay on: the counts are the database's own.
+    events = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger'"
+                          " AND name = 'tasks_inserted_event'").fetchone()[0]
+    conn.execute("DROP TRIGGER tasks_inserted_event")
+    conn.execute("BEGIN")
+    schedules = schedule_rows(now)
+    conn.executemany(f"INSERT INTO schedules ({', '.join(SCHEDULE_COLUMNS)}) VALUES"
+                     f" ({', '.join('?' * len(SCHEDULE_COLUMNS))})", schedules)
+    sql = f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    batch = []
+    for row in task_rows(queued, finished, now, [s[0] for s in schedules]):
+        batch.append(row)
         if len(batch) == 50_000:
-            _insert(conn, batch)
+            conn.executemany(sql, batch)
             batch = []
-    _insert(conn, batch)
-    conn.commit()
+    conn.executemany(sql, batch)
+    conn.execute("COMMIT")
+    conn.execute(events)
+    conn.execute("ANALYZE")
+    conn.execute("PRAGMA journal_mode=WAL")
     conn.close()
-    return schedules
+    return [s[0] for s in schedules]
 
 
-def _insert(conn: sqlite3.Connection, rows: list[tuple]) -> None:
-    conn.executemany(
-        "INSERT INTO tasks (id, type, payload, status, priority, run_at, attempts, max_attempts,"
-        " timeout, created_at, updated_at, started_at, finished_at, schedule_id, fire_time)"
-        " VALUES (?1, 'shell', '" + PAYLOAD + "', ?2, 0, ?3, 1, 3, 300, ?3, ?3, ?3, ?4, ?5, ?6)",
-        rows,
-    )
+def fill_postgres(url: str, queued: int, finished: int, now: float) -> list[str]:
+    import psycopg
+
+    schedules = schedule_rows(now)
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO schedules ({', '.join(SCHEDULE_COLUMNS)}) VALUES"
+                            f" ({', '.join(['%s'] * len(SCHEDULE_COLUMNS))})", schedules)
+            # As on SQLite: no event per filled row (nor a NOTIFY); the count triggers stay on.
+            cur.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_added_or_removed")
+            with cur.copy(f"COPY tasks ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                for row in task_rows(queued, finished, now, [s[0] for s in schedules]):
+                    copy.write_row(row)
+            cur.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_added_or_removed")
+        conn.execute("VACUUM ANALYZE")
+    return [s[0] for s in schedules]
 
 
-def measure(client: httpx.Client, url: str, headers: dict[str, str], n: int = 21) -> list[float]:
-    """n timings in ms; the first is cold (the dashboard's short-lived caches are empty)."""
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        r = client.get(url, headers=headers)
-        times.append((time.perf_counter() - start) * 1000)
-        assert r.status_code == 200, (url, r.status_code, r.text[:300])
-    return times
+@contextmanager
+def database(backend: str, pg_url: str | None, tmp: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield str(tmp / "volume.db")
+        return
+    from bench import pg_side
+
+    server = pg_side.open_server(pg_url)
+    try:
+        url = server.new_database()
+        print(f"PostgreSQL: {server.describe()}")
+        yield url
+        server.server.drop_database(url)
+    finally:
+        server.close()
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -119,10 +155,36 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tabs(client: httpx.Client, pid: int, seconds: float) -> tuple[float, dict[str, list[float]]]:
-    """Three open tabs (overview, task list, overview): each polls every 2 s, as they do in a
-    browser. Returns the server's CPU use over that time, in percent of one core (Linux /proc),
-    and each poll's times in ms: what a refresh costs in steady use."""
+_APP = re.compile(r"app;dur=([0-9.]+)")
+
+
+def one(client: httpx.Client, url: str, headers: dict[str, str]) -> tuple[float, float]:
+    """(client ms, server ms) of one request."""
+    start = time.perf_counter()
+    r = client.get(url, headers=headers)
+    took = (time.perf_counter() - start) * 1000
+    assert r.status_code == 200, (url, r.status_code, r.text[:300])
+    found = _APP.search(r.headers.get("server-timing", ""))
+    assert found, f"{url}: no Server-Timing header"
+    return took, float(found.group(1))
+
+
+def measure(client: httpx.Client, pid: int, url: str, headers: dict[str, str],
+            n: int = 21) -> dict[str, float]:
+    first = one(client, url, headers)
+    cpu0 = _cpu_seconds(pid)
+    times = [one(client, url, headers) for _ in range(n - 1)]
+    cpu = (_cpu_seconds(pid) - cpu0) * 1000 / (n - 1)
+    server = [s for _, s in times]
+    return {"first": first[1], "median": statistics.median(server), "max": max(server),
+            "client": statistics.median(c for c, _ in times), "cpu": cpu}
+
+
+def tabs(client: httpx.Client, pid: int, seconds: float
+         ) -> tuple[float, dict[str, list[float]]]:
+    """Three open tabs (overview, task list, overview with the 1 h chart), each polling every
+    2 s as they do in a browser: the server's CPU over that time (% of one core) and each
+    poll's server time in ms."""
     live = {"hx-request": "true"}
     polls = [("overview poll", "/dashboard/overview", live),
              ("tasks poll", "/dashboard/tasks", {**live, "hx-target": "tasks-live"}),
@@ -132,7 +194,7 @@ def tabs(client: httpx.Client, pid: int, seconds: float) -> tuple[float, dict[st
     tick = 0
     while time.monotonic() - start < seconds:
         for name, url, headers in polls:
-            times[name] += measure(client, url, headers, n=1)
+            times[name].append(one(client, url, headers)[1])
         tick += 1
         time.sleep(max(0.0, start + 2 * tick - time.monotonic()))  # the tabs' 2 s rhythm
     return 100 * (_cpu_seconds(pid) - cpu0) / (time.monotonic() - start), times
@@ -140,52 +202,73 @@ def tabs(client: httpx.Client, pid: int, seconds: float) -> tuple[float, dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=1_000_000)
-    parser.add_argument("--delayed", type=int, default=0,
-                        help="queued tasks due later (a delayed backlog), on top of --tasks")
-    parser.add_argument("--tabs-seconds", type=float, default=30.0,
-                        help="how long three polling tabs are simulated for the CPU figure")
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--pg-url", help="a PostgreSQL server to use (default: a throwaway "
+                        "cluster of the machine's PostgreSQL, as the tests start)")
+    parser.add_argument("--queued", type=int, default=1_000_000,
+                        help="tasks waiting: half due, half delayed (60 of those retrying)")
+    parser.add_argument("--finished", type=int, default=1_000_000)
+    parser.add_argument("--tabs-seconds", type=float, default=30.0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "volume.db"
+    with tempfile.TemporaryDirectory() as tmp, database(args.backend, args.pg_url,
+                                                        Path(tmp)) as db:
         started = time.perf_counter()
-        schedules = fill(db, args.tasks, time.time())
-        if args.delayed:
-            fill_delayed(db, args.delayed, time.time())
-        print(f"filled {args.tasks:,} tasks + {args.delayed:,} delayed in "
-              f"{time.perf_counter() - started:.1f}s; "
-              f"database {os.path.getsize(db) / 2**20:.0f} MiB")
-        proc = procs.start("api", db, env={"LOCALFLOW_METRICS_ADDR": "off"})
+        now = time.time()
+        fill = fill_sqlite if args.backend == "sqlite" else fill_postgres
+        schedules = fill(Path(db) if args.backend == "sqlite" else db,  # type: ignore[arg-type]
+                         args.queued, args.finished, now)
+        print(f"{args.backend}: filled {args.queued:,} queued + {args.finished:,} finished "
+              f"in {time.perf_counter() - started:.0f} s ({redact(db)})")
+        print(f"load average before: {os.getloadavg()}")
+        proc = procs.start("api", db, env={"LOCALFLOW_METRICS_ADDR": "off"},
+                           log_dir=Path(tmp))
         try:
-            with httpx.Client(base_url=proc.url, timeout=60) as client:
+            with httpx.Client(base_url=proc.url, timeout=120) as client:
                 middle = client.get("/api/tasks", params={"limit": 500}).json()["next_cursor"]
                 live = {"hx-request": "true"}
                 cases = [
-                    ("overview page", "/dashboard", {}),
-                    ("overview poll (every 2 s)", "/dashboard/overview", live),
-                    ("tasks page", "/dashboard/tasks", {}),
-                    ("tasks poll (every 2 s)", "/dashboard/tasks", {**live,
-                                                                    "hx-target": "tasks-live"}),
-                    ("tasks: failed", "/dashboard/tasks?status=failed", {}),
-                    ("tasks: page 2 by cursor", f"/dashboard/tasks?cursor={middle}", {}),
-                    ("tasks: one schedule", f"/dashboard/tasks?schedule={schedules[3]}", {}),
-                    ("tasks: type filter", "/dashboard/tasks?type=shell", {}),
-                    ("tasks: retrying", "/dashboard/tasks?status=retrying", {}),
-                    ("tasks: scheduled", "/dashboard/tasks?status=scheduled", {}),
-                    ("schedules page", "/dashboard/schedules", {}),
-                    ("system page", "/dashboard/system", {}),
+                    ("overview page", "/dashboard", {}, "page"),
+                    ("overview poll (every 2 s)", "/dashboard/overview", live, "page"),
+                    ("tasks page", "/dashboard/tasks", {}, "page"),
+                    ("tasks poll (every 2 s)", "/dashboard/tasks",
+                     {**live, "hx-target": "tasks-live"}, "page"),
+                    ("tasks: failed", "/dashboard/tasks?status=failed", {}, "page"),
+                    ("tasks: page 2 by cursor", f"/dashboard/tasks?cursor={middle}", {}, "page"),
+                    ("tasks: one schedule", f"/dashboard/tasks?schedule={schedules[3]}", {},
+                     "page"),
+                    ("tasks: type filter", "/dashboard/tasks?type=shell", {}, "page"),
+                    ("tasks: ready", "/dashboard/tasks?status=ready", {}, "page"),
+                    ("tasks: retrying", "/dashboard/tasks?status=retrying", {}, "page"),
+                    ("tasks: scheduled", "/dashboard/tasks?status=scheduled", {}, "page"),
+                    # Every task is in queue "default": the queue filter's worst case.
+                    ("tasks: queue filter", "/dashboard/tasks?queue=default", {}, "page"),
+                    ("tasks: queue + ready", "/dashboard/tasks?queue=default&status=ready",
+                     {}, "page"),
+                    ("queues page", "/dashboard/queues", {}, "page"),
+                    ("schedules page", "/dashboard/schedules", {}, "page"),
+                    ("system page", "/dashboard/system", {}, "page"),
+                    ("GET /api/tasks (first page)", "/api/tasks", {}, "api"),
+                    ("GET /api/tasks?status=queued", "/api/tasks?status=queued", {}, "api"),
+                    ("GET /api/queues", "/api/queues", {}, "api"),
+                    ("GET /metrics", "/metrics", {}, "metrics"),
                 ]
-                print(f"{'page':32} {'first ms':>9} {'median ms':>10} {'max ms':>8}")
-                for name, url, headers in cases:
-                    first, *times = measure(client, url, headers)
-                    print(f"{name:32} {first:9.1f} {statistics.median(times):10.1f} "
-                          f"{max(times):8.1f}")
+                out = io.StringIO()
+                out.write("| request | server ms: first / median / max | client ms (median) "
+                          "| API CPU ms per request | target |\n|---|---:|---:|---:|---:|\n")
+                for name, url, headers, kind in cases:
+                    m = measure(client, proc.popen.pid, url, headers)
+                    out.write(f"| {name} | {m['first']:.1f} / {m['median']:.1f} / "
+                              f"{m['max']:.1f} | {m['client']:.1f} | {m['cpu']:.1f} "
+                              f"| ≤ {TARGETS[kind]:g} |\n")
+                print(out.getvalue())
                 cpu, steady = tabs(client, proc.popen.pid, args.tabs_seconds)
-                print(f"three tabs polling every 2 s for {args.tabs_seconds:g} s: server CPU "
+                print(f"three tabs polling every 2 s for {args.tabs_seconds:g} s: API CPU "
                       f"{cpu:.1f}% of one core")
+                print("| poll | server ms median | max | polls |\n|---|---:|---:|---:|")
                 for name, times in steady.items():
-                    print(f"  {name:30} median {statistics.median(times):6.1f} ms, "
-                          f"max {max(times):6.1f} ms ({len(times)} polls)")
+                    print(f"| {name} | {statistics.median(times):.1f} | {max(times):.1f} "
+                          f"| {len(times)} |")
+                print(f"load average after: {os.getloadavg()}")
         finally:
             proc.stop()
 

@@ -25,6 +25,7 @@ from api.dashboard.forms import (
 from shared.queue import InvalidTask, Queue
 from shared.schedules import InvalidSchedule, Schedules
 from shared.schemas import Task, TaskCreate, to_datetime
+from shared.store import counting
 from shared.store.sqlite import store as sqlite_store
 from shared.tokens import FailureThrottle
 from tests import inproc, procs
@@ -622,8 +623,8 @@ def test_times_are_relative_with_the_exact_time_on_hover():
 
 
 async def test_status_counts_in_small_chunks_match_every_filter(queue, clock, monkeypatch):
-    # Chunks of 3 rows: every count is put together from many reads, as at a million tasks.
-    monkeypatch.setattr(sqlite_store, "INDEX_CHUNK", 3)
+    # Chunks of 3 rows: a schedule's counts are put together from many reads, as at a million
+    # tasks (the rest come from the kept counts: tests/contract/test_task_counts.py).
     monkeypatch.setattr(sqlite_store, "ROW_CHUNK", 3)
     for _ in range(7):
         await queue.enqueue(TaskCreate(type="shell", payload={"command": "x"}, delay=600))
@@ -671,3 +672,36 @@ def test_the_chart_scale_is_round_with_a_whole_middle_and_a_lone_bar_shows():
     assert '<div class="chart-y" aria-hidden="true"><span>400</span><span>200</span>' in svg
     heights = [float(h) for h in re.findall(r'height="([\d.]+)"', svg)]
     assert heights == [HEIGHT, MIN_BAR_HEIGHT]  # the lone failure is drawn 3 units tall
+
+
+def test_counts_past_the_cap_say_at_least(tmp_path, monkeypatch):
+    """Ready and scheduled both past the cap (issue 12 item 6: counts that cost the same at a
+    million tasks): the chips, the overview and "every task matching" say "3+", never a
+    number that looks exact; the stored statuses stay exact."""
+    monkeypatch.setattr(counting, "COUNT_CAP", 3)
+    with inproc.serving(tmp_path / "cap.db", env=ENV, worker=False) as web:
+        for i in range(5):
+            _task(web, payload={"command": "echo", "args": [str(i)]})
+            _task(web, payload={"command": "echo", "args": [str(i)]}, delay=600)
+        deadline = time.monotonic() + 30
+        while True:  # the first request for a filter may come back before its count ("…")
+            html = web.get("/dashboard/tasks?status=ready").text
+            start = html.index('aria-label="Filter by status"')
+            chips = html[start:html.index("</nav>", start)]
+            if "…" not in chips or time.monotonic() > deadline:
+                break
+        assert '<span class="n">10</span>' in chips  # "all" and "queued": exact
+        assert '<span class="n">3+</span>' in chips and "the count stops there" in chips
+        assert "Every task matching this filter (3+)" in html and 'data-at-least="1"' in html
+        overview = web.get("/dashboard/overview", headers={"hx-request": "true"}).text
+        assert "3+ ready" in overview and "3+ scheduled" in overview
+        assert "0 retrying" in overview
+
+
+def test_every_answer_says_the_servers_own_time(web):
+    """Server-Timing (the server's time up to the answer's head): how the dashboard's
+    per-refresh budget is measured apart from a loaded machine's queueing."""
+    for path in ("/dashboard", "/api/tasks", "/metrics", "/no/such/page"):
+        r = web.get(path)
+        took = re.fullmatch(r"app;dur=(\d+\.\d\d)", r.headers.get("server-timing", ""))
+        assert took and 0 < float(took.group(1)) < 60_000, (path, r.headers)

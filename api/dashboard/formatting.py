@@ -115,9 +115,10 @@ def size(n: int | None) -> str:
     return f"{value:.1f} TiB"  # pragma: no cover - the loop returns at GiB
 
 
-def thousands(n: int | None) -> str:
-    """12,345: a count read at a glance ("…" while it is still being counted)."""
-    return "…" if n is None else f"{n:,}"
+def thousands(n: int | None, at_least: bool = False) -> str:
+    """12,345: a count read at a glance ("…" while it is still being counted; "10,000+" for
+    a count that stopped at its cap, shared/store/counting.py)."""
+    return "…" if n is None else f"{n:,}+" if at_least else f"{n:,}"
 
 
 def pretty(value: Any) -> str:

@@ -1,15 +1,16 @@
-"""Copies of the reads that cost what the table holds, shared by every open page.
+"""Copies of the counts and the chart, shared by every open page.
 
-Each open overview or task list polls every 2 seconds. Counting tasks by status walks the whole
-status index (tens of milliseconds at a million tasks; more with the queued ones split into
-ready / scheduled / retrying) and the throughput chart every task finished in its window. A
-poll never waits for either: it gets the last copy, and a stale copy is redone in the
-background by the store (SQLite counts on a read connection of its own, in short chunks, so
-no page or API request waits behind them), one at a time, no more often than every second
-(counts; 5 s for the chart) nor than ten times what it took last (so at most a tenth of the
-time goes on it, however many tabs are open). Counts are stale once the database changed (the
-store's change token) or after 5 s (ready turns from scheduled with the clock). Only the first
-request for a filter waits for its count.
+Each open overview or task list polls every 2 seconds. The counts cost a few short reads at any
+size (the database keeps them per queue, type and status: migration 009,
+shared/store/counting.py; a type or queue filter sums fewer of them), except under a schedule
+filter, which counts that schedule's tasks; the throughput chart reads every
+task finished in its window. A poll never waits for either: it gets the last copy, and a stale
+copy is redone in the background by the store (SQLite on a read connection of its own, so no
+page or API request waits behind it), one at a time, no more often than every second (counts;
+5 s for the chart) nor than ten times what it took last (so at most a tenth of the time goes
+on it, however many tabs are open). Counts are stale once the database changed (the store's
+change token) or after 5 s (ready turns from scheduled with the clock). Only the first request
+for a filter waits for its count.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from shared.queue_schemas import QueueInfo
 from shared.queues import Queues
 from shared.schemas import QUEUED_VIEWS, STATUSES
 from shared.store.base import Throughput
+from shared.store.counting import TaskCounts
 
 COUNTS_MAX_AGE = 1.0
 # Counting costs what the table holds (tens of ms at a million tasks): never spend more than a
@@ -43,9 +45,14 @@ COUNTED = (*STATUSES, *QUEUED_VIEWS)
 CountsKey = tuple[str | None, str | None, str | None]  # (type, schedule id, queue)
 
 
+def _copy(counts: TaskCounts) -> TaskCounts:
+    """A page's own copy (it adds "all"), still saying which counts are lower bounds."""
+    return TaskCounts(counts, counts.at_least)
+
+
 @dataclass
 class Counted:
-    value: Any  # counts by status, or the list of queues
+    value: Any  # TaskCounts, or the list of queues
     version: Hashable
     at: float  # time.monotonic() when counted
     cost: float  # seconds the count took
@@ -58,15 +65,16 @@ class Snapshots:
     # hours -> (when drawn, seconds the query took, data)
     charts: dict[int, tuple[float, float, Throughput]] = field(default_factory=dict)
     charting: dict[int, asyncio.Task] = field(default_factory=dict)
-    # The queues page's list (GET /api/queues' answer): counted over the whole table, so kept
-    # and redone in the background like the counts.
+    # The queues page's list (GET /api/queues' answer). Its counts are the kept ones now (a
+    # few rows), but every task list and schedule form asks for it (the queue filter's
+    # choices): one copy, redone in the background like the counts, serves them all.
     queue_list: Counted | None = None
     listing: asyncio.Task | None = None
 
     async def counts(
         self, queue: Queue, type: str | None = None, schedule_id: str | None = None,
         queue_name: str | None = None,
-    ) -> dict[str, int | None]:
+    ) -> TaskCounts:
         """Tasks per status (and per derived queued view) under these filters; None for each
         while a filter's first count is still running.
 
@@ -82,10 +90,10 @@ class Snapshots:
                 self.refreshing[key] = asyncio.create_task(self._refresh(queue, key))
             await asyncio.wait({self.refreshing[key]}, timeout=FIRST_COUNT_WAIT)
             hit = self.counted.get(key)
-            return dict(hit.value) if hit else dict.fromkeys(COUNTED)
+            return _copy(hit.value) if hit else TaskCounts(dict.fromkeys(COUNTED))  # type: ignore[arg-type]
         if key not in self.refreshing and await self._stale(queue, hit):
             self.refreshing[key] = asyncio.create_task(self._refresh(queue, key))
-        return dict(hit.value)
+        return _copy(hit.value)
 
     async def _stale(self, queue: Queue, hit: Counted) -> bool:
         age = time.monotonic() - hit.at

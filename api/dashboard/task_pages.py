@@ -299,7 +299,7 @@ async def _schedule_page(
         schedule_id, status=status, type=task_type, cursor=cursor, limit=limit + 1,
         queue=queue_name,
     )
-    items = [t for t in [await _get(queue, i) for i in ids[:limit]] if t is not None]
+    items = await queue.store.get_many(ids[:limit])
     return TaskPage(items=items, next_cursor=ids[limit - 1] if len(ids) > limit else None)
 
 
@@ -313,8 +313,7 @@ async def _view_page(
         view, now, type=task_type, schedule_id=schedule_id, cursor=cursor,
         limit=limit, queue=queue_name,
     )
-    items = [t for t in [await _get(queue, i) for i in ids] if t is not None]
-    return TaskPage(items=items, next_cursor=next_cursor)
+    return TaskPage(items=await queue.store.get_many(ids), next_cursor=next_cursor)
 
 
 async def _search_page(
@@ -330,7 +329,7 @@ async def _search_page(
         _needle(q), status=stored, type=task_type, schedule_id=schedule_id, cursor=cursor,
         floor=floor, limit=limit, scan=SEARCH_SCAN, queue=queue_name,
     )
-    items = [t for t in [await _get(queue, i) for i in ids] if t is not None]
+    items = await queue.store.get_many(ids)  # one read, as the schedule and view pages
     if status in QUEUED_VIEWS:
         items = [t for t in items if _view_of(t, now) == status]
     return TaskPage(items=items, next_cursor=next_cursor)

@@ -51,6 +51,7 @@ from shared.queue_schemas import QueueGate, QueueInfo
 from shared.schedule_schemas import Missed, Overlap, Schedule
 from shared.schemas import Attempt, QueuedView, Status, Task, TaskPage
 from shared.settings import Settings
+from shared.store.counting import TaskCounts
 
 # --------------------------------------------------------------------------------------------
 # Records: tasks
@@ -533,6 +534,11 @@ class TaskStore(Protocol):
     async def get(self, task_id: str) -> Task | None:
         ...
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+        """These tasks in one read, in the order of `task_ids`; unknown ids are left out
+        (a page of 50 is one query, not 50: on PostgreSQL each is a round trip)."""
+        ...
+
     async def attempts(self, task_id: str) -> list[Attempt]:
         """The task's attempt rows, oldest first ([] for an unknown task)."""
         ...
@@ -551,7 +557,8 @@ class TaskStore(Protocol):
         ...
 
     async def queues(self) -> list[QueueInfo]:
-        """Every queue that has tasks or settings, by name, with its counts by status."""
+        """Every queue that has tasks or settings, by name, with its counts by status (from
+        the kept counts, task_counts: a read of a few rows at any size)."""
         ...
 
     async def queue(self, name: str) -> QueueInfo:
@@ -795,13 +802,25 @@ class StatsStore(Protocol):
 
     async def count_tasks(
         self, now: float, *, type: str | None = None, schedule_id: str | None = None,
-        queue: str | None = None,
-    ) -> dict[str, int]:
+        queue: str | None = None, cap: int | None = None,
+    ) -> TaskCounts:
         """Tasks per status under these filters: type, schedule, queue (every status in
         STATUSES a key, 0 if none), plus the queued ones split into QUEUED_VIEWS (ready +
-        scheduled + retrying == queued). Costs what the matching tasks hold, so it must
-        never hold up the reads and writes of pages and the API: SQLite counts on a
-        read-only connection of its own, in short chunks."""
+        scheduled + retrying == queued when all three are exact). Without a schedule filter
+        it must cost the same at any size: stored statuses from the trigger-kept task_counts
+        (009, per queue and type, so the type and queue filters are a sum of a few rows),
+        exact; the views from bounded index counts (shared/store/counting.py, the indexes
+        lead with queue and type), exact unless both ready and scheduled pass `cap`
+        (COUNT_CAP unless given), when those two are lower bounds named in `at_least`. With
+        a schedule filter it counts that schedule's tasks (narrowed by type and queue),
+        exactly (never holding up the reads and writes of pages and the API: SQLite on a
+        read-only connection of its own, in short chunks)."""
+        ...
+
+    async def task_counts(self) -> list[tuple[str, str, str, int]]:
+        """(queue, type, status, n) for every combination with tasks, from the counts the
+        database keeps in the transaction of every change (migration 009): a read of a few
+        rows at any size. What /metrics, the status counts and the queues overview use."""
         ...
 
     async def running_task_ids(self, limit: int = 200) -> dict[str, list[str]]:

@@ -317,3 +317,12 @@ async def test_running_task_ids_by_the_worker_that_holds_them(queue: Queue, cloc
     held = await queue.store.running_task_ids()
     assert held == {"worker-a": sorted(first, reverse=True), "worker-b": second}
     assert sum(len(v) for v in (await queue.store.running_task_ids(limit=2)).values()) == 2
+
+
+async def test_get_many_reads_tasks_in_the_order_asked(queue: Queue):
+    made = [(await queue.enqueue(shell(str(i))))[0] for i in range(4)]
+    wanted = [made[2].id, "01ARZ3NDEKTSV4RRFFQ69G5FAV", made[0].id, made[3].id]
+    got = await queue.store.get_many(wanted)
+    assert [t.id for t in got] == [made[2].id, made[0].id, made[3].id]  # unknown one left out
+    assert got[0] == await queue.store.get(made[2].id)
+    assert await queue.store.get_many([]) == []

@@ -148,6 +148,8 @@
       if (form.dataset.matching === "") return {n: null, total: null};  // still being counted
       var total = Number(form.dataset.matching);
       var cap = Number(form.dataset.max || total);
+      // A lower bound ("10,000+": past the count's cap): a whole batch, of more than that.
+      if (form.dataset.atLeast === "1") return {n: cap, total: total, more: true};
       return {n: Math.min(total, cap), total: total};
     }
     var n = form.querySelectorAll('input[name="ids"]:checked').length;
@@ -167,9 +169,10 @@
     }
     if (WARNINGS[action]) {
       var what = count.n === null ? "every task matching this filter (still being counted)"
-        : count.n === count.total
+        : count.n === count.total && !count.more
         ? number(count.n) + " task" + (count.n === 1 ? "" : "s")
-        : number(count.n) + " of the " + number(count.total) + " matching tasks (at most " +
+        : number(count.n) + " of the " + number(count.total) + (count.more ? "+" : "") +
+          " matching tasks (at most " +
           number(count.n) + " at a time)";
       if (!window.confirm(VERBS[action] + " " + what + "? " + WARNINGS[action])) {
         bulkStatus(form, "Nothing was changed.");

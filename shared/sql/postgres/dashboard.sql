@@ -54,19 +54,20 @@ SELECT current_setting('server_version') AS version
 
 -- name: task_ids_of_schedule
 -- Newest first, keyset-paged like the queue's own lists; status, type and queue narrow it.
+-- The row comparison keeps it on tasks_schedule_id (see queue.sql's list_by_status).
 SELECT id FROM tasks
 WHERE schedule_id = %(schedule_id)s
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND id < %(cursor)s
-ORDER BY id DESC
+  AND (schedule_id, id) < (%(schedule_id)s, %(cursor)s)
+ORDER BY schedule_id DESC, id DESC
 LIMIT %(limit)s
 
 -- name: count_by_status
--- Tasks per stored status under the list's filters (any may be NULL: no filter). With no
--- filter, (status, id) answers from the index; with one, tasks_type_id, tasks_schedule_id or
--- tasks_queue_id.
+-- Tasks per stored status of one schedule (count_tasks with a schedule filter: without one the
+-- counts come from task_counts), type and queue narrowing it (NULL: no filter); on
+-- tasks_schedule_id.
 SELECT status AS key, count(*) AS n FROM tasks
 WHERE (%(type)s::text IS NULL OR type = %(type)s::text)
   AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)
@@ -92,8 +93,8 @@ GROUP BY 1
 -- big the backlog of the other views.
 SELECT id FROM (
     SELECT id, run_at, attempts, type, schedule_id, queue FROM tasks
-    WHERE status = 'queued' AND id < %(cursor)s
-    ORDER BY status, id DESC
+    WHERE status = 'queued' AND (status, id) < ('queued', %(cursor)s)  -- see list_by_status
+    ORDER BY status DESC, id DESC
     LIMIT %(scan)s
 ) AS w
 WHERE CASE WHEN run_at <= %(now)s THEN 'ready' WHEN attempts > 0 THEN 'retrying'
@@ -107,8 +108,8 @@ LIMIT %(limit)s
 -- name: queued_window_end
 -- The last id of that window, where the next window starts.
 SELECT id FROM tasks
-WHERE status = 'queued' AND id < %(cursor)s
-ORDER BY status, id DESC
+WHERE status = 'queued' AND (status, id) < ('queued', %(cursor)s)
+ORDER BY status DESC, id DESC
 LIMIT 1 OFFSET %(offset)s
 
 -- name: run_waiting_now
@@ -160,3 +161,45 @@ SELECT id, worker_id FROM tasks
 WHERE status = 'running'
 ORDER BY id DESC
 LIMIT %(limit)s
+
+-- name: task_counts
+-- Tasks per (queue, type, status): the folded counts plus the deltas not folded yet, in one
+-- statement, so one snapshot (migrations/postgres/009_dashboard_indexes.sql).
+SELECT queue, type, status, sum(n)::bigint AS n FROM (
+    SELECT queue, type, status, n FROM task_counts
+    UNION ALL
+    SELECT queue, type, status, n FROM task_count_deltas
+) AS c
+GROUP BY queue, type, status
+HAVING sum(n) <> 0
+
+-- The three below count one (queue, type)'s queued tasks of one kind, reading at most
+-- %(limit)s index entries (shared/store/counting.py adds them up and caps them). ORDER BY run_at
+-- keeps the planner on the index (tasks_queued_due, tasks_queued_retry): else it may choose a
+-- sequential scan that stops after %(limit)s matches, which costs what the table holds before
+-- them (every finished task, when the backlog is the newest part of the table).
+
+-- name: count_due_up_to
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM tasks
+    WHERE status = 'queued' AND queue = %(queue)s AND type = %(type)s AND run_at <= %(now)s
+    ORDER BY run_at
+    LIMIT %(limit)s
+) AS w
+
+-- name: count_waiting_up_to
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM tasks
+    WHERE status = 'queued' AND queue = %(queue)s AND type = %(type)s AND run_at > %(now)s
+    ORDER BY run_at
+    LIMIT %(limit)s
+) AS w
+
+-- name: count_retrying_up_to
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM tasks
+    WHERE status = 'queued' AND attempts > 0 AND queue = %(queue)s AND type = %(type)s
+      AND run_at > %(now)s
+    ORDER BY run_at
+    LIMIT %(limit)s
+) AS w

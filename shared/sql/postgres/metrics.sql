@@ -1,16 +1,8 @@
 -- Queries behind /metrics on PostgreSQL; names match shared/sql/sqlite/metrics.sql.
 
--- name: live_depth
-SELECT status, type, queue, count(*) AS n
-FROM tasks
-WHERE status IN ('queued', 'running')
-GROUP BY status, type, queue
-
--- name: totals_by_status
-SELECT status, count(*) AS n FROM tasks GROUP BY status
-
--- name: oldest_runnable
-SELECT min(run_at) AS run_at FROM tasks WHERE status = 'queued' AND run_at <= %(now)s
+-- Depth, totals and the oldest runnable task come from dashboard.sql's task_counts (kept by
+-- triggers, migration 009) and oldest_runnable (stops at the first due row): a scrape reads a
+-- few rows at any size.
 
 -- name: workers_alive
 SELECT count(*) AS n FROM workers WHERE stopped_at IS NULL AND last_seen >= %(since)s

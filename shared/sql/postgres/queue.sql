@@ -36,6 +36,9 @@ SELECT * FROM tasks WHERE idempotency_key = ANY(%(keys)s)
 -- name: get_task
 SELECT * FROM tasks WHERE id = %(id)s
 
+-- name: get_tasks
+SELECT * FROM tasks WHERE id = ANY(%(ids)s)
+
 -- name: claim
 -- queued -> running, the most urgent runnable tasks first. SKIP LOCKED: a claimer passes over
 -- rows another claimer is taking right now instead of queueing behind it, so workers on many
@@ -235,9 +238,6 @@ SELECT min(run_at) FROM tasks
 WHERE status = 'queued' AND queue <> ALL(%(closed)s::text[])
   AND (%(only)s::text[] IS NULL OR queue = ANY(%(only)s::text[]))
 
--- name: counts_by_status
-SELECT status, count(*) AS n FROM tasks GROUP BY status
-
 -- name: list_attempts
 SELECT * FROM task_attempts WHERE task_id = %(id)s ORDER BY id
 
@@ -245,15 +245,25 @@ SELECT * FROM task_attempts WHERE task_id = %(id)s ORDER BY id
 SELECT * FROM tasks WHERE id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s
 
 -- name: list_by_status
-SELECT * FROM tasks WHERE status = %(status)s AND id < %(cursor)s ORDER BY id DESC
+-- The row comparison keeps the planner on tasks_status_id: with `status = x AND id < c ORDER BY
+-- id DESC` it walks the primary key backwards and filters, which reads every newer task of
+-- other states first (300,000 queued ones before the first failed: 230 ms, against 0.4 ms).
+SELECT * FROM tasks
+WHERE status = %(status)s AND (status, id) < (%(status)s, %(cursor)s)
+ORDER BY status DESC, id DESC
 LIMIT %(limit)s
 
 -- name: list_by_type
-SELECT * FROM tasks WHERE type = %(type)s AND id < %(cursor)s ORDER BY id DESC LIMIT %(limit)s
+-- As list_by_status, on tasks_type_id.
+SELECT * FROM tasks
+WHERE type = %(type)s AND (type, id) < (%(type)s, %(cursor)s)
+ORDER BY type DESC, id DESC
+LIMIT %(limit)s
 
 -- name: list_by_status_and_type
 SELECT * FROM tasks
-WHERE status = %(status)s AND type = %(type)s AND id < %(cursor)s ORDER BY id DESC
+WHERE status = %(status)s AND type = %(type)s AND (status, id) < (%(status)s, %(cursor)s)
+ORDER BY status DESC, id DESC
 LIMIT %(limit)s
 
 -- name: upsert_worker
@@ -338,12 +348,6 @@ WHERE name = ANY(%(names)s::text[]) ORDER BY name FOR UPDATE
 SELECT queue, count(*) AS n FROM tasks
 WHERE status = 'running' AND queue = ANY(%(names)s::text[])
 GROUP BY queue
-
--- name: counts_by_queue
-SELECT queue, status, count(*) AS n FROM tasks GROUP BY queue, status
-
--- name: counts_of_queue
-SELECT status, count(*) AS n FROM tasks WHERE queue = %(name)s GROUP BY status
 
 -- name: all_queue_settings
 SELECT name, concurrency, paused FROM queues

@@ -69,24 +69,6 @@ LIMIT :limit
 -- Each answers rows (key, n) plus the chunk's last id and size; a chunk smaller than :chunk is
 -- the last. The NULL row is there so an empty selection still says how far it got.
 
--- name: count_status_chunk
--- One stored status, from the (status, id) index alone.
-WITH w AS (
-    SELECT id FROM tasks INDEXED BY tasks_status_id
-    WHERE status = :status AND id > :after ORDER BY id LIMIT :chunk
-)
-SELECT :status AS key, count(*) AS n, max(id) AS last, count(*) AS seen FROM w
-
--- name: count_type_chunk
-WITH w AS (
-    SELECT id, status FROM tasks INDEXED BY tasks_type_id
-    WHERE type = :type AND id > :after ORDER BY id LIMIT :chunk
-)
-SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen FROM (
-    SELECT status AS key, count(*) AS n FROM w GROUP BY status
-    UNION ALL SELECT NULL, 0
-)
-
 -- name: count_schedule_chunk
 WITH w AS (
     SELECT id, status, type, queue FROM tasks INDEXED BY tasks_schedule_id
@@ -95,18 +77,6 @@ WITH w AS (
 SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen FROM (
     SELECT status AS key, count(*) AS n FROM w
     WHERE (:type IS NULL OR type = :type) AND (:queue IS NULL OR queue = :queue)
-    GROUP BY status
-    UNION ALL SELECT NULL, 0
-)
-
--- name: count_queue_chunk
--- One queue's tasks (tasks_queue_id), type narrowing them further.
-WITH w AS (
-    SELECT id, status, type FROM tasks INDEXED BY tasks_queue_id
-    WHERE queue = :queue AND id > :after ORDER BY id LIMIT :chunk
-)
-SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen FROM (
-    SELECT status AS key, count(*) AS n FROM w WHERE :type IS NULL OR type = :type
     GROUP BY status
     UNION ALL SELECT NULL, 0
 )
@@ -204,3 +174,33 @@ SELECT id, worker_id FROM tasks INDEXED BY tasks_leases
 WHERE status = 'running'
 ORDER BY id DESC
 LIMIT :limit
+
+-- name: task_counts
+-- Tasks per (queue, type, status), kept by triggers (migrations/sqlite/009_dashboard_indexes.sql):
+-- a read of a few rows, whatever the table holds.
+SELECT queue, type, status, n FROM task_counts WHERE n <> 0
+
+-- The three below count one (queue, type)'s queued tasks of one kind, reading at most :limit
+-- index entries (shared/store/counting.py adds them up and caps them).
+
+-- name: count_due_up_to
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM tasks INDEXED BY tasks_queued_due
+    WHERE status = 'queued' AND queue = :queue AND type = :type AND run_at <= :now
+    LIMIT :limit
+)
+
+-- name: count_waiting_up_to
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM tasks INDEXED BY tasks_queued_due
+    WHERE status = 'queued' AND queue = :queue AND type = :type AND run_at > :now
+    LIMIT :limit
+)
+
+-- name: count_retrying_up_to
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM tasks INDEXED BY tasks_queued_retry
+    WHERE status = 'queued' AND attempts > 0 AND queue = :queue AND type = :type
+      AND run_at > :now
+    LIMIT :limit
+)

@@ -12,6 +12,10 @@ ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 -- name: get_task
 SELECT * FROM tasks WHERE id = ?
 
+-- name: get_tasks
+-- Any number of ids in one read (a JSON array: no limit on bound variables).
+SELECT * FROM tasks WHERE id IN (SELECT value FROM json_each(?))
+
 -- name: get_task_by_key
 SELECT * FROM tasks WHERE idempotency_key = ?
 
@@ -134,9 +138,6 @@ WHERE status = 'queued'
   AND queue NOT IN (SELECT value FROM json_each(:closed))
   AND (:only IS NULL OR queue IN (SELECT value FROM json_each(:only)))
 
--- name: counts_by_status
-SELECT status, count(*) AS n FROM tasks GROUP BY status
-
 -- name: list_attempts
 SELECT * FROM task_attempts WHERE task_id = ? ORDER BY id
 
@@ -215,12 +216,6 @@ SELECT name, concurrency, paused FROM queues WHERE paused = 1 OR concurrency IS 
 SELECT queue, count(*) AS n FROM tasks INDEXED BY tasks_running_queue
 WHERE status = 'running' AND queue IN (SELECT value FROM json_each(:names))
 GROUP BY queue
-
--- name: counts_by_queue
-SELECT queue, status, count(*) AS n FROM tasks GROUP BY queue, status
-
--- name: counts_of_queue
-SELECT status, count(*) AS n FROM tasks INDEXED BY tasks_queue_id WHERE queue = ? GROUP BY status
 
 -- name: all_queue_settings
 SELECT name, concurrency, paused FROM queues

@@ -104,6 +104,14 @@ from shared.store.claiming import (
     per_queue_names,
     queue_overview,
 )
+from shared.store.counting import (
+    Kind,
+    TaskCounts,
+    by_queue,
+    live_depth,
+    queued_views,
+    totals,
+)
 from shared.store.postgres import schema
 from shared.store.postgres.batch import Coalescer
 from shared.store.postgres.listener import KEEPALIVES, TASKS_CHANNEL, PostgresListener
@@ -127,6 +135,10 @@ Q = Queries("postgres", "queue")
 S = Queries("postgres", "schedules")
 D = Queries("postgres", "dashboard")
 M = Queries("postgres", "metrics")
+_COUNT_UP_TO: dict[Kind, str] = {
+    "due": D.count_due_up_to, "waiting": D.count_waiting_up_to,
+    "retrying": D.count_retrying_up_to,
+}
 T = Queries("postgres", "transfer")
 A = Queries("postgres", "audit")
 W = Queries("postgres", "webhooks")
@@ -779,6 +791,15 @@ class PostgresStore:
         return _task(rows[0]) if rows else None
 
     @_translated
+    async def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+        if not task_ids:
+            return []
+        async with self._read() as conn:
+            rows = await self._rows(conn, Q.get_tasks, {"ids": list(task_ids)})
+        found = {r["id"]: _task(r) for r in rows}
+        return [found[i] for i in task_ids if i in found]
+
+    @_translated
     async def attempts(self, task_id: str) -> list[Attempt]:
         async with self._read() as conn:
             rows = await self._rows(conn, Q.list_attempts, {"id": task_id})
@@ -872,27 +893,32 @@ class PostgresStore:
 
     @_translated
     async def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATUSES, 0)
+        return totals(await self.task_counts())
+
+    @_translated
+    async def task_counts(self) -> list[tuple[str, str, str, int]]:
         async with self._read() as conn:
-            for row in await self._rows(conn, Q.counts_by_status):
-                counts[row["status"]] = row["n"]
-        return counts
+            return await self._task_counts(conn)
+
+    async def _task_counts(
+        self, conn: psycopg.AsyncConnection[Any]
+    ) -> list[tuple[str, str, str, int]]:
+        return [(r["queue"], r["type"], r["status"], int(r["n"]))
+                for r in await self._rows(conn, D.task_counts)]
 
     # -- queues --------------------------------------------------------------------------
 
     @_translated
     async def queues(self) -> list[QueueInfo]:
         async with self._read() as conn:
-            counts = [(r["queue"], r["status"], r["n"])
-                      for r in await self._rows(conn, Q.counts_by_queue)]
+            counts = by_queue(await self._task_counts(conn))
             gates = [_gate(r) for r in await self._rows(conn, Q.all_queue_settings)]
         return queue_overview(counts, gates)
 
     @_translated
     async def queue(self, name: str) -> QueueInfo:
         async with self._read() as conn:
-            counts = [(name, r["status"], r["n"])
-                      for r in await self._rows(conn, Q.counts_of_queue, {"name": name})]
+            counts = by_queue(await self._task_counts(conn), name)
             gates = [_gate(r) for r in await self._rows(conn, Q.queue_settings,
                                                          {"name": name})]
         return queue_overview(counts, gates, name)[0]
@@ -1187,11 +1213,25 @@ class PostgresStore:
     @_translated
     async def count_tasks(
         self, now: float, *, type: str | None = None, schedule_id: str | None = None,
-        queue: str | None = None,
-    ) -> dict[str, int]:
-        """Plain counts in one snapshot: the pool gives this its own connection, and MVCC
-        readers never block writers, so nothing waits behind it (docs/dashboard.md has
-        the timings)."""
+        queue: str | None = None, cap: int | None = None,
+    ) -> TaskCounts:
+        """Without a schedule filter: the trigger-kept counts and bounded index counts
+        (shared/store/counting.py), a few short reads at any size, a queue filter included
+        (both are per queue and type). A schedule's tasks are counted plainly, in one
+        read-only snapshot on a pooled connection (MVCC readers never block writers)."""
+        if not schedule_id:
+            async with self._read() as conn, conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                rows = await self._task_counts(conn)
+
+                async def count_up_to(
+                    of_queue: str, task_type: str, kind: Kind, limit: int
+                ) -> int:
+                    found = await self._rows(conn, _COUNT_UP_TO[kind], {
+                        "queue": of_queue, "type": task_type, "now": now, "limit": limit})
+                    return int(found[0]["n"])
+
+                return await queued_views(rows, count_up_to, type=type, queue=queue, cap=cap)
         params = {"now": now, "type": type, "schedule_id": schedule_id, "queue": queue}
         async with self._read() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -1200,7 +1240,7 @@ class PostgresStore:
         counts = dict.fromkeys(STATUSES, 0) | dict.fromkeys(QUEUED_VIEWS, 0)
         for row in (*stored, *views):
             counts[row["key"]] = row["n"]
-        return counts
+        return TaskCounts(counts)
 
     @_translated
     async def running_task_ids(self, limit: int = 200) -> dict[str, list[str]]:
@@ -1229,18 +1269,14 @@ class PostgresStore:
         # One snapshot for all four answers (REPEATABLE READ): the numbers agree.
         async with self._read() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            depth = await self._rows(conn, M.live_depth)
-            totals_rows = await self._rows(conn, M.totals_by_status)
-            oldest = await self._rows(conn, M.oldest_runnable, {"now": now})
+            counted = await self._task_counts(conn)
+            oldest = await self._rows(conn, D.oldest_runnable, {"now": now})
             alive = await self._rows(conn, M.workers_alive, {"since": alive_since})
             gates = await self._rows(conn, M.queue_settings, {"limit": QUEUE_SETTINGS_READ})
-        totals = dict.fromkeys(STATUSES, 0)
-        for row in totals_rows:
-            totals[row["status"]] = row["n"]
         return QueueStats(
-            depth=[Depth(status=r["status"], type=r["type"], count=r["n"], queue=r["queue"])
-                   for r in depth],
-            totals=totals,
+            depth=[Depth(status=s, type=t, count=n, queue=q)
+                   for s, t, q, n in live_depth(counted)],
+            totals=totals(counted),
             oldest_runnable_at=oldest[0]["run_at"] if oldest else None,
             workers_alive=alive[0]["n"] if alive else 0,
             queue_settings=[_gate(r) for r in gates],

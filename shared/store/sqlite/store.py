@@ -77,6 +77,14 @@ from shared.store.claiming import (
     per_queue_names,
     queue_overview,
 )
+from shared.store.counting import (
+    Kind,
+    TaskCounts,
+    by_queue,
+    live_depth,
+    queued_views,
+    totals,
+)
 from shared.store.sqlite import migrations
 from shared.store.sqlite.database import Database, storage_error
 from shared.store.sqlite.wake import SharedWakeListener, WakeNotifier
@@ -86,12 +94,15 @@ Q = Queries("sqlite", "queue")
 S = Queries("sqlite", "schedules")
 D = Queries("sqlite", "dashboard")
 M = Queries("sqlite", "metrics")
+_COUNT_UP_TO: dict[Kind, str] = {
+    "due": D.count_due_up_to, "waiting": D.count_waiting_up_to,
+    "retrying": D.count_retrying_up_to,
+}
 T = Queries("sqlite", "transfer")
 A = Queries("sqlite", "audit")
 W = Queries("sqlite", "webhooks")
 _CURSOR_START = "~"  # sorts after every ULID character
-# The dashboard's counts read a chunk at a time (shared/sql/sqlite/dashboard.sql says why).
-INDEX_CHUNK = 20_000  # index entries one chunk reads (a few ms)
+# A schedule's counts read a chunk at a time (shared/sql/sqlite/dashboard.sql says why).
 ROW_CHUNK = 4_000  # rows one chunk reads when it needs more than an index holds
 CHART_SLICE = 10  # chart buckets read at a time
 
@@ -408,6 +419,14 @@ class SQLiteStore:
         row = await self.db.fetch_one(Q.get_task, (task_id,))
         return None if row is None else _task(row)
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+        if not task_ids:
+            return []
+        rows = await self.db.fetch_all(
+            Q.get_tasks, (msgspec.json.encode(list(task_ids)).decode(),))
+        found = {r["id"]: _task(r) for r in rows}
+        return [found[i] for i in task_ids if i in found]
+
     async def attempts(self, task_id: str) -> list[Attempt]:
         return [_attempt(r) for r in await self.db.fetch_all(Q.list_attempts, (task_id,))]
 
@@ -485,22 +504,21 @@ class SQLiteStore:
         return {r["id"]: r["status"] for r in rows}
 
     async def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATUSES, 0)
-        for row in await self.db.fetch_all(Q.counts_by_status):
-            counts[row["status"]] = row["n"]
-        return counts
+        return totals(await self.task_counts())
+
+    async def task_counts(self) -> list[tuple[str, str, str, int]]:
+        return [(r["queue"], r["type"], r["status"], r["n"])
+                for r in await self.db.fetch_all(D.task_counts)]
 
     # -- queues --------------------------------------------------------------------------------
 
     async def queues(self) -> list[QueueInfo]:
-        counts = [(r["queue"], r["status"], r["n"])
-                  for r in await self.db.fetch_all(Q.counts_by_queue)]
+        counts = by_queue(await self.task_counts())
         gates = [_gate(r) for r in await self.db.fetch_all(Q.all_queue_settings)]
         return queue_overview(counts, gates)
 
     async def queue(self, name: str) -> QueueInfo:
-        counts = [(name, r["status"], r["n"])
-                  for r in await self.db.fetch_all(Q.counts_of_queue, (name,))]
+        counts = by_queue(await self.task_counts(), name)
         gates = [_gate(r) for r in await self.db.fetch_all(Q.queue_settings, (name,))]
         return queue_overview(counts, gates, name)[0]
 
@@ -717,34 +735,34 @@ class SQLiteStore:
 
     async def count_tasks(
         self, now: float, *, type: str | None = None, schedule_id: str | None = None,
-        queue: str | None = None,
-    ) -> dict[str, int]:
+        queue: str | None = None, cap: int | None = None,
+    ) -> TaskCounts:
         """On a read-only connection of its own (WAL lets it read beside the shared reader
-        and the writer), in chunks: a million tasks are many short reads, none of which
-        holds a snapshot open for long (a long read would keep the WAL from being
-        checkpointed)."""
-        if schedule_id:
-            counts = await self._count_in_chunks(
-                D.count_schedule_chunk,
-                {"schedule_id": schedule_id, "type": type, "queue": queue}, ROW_CHUNK,
-            )
-        elif queue:
-            counts = await self._count_in_chunks(
-                D.count_queue_chunk, {"queue": queue, "type": type}, ROW_CHUNK
-            )
-        elif type:
-            counts = await self._count_in_chunks(D.count_type_chunk, {"type": type}, ROW_CHUNK)
-        else:
-            counts = {}
-            for status in STATUSES:
-                counts |= await self._count_in_chunks(
-                    D.count_status_chunk, {"status": status}, INDEX_CHUNK
-                )
+        and the writer). Without a schedule filter: the trigger-kept counts and bounded index
+        counts (shared/store/counting.py), a few short reads at any size, a queue filter
+        included (both are per queue and type). A schedule's tasks are counted in chunks: a
+        million of them are many short reads, none of which holds a snapshot open for long
+        (a long read would keep the WAL from being checkpointed)."""
+        if not schedule_id:
+            rows = [(r["queue"], r["type"], r["status"], r["n"])
+                    for r in await self._counting_read(D.task_counts, {})]
+
+            async def count_up_to(of_queue: str, task_type: str, kind: Kind, limit: int) -> int:
+                found = await self._counting_read(_COUNT_UP_TO[kind], {
+                    "queue": of_queue, "type": task_type, "now": now, "limit": limit})
+                return found[0]["n"]
+
+            return await queued_views(rows, count_up_to, type=type, queue=queue, cap=cap)
+        counts = await self._count_in_chunks(
+            D.count_schedule_chunk,
+            {"schedule_id": schedule_id, "type": type, "queue": queue}, ROW_CHUNK,
+        )
         views = await self._count_in_chunks(
             D.count_queued_views_chunk,
             {"now": now, "type": type, "schedule_id": schedule_id, "queue": queue}, ROW_CHUNK,
         )
-        return dict.fromkeys(STATUSES, 0) | counts | {v: views.get(v, 0) for v in QUEUED_VIEWS}
+        return TaskCounts(dict.fromkeys(STATUSES, 0) | counts
+                          | {v: views.get(v, 0) for v in QUEUED_VIEWS})
 
     async def _count_in_chunks(
         self, sql: str, params: dict[str, Any], chunk: int
@@ -799,20 +817,19 @@ class SQLiteStore:
         async with self._stats_lock:
             try:
                 conn = await self._stats_connection()
-                live = await conn.execute_fetchall(M.live_depth)
-                totals = dict.fromkeys(STATUSES, 0)
-                for row in await conn.execute_fetchall(M.totals_by_status):
-                    totals[row["status"]] = row["n"]
-                oldest = next(iter(await conn.execute_fetchall(M.oldest_runnable, {"now": now})))
+                counted = [(r["queue"], r["type"], r["status"], r["n"])
+                           for r in await conn.execute_fetchall(D.task_counts)]
+                oldest = list(await conn.execute_fetchall(D.oldest_runnable, {"now": now}))
                 alive = await conn.execute_fetchall(M.workers_alive, {"since": alive_since})
                 gates = await conn.execute_fetchall(
                     M.queue_settings, {"limit": QUEUE_SETTINGS_READ})
             except sqlite3.Error as exc:
                 raise storage_error(exc, self.path) from None
         return QueueStats(
-            depth=[Depth(status=r["status"], type=r["type"], count=r["n"], queue=r["queue"])
-                   for r in live],
-            totals=totals, oldest_runnable_at=oldest["run_at"],
+            depth=[Depth(status=s, type=t, count=n, queue=q)
+                   for s, t, q, n in live_depth(counted)],
+            totals=totals(counted),
+            oldest_runnable_at=oldest[0]["run_at"] if oldest else None,
             workers_alive=next(iter(alive))["n"], queue_settings=[_gate(r) for r in gates],
         )
 

@@ -63,7 +63,7 @@ class EventController(Controller):
         event_hub: EventHubDep,
         queue: QueueDep,
         task: Annotated[list[str] | None, QueryParameter(
-            name="task", max_length=64,
+            name="task", max_length=MAX_TASK_FILTERS,  # of a list: how many ids
             description="only these task ids (repeat the parameter for more)",
         )] = None,
         status: Annotated[list[str] | None, QueryParameter(

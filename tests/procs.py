@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +76,16 @@ def start(
     if url and wait_for_health:
         wait_healthy(proc)
     return proc
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `check` until it holds; fail naming `what` after `timeout` seconds. A deadline, not
+    a guess at speed: a busy machine only makes it take longer."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout}s waiting for {what}")
+        time.sleep(0.05)
 
 
 def wait_healthy(proc: Proc, timeout: float = 60.0) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,14 +26,6 @@ RECORD = (
     "time.sleep(0.4)\n"
     "open(path, 'a').write(f'end {time.time()}\\n')\n"
 )
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -86,7 +78,8 @@ def test_limit_holds_across_worker_processes(api: httpx.Client, tmp_path: Path, 
         free = [submit(api, "default", "-c", RECORD, str(tmp_path / f"free-{i}.txt"))
                 for i in range(4)]
         for task_id in ids + free:
-            wait_until(lambda t=task_id: status(api, t) == "succeeded", 120, f"{task_id} done")
+            procs.wait_until(lambda t=task_id: status(api, t) == "succeeded", 120,
+                             f"{task_id} done")
         intervals = []
         for f in files:
             lines = dict(line.split() for line in f.read_text().splitlines())
@@ -108,20 +101,20 @@ def test_pause_survives_restart_and_resume_starts_at_once(api: httpx.Client, tmp
         # A task submitted after it, in another queue, runs: the workers were taking work and
         # passed the paused queue's task by.
         marker = submit(api, "default", "-c", "pass")
-        wait_until(lambda: status(api, marker) == "succeeded", 60, "the marker task")
+        procs.wait_until(lambda: status(api, marker) == "succeeded", 60, "the marker task")
         assert status(api, held) == "queued"
         for w in workers:
             w.stop()
         workers = start_workers(db, 1)  # a restarted worker still honours the pause
         marker = submit(api, "default", "-c", "pass")
-        wait_until(lambda: status(api, marker) == "succeeded", 60, "the second marker")
+        procs.wait_until(lambda: status(api, marker) == "succeeded", 60, "the second marker")
         assert status(api, held) == "queued"
         listed = {q["name"]: q for q in api.get("/api/queues").json()}
         assert listed["mail"]["paused"] is True and listed["mail"]["counts"]["queued"] == 1
 
         resumed_at = time.monotonic()
         assert api.put("/api/queues/mail", json={"paused": False}).json()["paused"] is False
-        wait_until(lambda: status(api, held) == "succeeded", 30, "the resumed task")
+        procs.wait_until(lambda: status(api, held) == "succeeded", 30, "the resumed task")
         # Within the usual pickup time (the poll interval; the resume also wakes workers).
         assert time.monotonic() - resumed_at < 5.0
     finally:
@@ -136,7 +129,7 @@ def test_worker_takes_only_its_queues(api: httpx.Client, tmp_path: Path):
         other = submit(api, "c", "-c", "pass")
         mine = [submit(api, q, "-c", "pass") for q in ("a", "b")]
         for task_id in mine:
-            wait_until(lambda t=task_id: status(api, t) == "succeeded", 60, f"{task_id}")
+            procs.wait_until(lambda t=task_id: status(api, t) == "succeeded", 60, f"{task_id}")
         assert status(api, other) == "queued"
         assert [t["id"] for t in api.get("/api/tasks", params={"queue": "c"}).json()["items"]] \
             == [other]

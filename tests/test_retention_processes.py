@@ -4,8 +4,6 @@ retention has passed, one worker at a time, and keep what is set to be kept for 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -14,14 +12,6 @@ import pytest
 from tests import procs
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_workers_prune_old_tasks_one_at_a_time(tmp_path: Path):
@@ -44,9 +34,9 @@ def test_workers_prune_old_tasks_one_at_a_time(tmp_path: Path):
                 r = client.get(f"/api/tasks/{task_id}")
                 return r.json()["status"] if r.status_code == 200 else r.status_code
 
-            wait_until(lambda: status(ok) == "succeeded" and status(bad) == "failed", 60,
+            procs.wait_until(lambda: status(ok) == "succeeded" and status(bad) == "failed", 60,
                        "both tasks to finish")
-            wait_until(lambda: status(ok) == 404, 60, "the succeeded task to be pruned")
+            procs.wait_until(lambda: status(ok) == 404, 60, "the succeeded task to be pruned")
             assert status(bad) == "failed"  # failed ones are kept for ever here
     finally:
         for w in workers:

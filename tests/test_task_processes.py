@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -36,14 +36,6 @@ def submit(client: httpx.Client, command: str, *args: str, **fields: object) -> 
     return r.json()["id"]
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def alive(pid: int) -> bool:
     """Running, not a zombie (an orphan's zombie waits for whoever adopted it to reap it)."""
     try:
@@ -67,7 +59,7 @@ def children_of(pid: int) -> set[int]:
 
 
 def pids_in(path: Path, count: int) -> list[int]:
-    wait_until(lambda: path.exists() and len(path.read_text().split()) >= count, 60,
+    procs.wait_until(lambda: path.exists() and len(path.read_text().split()) >= count, 60,
                f"{count} pids in {path}")
     return [int(p) for p in path.read_text().split()]
 
@@ -90,19 +82,19 @@ def test_sigkilled_worker_takes_its_task_processes_with_it(served, tmp_path):
               f"echo $$ >> {pid_file}; wait")
     task = submit(client, "sh", "-c", script, timeout=600)
     pids = pids_in(pid_file, 3)
-    wait_until(lambda: all(alive(p) for p in pids), 30, "the task's processes to start")
+    procs.wait_until(lambda: all(alive(p) for p in pids), 30, "the task's processes to start")
     helpers = children_of(proc.popen.pid)  # the task, and whatever watches over it
     assert pids[2] in helpers
     proc.popen.kill()
     proc.popen.wait()
     try:
-        wait_until(lambda: not any(alive(p) for p in pids + sorted(helpers)), 15,
+        procs.wait_until(lambda: not any(alive(p) for p in pids + sorted(helpers)), 15,
                    "the task's processes to die with their worker")
     finally:
         for pid in pids:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: '"logger": "localflow.task_guard"' in proc.log(), 15,
+    procs.wait_until(lambda: '"logger": "localflow.task_guard"' in proc.log(), 15,
                "the guard to say what it did")
     line = next(x for x in proc.log().splitlines() if "localflow.task_guard" in x)
     assert json.loads(line)["killed"] == 3, line
@@ -114,7 +106,7 @@ def test_task_program_gets_stdio_and_no_other_descriptor(served, tmp_path):
     pid_file = tmp_path / "pid"
     task = submit(client, "sh", "-c", f"echo $$ > {pid_file}; exec sleep 60", timeout=120)
     pid = pids_in(pid_file, 1)[0]
-    wait_until(lambda: Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep"), 30,
+    procs.wait_until(lambda: Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep"), 30,
                "the task to exec sleep")
     links = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}")
              for fd in os.listdir(f"/proc/{pid}/fd")}
@@ -172,7 +164,7 @@ def test_a_stopped_worker_leaves_no_process_behind(tmp_path):
     finally:
         assert proc.stop() == 0
     try:
-        wait_until(lambda: not any(alive(p) for p in left + sorted(helpers)), 15,
+        procs.wait_until(lambda: not any(alive(p) for p in left + sorted(helpers)), 15,
                    "the guard, and what the task left running, to go with the worker")
     finally:
         for pid in left:

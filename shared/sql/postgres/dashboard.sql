@@ -64,29 +64,6 @@ WHERE schedule_id = %(schedule_id)s
 ORDER BY schedule_id DESC, id DESC
 LIMIT %(limit)s
 
--- name: count_by_status
--- Tasks per stored status of one schedule (count_tasks with a schedule filter: without one the
--- counts come from task_counts), type and queue narrowing it (NULL: no filter); on
--- tasks_schedule_id.
-SELECT status AS key, count(*) AS n FROM tasks
-WHERE (%(type)s::text IS NULL OR type = %(type)s::text)
-  AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-GROUP BY status
-
--- name: count_queued_views
--- Queued tasks split the way a person asks about them: ready (due now), retrying (an attempt
--- failed and the backoff is not over), scheduled (delayed, not due yet). Derived, not stored.
-SELECT CASE WHEN run_at <= %(now)s THEN 'ready' WHEN attempts > 0 THEN 'retrying'
-            ELSE 'scheduled' END AS key,
-       count(*) AS n
-FROM tasks
-WHERE status = 'queued'
-  AND (%(type)s::text IS NULL OR type = %(type)s::text)
-  AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-GROUP BY 1
-
 -- name: queued_view_ids
 -- Queued tasks in one derived view, newest first from the cursor, among a window of the
 -- %(scan)s newest queued tasks from there (tasks_status_id): a bounded read per page however
@@ -203,3 +180,32 @@ SELECT count(*) AS n FROM (
     ORDER BY run_at
     LIMIT %(limit)s
 ) AS w
+
+-- name: schedule_task_counts
+-- One schedule's tasks per (queue, type, status): the folded counts plus the deltas not folded
+-- yet, in one statement (migrations/postgres/010_schedule_counts.sql).
+SELECT queue, type, status, sum(n)::bigint AS n FROM (
+    SELECT queue, type, status, n FROM schedule_task_counts
+    WHERE schedule_id = %(schedule_id)s
+    UNION ALL
+    SELECT queue, type, status, n FROM schedule_task_count_deltas
+    WHERE schedule_id = %(schedule_id)s
+) AS c
+GROUP BY queue, type, status
+HAVING sum(n) <> 0
+
+-- name: count_schedule_queued_views
+-- One schedule's queued tasks split into ready / retrying / scheduled, reading at most
+-- %(limit)s of them (on tasks_schedule_active: its queued and running tasks only); the store
+-- reads this only when the kept counts say some are queued.
+SELECT CASE WHEN run_at <= %(now)s THEN 'ready' WHEN attempts > 0 THEN 'retrying'
+            ELSE 'scheduled' END AS key,
+       count(*) AS n
+FROM (
+    SELECT run_at, attempts FROM tasks
+    WHERE schedule_id = %(schedule_id)s AND status = 'queued'
+      AND (%(type)s::text IS NULL OR type = %(type)s::text)
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+    LIMIT %(limit)s
+) AS w
+GROUP BY 1

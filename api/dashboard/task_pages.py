@@ -110,7 +110,7 @@ class TaskPages(Controller):
             "q": q, "created": created, "created_labels": CREATED_LABELS,
             "cursor": cursor, "limit": limit, "statuses": STATUSES,
             "views": QUEUED_VIEWS, "known_types": list(PAYLOAD_TYPES),
-            "schedule": schedule, "schedules": await Schedules(queue).list(),
+            "schedule": schedule,
             "queue_name": queue_name,
             "page_sizes": PAGE_SIZES, "not_found": None, "notice": notice,
             "self_query": _query(**filters, cursor=cursor, back=back),
@@ -138,9 +138,11 @@ class TaskPages(Controller):
         }
         if is_htmx(request) and request.headers.get("hx-target") == "tasks-live":
             return render("_tasks.html", **context)
-        # The filter's choices: the page only, not the 2-second poll of the rows.
+        # The filters' choices: the page only, not the 2-second poll of the rows (on
+        # PostgreSQL every read is a round trip to the server).
         return render("tasks.html", section="tasks", title="Tasks",
-                      queue_names=await queue_names(request, queue), **context)
+                      queue_names=await queue_names(request, queue),
+                      schedules=await Schedules(queue).list(), **context)
 
     @get("/tasks/{task_id:str}", name="dashboard-task")
     async def task(self, request: Request, queue: QueueDep, task_id: FromPath[str]) -> Response:

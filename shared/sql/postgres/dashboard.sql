@@ -32,15 +32,18 @@ ORDER BY run_at, id
 LIMIT 1
 
 -- name: recent_workers
-SELECT id, hostname, pid, slots, started_at, last_seen, stopped_at FROM workers
-WHERE last_seen >= %(since)s
-ORDER BY last_seen DESC
+-- With how many tasks each one holds, in the same statement: one round trip per overview.
+SELECT w.id, w.hostname, w.pid, w.slots, w.started_at, w.last_seen, w.stopped_at,
+       coalesce(r.n, 0) AS running
+FROM workers w
+LEFT JOIN (
+    SELECT worker_id, count(*) AS n FROM tasks
+    WHERE status = 'running'
+    GROUP BY worker_id
+) AS r ON r.worker_id = w.id
+WHERE w.last_seen >= %(since)s
+ORDER BY w.last_seen DESC
 LIMIT 50
-
--- name: running_by_worker
-SELECT worker_id, count(*) AS n FROM tasks
-WHERE status = 'running'
-GROUP BY worker_id
 
 -- name: task_id_by_key
 SELECT id FROM tasks WHERE idempotency_key = %(key)s

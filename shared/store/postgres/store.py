@@ -1257,12 +1257,10 @@ class PostgresStore:
     async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:
         async with self._read() as conn:
             workers = await self._rows(conn, D.recent_workers, {"since": now - within})
-            running = {r["worker_id"]: r["n"]
-                       for r in await self._rows(conn, D.running_by_worker)}
         return [
             WorkerSeen(id=w["id"], hostname=w["hostname"], pid=w["pid"], slots=w["slots"],
                        started_at=w["started_at"], last_seen=w["last_seen"],
-                       stopped_at=w["stopped_at"], running=running.get(w["id"], 0))
+                       stopped_at=w["stopped_at"], running=int(w["running"]))
             for w in workers
         ]
 

@@ -2,6 +2,7 @@
 
     uv run python bench/dashboard_search.py              # 1,000,000 tasks (SQLite)
     uv run python bench/dashboard_search.py --tasks 100000
+    uv run python bench/dashboard_search.py --keep /tmp/search.db   # fill once, reuse after
 
 Fills a fresh database as bench/dashboard_volume.py does (a tenth of the tasks by schedules,
 8 % failed), gives every failed task an error and 500 bytes of stderr, starts `localflow api`
@@ -16,7 +17,6 @@ import argparse
 import json
 import os
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +26,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from bench.dashboard_volume import fill, measure
+from bench.dashboard_volume import fill_sqlite, measure
 from tests import procs
 
 STDERR = ("step %d of the export\n" * 20) % tuple(range(20)) + "ERROR: connection refused\n"
@@ -44,16 +44,23 @@ def add_errors(path: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1_000_000)
+    parser.add_argument("--keep", metavar="FILE", help="fill this file once and keep it; if "
+                        "it exists, reuse it as it is (--tasks is then ignored)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "search.db"
-        started = time.perf_counter()
-        fill(db, args.tasks, time.time())
-        failed = add_errors(db)
-        print(f"filled {args.tasks:,} tasks ({failed:,} failed with stderr) in "
-              f"{time.perf_counter() - started:.1f}s; database "
-              f"{os.path.getsize(db) / 2**20:.0f} MiB")
-        proc = procs.start("api", db, env={"LOCALFLOW_METRICS_ADDR": "off"})
+        db = Path(args.keep) if args.keep else Path(tmp) / "search.db"
+        if db.exists():
+            print(f"reusing {db}")
+        else:
+            started = time.perf_counter()
+            fill_sqlite(db, 0, args.tasks, time.time())
+            failed = add_errors(db)
+            print(f"filled {args.tasks:,} tasks ({failed:,} failed with stderr) in "
+                  f"{time.perf_counter() - started:.1f}s; database "
+                  f"{os.path.getsize(db) / 2**20:.0f} MiB")
+        print(f"load average before: {os.getloadavg()}")
+        proc = procs.start("api", str(db), env={"LOCALFLOW_METRICS_ADDR": "off"},
+                           log_dir=Path(tmp))
         try:
             with httpx.Client(base_url=proc.url, timeout=60) as client:
                 middle = client.get("/api/tasks", params={"limit": 500}).json()["next_cursor"]
@@ -69,11 +76,13 @@ def main() -> None:
                     ("created in the last hour", "/dashboard/tasks?created=1h"),
                     ("failed, last 24 hours", "/dashboard/tasks?status=failed&created=24h"),
                 ]
-                print(f"{'page':32} {'first ms':>9} {'median ms':>10} {'max ms':>8}")
+                print("| page | server ms: first / median / max | API CPU ms per request |\n"
+                      "|---|---:|---:|")
                 for name, url in cases:
-                    first, *times = measure(client, url, {})
-                    print(f"{name:32} {first:9.1f} {statistics.median(times):10.1f} "
-                          f"{max(times):8.1f}")
+                    m = measure(client, proc.popen.pid, url, {})
+                    print(f"| {name} | {m['first']:.1f} / {m['median']:.1f} / {m['max']:.1f} "
+                          f"| {m['cpu']:.1f} |")
+                print(f"load average after: {os.getloadavg()}")
         finally:
             proc.stop()
 

@@ -33,7 +33,7 @@ BULK_MATCHING_MAX = 5000  # tasks one "every task matching the filter" action ma
 CREATED_WITHIN = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 CREATED_LABELS = {"1h": "the last hour", "24h": "the last 24 hours", "7d": "the last 7 days",
                   "30d": "the last 30 days"}
-SEARCH_SCAN = 2000  # tasks one page of a text search looks at (see Store.search_task_ids)
+SEARCH_SCAN = 500  # tasks one page of a text search looks at (see Store.search_task_ids)
 BACK_KEPT = 20  # earlier pages a "← Newer" link can go back through (26 characters each)
 
 

@@ -127,7 +127,10 @@ class TaskPages(Controller):
             "counts": None if narrowed else counts,
             "matching": None if narrowed else counts.get(status or "all"),
             "narrowed": narrowed, "search_scan": SEARCH_SCAN,
-            "worked": await queue.store.attempt_seconds([t.id for t in page.items], now),
+            # Only tasks that have started have attempts to add up: a page of the waiting
+            # backlog asks nothing (on PostgreSQL, one round trip fewer).
+            "worked": await queue.store.attempt_seconds(
+                [t.id for t in page.items if t.attempts], now),
             "bulk_max": BULK_MATCHING_MAX,
             "status_links": [
                 (s, _query(status=s, type=task_type, schedule=schedule, queue=queue_name,

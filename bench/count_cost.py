@@ -41,6 +41,19 @@ TRIGGERS = ["DROP TRIGGER tasks_counted_insert{on}", "DROP TRIGGER tasks_counted
             "DROP TRIGGER tasks_counted_delete{on}"]
 INDEXES = ["DROP INDEX tasks_queued_due", "DROP INDEX tasks_queued_retry"]
 DROP = TRIGGERS + INDEXES
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _without_schedule_counts(backend: str) -> list[str]:
+    """--drop schedule-counts: migration 010's per-schedule counts off, 009's on. SQLite: its
+    three triggers dropped. PostgreSQL: the triggers' function put back as 009 wrote it."""
+    if backend == "sqlite":
+        return [f"DROP TRIGGER tasks_schedule_counted_{op}" for op in
+                ("insert", "update", "delete")]
+    text = (ROOT / "migrations/postgres/009_dashboard_indexes.sql").read_text()
+    start = text.index("CREATE FUNCTION localflow_count_tasks()")
+    end = text.index("$$;", start) + 3
+    return [text[start:end].replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)]
 
 
 def fresh_db(backend: str, server, workdir: Path, name: str, counted: bool) -> str:
@@ -97,7 +110,8 @@ async def main(args: argparse.Namespace) -> dict:
 
         server = pg_side.open_server(args.pg_url)
     global DROP
-    DROP = {"both": TRIGGERS + INDEXES, "triggers": TRIGGERS, "indexes": INDEXES}[args.drop]
+    DROP = {"both": TRIGGERS + INDEXES, "triggers": TRIGGERS, "indexes": INDEXES,
+            "schedule-counts": _without_schedule_counts(args.backend)}[args.drop]
     results: dict[str, list[tuple[float, float]]] = {"counts kept": [], "no counts": []}
     load_before = os.getloadavg()
     try:
@@ -134,6 +148,7 @@ if __name__ == "__main__":
     p.add_argument("--tasks", type=int, default=10000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workers", type=int, default=1, help="stores claiming at once")
-    p.add_argument("--drop", choices=("both", "triggers", "indexes"), default="both",
-                   help="what the run without counts drops (to tell their costs apart)")
+    p.add_argument("--drop", choices=("both", "triggers", "indexes", "schedule-counts"),
+                   default="both", help="what the run without counts drops (to tell their "
+                   "costs apart; schedule-counts: only migration 010's)")
     print(json.dumps(asyncio.run(main(p.parse_args())), indent=2))

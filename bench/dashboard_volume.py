@@ -4,6 +4,9 @@
     uv run python bench/dashboard_volume.py --backend postgres     # a throwaway PostgreSQL cluster
     uv run python bench/dashboard_volume.py --backend postgres --pg-url postgresql://...
     uv run python bench/dashboard_volume.py --queued 2000 --finished 100000   # smaller
+    uv run python bench/dashboard_volume.py --keep /tmp/volume.db      # fill once, reuse after
+    uv run python bench/dashboard_volume.py --backend postgres --pg-url postgresql://... \
+        --keep lf_volume                                               # a kept database
 
 Fills a fresh database: `--queued` tasks waiting (half of them due, half delayed by up to a
 day, 60 of the delayed ones waiting out a retry's backoff) and `--finished` tasks finished over
@@ -22,6 +25,7 @@ the server's own CPU is not in it). Then three tabs poll as a browser would for
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import random
@@ -133,6 +137,39 @@ def fill_postgres(url: str, queued: int, finished: int, now: float) -> list[str]
     return [s[0] for s in schedules]
 
 
+def kept_schedules(backend: str, db: str) -> list[str]:
+    """The bench schedules' ids in a database filled by an earlier run (--keep)."""
+    sql = "SELECT id FROM schedules WHERE name LIKE 'bench %' ORDER BY name"
+    if backend == "sqlite":
+        with sqlite3.connect(db) as conn:
+            return [r[0] for r in conn.execute(sql)]
+    import psycopg
+
+    with psycopg.connect(db) as conn:
+        return [r[0] for r in conn.execute(sql)]
+
+
+def _pg_kept(pg_url: str, name: str) -> tuple[str, bool]:
+    """The URL of database `name` on the server at pg_url, made and migrated if missing;
+    and whether it was there already (then filled by an earlier run)."""
+    import psycopg
+
+    from shared.store.postgres import schema as pg_migrate
+    from tests import pg
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise SystemExit(f"--keep: {name!r} is not a plain database name ([a-z_][a-z0-9_]*)")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        there = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                             (name,)).fetchone() is not None
+        if not there:
+            conn.execute(f'CREATE DATABASE "{name}"')  # checked above: a plain name
+    url = pg.with_database(pg_url, name)
+    if not there:
+        pg_migrate.migrate(url)
+    return url, there
+
+
 @contextmanager
 def database(backend: str, pg_url: str | None, tmp: Path) -> Iterator[str]:
     if backend == "sqlite":
@@ -169,15 +206,40 @@ def one(client: httpx.Client, url: str, headers: dict[str, str]) -> tuple[float,
     return took, float(found.group(1))
 
 
+class ServerCPU:
+    """The CPU time of the PostgreSQL backends serving one database (the API's pooled
+    connections), read from /proc: the database's own share of a request, which the API's
+    CPU leaves out. Only where the server runs on this machine (a throwaway or a local
+    cluster) and this user may read its processes."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(url, autocommit=True)
+
+    def seconds(self) -> dict[int, float]:
+        pids = [r[0] for r in self.conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()")]
+        found = {}
+        for pid in pids:
+            with contextlib.suppress(OSError):  # gone, or not ours to read
+                found[pid] = _cpu_seconds(pid)
+        return found
+
+
 def measure(client: httpx.Client, pid: int, url: str, headers: dict[str, str],
-            n: int = 21) -> dict[str, float]:
+            n: int = 21, server_cpu: ServerCPU | None = None) -> dict[str, float]:
     first = one(client, url, headers)
     cpu0 = _cpu_seconds(pid)
+    db0 = server_cpu.seconds() if server_cpu else {}
     times = [one(client, url, headers) for _ in range(n - 1)]
     cpu = (_cpu_seconds(pid) - cpu0) * 1000 / (n - 1)
+    db1 = server_cpu.seconds() if server_cpu else {}
+    db_cpu = sum(t - db0.get(p, 0.0) for p, t in db1.items()) * 1000 / (n - 1)
     server = [s for _, s in times]
     return {"first": first[1], "median": statistics.median(server), "max": max(server),
-            "client": statistics.median(c for c, _ in times), "cpu": cpu}
+            "client": statistics.median(c for c, _ in times), "cpu": cpu, "db_cpu": db_cpu}
 
 
 def tabs(client: httpx.Client, pid: int, seconds: float
@@ -209,68 +271,104 @@ def main() -> None:
                         help="tasks waiting: half due, half delayed (60 of those retrying)")
     parser.add_argument("--finished", type=int, default=1_000_000)
     parser.add_argument("--tabs-seconds", type=float, default=30.0)
+    parser.add_argument("--keep", metavar="FILE_OR_NAME",
+                        help="fill once and keep: SQLite, this file; PostgreSQL (with "
+                        "--pg-url), this database. If it exists it is reused as it is (filled "
+                        "by an earlier run; --queued/--finished are then ignored, and its "
+                        "delayed tasks come due as time passes)")
+    parser.add_argument("--only", metavar="REGEX",
+                        help="measure only the requests whose name matches (e.g. 'schedule|ready')")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, database(args.backend, args.pg_url,
-                                                        Path(tmp)) as db:
+    if args.keep and args.backend == "postgres" and not args.pg_url:
+        parser.error("--keep with --backend postgres needs --pg-url (a server that outlives "
+                     "this run)")
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        there = False
+        if not args.keep:
+            db = stack.enter_context(database(args.backend, args.pg_url, Path(tmp)))
+        elif args.backend == "sqlite":
+            db, there = args.keep, Path(args.keep).exists()
+        else:
+            db, there = _pg_kept(args.pg_url, args.keep)
+        run(args, db, Path(tmp), there)
+
+
+def run(args: argparse.Namespace, db: str, tmp: Path, there: bool) -> None:
+    if there:
+        schedules = kept_schedules(args.backend, db)
+        print(f"{args.backend}: reusing {redact(db)} as filled by an earlier run")
+    else:
         started = time.perf_counter()
         now = time.time()
         fill = fill_sqlite if args.backend == "sqlite" else fill_postgres
         schedules = fill(Path(db) if args.backend == "sqlite" else db,  # type: ignore[arg-type]
                          args.queued, args.finished, now)
-        print(f"{args.backend}: filled {args.queued:,} queued + {args.finished:,} finished "
-              f"in {time.perf_counter() - started:.0f} s ({redact(db)})")
-        print(f"load average before: {os.getloadavg()}")
-        proc = procs.start("api", db, env={"LOCALFLOW_METRICS_ADDR": "off"},
-                           log_dir=Path(tmp))
-        try:
-            with httpx.Client(base_url=proc.url, timeout=120) as client:
-                middle = client.get("/api/tasks", params={"limit": 500}).json()["next_cursor"]
-                live = {"hx-request": "true"}
-                cases = [
-                    ("overview page", "/dashboard", {}, "page"),
-                    ("overview poll (every 2 s)", "/dashboard/overview", live, "page"),
-                    ("tasks page", "/dashboard/tasks", {}, "page"),
-                    ("tasks poll (every 2 s)", "/dashboard/tasks",
-                     {**live, "hx-target": "tasks-live"}, "page"),
-                    ("tasks: failed", "/dashboard/tasks?status=failed", {}, "page"),
-                    ("tasks: page 2 by cursor", f"/dashboard/tasks?cursor={middle}", {}, "page"),
-                    ("tasks: one schedule", f"/dashboard/tasks?schedule={schedules[3]}", {},
-                     "page"),
-                    ("tasks: type filter", "/dashboard/tasks?type=shell", {}, "page"),
-                    ("tasks: ready", "/dashboard/tasks?status=ready", {}, "page"),
-                    ("tasks: retrying", "/dashboard/tasks?status=retrying", {}, "page"),
-                    ("tasks: scheduled", "/dashboard/tasks?status=scheduled", {}, "page"),
-                    # Every task is in queue "default": the queue filter's worst case.
-                    ("tasks: queue filter", "/dashboard/tasks?queue=default", {}, "page"),
-                    ("tasks: queue + ready", "/dashboard/tasks?queue=default&status=ready",
-                     {}, "page"),
-                    ("queues page", "/dashboard/queues", {}, "page"),
-                    ("schedules page", "/dashboard/schedules", {}, "page"),
-                    ("system page", "/dashboard/system", {}, "page"),
-                    ("GET /api/tasks (first page)", "/api/tasks", {}, "api"),
-                    ("GET /api/tasks?status=queued", "/api/tasks?status=queued", {}, "api"),
-                    ("GET /api/queues", "/api/queues", {}, "api"),
-                    ("GET /metrics", "/metrics", {}, "metrics"),
-                ]
-                out = io.StringIO()
-                out.write("| request | server ms: first / median / max | client ms (median) "
-                          "| API CPU ms per request | target |\n|---|---:|---:|---:|---:|\n")
-                for name, url, headers, kind in cases:
-                    m = measure(client, proc.popen.pid, url, headers)
-                    out.write(f"| {name} | {m['first']:.1f} / {m['median']:.1f} / "
-                              f"{m['max']:.1f} | {m['client']:.1f} | {m['cpu']:.1f} "
-                              f"| ≤ {TARGETS[kind]:g} |\n")
-                print(out.getvalue())
-                cpu, steady = tabs(client, proc.popen.pid, args.tabs_seconds)
-                print(f"three tabs polling every 2 s for {args.tabs_seconds:g} s: API CPU "
-                      f"{cpu:.1f}% of one core")
-                print("| poll | server ms median | max | polls |\n|---|---:|---:|---:|")
-                for name, times in steady.items():
-                    print(f"| {name} | {statistics.median(times):.1f} | {max(times):.1f} "
-                          f"| {len(times)} |")
+        print(f"{args.backend}: filled {args.queued:,} queued + {args.finished:,} "
+              f"finished in {time.perf_counter() - started:.0f} s ({redact(db)})")
+    print(f"load average before: {os.getloadavg()}")
+    proc = procs.start("api", db, env={"LOCALFLOW_METRICS_ADDR": "off"},
+                       log_dir=tmp)
+    try:
+        with httpx.Client(base_url=proc.url, timeout=120) as client:
+            middle = client.get("/api/tasks", params={"limit": 500}).json()["next_cursor"]
+            live = {"hx-request": "true"}
+            cases = [
+                ("overview page", "/dashboard", {}, "page"),
+                ("overview poll (every 2 s)", "/dashboard/overview", live, "page"),
+                ("tasks page", "/dashboard/tasks", {}, "page"),
+                ("tasks poll (every 2 s)", "/dashboard/tasks",
+                 {**live, "hx-target": "tasks-live"}, "page"),
+                ("tasks: failed", "/dashboard/tasks?status=failed", {}, "page"),
+                ("tasks: page 2 by cursor", f"/dashboard/tasks?cursor={middle}", {}, "page"),
+                ("tasks: one schedule", f"/dashboard/tasks?schedule={schedules[3]}", {},
+                 "page"),
+                ("tasks: type filter", "/dashboard/tasks?type=shell", {}, "page"),
+                ("tasks: ready", "/dashboard/tasks?status=ready", {}, "page"),
+                ("tasks: retrying", "/dashboard/tasks?status=retrying", {}, "page"),
+                ("tasks: scheduled", "/dashboard/tasks?status=scheduled", {}, "page"),
+                # Every task is in queue "default": the queue filter's worst case.
+                ("tasks: queue filter", "/dashboard/tasks?queue=default", {}, "page"),
+                ("tasks: queue + ready", "/dashboard/tasks?queue=default&status=ready",
+                 {}, "page"),
+                ("queues page", "/dashboard/queues", {}, "page"),
+                ("schedules page", "/dashboard/schedules", {}, "page"),
+                ("system page", "/dashboard/system", {}, "page"),
+                ("GET /api/tasks (first page)", "/api/tasks", {}, "api"),
+                ("GET /api/tasks?status=queued", "/api/tasks?status=queued", {}, "api"),
+                ("GET /api/queues", "/api/queues", {}, "api"),
+                ("GET /metrics", "/metrics", {}, "metrics"),
+            ]
+            pg = args.backend == "postgres"
+            server_cpu = ServerCPU(db) if pg else None
+            out = io.StringIO()
+            out.write("| request | server ms: first / median / max | client ms (median) "
+                      "| API CPU ms per request |"
+                      + (" database CPU ms per request |" if pg else "")
+                      + " target |\n|---|---:|---:|---:|" + ("---:|" if pg else "")
+                      + "---:|\n")
+            for name, url, headers, kind in cases:
+                if args.only and not re.search(args.only, name):
+                    continue
+                m = measure(client, proc.popen.pid, url, headers, server_cpu=server_cpu)
+                out.write(f"| {name} | {m['first']:.1f} / {m['median']:.1f} / "
+                          f"{m['max']:.1f} | {m['client']:.1f} | {m['cpu']:.1f} "
+                          + (f"| {m['db_cpu']:.1f} " if pg else "")
+                          + f"| ≤ {TARGETS[kind]:g} |\n")
+            print(out.getvalue())
+            if args.tabs_seconds <= 0:
                 print(f"load average after: {os.getloadavg()}")
-        finally:
-            proc.stop()
+                return
+            cpu, steady = tabs(client, proc.popen.pid, args.tabs_seconds)
+            print(f"three tabs polling every 2 s for {args.tabs_seconds:g} s: API CPU "
+                  f"{cpu:.1f}% of one core")
+            print("| poll | server ms median | max | polls |\n|---|---:|---:|---:|")
+            for name, times in steady.items():
+                print(f"| {name} | {statistics.median(times):.1f} | {max(times):.1f} "
+                      f"| {len(times)} |")
+            print(f"load average after: {os.getloadavg()}")
+    finally:
+        proc.stop()
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from shared.queue import InvalidTask, Queue
 from shared.schedules import InvalidSchedule, Schedules
 from shared.schemas import Task, TaskCreate, to_datetime
 from shared.store import counting
-from shared.store.sqlite import store as sqlite_store
 from shared.tokens import FailureThrottle
 from tests import inproc, procs
 
@@ -622,10 +621,8 @@ def test_times_are_relative_with_the_exact_time_on_hover():
     assert formatting.size(1536) == "1.5 KiB" and formatting.span(0.25) == "250 ms"
 
 
-async def test_status_counts_in_small_chunks_match_every_filter(queue, clock, monkeypatch):
-    # Chunks of 3 rows: a schedule's counts are put together from many reads, as at a million
-    # tasks (the rest come from the kept counts: tests/contract/test_task_counts.py).
-    monkeypatch.setattr(sqlite_store, "ROW_CHUNK", 3)
+async def test_status_counts_match_every_filter(queue, clock):
+    # The kept counts' own checks are in tests/contract/test_task_counts.py.
     for _ in range(7):
         await queue.enqueue(TaskCreate(type="shell", payload={"command": "x"}, delay=600))
     for _ in range(4):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ COUNTS_COST_SHARE = 10.0
 COUNTS_CLOCK_AGE = 5.0
 COUNTS_KEPT = 64  # filters remembered
 CHART_MAX_AGE = 5.0
+KEPT_MAX_AGE = 5.0
 FIRST_COUNT_WAIT = 0.015  # seconds a page waits for a filter's first count
 COUNTED = (*STATUSES, *QUEUED_VIEWS)
 
@@ -56,6 +57,10 @@ class Counted:
     version: Hashable
     at: float  # time.monotonic() when counted
     cost: float  # seconds the count took
+    checked: float = 0.0  # time.monotonic() when last found still right (at, if never)
+
+    def __post_init__(self) -> None:
+        self.checked = self.checked or self.at
 
 
 @dataclass
@@ -70,6 +75,38 @@ class Snapshots:
     # choices): one copy, redone in the background like the counts, serves them all.
     queue_list: Counted | None = None
     listing: asyncio.Task | None = None
+    # Other slow-moving reads a page shows (the system page's database size: a stat of every
+    # file of the database on PostgreSQL), by name: (when read, seconds it took, value).
+    kept: dict[str, tuple[float, float, Any]] = field(default_factory=dict)
+    keeping: dict[str, asyncio.Task] = field(default_factory=dict)
+
+    async def value(self, name: str, read: Callable[[], Awaitable[Any]],
+                    max_age: float = KEPT_MAX_AGE) -> Any:
+        """read()'s answer, from a copy at most max_age seconds old (or ten times what reading
+        took) that is redone in the background; only the first ask waits for it."""
+        hit = self.kept.get(name)
+        if hit is None:
+            if name not in self.keeping:
+                self.keeping[name] = asyncio.create_task(self._keep(name, read))
+            await asyncio.wait({self.keeping[name]})
+            hit = self.kept.get(name)
+            if hit is None:  # the read failed: try it here, so the page says why
+                return await read()
+            return hit[2]
+        at, cost, data = hit
+        stale = time.monotonic() - at >= max(max_age, COUNTS_COST_SHARE * cost)
+        if stale and name not in self.keeping:
+            self.keeping[name] = asyncio.create_task(self._keep(name, read))
+        return data
+
+    async def _keep(self, name: str, read: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            with contextlib.suppress(Exception):  # the last copy stands; the next ask retries
+                started = time.monotonic()
+                data = await read()
+                self.kept[name] = (time.monotonic(), time.monotonic() - started, data)
+        finally:
+            self.keeping.pop(name, None)
 
     async def counts(
         self, queue: Queue, type: str | None = None, schedule_id: str | None = None,
@@ -91,15 +128,9 @@ class Snapshots:
             await asyncio.wait({self.refreshing[key]}, timeout=FIRST_COUNT_WAIT)
             hit = self.counted.get(key)
             return _copy(hit.value) if hit else TaskCounts(dict.fromkeys(COUNTED))  # type: ignore[arg-type]
-        if key not in self.refreshing and await self._stale(queue, hit):
+        if key not in self.refreshing and _due(hit):
             self.refreshing[key] = asyncio.create_task(self._refresh(queue, key))
         return _copy(hit.value)
-
-    async def _stale(self, queue: Queue, hit: Counted) -> bool:
-        age = time.monotonic() - hit.at
-        if age < max(COUNTS_MAX_AGE, COUNTS_COST_SHARE * hit.cost):
-            return False
-        return age > COUNTS_CLOCK_AGE or await queue.store.change_token() != hit.version
 
     async def _count(self, queue: Queue, key: CountsKey) -> Counted:
         started = time.monotonic()
@@ -117,7 +148,9 @@ class Snapshots:
     async def _refresh(self, queue: Queue, key: CountsKey) -> None:
         try:
             with contextlib.suppress(Exception):  # the last count stands; the next poll retries
-                await self._count(queue, key)
+                hit = self.counted.get(key)
+                if hit is None or not await _unchanged(queue.store, hit):
+                    await self._count(queue, key)
         finally:
             self.refreshing.pop(key, None)
 
@@ -165,7 +198,7 @@ class Snapshots:
             if wait and self.queue_list is None:  # the background read failed: say why
                 return await self._list_queues(queues)
             return list(self.queue_list.value) if self.queue_list else None
-        if self.listing is None and await self._stale(queues.queue, hit):
+        if self.listing is None and _due(hit):
             self.listing = asyncio.create_task(self._refresh_queues(queues))
         return list(hit.value)
 
@@ -187,9 +220,30 @@ class Snapshots:
     async def _refresh_queues(self, queues: Queues) -> None:
         try:
             with contextlib.suppress(Exception):  # the last list stands; the next poll retries
-                await self._list_queues(queues)
+                hit = self.queue_list
+                if hit is None or not await _unchanged(queues.store, hit):
+                    await self._list_queues(queues)
         finally:
             self.listing = None
+
+
+def _due(hit: Counted) -> bool:
+    """Time to see whether a copy is still right (in the background: a poll never waits for
+    that either, which on PostgreSQL is a round trip to the server)."""
+    since = time.monotonic() - hit.checked
+    return since >= max(COUNTS_MAX_AGE, COUNTS_COST_SHARE * hit.cost)
+
+
+async def _unchanged(store: Any, hit: Counted) -> bool:
+    """Whether a copy is still right: the database has not changed since it was made (the
+    store's change token) and the clock has not moved ready into scheduled's place for long.
+    If so, it is marked checked, and kept."""
+    if time.monotonic() - hit.at > COUNTS_CLOCK_AGE:
+        return False
+    if await store.change_token() != hit.version:
+        return False
+    hit.checked = time.monotonic()
+    return True
 
 
 def snapshots(request: Request) -> Snapshots:

@@ -812,9 +812,10 @@ class StatsStore(Protocol):
         exact; the views from bounded index counts (shared/store/counting.py, the indexes
         lead with queue and type), exact unless both ready and scheduled pass `cap`
         (COUNT_CAP unless given), when those two are lower bounds named in `at_least`. With
-        a schedule filter it counts that schedule's tasks (narrowed by type and queue),
-        exactly (never holding up the reads and writes of pages and the API: SQLite on a
-        read-only connection of its own, in short chunks)."""
+        a schedule filter the same at any size: stored statuses from that schedule's kept
+        counts (schedule_task_counts, 010, per queue and type too), and its views from its
+        queued tasks only, read only when it has some; past `cap` of them the three views
+        are lower bounds named in `at_least`."""
         ...
 
     async def task_counts(self) -> list[tuple[str, str, str, int]]:

@@ -97,6 +97,26 @@ async def queued_views(
     return TaskCounts(counts, at_least)
 
 
+async def of_schedule(
+    rows: Iterable[tuple[str, str, str, int]],
+    count_views: Callable[[int], Awaitable[dict[str, int]]],
+    type: str | None = None, queue: str | None = None, cap: int | None = None,
+) -> TaskCounts:
+    """One schedule's counts: stored totals from its kept (queue, type, status) rows
+    (migration 010), and ready / scheduled / retrying from its queued tasks, read only when
+    it has some and at most cap + 1 of them (count_views(limit) -> {view: n}). Past the cap
+    the three are lower bounds (their sum is not: it is the kept queued count)."""
+    cap = COUNT_CAP if cap is None else cap
+    counts = totals(rows, type, queue)
+    views = dict.fromkeys(QUEUED_VIEWS, 0)
+    at_least: frozenset[str] = frozenset()
+    if counts["queued"]:
+        views |= await count_views(cap + 1)
+        if counts["queued"] > cap:
+            at_least = frozenset(QUEUED_VIEWS)
+    return TaskCounts(counts | views, at_least)
+
+
 def by_queue(
     rows: Iterable[tuple[str, str, str, int]], name: str | None = None
 ) -> list[tuple[str, str, int]]:

@@ -84,7 +84,7 @@ async def test_storage_facts_and_schema_version(store):
     assert info.engine in ("SQLite", "PostgreSQL") and info.version
     assert info.location == store.describe()
     assert info.sizes and all(isinstance(n, int) and n >= 0 for n in info.sizes.values())
-    assert await store.schema_version() == store.newest_schema_version() == 9  # 009: counts
+    assert await store.schema_version() == store.newest_schema_version() == 10  # 010: counts
     assert store.write_transactions >= 0
 
 

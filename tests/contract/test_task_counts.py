@@ -12,14 +12,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from shared.clock import FakeClock
 from shared.queue import Queue
+from shared.schedule_schemas import ScheduleUpdate
+from shared.schedules import Schedules
 from shared.schemas import QUEUED_VIEWS, STATUSES, TaskCreate
 from shared.settings import Settings
 from shared.store import is_postgres, open_store
 from shared.store.base import TRANSFER_TABLES, Store
+from tests.contract.test_schedules_scheduler import body
 
 Rows = Callable[..., list[tuple[Any, ...]]]
 
@@ -234,3 +238,87 @@ async def test_a_queue_filter_counts_from_the_kept_counts_and_the_cap_within_tha
     assert busy_http.at_least == frozenset()
     nobody = await store.count_tasks(clock.now(), queue="nobody", cap=4)
     assert all(nobody[k] == 0 for k in (*STATUSES, *QUEUED_VIEWS)) and not nobody.at_least
+
+
+async def assert_schedule_counts_true(store: Store, rows: Rows, clock: FakeClock,
+                                      schedule_ids: list[str]) -> None:
+    """count_tasks under a schedule filter (migration 010's kept counts, alone or with a type
+    or queue filter) equals a GROUP BY over that schedule's tasks, views included."""
+    now = clock.now()
+    for sid in schedule_ids:
+        for type_, queue_name in ((None, None), ("shell", None), ("http", None),
+                                  (None, "default"), (None, "mail"), ("shell", "mail")):
+            expect = dict.fromkeys((*STATUSES, *QUEUED_VIEWS), 0)
+            for status, run_at, attempts, t, q in rows(
+                    "SELECT status, run_at, attempts, type, queue FROM tasks"
+                    " WHERE schedule_id = ?", sid):
+                if (type_ is None or t == type_) and (queue_name is None or q == queue_name):
+                    expect[status] += 1
+                    if status == "queued":
+                        view = ("ready" if run_at <= now
+                                else "retrying" if attempts > 0 else "scheduled")
+                        expect[view] += 1
+            got = await store.count_tasks(now, schedule_id=sid, type=type_, queue=queue_name)
+            assert dict(got) == expect, (sid, type_, queue_name)
+            assert got.at_least == frozenset()
+
+
+async def test_a_schedules_counts_are_kept_through_every_change(
+    queue: Queue, store: Store, clock: FakeClock, rows: Rows
+):
+    """Issue 12 item 6: the task list under ?schedule= reads kept counts (migration 010), not
+    the schedule's tasks; they stay equal to a GROUP BY through run now, claim, finish, fail
+    and retry, cancel, delete, prune, and an edit of the schedule's queue and type."""
+    schedules = Schedules(queue)
+    one = await schedules.create(body(name="one"))
+    two = await schedules.create(body(name="two"))
+    ids = [one.id, two.id]
+    await assert_schedule_counts_true(store, rows, clock, ids)  # nothing yet
+    for _ in range(4):
+        await schedules.run_now(one.id)
+        clock.advance(0.002)
+    await schedules.run_now(two.id)
+    await queue.enqueue(shell("by hand"))  # no schedule: counted nowhere here
+    await assert_schedule_counts_true(store, rows, clock, ids)
+
+    claimed = await queue.claim("w", 4, lease=30)
+    assert await queue.complete(claimed[0], None)
+    assert await queue.fail(claimed[1], "boom") == "queued"  # retrying
+    assert await queue.fail(claimed[2], "bad", retry=False) == "failed"
+    await assert_schedule_counts_true(store, rows, clock, ids)  # one still running
+
+    await queue.retry(claimed[2].id)
+    clock.advance(0.002)
+    fresh = await schedules.run_now(one.id)
+    await queue.cancel(fresh.id)
+    await assert_schedule_counts_true(store, rows, clock, ids)
+    await queue.delete(fresh.id)
+    await schedules.update(one.id, msgspec.convert(
+        {"task_type": "http", "payload": {"url": "http://127.0.0.1:1/"}, "queue": "mail"},
+        ScheduleUpdate))
+    await schedules.run_now(one.id)  # an http task in queue mail, same schedule
+    await assert_schedule_counts_true(store, rows, clock, ids)
+
+    for task in await queue.claim("w2", 10, lease=30):
+        await queue.complete(task, None)
+    clock.advance(86400)
+    assert await store.prune("succeeded", clock.now() - 3600, 100) > 0
+    await assert_schedule_counts_true(store, rows, clock, ids)
+
+    await schedules.delete(two.id)  # its tasks keep their schedule id, and their counts
+    await assert_schedule_counts_true(store, rows, clock, ids)
+
+
+async def test_a_schedules_queued_views_past_the_cap_are_lower_bounds(
+    queue: Queue, store: Store, clock: FakeClock
+):
+    schedules = Schedules(queue)
+    made = await schedules.create(body(name="busy", overlap="allow"))
+    for _ in range(3):
+        await schedules.run_now(made.id)
+        clock.advance(0.002)
+    exact = await store.count_tasks(clock.now(), schedule_id=made.id, cap=3)
+    assert (exact["queued"], exact["ready"]) == (3, 3) and exact.at_least == frozenset()
+    capped = await store.count_tasks(clock.now(), schedule_id=made.id, cap=2)
+    assert capped["queued"] == 3  # the stored status stays exact
+    assert capped.at_least == set(QUEUED_VIEWS) and capped["ready"] >= 2

@@ -32,15 +32,18 @@ ORDER BY run_at, id
 LIMIT 1
 
 -- name: recent_workers
-SELECT id, hostname, pid, slots, started_at, last_seen, stopped_at FROM workers
-WHERE last_seen >= %(since)s
-ORDER BY last_seen DESC
+-- With how many tasks each one holds, in the same statement: one round trip per overview.
+SELECT w.id, w.hostname, w.pid, w.slots, w.started_at, w.last_seen, w.stopped_at,
+       coalesce(r.n, 0) AS running
+FROM workers w
+LEFT JOIN (
+    SELECT worker_id, count(*) AS n FROM tasks
+    WHERE status = 'running'
+    GROUP BY worker_id
+) AS r ON r.worker_id = w.id
+WHERE w.last_seen >= %(since)s
+ORDER BY w.last_seen DESC
 LIMIT 50
-
--- name: running_by_worker
-SELECT worker_id, count(*) AS n FROM tasks
-WHERE status = 'running'
-GROUP BY worker_id
 
 -- name: task_id_by_key
 SELECT id FROM tasks WHERE idempotency_key = %(key)s
@@ -63,29 +66,6 @@ WHERE schedule_id = %(schedule_id)s
   AND (schedule_id, id) < (%(schedule_id)s, %(cursor)s)
 ORDER BY schedule_id DESC, id DESC
 LIMIT %(limit)s
-
--- name: count_by_status
--- Tasks per stored status of one schedule (count_tasks with a schedule filter: without one the
--- counts come from task_counts), type and queue narrowing it (NULL: no filter); on
--- tasks_schedule_id.
-SELECT status AS key, count(*) AS n FROM tasks
-WHERE (%(type)s::text IS NULL OR type = %(type)s::text)
-  AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-GROUP BY status
-
--- name: count_queued_views
--- Queued tasks split the way a person asks about them: ready (due now), retrying (an attempt
--- failed and the backoff is not over), scheduled (delayed, not due yet). Derived, not stored.
-SELECT CASE WHEN run_at <= %(now)s THEN 'ready' WHEN attempts > 0 THEN 'retrying'
-            ELSE 'scheduled' END AS key,
-       count(*) AS n
-FROM tasks
-WHERE status = 'queued'
-  AND (%(type)s::text IS NULL OR type = %(type)s::text)
-  AND (%(schedule_id)s::text IS NULL OR schedule_id = %(schedule_id)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-GROUP BY 1
 
 -- name: queued_view_ids
 -- Queued tasks in one derived view, newest first from the cursor, among a window of the
@@ -203,3 +183,32 @@ SELECT count(*) AS n FROM (
     ORDER BY run_at
     LIMIT %(limit)s
 ) AS w
+
+-- name: schedule_task_counts
+-- One schedule's tasks per (queue, type, status): the folded counts plus the deltas not folded
+-- yet, in one statement (migrations/postgres/010_schedule_counts.sql).
+SELECT queue, type, status, sum(n)::bigint AS n FROM (
+    SELECT queue, type, status, n FROM schedule_task_counts
+    WHERE schedule_id = %(schedule_id)s
+    UNION ALL
+    SELECT queue, type, status, n FROM schedule_task_count_deltas
+    WHERE schedule_id = %(schedule_id)s
+) AS c
+GROUP BY queue, type, status
+HAVING sum(n) <> 0
+
+-- name: count_schedule_queued_views
+-- One schedule's queued tasks split into ready / retrying / scheduled, reading at most
+-- %(limit)s of them (on tasks_schedule_active: its queued and running tasks only); the store
+-- reads this only when the kept counts say some are queued.
+SELECT CASE WHEN run_at <= %(now)s THEN 'ready' WHEN attempts > 0 THEN 'retrying'
+            ELSE 'scheduled' END AS key,
+       count(*) AS n
+FROM (
+    SELECT run_at, attempts FROM tasks
+    WHERE schedule_id = %(schedule_id)s AND status = 'queued'
+      AND (%(type)s::text IS NULL OR type = %(type)s::text)
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+    LIMIT %(limit)s
+) AS w
+GROUP BY 1

@@ -63,42 +63,6 @@ WHERE schedule_id = :schedule_id
 ORDER BY id DESC
 LIMIT :limit
 
--- The counts below each read one chunk of the table (:chunk rows after id :after) and are run
--- again from where they stopped: counting a million tasks is many short reads, so the pages and
--- the API that share the connection wait for one chunk at most, never for the whole count.
--- Each answers rows (key, n) plus the chunk's last id and size; a chunk smaller than :chunk is
--- the last. The NULL row is there so an empty selection still says how far it got.
-
--- name: count_schedule_chunk
-WITH w AS (
-    SELECT id, status, type, queue FROM tasks INDEXED BY tasks_schedule_id
-    WHERE schedule_id = :schedule_id AND id > :after ORDER BY id LIMIT :chunk
-)
-SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen FROM (
-    SELECT status AS key, count(*) AS n FROM w
-    WHERE (:type IS NULL OR type = :type) AND (:queue IS NULL OR queue = :queue)
-    GROUP BY status
-    UNION ALL SELECT NULL, 0
-)
-
--- name: count_queued_views_chunk
--- Queued tasks split the way a person asks about them: ready (due now), retrying (an attempt
--- failed and the backoff is not over), scheduled (delayed, not due yet). Derived, not stored.
-WITH w AS (
-    SELECT id, run_at, attempts, type, schedule_id, queue FROM tasks INDEXED BY tasks_status_id
-    WHERE status = 'queued' AND id > :after ORDER BY id LIMIT :chunk
-)
-SELECT key, n, (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w) AS seen FROM (
-    SELECT CASE WHEN run_at <= :now THEN 'ready' WHEN attempts > 0 THEN 'retrying'
-                ELSE 'scheduled' END AS key,
-           count(*) AS n
-    FROM w
-    WHERE (:type IS NULL OR type = :type) AND (:schedule_id IS NULL OR schedule_id = :schedule_id)
-      AND (:queue IS NULL OR queue = :queue)
-    GROUP BY key
-    UNION ALL SELECT NULL, 0
-)
-
 -- name: queued_view_ids
 -- Queued tasks in one derived view, newest first from :cursor, among a window of the :scan
 -- newest queued tasks from there: finding the 60 retrying tasks among a million delayed ones
@@ -204,3 +168,24 @@ SELECT count(*) AS n FROM (
       AND run_at > :now
     LIMIT :limit
 )
+
+-- name: schedule_task_counts
+-- One schedule's tasks per (queue, type, status), kept by migration 010's triggers.
+SELECT queue, type, status, n FROM schedule_task_counts
+WHERE schedule_id = :schedule_id AND n <> 0
+
+-- name: count_schedule_queued_views
+-- One schedule's queued tasks split into ready / retrying / scheduled, reading at most :limit
+-- of them (on tasks_schedule_active: its queued and running tasks only, few unless it fires
+-- faster than its tasks run); the store reads this only when the kept counts say some are
+-- queued.
+SELECT CASE WHEN run_at <= :now THEN 'ready' WHEN attempts > 0 THEN 'retrying'
+            ELSE 'scheduled' END AS key,
+       count(*) AS n
+FROM (
+    SELECT run_at, attempts FROM tasks INDEXED BY tasks_schedule_active
+    WHERE schedule_id = :schedule_id AND status IN ('queued', 'running') AND status = 'queued'
+      AND (:type IS NULL OR type = :type) AND (:queue IS NULL OR queue = :queue)
+    LIMIT :limit
+)
+GROUP BY key

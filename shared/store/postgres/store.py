@@ -50,8 +50,6 @@ from shared.errors import (
 from shared.queue_schemas import QueueGate, QueueInfo
 from shared.schedule_schemas import Schedule
 from shared.schemas import (
-    QUEUED_VIEWS,
-    STATUSES,
     Attempt,
     QueuedView,
     Status,
@@ -109,6 +107,7 @@ from shared.store.counting import (
     TaskCounts,
     by_queue,
     live_depth,
+    of_schedule,
     queued_views,
     totals,
 )
@@ -1217,8 +1216,8 @@ class PostgresStore:
     ) -> TaskCounts:
         """Without a schedule filter: the trigger-kept counts and bounded index counts
         (shared/store/counting.py), a few short reads at any size, a queue filter included
-        (both are per queue and type). A schedule's tasks are counted plainly, in one
-        read-only snapshot on a pooled connection (MVCC readers never block writers)."""
+        (both are per queue and type); under a schedule filter, that schedule's kept counts
+        (migration 010) in one read-only snapshot."""
         if not schedule_id:
             async with self._read() as conn, conn.transaction():
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -1232,15 +1231,18 @@ class PostgresStore:
                     return int(found[0]["n"])
 
                 return await queued_views(rows, count_up_to, type=type, queue=queue, cap=cap)
-        params = {"now": now, "type": type, "schedule_id": schedule_id, "queue": queue}
         async with self._read() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            stored = await self._rows(conn, D.count_by_status, params)
-            views = await self._rows(conn, D.count_queued_views, params)
-        counts = dict.fromkeys(STATUSES, 0) | dict.fromkeys(QUEUED_VIEWS, 0)
-        for row in (*stored, *views):
-            counts[row["key"]] = row["n"]
-        return TaskCounts(counts)
+            rows = [(r["queue"], r["type"], r["status"], r["n"]) for r in await self._rows(
+                conn, D.schedule_task_counts, {"schedule_id": schedule_id})]
+
+            async def count_views(limit: int) -> dict[str, int]:
+                found = await self._rows(conn, D.count_schedule_queued_views, {
+                    "schedule_id": schedule_id, "type": type, "queue": queue, "now": now,
+                    "limit": limit})
+                return {r["key"]: int(r["n"]) for r in found}
+
+            return await of_schedule(rows, count_views, type=type, queue=queue, cap=cap)
 
     @_translated
     async def running_task_ids(self, limit: int = 200) -> dict[str, list[str]]:
@@ -1255,12 +1257,10 @@ class PostgresStore:
     async def recent_workers(self, now: float, within: float) -> list[WorkerSeen]:
         async with self._read() as conn:
             workers = await self._rows(conn, D.recent_workers, {"since": now - within})
-            running = {r["worker_id"]: r["n"]
-                       for r in await self._rows(conn, D.running_by_worker)}
         return [
             WorkerSeen(id=w["id"], hostname=w["hostname"], pid=w["pid"], slots=w["slots"],
                        started_at=w["started_at"], last_seen=w["last_seen"],
-                       stopped_at=w["stopped_at"], running=running.get(w["id"], 0))
+                       stopped_at=w["stopped_at"], running=int(w["running"]))
             for w in workers
         ]
 

@@ -25,8 +25,6 @@ from shared.errors import IdempotencyConflict
 from shared.queue_schemas import QueueGate, QueueInfo
 from shared.schedule_schemas import Schedule
 from shared.schemas import (
-    QUEUED_VIEWS,
-    STATUSES,
     Attempt,
     QueuedView,
     Status,
@@ -82,6 +80,7 @@ from shared.store.counting import (
     TaskCounts,
     by_queue,
     live_depth,
+    of_schedule,
     queued_views,
     totals,
 )
@@ -103,7 +102,6 @@ A = Queries("sqlite", "audit")
 W = Queries("sqlite", "webhooks")
 _CURSOR_START = "~"  # sorts after every ULID character
 # A schedule's counts read a chunk at a time (shared/sql/sqlite/dashboard.sql says why).
-ROW_CHUNK = 4_000  # rows one chunk reads when it needs more than an index holds
 CHART_SLICE = 10  # chart buckets read at a time
 
 Outcome = TypeVar("Outcome")
@@ -738,11 +736,9 @@ class SQLiteStore:
         queue: str | None = None, cap: int | None = None,
     ) -> TaskCounts:
         """On a read-only connection of its own (WAL lets it read beside the shared reader
-        and the writer). Without a schedule filter: the trigger-kept counts and bounded index
-        counts (shared/store/counting.py), a few short reads at any size, a queue filter
-        included (both are per queue and type). A schedule's tasks are counted in chunks: a
-        million of them are many short reads, none of which holds a snapshot open for long
-        (a long read would keep the WAL from being checkpointed)."""
+        and the writer). The trigger-kept counts (per queue and type, and per schedule since
+        migration 010) and bounded index counts (shared/store/counting.py): a few short reads
+        at any size, under every filter."""
         if not schedule_id:
             rows = [(r["queue"], r["type"], r["status"], r["n"])
                     for r in await self._counting_read(D.task_counts, {})]
@@ -753,30 +749,16 @@ class SQLiteStore:
                 return found[0]["n"]
 
             return await queued_views(rows, count_up_to, type=type, queue=queue, cap=cap)
-        counts = await self._count_in_chunks(
-            D.count_schedule_chunk,
-            {"schedule_id": schedule_id, "type": type, "queue": queue}, ROW_CHUNK,
-        )
-        views = await self._count_in_chunks(
-            D.count_queued_views_chunk,
-            {"now": now, "type": type, "schedule_id": schedule_id, "queue": queue}, ROW_CHUNK,
-        )
-        return TaskCounts(dict.fromkeys(STATUSES, 0) | counts
-                          | {v: views.get(v, 0) for v in QUEUED_VIEWS})
+        rows = [(r["queue"], r["type"], r["status"], r["n"]) for r in await self._counting_read(
+            D.schedule_task_counts, {"schedule_id": schedule_id})]
 
-    async def _count_in_chunks(
-        self, sql: str, params: dict[str, Any], chunk: int
-    ) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        after = ""
-        while True:
-            rows = await self._counting_read(sql, {**params, "after": after, "chunk": chunk})
-            for r in rows:
-                if r["key"] is not None:
-                    counts[r["key"]] = counts.get(r["key"], 0) + r["n"]
-            if not rows or rows[0]["seen"] < chunk:
-                return counts
-            after = rows[0]["last"]
+        async def count_views(limit: int) -> dict[str, int]:
+            found = await self._counting_read(D.count_schedule_queued_views, {
+                "schedule_id": schedule_id, "type": type, "queue": queue, "now": now,
+                "limit": limit})
+            return {r["key"]: r["n"] for r in found}
+
+        return await of_schedule(rows, count_views, type=type, queue=queue, cap=cap)
 
     async def _counting_read(self, sql: str, params: dict[str, Any]) -> list[sqlite3.Row]:
         try:

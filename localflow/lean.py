@@ -16,3 +16,19 @@ from __future__ import annotations
 import sys
 
 sys.modules.setdefault("rich", None)  # type: ignore[arg-type]  # `import rich` -> ImportError
+
+
+def keep_pydantic_out() -> None:
+    """Called by localflow/runtime.py before it imports the API (`localflow api|serve`).
+
+    Litestar adds its pydantic plugins to every app whenever pydantic can be imported
+    (`Litestar._get_default_plugins`), importing pydantic and pydantic-core: ~10 MB of an API
+    process's memory. LocalFlow's API uses msgspec only; pydantic is a development dependency
+    (absent from the image), so this changes nothing where LocalFlow is deployed and makes a
+    development API process measure what a deployed one does. Litestar treats the missing
+    import as "no pydantic" (MissingDependencyException, caught where it adds the plugins).
+
+    Only here, not at import: a test process imports localflow.cli too, and some tests use
+    pydantic (generated OpenAPI clients); a process that has already imported it keeps it.
+    """
+    sys.modules.setdefault("pydantic", None)  # type: ignore[arg-type]

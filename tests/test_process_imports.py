@@ -80,11 +80,12 @@ Policy.from_settings(Settings()).check({kind!r}, validate_payload({kind!r}, {pay
 
 
 @pytest.mark.e2e  # a real `localflow api` process
-def test_the_api_process_leaves_litestar_s_pydantic_plugins_out(db_path) -> None:
-    # Litestar loads pydantic (~10 MB) whenever it can be imported; the development venv has
-    # it, the image does not. `localflow api` keeps it out (localflow/lean.py), so the API
-    # measures the same in both; its OpenAPI document (built by Litestar) still answers.
-    import pydantic  # noqa: F401  # it is importable here: the check below means something
+def test_the_api_process_leaves_development_only_libraries_out(db_path) -> None:
+    # Litestar loads pydantic (~10 MB) and attrs whenever they can be imported; the
+    # development venv has them, the image does not. `localflow api` keeps them out
+    # (localflow/lean.py), so the API measures the same in both; its OpenAPI document (built
+    # by Litestar) still answers.
+    import pydantic  # noqa: F401  # importable here: the check below means something
 
     from tests import procs
 

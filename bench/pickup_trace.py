@@ -1,6 +1,6 @@
 """Where a task's pickup time goes: a diagnosis run of (c) with timestamps along the path.
 
-    uv run python bench/pickup_trace.py [--tasks 300] [--gap 0.005] [--slots 8]
+    uv run python bench/pickup_trace.py [--tasks 300] [--gap 0.005] [--worker-loop asyncio]
 
 Like (c) in bench/run.py (a `localflow api` process, a separate bench/lf_worker.py process on
 one fresh SQLite file, tasks posted one at a time), but both processes run with wrappers that
@@ -12,6 +12,7 @@ record wall-clock times (the same clock in both: one machine) at each step:
     wake_sent    the API began sending the wake-up datagram to the worker's socket
     woken        the worker's event loop read the datagram
     claim_call   the worker's loop called Queue.claim
+    claim_thread the worker's writer thread took the claim (its transaction about to begin)
     claim_begin  the worker's writer thread began the claim's transaction (lock held)
     claim_commit the claim's transaction committed
     claim_back   the worker's loop had the claimed task
@@ -37,7 +38,8 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/pickup_trace.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-STEPS = ["created", "api_commit", "api_back", "wake_sent", "woken", "claim_call", "claim_begin",
+STEPS = ["created", "api_commit", "api_back", "wake_sent", "woken", "claim_call", "claim_thread",
+         "claim_begin",
          "claim_commit", "claim_back", "handler"]
 
 
@@ -133,7 +135,7 @@ def _batch_within(batches: list[list[float]], lo: float, hi: float) -> list[floa
     return next((b for b in batches if lo <= b[0] <= hi), None)
 
 
-def diagnose(tasks: int, gap: float, slots: int) -> dict[str, Any]:
+def diagnose(tasks: int, gap: float, slots: int, loop: str = "uvloop") -> dict[str, Any]:
     import httpx
 
     from bench import procs
@@ -153,7 +155,7 @@ def diagnose(tasks: int, gap: float, slots: int) -> dict[str, Any]:
     result = workdir / "pickup.json"
     worker = procs._start(
         [sys.executable, "-m", "bench.pickup_trace", "worker", "--db", str(db), "--slots",
-         str(slots), "--expect", str(tasks), "--out", str(result)],
+         str(slots), "--expect", str(tasks), "--out", str(result), "--loop", loop],
         workdir / "worker.log", procs.clean_env(PICKUP_TRACE_OUT=str(worker_out)),
         stdout=procs.subprocess.PIPE,
     )
@@ -182,7 +184,8 @@ def diagnose(tasks: int, gap: float, slots: int) -> dict[str, Any]:
         claim_batch = _batch_within(w["batches"], called, claim_back)
         if claim_batch is None:
             continue
-        rows.append([created, api_batch[2], back, sent, woken, called, claim_batch[1],
+        rows.append([created, api_batch[2], back, sent, woken, called, claim_batch[0],
+                     claim_batch[1],
                      claim_batch[2], claim_back, starts[tid]])
     steps = {}
     for k in range(1, len(STEPS)):
@@ -203,9 +206,10 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=300)
     p.add_argument("--gap", type=float, default=0.005)
     p.add_argument("--slots", type=int, default=8)
+    p.add_argument("--worker-loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = p.parse_args()
     load = os.getloadavg()[0]
-    out = diagnose(args.tasks, args.gap, args.slots)
+    out = diagnose(args.tasks, args.gap, args.slots, args.worker_loop)
     print(f"{out['traced']}/{out['tasks']} tasks traced; load average {load:.2f} -> "
           f"{out['load_average']:.2f}")
     for step, pct in out["steps_ms"].items():

@@ -9,7 +9,8 @@ record wall-clock times (the same clock in both: one machine) at each step:
     created      the task's created_at (the API stamps it before its write transaction)
     api_commit   the API's write transaction committed (on its writer thread)
     api_back     the API's event loop resumed after the commit
-    wake_sent    the API began sending the wake-up datagram to the worker's socket
+    wake_sent    the API began sending the wake-up datagram to the worker's socket (its
+                 writer thread, just before the COMMIT: negative from api_back)
     woken        the worker's event loop read the datagram
     claim_call   the worker's loop called Queue.claim
     claim_thread the worker's writer thread took the claim (its transaction about to begin)
@@ -176,7 +177,7 @@ def diagnose(tasks: int, gap: float, slots: int, loop: str = "uvloop") -> dict[s
     for ids, created, back in a["inserts"]:
         tid = ids[0]
         api_batch = _batch_within(a["batches"], created, back)
-        sent = _first_at_or_after(a["sends"], back)
+        sent = _first_at_or_after(a["sends"], created)
         woken = _first_at_or_after(w["woken"], sent) if sent else None
         if tid not in claims or tid not in starts or None in (api_batch, sent, woken):
             continue
@@ -191,6 +192,11 @@ def diagnose(tasks: int, gap: float, slots: int, loop: str = "uvloop") -> dict[s
     for k in range(1, len(STEPS)):
         steps[f"{STEPS[k - 1]} -> {STEPS[k]}"] = _percentiles(
             sorted((r[k] - r[k - 1]) * 1000 for r in rows))
+    # From the API's commit to the worker holding the lock: what the wake-up path costs
+    # beyond the API's own write (a wake-up sent before the API's COMMIT shortens it).
+    begin = STEPS.index("claim_begin")
+    steps["api_commit -> claim_begin"] = _percentiles(sorted((r[begin] - r[1]) * 1000
+                                                             for r in rows))
     steps["created -> handler (total)"] = _percentiles(sorted((r[-1] - r[0]) * 1000 for r in rows))
     return {"tasks": tasks, "traced": len(rows), "gap_ms": gap * 1000, "steps_ms": steps,
             "load_average": os.getloadavg()[0]}

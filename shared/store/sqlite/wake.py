@@ -68,6 +68,11 @@ class WakeNotifier:
             self._again = False
             self._send()
 
+    def send_now(self) -> None:
+        """Send at once, without the loop: from the writer thread just before a commit
+        (Database.before_commit). A notifier used this way is used on that thread only."""
+        self._send()
+
     def _send(self) -> None:
         try:
             names = os.listdir(self.dir)

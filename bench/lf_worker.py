@@ -4,6 +4,8 @@
     python -m bench.lf_worker --db X --slots 8 --expect N --out result.json
     python -m bench.lf_worker --slots 8 --expect 0 --wait-go --out result.json
 
+On uvloop, as `localflow worker` runs (--loop asyncio: the standard library's loop).
+
 --db (or LOCALFLOW_DB: a URL's password stays out of the process list) is a SQLite file or a
 postgresql:// URL. Exits once N tasks have *succeeded* (their completion committed), writing
 when the worker loop started, when the Nth success committed, and (for the pickup-latency run)
@@ -24,6 +26,8 @@ import signal
 import sys
 import time
 from typing import Any
+
+import uvloop
 
 import localflow.lean  # noqa: F401  # as `localflow worker`: no rich (localflow/lean.py)
 from bench.procs import rss_mb
@@ -103,8 +107,11 @@ if __name__ == "__main__":
     parser.add_argument("--out", required=True)
     parser.add_argument("--poll", type=float, default=Settings().poll)
     parser.add_argument("--wait-go", action="store_true")
+    # `localflow worker` runs on uvloop (localflow/cli.py); asyncio's own loop for comparison.
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args()
     if not args.db:
         parser.error("--db or LOCALFLOW_DB is required")
     logs.configure("json", level=logging.WARNING)
-    asyncio.run(main(args.db, args.slots, args.expect, args.out, args.poll, args.wait_go))
+    run = uvloop.run if args.loop == "uvloop" else asyncio.run
+    run(main(args.db, args.slots, args.expect, args.out, args.poll, args.wait_go))

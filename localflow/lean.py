@@ -16,3 +16,27 @@ from __future__ import annotations
 import sys
 
 sys.modules.setdefault("rich", None)  # type: ignore[arg-type]  # `import rich` -> ImportError
+
+
+
+# Installed in the development venv only (tests, tools), absent from the image, and imported by
+# the API's libraries whenever they can be: Litestar adds its pydantic and attrs plugins
+# (`Litestar._get_default_plugins`) and reads annotated_types' constraints (litestar/typing.py).
+# LocalFlow's API uses none of them (msgspec only). (greenlet, which structlog loads when it can,
+# is dev-only too, but structlog is imported with localflow.cli, before a command is known.)
+DEV_ONLY = ("pydantic", "attr", "attrs", "annotated_types")
+
+
+def keep_dev_only_out() -> None:
+    """Called by localflow/runtime.py before it imports the API (`localflow api|serve`).
+
+    Together ~10 MB of a development API process (pydantic and pydantic-core the most), so a
+    development API measured what a deployed one does not. Each library treats the missing
+    import as "not installed", as in the image (Litestar raises MissingDependencyException
+    where it adds the plugins and catches it, and falls back where it reads constraints).
+
+    Only here, not at import: a test process imports localflow.cli too, and some tests use
+    pydantic (generated OpenAPI clients); a process that has already imported one keeps it.
+    """
+    for name in DEV_ONLY:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # import -> ImportError

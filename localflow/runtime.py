@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from localflow.lean import keep_dev_only_out
 from shared.heap import freeze_start_up_objects
 from shared.queue import Queue
 from shared.schedules import Schedules
@@ -89,6 +90,7 @@ async def _run(
         assert listening is not None
         # Imported only here: Litestar, uvicorn, Jinja and the API's modules are most of an
         # API process's memory, and `localflow worker` needs none of them.
+        keep_dev_only_out()  # before Litestar: it would load its pydantic and attrs plugins
         from localflow.http_server import serve_api
 
         parts.append(lambda: serve_api(queue, settings, stop, extra, listening))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,27 @@ from shared.settings import Settings
 Policy.from_settings(Settings()).check({kind!r}, validate_payload({kind!r}, {payload!r}))
 """
     assert ("httpx" in loaded_after(setup)) is loads_httpx
+
+
+@pytest.mark.e2e  # a real `localflow api` process
+def test_the_api_process_leaves_development_only_libraries_out(db_path) -> None:
+    # Litestar loads pydantic (~10 MB) and attrs whenever they can be imported; the
+    # development venv has them, the image does not. `localflow api` keeps them out
+    # (localflow/lean.py), so the API measures the same in both; its OpenAPI document (built
+    # by Litestar) still answers.
+    import pydantic  # noqa: F401  # importable here: the check below means something
+
+    from tests import procs
+
+    api = procs.start("api", db_path)
+    try:
+        maps = Path(f"/proc/{api.popen.pid}/maps").read_text()
+        assert "pydantic_core" not in maps  # its compiled core: loaded with pydantic
+        import httpx
+
+        doc = httpx.get(f"{api.url}/schema/openapi.json", timeout=30)
+        assert doc.status_code == 200, doc.text[:300]
+        assert "/api/tasks" in doc.json()["paths"]
+        assert "msgspec" in maps  # a map of the API process (msgspec is a compiled module)
+    finally:
+        assert api.stop() == 0, api.log()

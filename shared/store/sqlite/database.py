@@ -63,6 +63,7 @@ class Database:
         self._pending: asyncio.Queue[Any] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self.batches = 0  # committed write transactions (exposed as a metric)
+        self._before_commit: list[Callable[[], None]] = []  # writer thread only
 
     @classmethod
     async def open(cls, path: str, **kwargs: Any) -> Database:
@@ -191,6 +192,26 @@ class Database:
                 else:
                     fut.set_exception(value)
 
+    def before_commit(self, fn: Callable[[], None]) -> None:
+        """From an op, on the writer thread: call fn once this transaction's statements are
+        done, just before its COMMIT (once, however many ops ask).
+
+        For wake-ups (issue 10, pickup): a worker woken here starts its claim while this
+        commit's fsync runs, instead of after it and the hop back to the event loop; its
+        BEGIN IMMEDIATE waits for this transaction's lock, so it sees the new rows once they
+        are committed and never before. If the commit fails, it finds nothing: a spurious
+        wake-up, which waiters take anyway. fn must be quick and must not raise."""
+        if fn not in self._before_commit:
+            self._before_commit.append(fn)
+
+    def _run_before_commit(self) -> None:
+        hooks, self._before_commit = self._before_commit, []
+        for fn in hooks:
+            try:
+                fn()
+            except Exception:  # a wake-up that fails must not fail the commit
+                log.exception("before-commit hook failed")
+
     def _run_batch(self, ops: list[WriteOp[Any]]) -> list[tuple[bool, Any]]:
         """On the writer thread: all ops in one transaction; if one fails, each alone."""
         conn = self._writer
@@ -201,8 +222,10 @@ class Database:
             return [(False, exc)] * len(ops)
         try:
             results = [(True, op(conn)) for op in ops]
+            self._run_before_commit()
             conn.execute("COMMIT")
         except Exception as exc:
+            self._before_commit.clear()
             _rollback(conn)
             if len(ops) == 1:
                 return [(False, exc)]

@@ -118,6 +118,10 @@ class SQLiteStore:
         self.db = db
         self.path = db.path
         self._notifier = WakeNotifier(db.path)
+        # The same wake-up, sent by the writer thread just before a submit's COMMIT
+        # (Database.before_commit): its own socket, used on that thread only.
+        self._early_notifier = WakeNotifier(db.path)
+        self._wake_before_commit = self._early_notifier.send_now
         self._listener = SharedWakeListener(db.path)
         # Task changes: sent after every commit that moved a task's status (or deleted one).
         self._changed = WakeNotifier(db.path, "tasks")
@@ -157,6 +161,7 @@ class SQLiteStore:
     async def close(self) -> None:
         self._listener.close()
         self._notifier.close()
+        self._early_notifier.close()
         self._task_listener.close()
         self._changed.close()
         for name in ("_stats_conn", "_count_conn"):
@@ -179,6 +184,7 @@ class SQLiteStore:
     ) -> list[tuple[Task, bool]]:
         if any(new.idempotency_key is not None for new in tasks):
             def op(conn: sqlite3.Connection) -> list[tuple[Task, bool]]:
+                self.db.before_commit(self._wake_before_commit)
                 return [_insert(conn, new, now) for new in tasks]
 
             results = await self.db.write(op)
@@ -192,6 +198,7 @@ class SQLiteStore:
 
         def insert_all(conn: sqlite3.Connection) -> None:
             conn.executemany(Q.insert_task, params)
+            self.db.before_commit(self._wake_before_commit)
 
         await self.db.write(insert_all)
         if tasks:

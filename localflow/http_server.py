@@ -13,6 +13,7 @@ import structlog
 import uvicorn
 
 from api.app import create_app
+from localflow.http_protocol import OneWriteHttpProtocol
 from localflow.runtime import StartupFailed
 from shared.heap import freeze_start_up_objects
 from shared.queue import Queue
@@ -48,6 +49,8 @@ async def serve_api(
         # proxy every client shares its address, docs/security.md), and uvicorn's proxy-header
         # layer cost ~6% of a submission's CPU.
         proxy_headers=False,
+        # httptools, with a small answer's head and body in one write (localflow/http_protocol.py).
+        http=OneWriteHttpProtocol,
     )
     server = _Server(config)
     # Requests parked on ?wait= answer, and event streams end, at once when stopping, rather

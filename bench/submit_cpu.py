@@ -5,6 +5,7 @@ steadier than wall time; alternate variants in one sitting (`--runs`).
 
     uv run python bench/submit_cpu.py --tasks 4000 --runs 4
     uv run python bench/submit_cpu.py --tasks 4000 --runs 4 --compare-no-freeze
+    uv run python bench/submit_cpu.py --tasks 4000 --runs 4 --compare-litestar  # api/fast_submit.py
     uv run python bench/submit_cpu.py --tasks 3000 --profile tottime    # cProfile, top 40
 
 uvicorn's HTTP parsing is not counted (~100 us more per request in a real `localflow api`).
@@ -27,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.app import create_app
+from api.fast_submit import FastSubmit
 from shared.heap import freeze_start_up_objects
 from shared.queue import Queue
 from shared.settings import Settings
@@ -55,13 +57,25 @@ class GcPauses:
                         for g, p in self.pauses.items())
 
 
-async def measure(tasks: int, freeze: bool, profile: str | None) -> tuple[float, str]:
+def without_fast_path(app: Any) -> None:
+    """Take api/fast_submit.py's layer out: every submission goes through Litestar's route."""
+    above = app.asgi_handler
+    while not isinstance(above.app, FastSubmit):
+        above = above.app
+    above.app = above.app.app
+
+
+async def measure(
+    tasks: int, freeze: bool, profile: str | None, litestar: bool = False
+) -> tuple[float, str]:
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "submit.db")
         migrations.migrate(db)
         settings = Settings(db=db)
         store = await open_store(settings, migrate_first=False)
         app = create_app(Queue(store, settings=settings), settings)
+        if litestar:
+            without_fast_path(app)
         if freeze:
             freeze_start_up_objects()  # as localflow/http_server.py does
         statuses: list[int] = []
@@ -125,22 +139,31 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compare-no-freeze", action="store_true",
                         help="alternate with runs that skip shared/heap.py's gc.freeze")
+    parser.add_argument("--compare-litestar", action="store_true",
+                        help="alternate with runs through Litestar's route (no fast path)")
     parser.add_argument("--profile", metavar="SORT", help="cProfile one run, sorted by SORT")
-    parser.add_argument("--one", choices=["freeze", "no-freeze"], help=argparse.SUPPRESS)
+    parser.add_argument("--one", choices=["freeze", "no-freeze", "litestar"],
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile:
         asyncio.run(measure(args.tasks, True, args.profile))
         return
     if args.one:  # one measurement in this process (a frozen heap stays frozen)
-        us, pauses = asyncio.run(measure(args.tasks, args.one == "freeze", None))
+        us, pauses = asyncio.run(measure(args.tasks, args.one != "no-freeze", None,
+                                         litestar=args.one == "litestar"))
         print(f"{us:.0f} us CPU per submission; collections {pauses}")
         return
-    variants = ["freeze", "no-freeze"] if args.compare_no_freeze else ["freeze"]
+    variants = ["freeze"]
+    if args.compare_no_freeze:
+        variants.append("no-freeze")
+    if args.compare_litestar:
+        variants.append("litestar")
     for _ in range(args.runs):
         for variant in variants:
             out = subprocess.run([sys.executable, __file__, "--tasks", str(args.tasks),
                                   "--one", variant], capture_output=True, text=True, check=True)
-            label = f"{variant:9} " if args.compare_no_freeze else ""
+            name = {"freeze": "default"}.get(variant, variant)  # the fast path, a frozen heap
+            label = f"{name:9} " if len(variants) > 1 else ""
             print(f"{label}{out.stdout.strip().splitlines()[-1]}", flush=True)
 
 

@@ -173,3 +173,56 @@ def test_without_the_right_token_litestar_answers(pair):
         r = _both(pair, auth=False, json=PLAIN, headers=headers)
         assert r.status_code == 401
     assert counter.calls == before + 4
+
+
+def _asgi_post(client: Any, messages: list[dict[str, Any]], length: int) -> list[dict[str, Any]]:
+    """POST /api/tasks straight into the app over ASGI, the body in the given messages."""
+    sent: list[dict[str, Any]] = []
+    headers = [(b"host", client.settings.addr.encode()), (b"content-type", b"application/json"),
+               (b"content-length", str(length).encode())]
+    if client.token:
+        headers.append((b"authorization", f"Bearer {client.token}".encode()))
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/api/tasks", "raw_path": b"/api/tasks", "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8080), "state": {},
+    }
+    pending = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def call() -> None:
+        await client.app(scope, receive, send)
+
+    client.blocking_portal.call(call)
+    return sent
+
+
+def test_a_body_in_several_pieces_is_read_whole(pair):
+    fast, _, counter = pair
+    body = json.dumps({**PLAIN, "payload": {"command": "echo", "args": ["x" * 3000] * 10}})
+    raw = body.encode()
+    thirds = [raw[:1000], raw[1000:20000], raw[20000:]]
+    before, rows = counter.calls, _rows(fast)
+    sent = _asgi_post(fast, [
+        {"type": "http.request", "body": part, "more_body": i < 2}
+        for i, part in enumerate(thirds)
+    ], len(raw))
+    assert sent[0]["status"] == 201 and counter.calls == before
+    task = json.loads(sent[1]["body"])
+    assert task["payload"]["args"] == ["x" * 3000] * 10
+    assert _rows(fast) == rows + 1
+
+
+def test_a_client_gone_mid_body_reaches_litestar_and_nothing_is_queued(pair):
+    fast, _, counter = pair
+    raw = json.dumps(PLAIN).encode()
+    before, rows = counter.calls, _rows(fast)
+    _asgi_post(fast, [{"type": "http.request", "body": raw[:10], "more_body": True}], len(raw))
+    assert counter.calls == before + 1  # Litestar read the same messages again, then gave up
+    assert _rows(fast) == rows

@@ -19,6 +19,7 @@ from api.dashboard import dashboard_router, security, static_router, template_co
 from api.deps import provide_event_hub, provide_queue, provide_task_watch
 from api.errors import EXCEPTION_HANDLERS, document_errors
 from api.events import EventController
+from api.fast_submit import FastSubmit
 from api.front_door import FrontDoor
 from api.http_methods import methods_by_template
 from api.metrics import ApiMetrics, MetricsController
@@ -103,9 +104,12 @@ def create_app(
     # Outside routing and error handling, so 404s, 405s and errors are counted and carry a
     # request id too; then one spelling of the path, what a web page may not do, and HEAD and
     # Allow: one plain ASGI layer (api/front_door.py).
-    # Inside it, who is acting for the audit trail (api/audit_context.py): writes only.
+    # Inside it, who is acting for the audit trail (api/audit_context.py): writes only; then
+    # the plain case of POST /api/tasks without Litestar's per-request machinery
+    # (api/fast_submit.py).
     app.asgi_handler = FrontDoor(
-        AuditActor(app.asgi_handler, settings), settings, metrics, methods_by_template(app),
+        AuditActor(FastSubmit(app.asgi_handler, queue, settings.api_token), settings),
+        settings, metrics, methods_by_template(app),
         access_log=settings.access_log,
     )
     return app

@@ -13,8 +13,9 @@ import structlog
 import uvicorn
 
 from api.app import create_app
+from localflow.http_protocol import OneWriteHttpProtocol
 from localflow.runtime import StartupFailed
-from shared.heap import freeze_start_up_objects
+from shared.heap import collect_young_less_often, freeze_start_up_objects
 from shared.queue import Queue
 from shared.settings import Settings
 
@@ -35,6 +36,7 @@ async def serve_api(
     host, port = settings.host_port
     app = create_app(queue, settings, extra_metrics=extra_metrics)
     freeze_start_up_objects()  # the built app is long-lived: out of the collector's way
+    collect_young_less_often()  # many requests in flight: their live state is re-walked less
     config = uvicorn.Config(
         app,
         host=host,
@@ -48,6 +50,8 @@ async def serve_api(
         # proxy every client shares its address, docs/security.md), and uvicorn's proxy-header
         # layer cost ~6% of a submission's CPU.
         proxy_headers=False,
+        # httptools, with a small answer's head and body in one write (localflow/http_protocol.py).
+        http=OneWriteHttpProtocol,
     )
     server = _Server(config)
     # Requests parked on ?wait= answer, and event streams end, at once when stopping, rather

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from shared.heap import freeze_start_up_objects
+from shared.heap import API_YOUNG_THRESHOLD, collect_young_less_often, freeze_start_up_objects
 
 
 class _Node:
@@ -28,3 +28,18 @@ def test_start_up_garbage_is_collected_and_the_rest_frozen_while_later_garbage_i
         assert gone_later() is None  # what is made after start-up is collected as before
     finally:
         gc.unfreeze()
+
+
+def test_with_the_apis_young_threshold_cycles_are_still_freed_without_an_explicit_collect():
+    before = gc.get_threshold()
+    try:
+        collect_young_less_often()
+        assert gc.get_threshold() == (API_YOUNG_THRESHOLD, *before[1:])
+        node = _Node()
+        gone = weakref.ref(node)
+        del node
+        kept = [[] for _ in range(3 * API_YOUNG_THRESHOLD)]  # allocations, as requests make
+        assert gone() is None  # a young collection ran on its own and freed the cycle
+        del kept
+    finally:
+        gc.set_threshold(*before)

@@ -42,7 +42,9 @@ WHERE id IN (
     ORDER BY priority DESC, run_at, id
     LIMIT :limit
 )
-RETURNING *
+-- Only what a Claimed holds (shared/store/sqlite/store.py, _claimed: in this order).
+RETURNING id, type, payload, attempts, max_attempts, timeout, priority, run_at, claim_token,
+          queue
 
 -- name: insert_attempt
 INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
@@ -306,7 +308,9 @@ SET status = 'running',
     started_at = coalesce(started_at, :now),
     updated_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
-RETURNING *
+-- Only what a Claimed holds (shared/store/sqlite/store.py, _claimed: in this order).
+RETURNING id, type, payload, attempts, max_attempts, timeout, priority, run_at, claim_token,
+          queue
 
 -- name: take_lease
 -- Take the named lease if it is free, expired, or already ours; rowcount 1 if we hold it.

@@ -233,21 +233,11 @@ class SQLiteStore:
                     ids = most_urgent(candidates, batch)
                     taken = (fetchall(conn, Q.claim_ids, {**params, "ids": _json(ids)})
                              if ids else [])
-                budget.took([r["queue"] for r in taken])
+                budget.took([r[9] for r in taken])
                 rows.extend(taken)
             if rows:
-                conn.executemany(
-                    Q.insert_attempt, [(r["id"], r["attempts"], worker_id, now) for r in rows]
-                )
-            return [
-                Claimed(
-                    id=r["id"], type=r["type"], payload=msgspec.json.decode(r["payload"]),
-                    attempt=r["attempts"], max_attempts=r["max_attempts"], timeout=r["timeout"],
-                    priority=r["priority"], run_at=r["run_at"], token=r["claim_token"],
-                    queue=r["queue"],
-                )
-                for r in rows
-            ]
+                conn.executemany(Q.insert_attempt, [(r[0], r[3], worker_id, now) for r in rows])
+            return [_claimed(*r) for r in rows]
 
         claimed = await self.db.write(op)
         if claimed:
@@ -1033,6 +1023,18 @@ def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> tuple[Task, b
     if existing["request_hash"] != new.request_hash:
         raise IdempotencyConflict(str(new.idempotency_key), existing["id"])
     return _task(existing), False
+
+
+def _claimed(
+    task_id: str, task_type: str, payload: str, attempts: int, max_attempts: int,
+    timeout: float, priority: int, run_at: float, token: str, queue: str,
+) -> Claimed:
+    """A claim's RETURNING row (its columns in this order: queue.sql, `claim`)."""
+    return Claimed(
+        id=task_id, type=task_type, payload=msgspec.json.decode(payload), attempt=attempts,
+        max_attempts=max_attempts, timeout=timeout, priority=priority, run_at=run_at,
+        token=token, queue=queue,
+    )
 
 
 def _complete_many(

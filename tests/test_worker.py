@@ -363,8 +363,7 @@ class Gate:
 
 
 async def _worker_claiming_ahead(queue: Queue, gate: Gate, quick: int = 6):
-    """A 2-slot worker that has seen short handlers (so it claims ahead), with both slots
-    blocked and its claimed-ahead tasks waiting; returns it and the blocking tasks' ids."""
+    """A 2-slot worker with `quick` short tasks queued: once they ran, it claims ahead."""
     queue.settings.workers = 2
     for _ in range(quick):
         await queue.enqueue(shell("quick"))

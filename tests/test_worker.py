@@ -345,3 +345,110 @@ async def test_a_handler_that_ignores_its_timeout_is_stopped_by_the_backstop(liv
     assert [a.outcome for a in await live_queue.attempts(hung.id)] == ["timeout"]
     assert done.result == {"ok": True}
     assert len(worker._deadlines) <= 64  # bounded: entries of finished tasks are dropped
+
+
+class Gate:
+    """A handler whose tasks end at once, except those whose payload command is "block":
+    these wait for `release`. Records which tasks' handlers started."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, payload, ctx) -> dict:
+        self.started.append(ctx.task_id)
+        if payload.command == "block":
+            await self.release.wait()
+        return {}
+
+
+async def _worker_claiming_ahead(queue: Queue, gate: Gate, quick: int = 6):
+    """A 2-slot worker with `quick` short tasks queued: once they ran, it claims ahead."""
+    queue.settings.workers = 2
+    for _ in range(quick):
+        await queue.enqueue(shell("quick"))
+    worker = Worker(queue, queue.settings, handlers={"shell": gate})
+    return worker
+
+
+async def _until_claimed_ahead(worker: Worker, n: int) -> None:
+    async with asyncio.timeout(60):
+        while len(worker._ready) < n:
+            await asyncio.sleep(0.01)
+
+
+async def test_tasks_claimed_ahead_wait_for_a_slot_and_go_back_unspent_at_stop(live_queue):
+    gate = Gate()
+    worker = await _worker_claiming_ahead(live_queue, gate)
+    seen_running: list[int] = []
+    async with running(worker):
+        async with asyncio.timeout(60):
+            while (await live_queue.counts())["succeeded"] < 6:
+                await asyncio.sleep(0.01)
+        blocking = [(await live_queue.enqueue(shell("block")))[0].id for _ in range(6)]
+        live_queue.store.notify()
+        await _until_claimed_ahead(worker, 2)
+        for _ in range(20):
+            seen_running.append((await live_queue.counts())["running"])
+            await asyncio.sleep(0.01)
+        ahead = [c.id for c, _ in worker._ready]
+        live_queue.settings.grace = 0.1
+    # Never more than the slots plus as many ahead; those ahead never ran, and went back to
+    # the queue with their attempt unspent (a `released` attempt in their history).
+    assert max(seen_running) == 4
+    assert not set(ahead) & set(gate.started)
+    for task_id in ahead:
+        task = await live_queue.get(task_id)
+        assert task.status == "queued" and task.attempts == 0
+        assert [a.outcome for a in await live_queue.attempts(task_id)] == ["released"]
+    assert len([t for t in blocking if t in gate.started]) == 2
+    assert worker.inflight == {} and not worker._ready
+
+
+async def test_a_task_claimed_ahead_is_cancelled_without_running(live_queue):
+    gate = Gate()
+    worker = await _worker_claiming_ahead(live_queue, gate)
+    async with running(worker):
+        async with asyncio.timeout(60):
+            while (await live_queue.counts())["succeeded"] < 6:
+                await asyncio.sleep(0.01)
+        for _ in range(4):
+            await live_queue.enqueue(shell("block"))
+        live_queue.store.notify()
+        await _until_claimed_ahead(worker, 2)
+        target = worker._ready[0][0].id
+        await live_queue.cancel(target)
+        cancelled = await until(live_queue, target, {"cancelled"})
+        gate.release.set()
+    assert target not in gate.started
+    assert cancelled.finished_at is not None
+    assert [a.outcome for a in await live_queue.attempts(target)] == ["cancelled"]
+
+
+async def test_tasks_claimed_ahead_go_back_when_the_slots_stay_busy(live_queue, monkeypatch):
+    monkeypatch.setattr("worker.pool.PREFETCH_HOLD", 0.2)
+    gate = Gate()
+    worker = await _worker_claiming_ahead(live_queue, gate)
+    async with running(worker):
+        async with asyncio.timeout(60):
+            while (await live_queue.counts())["succeeded"] < 6:
+                await asyncio.sleep(0.01)
+        blocking = [(await live_queue.enqueue(shell("block")))[0].id for _ in range(4)]
+        live_queue.store.notify()
+        await _until_claimed_ahead(worker, 2)
+        ahead = [c.id for c, _ in worker._ready]
+        # Held past PREFETCH_HOLD while both slots stay busy: back to the queue, and the
+        # worker stops claiming ahead (no back and forth) until a handler ends quickly.
+        for task_id in ahead:
+            await until(live_queue, task_id, {"queued"})
+        async with asyncio.timeout(60):
+            while (await live_queue.counts())["running"] != 2:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # a window in which a churning worker would claim again
+        assert (await live_queue.counts())["running"] == 2 and not worker._ready
+        gate.release.set()
+        for task_id in blocking:
+            await until(live_queue, task_id, {"succeeded"})
+    for task_id in ahead:
+        assert [a.outcome for a in await live_queue.attempts(task_id)] == [
+            "released", "succeeded"]

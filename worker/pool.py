@@ -1,7 +1,10 @@
 """The worker: claims tasks into free slots and runs each in its own asyncio task.
 
 Loop: wait for (wake-up | slot freed | poll interval | stop) -> claim up to the free slots ->
-start each. Side loops (heartbeat, rescuer) are small `*_once` methods that tests call directly.
+start each. While recent handlers are short, it claims ahead (up to `slots` more, waiting in
+`_ready` for a slot): the next claim's commit then overlaps the running batch instead of
+leaving every slot idle for one fsync per batch. Side loops (heartbeat, rescuer) are small
+`*_once` methods that tests call directly.
 On stop: claim nothing more, give running tasks `grace` seconds, then stop them and return them
 to the queue without spending their attempt.
 """
@@ -15,6 +18,7 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
@@ -34,8 +38,15 @@ log = structlog.get_logger("localflow.worker")
 
 # Why an in-flight task was stopped from outside, which decides what is written back.
 _CANCELLED, _SHUTDOWN, _LOST, _TIMEOUT = "cancelled", "shutdown", "lost", "timeout"
+_RETURNED = "returned"  # claimed ahead, but waited too long for a slot
 # Seconds past a task's own timeout before the worker stops a handler that did not stop itself.
 BACKSTOP_GRACE = 1.0
+# Claiming ahead (docs/state_machine.md, "Claimed ahead"): only while handlers take less than
+# PREFETCH_SHORT seconds on average, so a worker busy with long tasks never holds tasks that
+# another worker could run; one that waited PREFETCH_HOLD seconds for a slot goes back to the
+# queue (its attempt not spent).
+PREFETCH_SHORT = 0.05
+PREFETCH_HOLD = 2.0
 
 
 class _TaskLog:
@@ -96,6 +107,10 @@ class Worker:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{suffix}"
         self.inflight: dict[str, tuple[Claimed, asyncio.Task[None]]] = {}
         self._in_handler: set[str] = set()  # tasks whose handler runs: the slots in use
+        # Claimed ahead, waiting for a slot (with when they were claimed, time.monotonic()):
+        # `running` in the database, under this worker's lease, not yet in `inflight`.
+        self._ready: deque[tuple[Claimed, float]] = deque()
+        self._handler_seconds: float | None = None  # moving average of handler run times
         self._stop_reason: dict[str, str] = {}
         # The backstop timeouts: one heap of (deadline, task id, claim token) and one timer for
         # the earliest, instead of a timer per task (asyncio.timeout's TimerHandle was the top
@@ -163,7 +178,10 @@ class Worker:
                     started = 0
                     await self._wait(self.settings.poll)
                     continue
-                if started and len(self._in_handler) < self.slots:
+                if started and self._room() > 0:
+                    # One turn of the loop first: the tasks just started that end at once queue
+                    # their acknowledgements, which then share the next claim's transaction.
+                    await asyncio.sleep(0)
                     continue  # the queue may hold more than we took
                 await self._wait(self._wait_timeout())
                 if self._peer_woke:
@@ -184,19 +202,57 @@ class Worker:
             log.info("worker stopped", worker_id=self.id)
 
     async def claim_once(self) -> int:
-        """Claim into free slots and start the tasks; returns how many started."""
-        free = self.slots - len(self._in_handler)
-        if free <= 0 or await self._nothing_changed():
+        """Claim into free slots (and ahead, while handlers are short) and start what fits;
+        returns how many were claimed."""
+        self._return_held_too_long()
+        room = self._room()
+        idle_slot = len(self._in_handler) < self.slots and not self._ready
+        # Ahead of need, claim only in chunks of half the slots: a claim per freed slot would
+        # cost a transaction (and its fsync) per task or two.
+        if room <= 0 or (not idle_slot and room < max(1, self.slots // 2)):
+            return 0
+        if await self._nothing_changed():
             return 0
         began = time.perf_counter()
-        claimed = await self.queue.claim(self.id, free, self.settings.lease, self.settings.queues)
+        claimed = await self.queue.claim(self.id, room, self.settings.lease, self.settings.queues)
         self.on_claim(len(claimed), time.perf_counter() - began)
+        now = time.monotonic()
         for c in claimed:
-            self._in_handler.add(c.id)
-            self.inflight[c.id] = (c, asyncio.create_task(self._execute(c), name=f"task-{c.id}"))
+            # A free slot means _ready is empty (a slot that frees takes from it first).
+            if len(self._in_handler) < self.slots:
+                self._start(c)
+            else:
+                self._ready.append((c, now))
         if not claimed:
             await self._remember_idle()
         return len(claimed)
+
+    def _room(self) -> int:
+        """How many tasks the next claim may take: the free slots, plus up to `slots` ahead
+        while recent handlers were short."""
+        ahead = self._handler_seconds is not None and self._handler_seconds < PREFETCH_SHORT
+        return (self.slots - len(self._in_handler) - len(self._ready)
+                + (self.slots if ahead else 0))
+
+    def _start(self, c: Claimed) -> None:
+        self._in_handler.add(c.id)
+        self.inflight[c.id] = (c, asyncio.create_task(self._execute(c), name=f"task-{c.id}"))
+
+    def _take_ready(self, task_id: str) -> Claimed | None:
+        for entry in self._ready:
+            if entry[0].id == task_id:
+                self._ready.remove(entry)
+                return entry[0]
+        return None
+
+    def _return_held_too_long(self) -> None:
+        now = time.monotonic()
+        if self._ready and now - self._ready[0][1] > PREFETCH_HOLD:
+            # The slots are held by long handlers: no claiming ahead until one ends quickly
+            # again, or the same tasks would go back and forth (a `released` attempt each).
+            self._handler_seconds = None
+            while self._ready:
+                self._stop_task(self._ready[0][0].id, _RETURNED)
 
     async def _nothing_changed(self) -> bool:
         # While idle, a poll costs one cheap read of the store's change token instead of a
@@ -324,7 +380,10 @@ class Worker:
     async def _attempt(self, c: Claimed) -> tuple[str, Any]:
         """Run the handler; say how it ended. The slot is free as soon as it ends, before the
         outcome is written: the next claim then shares a commit with this acknowledgement."""
+        began, runs = time.monotonic(), c.id not in self._stop_reason
         try:
+            if not runs:  # stopped while it waited for a slot (claimed ahead): never runs
+                return "stopped", None
             return "succeeded", await self._run_handler(c)
         except asyncio.CancelledError:
             if self._stop_reason.get(c.id) != _TIMEOUT:
@@ -343,7 +402,12 @@ class Worker:
             log.exception("task handler crashed", task_id=c.id, task_type=c.type)
             return "crashed", (f"handler error: {exc!r}", None, "failed", True)
         finally:
+            if runs:
+                seconds, avg = time.monotonic() - began, self._handler_seconds
+                self._handler_seconds = seconds if avg is None else avg + (seconds - avg) * 0.1
             self._in_handler.discard(c.id)
+            if self._ready and len(self._in_handler) < self.slots:
+                self._start(self._ready.popleft()[0])  # a task claimed ahead takes the slot
             self._nudge.set()
 
     async def _run_handler(self, c: Claimed) -> dict[str, Any]:
@@ -404,10 +468,12 @@ class Worker:
                 self.on_event("cancelled", c, 0.0)
                 if done:
                     self.on_event("attempt:cancelled", c, 0.0)
-        elif reason == _SHUTDOWN:
+        elif reason in (_SHUTDOWN, _RETURNED):
             done = await self._write_outcome(c, bound, lambda: self.queue.release(c))
             if done is not UNWRITTEN:
-                bound.info("task returned to the queue: worker stopping")
+                bound.info("task returned to the queue: " + (
+                    "worker stopping" if reason == _SHUTDOWN else "it waited too long for a slot"
+                ))
                 if done:
                     self.on_event("attempt:released", c, 0.0)
         else:
@@ -416,6 +482,14 @@ class Worker:
     def _stop_task(self, task_id: str, reason: str) -> None:
         # Only a handler is stopped: a task already writing its outcome is left to finish it.
         entry = self.inflight.get(task_id)
+        if entry is None and reason != _TIMEOUT:
+            waiting = self._take_ready(task_id)
+            if waiting is not None:
+                # Claimed ahead, never started: it starts now only to write the stop's outcome
+                # (cancelled, released, or nothing for a lost lease) without running.
+                self._stop_reason[task_id] = reason
+                self._start(waiting)
+            return
         if entry is not None and task_id in self._in_handler and task_id not in self._stop_reason:
             self._stop_reason[task_id] = reason
             entry[1].cancel()
@@ -435,17 +509,17 @@ class Worker:
 
     async def heartbeat_once(self) -> None:
         """Extend our leases; stop what a person cancelled and what we no longer hold."""
-        held = [c for c, _ in self.inflight.values()]
+        held = [c for c, _ in self.inflight.values()] + [c for c, _ in self._ready]
         beat = await self.queue.heartbeat(held, self.settings.lease)
         for c in held:
-            if c.id not in beat.held and c.id in self.inflight:
+            if c.id not in beat.held:  # (one that has finished meanwhile is left alone)
                 self._stop_task(c.id, _LOST)
             elif c.id in beat.cancel:
                 self._stop_task(c.id, _CANCELLED)
         await self.queue.worker_seen(self.id, socket.gethostname(), os.getpid(), self.slots)
 
     async def cancel_requested_once(self) -> None:
-        if self.inflight:
+        if self.inflight or self._ready:
             for task_id in await self.queue.cancel_requests(self.id):
                 self._stop_task(task_id, _CANCELLED)
 
@@ -477,6 +551,8 @@ class Worker:
                 log.exception("background step failed", step=once.__name__)
 
     async def _drain(self) -> None:
+        while self._ready:  # claimed ahead, never started: back to the queue, attempt unspent
+            self._stop_task(self._ready[0][0].id, _SHUTDOWN)
         if not self.inflight:
             return
         tasks = [t for _, t in self.inflight.values()]

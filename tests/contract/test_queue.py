@@ -399,3 +399,33 @@ async def test_change_token_moves_when_another_process_commits(
     before = await queue.store.change_token()
     assert await other.complete(c, {"ok": True})
     assert await queue.store.change_token() != before
+
+
+async def test_completions_arriving_together_with_a_stale_one_fence_only_it(queue, clock):
+    """Completions written as one batch (the SQLite store groups a transaction's completions
+    into one statement): a stale one among distinct tasks changes nothing, not even the
+    attempt row of the worker that now holds its task, and the others are all recorded."""
+    tasks = [(await queue.enqueue(shell(str(i))))[0] for i in range(6)]
+    stale = {c.id: c for c in await queue.claim("old", 6, lease=5)}
+    clock.advance(6)
+    await queue.rescue_expired()
+    fresh = {c.id: c for c in await queue.claim("w", 6, lease=30)}
+    lost = tasks[0].id  # "old" still thinks it holds this one; "w" does
+    results = await asyncio.gather(
+        queue.complete(stale[lost], {"late": True}),
+        *(queue.complete(fresh[t.id], {"n": i}) for i, t in enumerate(tasks) if t.id != lost),
+    )
+    assert results == [False] + [True] * 5
+    got = await queue.get(lost)
+    assert got.status == "running" and got.result is None
+    assert [(a.attempt, a.worker_id, a.outcome) for a in await queue.attempts(lost)] == [
+        (1, "old", "lost"), (2, "w", None)]
+    for i, t in enumerate(tasks[1:], start=1):
+        done = await queue.get(t.id)
+        assert done.status == "succeeded" and done.result == {"n": i}
+        history = await queue.attempts(t.id)
+        assert [(a.worker_id, a.outcome, a.output) for a in history] == [
+            ("old", "lost", None), ("w", "succeeded", {"n": i})]
+        assert history[-1].finished_at is not None
+    assert await queue.complete(fresh[lost], {"ok": True})
+    assert (await queue.get(lost)).result == {"ok": True}

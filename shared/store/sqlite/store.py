@@ -238,21 +238,11 @@ class SQLiteStore:
                     ids = most_urgent(candidates, batch)
                     taken = (fetchall(conn, Q.claim_ids, {**params, "ids": _json(ids)})
                              if ids else [])
-                budget.took([r["queue"] for r in taken])
+                budget.took([r[9] for r in taken])
                 rows.extend(taken)
             if rows:
-                conn.executemany(
-                    Q.insert_attempt, [(r["id"], r["attempts"], worker_id, now) for r in rows]
-                )
-            return [
-                Claimed(
-                    id=r["id"], type=r["type"], payload=msgspec.json.decode(r["payload"]),
-                    attempt=r["attempts"], max_attempts=r["max_attempts"], timeout=r["timeout"],
-                    priority=r["priority"], run_at=r["run_at"], token=r["claim_token"],
-                    queue=r["queue"],
-                )
-                for r in rows
-            ]
+                conn.executemany(Q.insert_attempt, [(r[0], r[3], worker_id, now) for r in rows])
+            return [_claimed(*r) for r in rows]
 
         claimed = await self.db.write(op)
         if claimed:
@@ -278,8 +268,9 @@ class SQLiteStore:
         )
 
     async def complete(self, task: Claimed, result: Any, now: float) -> bool:
-        params = {"id": task.id, "token": task.token, "now": now, "result": _json(result)}
-        return await self._finish(task, Q.complete, params, "succeeded", None, result, now)
+        # Grouped: the completions in one write transaction are one batch of statements.
+        row = (task.id, task.token, task.attempt, now, _json(result))
+        return self._changed_if(await self.db.write_grouped(_complete_many, row))
 
     async def finish_cancelled(
         self, task: Claimed, result: Any, error: str, now: float
@@ -1021,6 +1012,49 @@ def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> tuple[Task, b
     if existing["request_hash"] != new.request_hash:
         raise IdempotencyConflict(str(new.idempotency_key), existing["id"])
     return _task(existing), False
+
+
+def _claimed(
+    task_id: str, task_type: str, payload: str, attempts: int, max_attempts: int,
+    timeout: float, priority: int, run_at: float, token: str, queue: str,
+) -> Claimed:
+    """A claim's RETURNING row (its columns in this order: queue.sql, `claim`)."""
+    return Claimed(
+        id=task_id, type=task_type, payload=msgspec.json.decode(payload), attempt=attempts,
+        max_attempts=max_attempts, timeout=timeout, priority=priority, run_at=run_at,
+        token=token, queue=queue,
+    )
+
+
+def _complete_many(
+    conn: sqlite3.Connection, items: list[tuple[str, str, int, float, str | None]]
+) -> list[bool]:
+    """running -> succeeded for a batch of (id, token, attempt, now, result JSON), each fenced
+    by its token, its attempt row finished in the same transaction; True per task completed."""
+    if len({item[0] for item in items}) != len(items):
+        # The same task twice in one batch (callers racing): one at a time, as before.
+        return [_complete_one(conn, *item) for item in items]
+    conn.execute(Q.finishing_table)
+    conn.executemany(Q.finishing_add, items)
+    done = {row[0] for row in conn.execute(Q.complete_finishing)}
+    if len(done) != len(items):
+        conn.executemany(Q.finishing_forget, [(i[0],) for i in items if i[0] not in done])
+    if done:
+        conn.execute(Q.finish_attempts_finishing)
+    conn.execute(Q.finishing_clear)
+    return [item[0] in done for item in items]
+
+
+def _complete_one(
+    conn: sqlite3.Connection, task_id: str, token: str, attempt: int, now: float,
+    result: str | None,
+) -> bool:
+    params = {"id": task_id, "token": token, "now": now, "result": result}
+    if conn.execute(Q.complete, params).rowcount != 1:
+        return False
+    conn.execute(Q.finish_attempt, {"id": task_id, "attempt": attempt, "now": now,
+                                    "outcome": "succeeded", "error": None, "output": result})
+    return True
 
 
 def _finish_attempt(

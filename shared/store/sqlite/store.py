@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Hashable, Sequence
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import aiosqlite
@@ -190,15 +191,20 @@ class SQLiteStore:
         # Without idempotency keys every row is new: one executemany of parameters made here,
         # on the event loop, so the writer thread (which every write waits for) only binds and
         # steps a cached statement; the answers are built here too, after the commit.
-        params = [_insert_params(new, now) for new in tasks]
+        encode = msgspec.json.encode
+        params = [
+            (new.id, new.type, encode(new.payload).decode(), new.priority, new.run_at,
+             new.max_attempts, new.timeout, now, new.queue, new.callback_url)
+            for new in tasks
+        ]
 
         def insert_all(conn: sqlite3.Connection) -> None:
-            conn.executemany(Q.insert_task, params)
+            conn.executemany(Q.insert_new_tasks, params)
 
         await self.db.write(insert_all)
         if tasks:
             self._changed()
-        return [(_new_task(new, now), True) for new in tasks]
+        return _new_tasks(tasks, now)
 
     # -- tasks: working ------------------------------------------------------------------------
 
@@ -1022,6 +1028,27 @@ def _new_task(new: NewTask, now: float) -> Task:
         cancel_requested=False, created_at=when, updated_at=when,
         started_at=None, finished_at=None, queue=new.queue, callback_url=new.callback_url,
     )
+
+
+def _new_tasks(tasks: Sequence[NewTask], now: float) -> list[tuple[Task, bool]]:
+    """The rows a batch became, as inserted at `now`: _new_task's answer for each, with the
+    times that tasks share (created now, runnable now) converted once."""
+    when = to_datetime(now)
+    times: dict[float, datetime | None] = {now: when}
+    out = []
+    for new in tasks:
+        run_at = times.get(new.run_at)
+        if run_at is None:
+            run_at = times[new.run_at] = to_datetime(new.run_at)
+        out.append((Task(
+            id=new.id, type=new.type, payload=new.payload, status="queued",
+            priority=new.priority, run_at=run_at, attempts=0,  # type: ignore[arg-type]
+            max_attempts=new.max_attempts, timeout=new.timeout,
+            idempotency_key=new.idempotency_key, result=None, last_error=None,
+            cancel_requested=False, created_at=when, updated_at=when,  # type: ignore[arg-type]
+            started_at=None, finished_at=None, queue=new.queue, callback_url=new.callback_url,
+        ), True))
+    return out
 
 
 def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> tuple[Task, bool]:

@@ -44,12 +44,14 @@ INSERT_TRIGGERS = ("tasks_inserted_event", "tasks_counted_insert")
 
 
 async def measure(
-    requests: int, size: int, triggers: bool, profile: str | None, keys: bool
+    requests: int, size: int, triggers: bool, profile: str | None, keys: bool,
+    pg_url: str | None = None,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        db = str(Path(tmp) / "batch.db")
-        migrations.migrate(db)
-        if not triggers:
+        db = pg_url or str(Path(tmp) / "batch.db")
+        if not pg_url:
+            migrations.migrate(db)
+        if not triggers and not pg_url:
             with sqlite3.connect(db) as conn:
                 for name in INSERT_TRIGGERS:
                     conn.execute(f"DROP TRIGGER {name}")
@@ -133,22 +135,41 @@ def main() -> None:
     parser.add_argument("--compare-no-triggers", action="store_true",
                         help="alternate with runs whose tasks table has no AFTER INSERT triggers")
     parser.add_argument("--profile", metavar="SORT", help="cProfile one run, sorted by SORT")
+    parser.add_argument("--postgres", action="store_true",
+                        help="a throwaway PostgreSQL cluster (tests/pg.py, durable), a fresh "
+                        "migrated database per run; the CPU is the API process's only")
     parser.add_argument("--one", choices=["triggers", "no-triggers"], help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile:
         asyncio.run(measure(args.requests, args.size, True, args.profile, args.keys))
         return
     if args.one:  # one measurement in a fresh process
         r = asyncio.run(measure(args.requests, args.size, args.one == "triggers", None,
-                                args.keys))
+                                args.keys, args.db))
         print(f"{r['us_per_task']:.1f} us CPU per task (event loop {r['loop_us']:.1f}, "
               f"writer {r['writer_us']:.1f}); {r['tasks_per_s']:,.0f} tasks/s wall")
         return
     variants = ["triggers", "no-triggers"] if args.compare_no_triggers else ["triggers"]
+    server = None
+    if args.postgres:
+        from bench.pg_side import open_server
+
+        server = open_server(None)
+    try:
+        _runs(args, variants, server)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _runs(args: argparse.Namespace, variants: list[str], server: Any) -> None:
     for _ in range(args.runs):
         for variant in variants:
             cmd = [sys.executable, __file__, "--requests", str(args.requests), "--size",
                    str(args.size), "--one", variant] + (["--keys"] if args.keys else [])
+            if server is not None:
+                cmd += ["--db", server.new_database()]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             label = f"{variant:11} " if args.compare_no_triggers else ""
             print(f"{label}{out.stdout.strip().splitlines()[-1]}", flush=True)

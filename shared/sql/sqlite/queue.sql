@@ -19,6 +19,10 @@ VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)
 -- name: get_task
 SELECT * FROM tasks WHERE id = ?
 
+-- name: present_ids
+-- Which of these ids (a JSON array) are tasks.
+SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))
+
 -- name: get_tasks
 -- Any number of ids in one read (a JSON array: no limit on bound variables).
 SELECT * FROM tasks WHERE id IN (SELECT value FROM json_each(?))

@@ -181,8 +181,23 @@ class SQLiteStore:
         self, tasks: Sequence[NewTask], now: float
     ) -> list[tuple[Task, bool]]:
         if any(new.idempotency_key is not None for new in tasks):
+            keyed = [_insert_params(new, now) for new in tasks]
+
             def op(conn: sqlite3.Connection) -> list[tuple[Task, bool]]:
-                return [_insert(conn, new, now) for new in tasks]
+                # All rows in one executemany; a key already taken (by an earlier task, or by
+                # an earlier row of this batch) inserts nothing, and sqlite3_changes() counts
+                # only the rows this statement put in (not its triggers'). When every row went
+                # in, that is the answer; otherwise read which ids did, and answer each that
+                # did not from the task holding its key (a different request there raises,
+                # which rolls the whole batch back).
+                inserted = conn.executemany(Q.insert_task, keyed).rowcount
+                if inserted == len(tasks):
+                    return _new_tasks(tasks, now)
+                present = {r[0] for r in conn.execute(
+                    Q.present_ids, (_json([new.id for new in tasks]),))}
+                fresh = iter(_new_tasks([new for new in tasks if new.id in present], now))
+                return [next(fresh) if new.id in present else _existing(conn, new)
+                        for new in tasks]
 
             results = await self.db.write(op)
             if any(created for _, created in results):
@@ -1017,22 +1032,9 @@ def _insert_params(new: NewTask, now: float) -> dict[str, Any]:
     }
 
 
-def _new_task(new: NewTask, now: float) -> Task:
-    """The row `new` became, as inserted at `now`."""
-    when = to_datetime(now)
-    return Task(
-        id=new.id, type=new.type, payload=new.payload, status="queued",
-        priority=new.priority, run_at=to_datetime(new.run_at), attempts=0,
-        max_attempts=new.max_attempts, timeout=new.timeout,
-        idempotency_key=new.idempotency_key, result=None, last_error=None,
-        cancel_requested=False, created_at=when, updated_at=when,
-        started_at=None, finished_at=None, queue=new.queue, callback_url=new.callback_url,
-    )
-
-
 def _new_tasks(tasks: Sequence[NewTask], now: float) -> list[tuple[Task, bool]]:
-    """The rows a batch became, as inserted at `now`: _new_task's answer for each, with the
-    times that tasks share (created now, runnable now) converted once."""
+    """The rows a batch became, as inserted at `now` (created), each `(task, True)`; the times
+    the tasks share (created now, runnable now) are converted once."""
     when = to_datetime(now)
     times: dict[float, datetime | None] = {now: when}
     out = []
@@ -1051,10 +1053,9 @@ def _new_tasks(tasks: Sequence[NewTask], now: float) -> list[tuple[Task, bool]]:
     return out
 
 
-def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> tuple[Task, bool]:
-    cursor = conn.execute(Q.insert_task, _insert_params(new, now))
-    if cursor.rowcount == 1:
-        return _new_task(new, now), True
+def _existing(conn: sqlite3.Connection, new: NewTask) -> tuple[Task, bool]:
+    """The task holding `new`'s idempotency key, which kept `new` out; IdempotencyConflict
+    if it was made by a different request."""
     existing = fetchall(conn, Q.get_task_by_key, (new.idempotency_key,))[0]
     if existing["request_hash"] != new.request_hash:
         raise IdempotencyConflict(str(new.idempotency_key), existing["id"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
@@ -9,6 +10,15 @@ import time
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Two characters (10 bits) at a time: 13 table lookups per id instead of 26 shifts and appends.
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+# 80 random bits are exactly 10 bytes, and base32 spells 10 bytes as 16 characters, most
+# significant first: the random part of an id is the standard base32 of its bytes, re-lettered
+# into Crockford's alphabet, for a whole batch at once (half the time of new_id per id).
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
+
+
+def _time_part(ms: int) -> str:
+    """The first 10 characters: 48 bits of milliseconds (50 bits, the top two zero)."""
+    return "".join([_PAIRS[(ms >> shift) & 1023] for shift in range(40, -1, -10)])
 
 
 def new_id(now: float | None = None) -> str:
@@ -17,6 +27,15 @@ def new_id(now: float | None = None) -> str:
     value = (ms << 80) | int.from_bytes(random_bytes(10), "big")
     pairs = _PAIRS
     return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -1, -10)])
+
+
+def new_ids(count: int, now: float | None = None) -> list[str]:
+    """`count` ULIDs made at `now` (a batch): one time part, one read of randomness."""
+    if count <= 0:
+        return []
+    head = _time_part(int((time.time() if now is None else now) * 1000))
+    tails = base64.b32encode(random_bytes(10 * count)).translate(_TO_CROCKFORD).decode()
+    return [head + tails[at:at + 16] for at in range(0, 16 * count, 16)]
 
 
 def id_at(now: float) -> str:

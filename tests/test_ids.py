@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from shared.ids import is_valid_id, new_id, random_bytes
+from shared.ids import is_valid_id, new_id, new_ids, random_bytes
 
 
 def test_ids_are_valid_distinct_and_sort_by_time():
@@ -42,3 +42,15 @@ def test_an_id_spells_its_time_and_randomness_in_crockford_base32():
     assert value >> 80 == ms
     assert new_id(0.0).startswith("0000000000")
     assert new_id(2**48 / 1000 - 0.001)[:10] == "7ZZZZZZZZZ"
+
+
+def test_a_batch_of_ids_shares_its_time_and_spells_like_single_ids():
+    ms = 1_700_000_000_123
+    batch = new_ids(1000, ms / 1000)
+    assert len(set(batch)) == 1000 and all(is_valid_id(i) for i in batch)
+    assert {i[:10] for i in batch} == {new_id(ms / 1000)[:10]}
+    for one in batch[:50]:
+        value = int(one.translate(str.maketrans(
+            "0123456789ABCDEFGHJKMNPQRSTVWXYZ", "0123456789abcdefghijklmnopqrstuv")), 32)
+        assert value >> 80 == ms
+    assert new_ids(0) == []

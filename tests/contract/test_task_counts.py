@@ -322,3 +322,23 @@ async def test_a_schedules_queued_views_past_the_cap_are_lower_bounds(
     capped = await store.count_tasks(clock.now(), schedule_id=made.id, cap=2)
     assert capped["queued"] == 3  # the stored status stays exact
     assert capped.at_least == set(QUEUED_VIEWS) and capped["ready"] >= 2
+
+async def test_a_batch_with_keys_taken_before_and_within_it_counts_and_logs_each_new_task(
+    queue: Queue, store: Store, rows: Rows,
+):
+    """The keyed batch insert (every row at once, then the rows a key kept out answered from
+    the task holding it): answers in order, counts equal to a GROUP BY, and one 'queued'
+    event for each task that went in, none for the ones that did not."""
+    earlier, _ = await queue.enqueue(shell("x", idempotency_key="before"))
+    results = await queue.enqueue_many([
+        shell("a"), shell("x", idempotency_key="before"), shell("n", idempotency_key="new"),
+        http(queue="mail"), shell("n", idempotency_key="new"), shell("b", queue="mail"),
+    ])
+    assert [created for _, created in results] == [True, False, True, True, False, True]
+    assert results[1][0].id == earlier.id and results[4][0].id == results[2][0].id
+    assert [t.payload["args"] for t, _ in results if t.type == "shell"] == [
+        ["a"], ["x"], ["n"], ["n"], ["b"]]
+    await assert_counts_true(store, rows)
+    new_ids = {t.id for t, created in results if created} | {earlier.id}
+    logged = [task_id for (task_id,) in rows("SELECT task_id FROM task_events")]
+    assert sorted(logged) == sorted(new_ids)

@@ -9,8 +9,19 @@ VALUES (:id, :type, :payload, 'queued', :priority, :run_at, :max_attempts, :time
         :idempotency_key, :request_hash, :now, :now, :queue, :callback_url)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 
+-- name: insert_new_tasks
+-- A batch without idempotency keys (executemany): every row is new, so no conflict clause,
+-- and positional parameters, which bind without a lookup by name per value.
+INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
+                   created_at, updated_at, queue, callback_url)
+VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)
+
 -- name: get_task
 SELECT * FROM tasks WHERE id = ?
+
+-- name: present_ids
+-- Which of these ids (a JSON array) are tasks.
+SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))
 
 -- name: get_tasks
 -- Any number of ids in one read (a JSON array: no limit on bound variables).

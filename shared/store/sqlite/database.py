@@ -113,12 +113,13 @@ class Database:
         conn.execute("PRAGMA busy_timeout=0")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
-        # Statement journals in memory: every INSERT or UPDATE inside a batched transaction
-        # keeps one (to undo just that statement), and past 64 KiB SQLite spills it to a file
-        # in /var/tmp, then writes each page it saves there: ~23 pwrite calls per submitted
-        # task, 15-25 us of system time each (bench/README.md, "The single-submit fast path").
-        # Only the writer: its statements are bounded (batches, pruning in steps), while a
-        # reader's sort of a big table may still use temporary files.
+        # Statement journals in memory: every INSERT or UPDATE of tasks fires triggers (event
+        # log, kept counts, webhooks), so SQLite gives each statement of a batched transaction a
+        # statement journal to undo it alone; past 64 KiB it spills to a file in /var/tmp and
+        # writes each page there: ~23 pwrite calls per submitted task, ~40 us a row of a batch
+        # insert (bench/README.md, "The single-submit fast path"). Nothing durable lives there:
+        # a crash rolls back through the WAL as before. Only the writer: its statements are
+        # bounded (batches, pruning in steps), while a reader's sort may still use files.
         conn.execute("PRAGMA temp_store=MEMORY")
         return conn
 

@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Hashable, Sequence
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import aiosqlite
@@ -183,9 +184,24 @@ class SQLiteStore:
         self, tasks: Sequence[NewTask], now: float
     ) -> list[tuple[Task, bool]]:
         if any(new.idempotency_key is not None for new in tasks):
+            keyed = [_insert_params(new, now) for new in tasks]
+
             def op(conn: sqlite3.Connection) -> list[tuple[Task, bool]]:
                 self.db.before_commit(self._wake_before_commit)
-                return [_insert(conn, new, now) for new in tasks]
+                # All rows in one executemany; a key already taken (by an earlier task, or by
+                # an earlier row of this batch) inserts nothing, and sqlite3_changes() counts
+                # only the rows this statement put in (not its triggers'). When every row went
+                # in, that is the answer; otherwise read which ids did, and answer each that
+                # did not from the task holding its key (a different request there raises,
+                # which rolls the whole batch back).
+                inserted = conn.executemany(Q.insert_task, keyed).rowcount
+                if inserted == len(tasks):
+                    return _new_tasks(tasks, now)
+                present = {r[0] for r in conn.execute(
+                    Q.present_ids, (_json([new.id for new in tasks]),))}
+                fresh = iter(_new_tasks([new for new in tasks if new.id in present], now))
+                return [next(fresh) if new.id in present else _existing(conn, new)
+                        for new in tasks]
 
             results = await self.db.write(op)
             if any(created for _, created in results):
@@ -194,16 +210,21 @@ class SQLiteStore:
         # Without idempotency keys every row is new: one executemany of parameters made here,
         # on the event loop, so the writer thread (which every write waits for) only binds and
         # steps a cached statement; the answers are built here too, after the commit.
-        params = [_insert_params(new, now) for new in tasks]
+        encode = msgspec.json.encode
+        params = [
+            (new.id, new.type, encode(new.payload).decode(), new.priority, new.run_at,
+             new.max_attempts, new.timeout, now, new.queue, new.callback_url)
+            for new in tasks
+        ]
 
         def insert_all(conn: sqlite3.Connection) -> None:
-            conn.executemany(Q.insert_task, params)
+            conn.executemany(Q.insert_new_tasks, params)
             self.db.before_commit(self._wake_before_commit)
 
         await self.db.write(insert_all)
         if tasks:
             self._changed()
-        return [(_new_task(new, now), True) for new in tasks]
+        return _new_tasks(tasks, now)
 
     # -- tasks: working ------------------------------------------------------------------------
 
@@ -991,23 +1012,30 @@ def _insert_params(new: NewTask, now: float) -> dict[str, Any]:
     }
 
 
-def _new_task(new: NewTask, now: float) -> Task:
-    """The row `new` became, as inserted at `now`."""
+def _new_tasks(tasks: Sequence[NewTask], now: float) -> list[tuple[Task, bool]]:
+    """The rows a batch became, as inserted at `now` (created), each `(task, True)`; the times
+    the tasks share (created now, runnable now) are converted once."""
     when = to_datetime(now)
-    return Task(
-        id=new.id, type=new.type, payload=new.payload, status="queued",
-        priority=new.priority, run_at=to_datetime(new.run_at), attempts=0,
-        max_attempts=new.max_attempts, timeout=new.timeout,
-        idempotency_key=new.idempotency_key, result=None, last_error=None,
-        cancel_requested=False, created_at=when, updated_at=when,
-        started_at=None, finished_at=None, queue=new.queue, callback_url=new.callback_url,
-    )
+    times: dict[float, datetime | None] = {now: when}
+    out = []
+    for new in tasks:
+        run_at = times.get(new.run_at)
+        if run_at is None:
+            run_at = times[new.run_at] = to_datetime(new.run_at)
+        out.append((Task(
+            id=new.id, type=new.type, payload=new.payload, status="queued",
+            priority=new.priority, run_at=run_at, attempts=0,  # type: ignore[arg-type]
+            max_attempts=new.max_attempts, timeout=new.timeout,
+            idempotency_key=new.idempotency_key, result=None, last_error=None,
+            cancel_requested=False, created_at=when, updated_at=when,  # type: ignore[arg-type]
+            started_at=None, finished_at=None, queue=new.queue, callback_url=new.callback_url,
+        ), True))
+    return out
 
 
-def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> tuple[Task, bool]:
-    cursor = conn.execute(Q.insert_task, _insert_params(new, now))
-    if cursor.rowcount == 1:
-        return _new_task(new, now), True
+def _existing(conn: sqlite3.Connection, new: NewTask) -> tuple[Task, bool]:
+    """The task holding `new`'s idempotency key, which kept `new` out; IdempotencyConflict
+    if it was made by a different request."""
     existing = fetchall(conn, Q.get_task_by_key, (new.idempotency_key,))[0]
     if existing["request_hash"] != new.request_hash:
         raise IdempotencyConflict(str(new.idempotency_key), existing["id"])

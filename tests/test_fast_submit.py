@@ -164,15 +164,15 @@ def test_a_query_string_and_an_empty_body_go_to_litestar(pair):
 
 
 def test_without_the_right_token_litestar_answers(pair):
+    """With a token set, a missing or wrong one is refused (401) by Litestar's bearer check,
+    never by the fast path; an open server ignores the header on both paths (201, fast)."""
     fast, _, counter = pair
-    if not fast.token:
-        pytest.skip("the open server has no token to get wrong")
     before = counter.calls
     for headers in ({}, {"Authorization": "Bearer wrong-token-123456"},
                     {"Authorization": "Basic abc"}, {"Authorization": "Bearer"}):
         r = _both(pair, auth=False, json=PLAIN, headers=headers)
-        assert r.status_code == 401
-    assert counter.calls == before + 4
+        assert r.status_code == (401 if fast.token else 201)
+    assert counter.calls == before + (4 if fast.token else 0)
 
 
 def _asgi_post(client: Any, messages: list[dict[str, Any]], length: int) -> list[dict[str, Any]]:

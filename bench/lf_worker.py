@@ -80,7 +80,7 @@ async def main(db_path: str, slots: int, expect: int, out: str, poll: float,
     if wait_go:
         print("ready", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)
-    batches0, cpu0 = db.write_transactions, time.process_time()
+    batches0, cpu0, times0 = db.write_transactions, time.process_time(), os.times()
     started = time.time()
     run = asyncio.create_task(worker.run(stop))
     # Tell the parent we are listening for wake-ups (the pickup test must not race start-up).
@@ -91,10 +91,13 @@ async def main(db_path: str, slots: int, expect: int, out: str, poll: float,
         print("ready", flush=True)
     await run
     cpu, batches = time.process_time() - cpu0, db.write_transactions - batches0
+    times = os.times()  # user and system apart: fsync and WAL writes are system time
     await db.close()
     with open(out, "w") as f:
         json.dump({"started": started, "done": done_at[0] if done_at else None,
                    "count": succeeded, "cpu_seconds": cpu, "write_transactions": batches,
+                   "user_seconds": times.user - times0.user,
+                   "system_seconds": times.system - times0.system,
                    "claims": claims, "last_success": last_success[0], "rss_mb": rss_mb(),
                    "starts": starts}, f)
 

@@ -1,10 +1,10 @@
 """The worker: claims tasks into free slots and runs each in its own asyncio task.
 
 Loop: wait for (wake-up | slot freed | poll interval | stop) -> claim up to the free slots ->
-start each. While recent handlers are short, it claims ahead (up to `slots` more, waiting in
-`_ready` for a slot): the next claim's commit then overlaps the running batch instead of
-leaving every slot idle for one fsync per batch. Side loops (heartbeat, rescuer) are small
-`*_once` methods that tests call directly.
+start each. While recent handlers are short, it claims ahead (`_ahead`: more the shorter they
+are), tasks waiting in `_ready` for a slot: the next claim's commit then overlaps the running
+batch instead of leaving every slot idle for one fsync per batch. Side loops (heartbeat,
+rescuer) are small `*_once` methods that tests call directly.
 On stop: claim nothing more, give running tasks `grace` seconds, then stop them and return them
 to the queue without spending their attempt.
 """
@@ -47,6 +47,13 @@ BACKSTOP_GRACE = 1.0
 # queue (its attempt not spent).
 PREFETCH_SHORT = 0.05
 PREFETCH_HOLD = 2.0
+# How many ahead: at least `slots`, and more while handlers are so short that more still start
+# within PREFETCH_WAIT seconds (on the recent average), up to PREFETCH_MAX. Why: each claim is a
+# transaction, and at 8 slots a transaction per 8-12 no-op tasks cost ~650 us of CPU each
+# (begin, the claim's fixed per-statement cost, commit's WAL writes and fsync): 0.125 commits
+# per task against 0.016 at 64 slots (bench/README.md, "Worker end to end, second pass").
+PREFETCH_WAIT = 0.1
+PREFETCH_MAX = 64
 
 
 class _TaskLog:
@@ -207,9 +214,10 @@ class Worker:
         self._return_held_too_long()
         room = self._room()
         idle_slot = len(self._in_handler) < self.slots and not self._ready
-        # Ahead of need, claim only in chunks of half the slots: a claim per freed slot would
-        # cost a transaction (and its fsync) per task or two.
-        if room <= 0 or (not idle_slot and room < max(1, self.slots // 2)):
+        # Ahead of need, claim only in chunks of a quarter of what may be held (half the
+        # slots when as many are claimed ahead): a claim per freed slot would cost a
+        # transaction (and its fsync) per task or two.
+        if room <= 0 or (not idle_slot and room < max(1, (self.slots + self._ahead()) // 4)):
             return 0
         if await self._nothing_changed():
             return 0
@@ -228,11 +236,19 @@ class Worker:
         return len(claimed)
 
     def _room(self) -> int:
-        """How many tasks the next claim may take: the free slots, plus up to `slots` ahead
-        while recent handlers were short."""
-        ahead = self._handler_seconds is not None and self._handler_seconds < PREFETCH_SHORT
-        return (self.slots - len(self._in_handler) - len(self._ready)
-                + (self.slots if ahead else 0))
+        """How many tasks the next claim may take: the free slots, plus those it may hold
+        ahead (_ahead)."""
+        return self.slots - len(self._in_handler) - len(self._ready) + self._ahead()
+
+    def _ahead(self) -> int:
+        """How many tasks may wait claimed for a slot: none unless recent handlers were short
+        (under PREFETCH_SHORT on average); then `slots`, or more, up to PREFETCH_MAX, as long
+        as the last of them would still start within about PREFETCH_WAIT seconds."""
+        seconds = self._handler_seconds
+        if seconds is None or seconds >= PREFETCH_SHORT:
+            return 0
+        starts_in_time = int(self.slots * PREFETCH_WAIT / max(seconds, 1e-6))
+        return max(self.slots, min(PREFETCH_MAX, starts_in_time))
 
     def _start(self, c: Claimed) -> None:
         self._in_handler.add(c.id)

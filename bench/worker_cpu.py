@@ -36,6 +36,11 @@ def main() -> None:
               f"per-claim={r.get('tasks_per_claim', 0):.1f} "
               f"commits/task={r['write_transactions_per_task']:.3f} "
               f"load={os.getloadavg()[0]:.2f}", flush=True)
+        threads = r.get("worker_thread_cpu_seconds") or {}
+        print("  per thread, us/task (whole process life, start-up included): "
+              + ", ".join(f"{name}={s / args.tasks * 1e6:.0f}"
+                          for name, s in sorted(threads.items(), key=lambda t: -t[1])),
+              flush=True)
 
 
 if __name__ == "__main__":

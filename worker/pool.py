@@ -53,7 +53,7 @@ PREFETCH_HOLD = 2.0
 # (begin, the claim's fixed per-statement cost, commit's WAL writes and fsync): 0.125 commits
 # per task against 0.016 at 64 slots (bench/README.md, "Worker end to end, second pass").
 PREFETCH_WAIT = 0.1
-PREFETCH_MAX = 64
+PREFETCH_MAX = 128
 
 
 class _TaskLog:

@@ -8,7 +8,7 @@ rescuer) are small `*_once` methods that tests call directly.
 A slot awaits each handler inline and hands a success to `_acks`, written for the whole turn's
 successes in one call (`Queue.complete_many`) without the slot waiting for it: a slot so runs
 short tasks back to back with no asyncio task, no future and no task switch per task (bench/
-README.md, "Worker end to end, third pass"). Failures and stops are written as before, awaited.
+README.md, "Worker end to end, second pass"). Failures and stops are written as before, awaited.
 On stop: claim nothing more, give running tasks `grace` seconds, then stop them and return them
 to the queue without spending their attempt.
 """

@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -80,7 +81,7 @@ async def main(db_path: str, slots: int, expect: int, out: str, poll: float,
     if wait_go:
         print("ready", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)
-    batches0, cpu0 = db.write_transactions, time.process_time()
+    batches0, cpu0, times0 = db.write_transactions, time.process_time(), os.times()
     started = time.time()
     run = asyncio.create_task(worker.run(stop))
     # Tell the parent we are listening for wake-ups (the pickup test must not race start-up).
@@ -91,12 +92,36 @@ async def main(db_path: str, slots: int, expect: int, out: str, poll: float,
         print("ready", flush=True)
     await run
     cpu, batches = time.process_time() - cpu0, db.write_transactions - batches0
+    times = os.times()  # user and system apart: fsync and WAL writes are system time
+    threads = _thread_cpu()
     await db.close()
     with open(out, "w") as f:
         json.dump({"started": started, "done": done_at[0] if done_at else None,
                    "count": succeeded, "cpu_seconds": cpu, "write_transactions": batches,
+                   "user_seconds": times.user - times0.user,
+                   "system_seconds": times.system - times0.system,
                    "claims": claims, "last_success": last_success[0], "rss_mb": rss_mb(),
+                   "thread_cpu_seconds": threads,
                    "starts": starts}, f)
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each of this process's threads since it started, by
+    Python thread name: the event loop (MainThread), the database writer, the reader (Linux
+    /proc only; threads Python did not start are "other")."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    seconds: dict[str, float] = {}
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(")") + 2:].split()
+            name = names.get(int(tid), "other")
+            seconds[name] = seconds.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    except OSError:
+        return {}
+    return seconds
 
 
 if __name__ == "__main__":

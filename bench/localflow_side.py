@@ -121,6 +121,9 @@ def end_to_end(workdir: Path, n: int, slots: int) -> dict[str, Any]:
         "slots": slots, "tasks": n, "seconds": seconds, "tasks_per_s": n / seconds,
         # Diagnostics: is the worker CPU-bound, and how many commits (fsyncs) per task?
         "worker_cpu_percent": 100 * data["cpu_seconds"] / seconds,
+        "worker_user_seconds": data.get("user_seconds"),
+        "worker_system_seconds": data.get("system_seconds"),
+        "worker_thread_cpu_seconds": data.get("thread_cpu_seconds"),
         "write_transactions_per_task": data["write_transactions"] / n,
         **_claim_stats(data["claims"]),
         "pre_enqueue_tasks_per_s": n / enqueue_s,

@@ -31,8 +31,16 @@ def main() -> None:
             r = end_to_end(Path(workdir), args.tasks, slots)
         us = r["worker_cpu_percent"] / 100 * r["seconds"] / args.tasks * 1e6
         print(f"slots={slots} {r['tasks_per_s']:.0f}/s cpu%={r['worker_cpu_percent']:.0f} "
-              f"us/task={us:.1f} commits/task={r['write_transactions_per_task']:.3f} "
+              f"us/task={us:.1f} (user {r['worker_user_seconds'] / args.tasks * 1e6:.0f} "
+              f"sys {r['worker_system_seconds'] / args.tasks * 1e6:.0f}) "
+              f"per-claim={r.get('tasks_per_claim', 0):.1f} "
+              f"commits/task={r['write_transactions_per_task']:.3f} "
               f"load={os.getloadavg()[0]:.2f}", flush=True)
+        threads = r.get("worker_thread_cpu_seconds") or {}
+        print("  per thread, us/task (whole process life, start-up included): "
+              + ", ".join(f"{name}={s / args.tasks * 1e6:.0f}"
+                          for name, s in sorted(threads.items(), key=lambda t: -t[1])),
+              flush=True)
 
 
 if __name__ == "__main__":

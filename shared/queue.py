@@ -182,6 +182,11 @@ class Queue:
         """running -> succeeded. False if the lease was lost (another attempt owns the task)."""
         return await self.store.complete(claimed, result, self.clock.now())
 
+    async def complete_many(self, done: Sequence[tuple[Claimed, Any]]) -> list[bool]:
+        """complete() for each (claimed, result) in one call: True per task completed, False
+        where the lease was lost."""
+        return await self.store.complete_many(done, self.clock.now())
+
     async def fail(
         self, claimed: Claimed, error: str, result: Any = None, outcome: str = "failed",
         *, retry: bool = True,

@@ -377,7 +377,10 @@ async def _until_claimed_ahead(worker: Worker, n: int) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_tasks_claimed_ahead_wait_for_a_slot_and_go_back_unspent_at_stop(live_queue):
+async def test_tasks_claimed_ahead_wait_for_a_slot_and_go_back_unspent_at_stop(
+    live_queue, monkeypatch
+):
+    monkeypatch.setattr("worker.pool.PREFETCH_MAX", 2)  # as many ahead as slots
     gate = Gate()
     worker = await _worker_claiming_ahead(live_queue, gate)
     seen_running: list[int] = []
@@ -403,6 +406,20 @@ async def test_tasks_claimed_ahead_wait_for_a_slot_and_go_back_unspent_at_stop(l
         assert [a.outcome for a in await live_queue.attempts(task_id)] == ["released"]
     assert len([t for t in blocking if t in gate.started]) == 2
     assert worker.inflight == {} and not worker._ready
+
+
+async def test_how_many_are_claimed_ahead_follows_recent_handler_times(live_queue):
+    # None while handlers are long (or none ended yet); while they are short, as many as would
+    # all start within PREFETCH_WAIT on the recent average, up to PREFETCH_MAX (and never
+    # fewer than the slots).
+    live_queue.settings.workers = 8
+    worker = Worker(live_queue, live_queue.settings, handlers={"shell": Gate()})
+    assert worker._ahead() == 0
+    for seconds, ahead in [(0.2, 0), (0.05, 0), (0.049, 16), (0.02, 40), (0.004, 128),
+                           (0.00005, 128)]:
+        worker._handler_seconds = seconds
+        assert worker._ahead() == ahead, seconds
+        assert worker._room() == 8 + ahead
 
 
 async def test_a_task_claimed_ahead_is_cancelled_without_running(live_queue):

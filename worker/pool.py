@@ -1,10 +1,14 @@
-"""The worker: claims tasks into free slots and runs each in its own asyncio task.
+"""The worker: claims tasks into free slots; one coroutine per slot runs them in turn.
 
 Loop: wait for (wake-up | slot freed | poll interval | stop) -> claim up to the free slots ->
-start each. While recent handlers are short, it claims ahead (up to `slots` more, waiting in
-`_ready` for a slot): the next claim's commit then overlaps the running batch instead of
-leaving every slot idle for one fsync per batch. Side loops (heartbeat, rescuer) are small
-`*_once` methods that tests call directly.
+start each. While recent handlers are short, it claims ahead (`_ahead`: more the shorter they
+are), tasks waiting in `_ready` for a slot: the next claim's commit then overlaps the running
+batch instead of leaving every slot idle for one fsync per batch. Side loops (heartbeat,
+rescuer) are small `*_once` methods that tests call directly.
+A slot awaits each handler inline and hands a success to `_acks`, written for the whole turn's
+successes in one call (`Queue.complete_many`) without the slot waiting for it: a slot so runs
+short tasks back to back with no asyncio task, no future and no task switch per task (bench/
+README.md, "Worker end to end, second pass"). Failures and stops are written as before, awaited.
 On stop: claim nothing more, give running tasks `grace` seconds, then stop them and return them
 to the queue without spending their attempt.
 """
@@ -47,6 +51,13 @@ BACKSTOP_GRACE = 1.0
 # queue (its attempt not spent).
 PREFETCH_SHORT = 0.05
 PREFETCH_HOLD = 2.0
+# How many ahead: at least `slots`, and more while handlers are so short that more still start
+# within PREFETCH_WAIT seconds (on the recent average), up to PREFETCH_MAX. Why: each claim is a
+# transaction, and at 8 slots a transaction per 8-12 no-op tasks cost ~650 us of CPU each
+# (begin, the claim's fixed per-statement cost, commit's WAL writes and fsync): 0.125 commits
+# per task against 0.016 at 64 slots (bench/README.md, "Worker end to end, second pass").
+PREFETCH_WAIT = 0.1
+PREFETCH_MAX = 128
 
 
 class _TaskLog:
@@ -105,8 +116,20 @@ class Worker:
         self.task_user = task_user_from(settings.task_user)
         suffix = secrets.token_hex(3)
         self.id = f"{socket.gethostname()}-{os.getpid()}-{suffix}"
-        self.inflight: dict[str, tuple[Claimed, asyncio.Task[None]]] = {}
-        self._in_handler: set[str] = set()  # tasks whose handler runs: the slots in use
+        # Tasks started and not yet written back (handler running or waiting for a slot
+        # coroutine, or outcome being written): heartbeated, and what shutdown waits for.
+        self.inflight: dict[str, Claimed] = {}
+        self._in_handler: set[str] = set()  # tasks given a slot: the slots in use
+        # Started, waiting for a slot coroutine to take them (at most `slots` with the running).
+        self._assigned: deque[Claimed] = deque()
+        self._idle_slots: list[asyncio.Future[None]] = []  # one per slot coroutine waiting
+        self._slot_tasks: list[asyncio.Task[None]] = []
+        self._handling: dict[str, asyncio.Task[Any]] = {}  # task id -> what runs its handler
+        self._detached: set[asyncio.Task[None]] = set()  # outcome writers outside the slots
+        self._acks: list[tuple[Claimed, Any, float]] = []  # successes to write, this turn
+        self._acks_starting = 0  # their writers created, not yet queued on the store
+        self._all_written = asyncio.Event()  # set whenever `inflight` is empty
+        self._all_written.set()
         # Claimed ahead, waiting for a slot (with when they were claimed, time.monotonic()):
         # `running` in the database, under this worker's lease, not yet in `inflight`.
         self._ready: deque[tuple[Claimed, float]] = deque()
@@ -207,12 +230,19 @@ class Worker:
         self._return_held_too_long()
         room = self._room()
         idle_slot = len(self._in_handler) < self.slots and not self._ready
-        # Ahead of need, claim only in chunks of half the slots: a claim per freed slot would
-        # cost a transaction (and its fsync) per task or two.
-        if room <= 0 or (not idle_slot and room < max(1, self.slots // 2)):
+        # Ahead of need, claim only in chunks of a quarter of what may be held (half the
+        # slots when as many are claimed ahead): a claim per freed slot would cost a
+        # transaction (and its fsync) per task or two.
+        if room <= 0 or (not idle_slot and room < max(1, (self.slots + self._ahead()) // 4)):
             return 0
         if await self._nothing_changed():
             return 0
+        if self._acks:
+            self._write_acks()
+        if self._acks_starting:
+            # Successes first: written before (or with) this claim, a task never counts twice
+            # against the slots or a queue's limit.
+            await asyncio.sleep(0)
         began = time.perf_counter()
         claimed = await self.queue.claim(self.id, room, self.settings.lease, self.settings.queues)
         self.on_claim(len(claimed), time.perf_counter() - began)
@@ -228,15 +258,73 @@ class Worker:
         return len(claimed)
 
     def _room(self) -> int:
-        """How many tasks the next claim may take: the free slots, plus up to `slots` ahead
-        while recent handlers were short."""
-        ahead = self._handler_seconds is not None and self._handler_seconds < PREFETCH_SHORT
-        return (self.slots - len(self._in_handler) - len(self._ready)
-                + (self.slots if ahead else 0))
+        """How many tasks the next claim may take: the free slots, plus those it may hold
+        ahead (_ahead)."""
+        return self.slots - len(self._in_handler) - len(self._ready) + self._ahead()
+
+    def _ahead(self) -> int:
+        """How many tasks may wait claimed for a slot: none unless recent handlers were short
+        (under PREFETCH_SHORT on average); then `slots`, or more, up to PREFETCH_MAX, as long
+        as the last of them would still start within about PREFETCH_WAIT seconds."""
+        seconds = self._handler_seconds
+        if seconds is None or seconds >= PREFETCH_SHORT:
+            return 0
+        starts_in_time = int(self.slots * PREFETCH_WAIT / max(seconds, 1e-6))
+        return max(self.slots, min(PREFETCH_MAX, starts_in_time))
 
     def _start(self, c: Claimed) -> None:
+        """Give c a slot: the next slot coroutine free takes it."""
         self._in_handler.add(c.id)
-        self.inflight[c.id] = (c, asyncio.create_task(self._execute(c), name=f"task-{c.id}"))
+        self._track(c)
+        if not self._slot_tasks:
+            self._slot_tasks = [asyncio.create_task(self._slot(), name=f"slot-{i}")
+                                for i in range(self.slots)]
+        self._assigned.append(c)
+        if self._idle_slots:
+            waiter = self._idle_slots.pop()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _start_detached(self, c: Claimed) -> None:
+        """Write a stop's outcome for a task that never got a slot (claimed ahead), in a task
+        of its own: the slots may all be held by long handlers."""
+        self._track(c)
+        task = asyncio.create_task(self._execute(c), name=f"task-{c.id}")
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+
+    def _track(self, c: Claimed) -> None:
+        self.inflight[c.id] = c
+        self._all_written.clear()
+
+    def _forget(self, task_id: str) -> None:
+        """c is written back (or given up): no longer ours to heartbeat or wait for."""
+        self.inflight.pop(task_id, None)
+        self._stop_reason.pop(task_id, None)
+        if not self.inflight:
+            self._all_written.set()
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()  # nothing left to time out
+                self._deadline_timer, self._deadline_armed = None, float("inf")
+                self._deadlines.clear()
+
+    async def _slot(self) -> None:
+        """One slot: run the tasks given to it, one after another, until cancelled."""
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        while True:
+            if not self._assigned:
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._idle_slots.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    if waiter in self._idle_slots:
+                        self._idle_slots.remove(waiter)
+                continue
+            await self._execute(self._assigned.popleft())
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError  # cancelled from outside (not a task's stop)
 
     def _take_ready(self, task_id: str) -> Claimed | None:
         for entry in self._ready:
@@ -293,17 +381,18 @@ class Worker:
         started = self.clock.now()
         bound = _logger(c)
         self.on_event("started", c, 0.0)
+        handed_off = False  # a success waits in _acks: written (and forgotten) there
         try:
             kind, value = await self._attempt(c)
             if kind == "stopped":
                 await self._stopped_from_outside(c)
             elif kind == "succeeded":
-                done = await self._write_outcome(c, bound, lambda: self.queue.complete(c, value))
-                if done is True:
-                    self.on_event("succeeded", c, self._since(started))
-                    self.on_event("attempt:succeeded", c, 0.0)
-                elif done is False:
-                    bound.warning("task finished after its lease was lost; result not recorded")
+                # Written with this turn's other successes, without waiting here: the task
+                # stays in `inflight` (heartbeated, waited for at shutdown) until it is.
+                if not self._acks:
+                    asyncio.get_running_loop().call_soon(self._write_acks)
+                self._acks.append((c, value, started))
+                handed_off = True
             else:
                 error, result, outcome, retry = value
                 status = await self._write_outcome(
@@ -328,13 +417,49 @@ class Worker:
             # Never let an error escape this task unseen ("Task exception was never retrieved").
             bound.exception("writing the task's outcome failed")
         finally:
-            self.inflight.pop(c.id, None)
-            self._in_handler.discard(c.id)
-            self._stop_reason.pop(c.id, None)
-            if not self.inflight and self._deadline_timer is not None:
-                self._deadline_timer.cancel()  # nothing left to time out
-                self._deadline_timer, self._deadline_armed = None, float("inf")
-                self._deadlines.clear()
+            if not handed_off:
+                self._in_handler.discard(c.id)
+                self._forget(c.id)
+
+    def _write_acks(self) -> None:
+        """The turn's successes: one write for all, in a task of its own."""
+        acks, self._acks = self._acks, []
+        if acks:
+            self._acks_starting += 1
+            task = asyncio.create_task(self._write_acks_now(acks))
+            self._detached.add(task)
+            task.add_done_callback(self._detached.discard)
+
+    async def _write_acks_now(self, acks: list[tuple[Claimed, Any, float]]) -> None:
+        self._acks_starting -= 1  # (the write is queued before this step's first wait)
+        try:
+            done = await self.queue.complete_many([(c, value) for c, value, _ in acks])
+        except Exception:
+            # Refused (a locked database, a full disk) or broken: each on its own, retried
+            # until the database takes writes, as any outcome (_write_outcome).
+            await asyncio.gather(*(self._ack_alone(*ack) for ack in acks))
+            return
+        for (c, _, started), ok in zip(acks, done, strict=True):
+            self._acked(c, ok, started)
+
+    async def _ack_alone(self, c: Claimed, value: Any, started: float) -> None:
+        try:
+            done = await self._write_outcome(
+                c, _logger(c), lambda: self.queue.complete(c, value))
+            if done is not UNWRITTEN:
+                self._acked(c, bool(done), started)
+                return
+        except Exception:
+            _logger(c).exception("writing the task's outcome failed")
+        self._forget(c.id)
+
+    def _acked(self, c: Claimed, ok: bool, started: float) -> None:
+        if ok:
+            self.on_event("succeeded", c, self._since(started))
+            self.on_event("attempt:succeeded", c, 0.0)
+        else:
+            _logger(c).warning("task finished after its lease was lost; result not recorded")
+        self._forget(c.id)
 
     async def _write_outcome(
         self, c: Claimed, bound: Any, write: Callable[[], Awaitable[T]]
@@ -390,9 +515,6 @@ class Worker:
                 return "stopped", None
             # Our backstop stopped it: a timed-out attempt, not a stop from outside.
             self._stop_reason.pop(c.id, None)
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
             return "failed", (f"timed out after {c.timeout:g}s", None, "timeout", True)
         except TaskFailed as exc:  # TaskTimedOut included: its outcome says `timeout`
             return "failed", (str(exc), exc.result, exc.outcome, not exc.permanent)
@@ -427,9 +549,19 @@ class Worker:
         # Handlers enforce the timeout themselves (the shell handler kills its process
         # group); this is the backstop for one that does not.
         self._add_deadline(c, asyncio.get_running_loop().time() + c.timeout + BACKSTOP_GRACE)
+        me = asyncio.current_task()
+        assert me is not None
+        cancels_before = me.cancelling()
+        self._handling[c.id] = me  # what _stop_task cancels, only while the handler runs
         try:
             return await handler(payload, ctx)
         finally:
+            self._handling.pop(c.id, None)
+            if c.id in self._stop_reason:
+                # Our stop of this task (even one its handler swallowed), not of the slot
+                # running it: the slot goes on with its next task.
+                while me.cancelling() > cancels_before:
+                    me.uncancel()
             self.live_output.ended(c)
 
     def _add_deadline(self, c: Claimed, deadline: float) -> None:
@@ -453,7 +585,7 @@ class Worker:
         while self._deadlines and self._deadlines[0][0] <= now:
             _, task_id, token = heapq.heappop(self._deadlines)
             entry = self.inflight.get(task_id)
-            if entry is not None and entry[0].token == token:  # this attempt, still running
+            if entry is not None and entry.token == token:  # this attempt, still running
                 self._stop_task(task_id, _TIMEOUT)
         if self._deadlines:
             self._arm(self._deadlines[0][0])
@@ -488,11 +620,16 @@ class Worker:
                 # Claimed ahead, never started: it starts now only to write the stop's outcome
                 # (cancelled, released, or nothing for a lost lease) without running.
                 self._stop_reason[task_id] = reason
-                self._start(waiting)
+                self._start_detached(waiting)
             return
         if entry is not None and task_id in self._in_handler and task_id not in self._stop_reason:
+            runner = self._handling.get(task_id)
+            if runner is None and reason == _TIMEOUT:
+                return  # its handler has ended
+            # Waiting for a slot coroutine: it will write the stop's outcome without running.
             self._stop_reason[task_id] = reason
-            entry[1].cancel()
+            if runner is not None:
+                runner.cancel()
 
     def _since(self, started: float) -> float:
         return max(0.0, self.clock.now() - started)
@@ -509,7 +646,7 @@ class Worker:
 
     async def heartbeat_once(self) -> None:
         """Extend our leases; stop what a person cancelled and what we no longer hold."""
-        held = [c for c, _ in self.inflight.values()] + [c for c, _ in self._ready]
+        held = list(self.inflight.values()) + [c for c, _ in self._ready]
         beat = await self.queue.heartbeat(held, self.settings.lease)
         for c in held:
             if c.id not in beat.held:  # (one that has finished meanwhile is left alone)
@@ -553,22 +690,21 @@ class Worker:
     async def _drain(self) -> None:
         while self._ready:  # claimed ahead, never started: back to the queue, attempt unspent
             self._stop_task(self._ready[0][0].id, _SHUTDOWN)
-        if not self.inflight:
-            return
-        tasks = [t for _, t in self.inflight.values()]
-        log.info("waiting for running tasks", count=len(tasks), grace=self.settings.grace)
-        _, pending = await asyncio.wait(tasks, timeout=self.settings.grace)
-        # The grace is spent: outcomes still refused by the database get one more try each.
-        self._abandon_outcomes.set()
-        for task_id in list(self.inflight):
-            self._stop_task(task_id, _SHUTDOWN)
-        if pending:
-            await asyncio.wait(pending)
-        # A task cancelled before its first step never ran its own clean-up: release it here.
-        for c, _ in list(self.inflight.values()):
-            try:
-                await self.queue.release(c)
-            except StorageError as exc:
-                log.error("could not return a task to the queue; it runs again once its "
-                          "lease expires", task_id=c.id, error=str(exc))
-            self.inflight.pop(c.id, None)
+        try:
+            if self.inflight:
+                log.info("waiting for running tasks", count=len(self.inflight),
+                         grace=self.settings.grace)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.grace):
+                        await self._all_written.wait()
+                # The grace is spent: outcomes still refused by the database get one more try
+                # each; handlers still running are stopped and their tasks released.
+                self._abandon_outcomes.set()
+                for task_id in list(self.inflight):
+                    self._stop_task(task_id, _SHUTDOWN)
+                await self._all_written.wait()
+        finally:
+            for task in self._slot_tasks:
+                task.cancel()
+            await asyncio.gather(*self._slot_tasks, return_exceptions=True)
+            self._slot_tasks = []

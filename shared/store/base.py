@@ -451,6 +451,13 @@ class TaskStore(Protocol):
         (nothing changed)."""
         ...
 
+    async def complete_many(
+        self, items: Sequence[tuple[Claimed, Any]], now: float
+    ) -> list[bool]:
+        """complete() for each (task, result), one answer per item in order, written together
+        where the backend can (one awaited call for a worker's whole batch of successes)."""
+        ...
+
     async def fail(
         self, task: Claimed, *, error: str, result: Any, outcome: FailOutcome,
         retry_at: float | None, now: float,

@@ -146,6 +146,32 @@ async def test_stale_worker_cannot_overwrite_the_newer_attempt(queue, clock):
     assert (await queue.get(task.id)).result == {"ok": True}
 
 
+async def test_complete_many_fences_each_task_and_answers_in_order(queue, clock):
+    """A worker's batch of successes in one call: each fenced by its own token (a stale claim
+    and a task given twice change nothing more), one answer per item in the caller's order,
+    each completed task's attempt row finished with its own result."""
+    tasks = [(await queue.enqueue(shell(str(i))))[0] for i in range(4)]
+    (stale,) = await queue.claim("old", 1, lease=5)
+    clock.advance(6)
+    await queue.rescue_expired()
+    fresh = {c.id: c for c in await queue.claim("w", 4, lease=30)}
+    mine = [fresh[t.id] for t in tasks]
+    assert await queue.complete_many([]) == []
+    answers = await queue.complete_many(
+        [(mine[2], {"n": 2}), (stale, {"late": True}), (mine[0], {"n": 0}),
+         (mine[1], {"n": 1})]
+    )
+    assert answers == [True, False, True, True]
+    assert await queue.complete_many([(mine[3], {"n": 3}), (mine[3], {"n": 3})]) in (
+        [True, False], [False, True])
+    for i, t in enumerate(tasks):
+        got = await queue.get(t.id)
+        assert got.status == "succeeded" and got.result == {"n": i}
+        attempts = await queue.attempts(t.id)
+        assert attempts[-1].outcome == "succeeded" and attempts[-1].output == {"n": i}
+        assert [a.outcome for a in attempts].count("succeeded") == 1
+
+
 async def test_outcomes_arriving_together_are_each_fenced_and_recorded(queue, clock):
     """A worker's slots finishing in the same moment (the PostgreSQL store writes such
     outcomes as one batch): every kind of outcome at once, stale claims and a claim

@@ -660,6 +660,12 @@ class PostgresStore:
     async def complete(self, task: Claimed, result: Any, now: float) -> bool:
         return await self._completes.submit((task, result, now))
 
+    async def complete_many(
+        self, items: Sequence[tuple[Claimed, Any]], now: float
+    ) -> list[bool]:
+        # The coalescer already makes one statement of the completions that arrive together.
+        return list(await asyncio.gather(*(self.complete(t, r, now) for t, r in items)))
+
     async def _complete_batch(self, items: Sequence[tuple[Claimed, Any, float]]) -> list[bool]:
         params = _outcome_arrays([t for t, _, _ in items], [n for _, _, n in items])
         params["results"] = [_json(r) for _, r, _ in items]

@@ -293,6 +293,16 @@ class SQLiteStore:
         row = (task.id, task.token, task.attempt, now, _json(result))
         return self._changed_if(await self.db.write_grouped(_complete_many, row))
 
+    async def complete_many(
+        self, items: Sequence[tuple[Claimed, Any]], now: float
+    ) -> list[bool]:
+        rows = [(t.id, t.token, t.attempt, now, _json(r)) for t, r in items]
+        if not rows:
+            return []
+        done = await self.db.write(lambda conn: _complete_many(conn, rows))
+        self._changed_if(any(done))
+        return done
+
     async def finish_cancelled(
         self, task: Claimed, result: Any, error: str, now: float
     ) -> bool:

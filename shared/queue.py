@@ -216,6 +216,13 @@ class Queue:
             self.on_runnable()
         return released
 
+    async def unclaim(self, claimed: Claimed) -> bool:
+        """running -> queued as if never claimed: a task claimed ahead that never started."""
+        unclaimed = await self.store.unclaim(claimed, self.clock.now())
+        if unclaimed:
+            self.on_runnable()
+        return unclaimed
+
     async def finish_cancelled(self, claimed: Claimed, result: Any = None) -> bool:
         """running -> cancelled, once the worker stopped what a person cancelled."""
         return await self.store.finish_cancelled(claimed, result, "cancelled", self.clock.now())

@@ -384,8 +384,8 @@ class Worker:
         handed_off = False  # a success waits in _acks: written (and forgotten) there
         try:
             kind, value = await self._attempt(c)
-            if kind == "stopped":
-                await self._stopped_from_outside(c)
+            if kind in ("stopped", "unstarted"):
+                await self._stopped_from_outside(c, ran=kind == "stopped")
             elif kind == "succeeded":
                 # Written with this turn's other successes, without waiting here: the task
                 # stays in `inflight` (heartbeated, waited for at shutdown) until it is.
@@ -508,7 +508,7 @@ class Worker:
         began, runs = time.monotonic(), c.id not in self._stop_reason
         try:
             if not runs:  # stopped while it waited for a slot (claimed ahead): never runs
-                return "stopped", None
+                return "unstarted", None
             return "succeeded", await self._run_handler(c)
         except asyncio.CancelledError:
             if self._stop_reason.get(c.id) != _TIMEOUT:
@@ -590,7 +590,7 @@ class Worker:
         if self._deadlines:
             self._arm(self._deadlines[0][0])
 
-    async def _stopped_from_outside(self, c: Claimed) -> None:
+    async def _stopped_from_outside(self, c: Claimed, *, ran: bool = True) -> None:
         reason = self._stop_reason.get(c.id, _SHUTDOWN)
         bound = _logger(c)
         if reason == _CANCELLED:
@@ -600,6 +600,14 @@ class Worker:
                 self.on_event("cancelled", c, 0.0)
                 if done:
                     self.on_event("attempt:cancelled", c, 0.0)
+        elif reason in (_SHUTDOWN, _RETURNED) and not ran:
+            # Claimed ahead and never started: back as if never claimed, with no attempt row
+            # (a `released` attempt would say it ran).
+            done = await self._write_outcome(c, bound, lambda: self.queue.unclaim(c))
+            if done is not UNWRITTEN:
+                bound.info("task returned to the queue unstarted: " + (
+                    "worker stopping" if reason == _SHUTDOWN else "it waited too long for a slot"
+                ))
         elif reason in (_SHUTDOWN, _RETURNED):
             done = await self._write_outcome(c, bound, lambda: self.queue.release(c))
             if done is not UNWRITTEN:

@@ -475,6 +475,14 @@ class TaskStore(Protocol):
         "released" and `error`. False if the fence fails."""
         ...
 
+    async def unclaim(self, task: Claimed, now: float) -> bool:
+        """running -> queued as if it had never been claimed: a task a worker claimed ahead
+        and never started (docs/state_machine.md, "Claimed ahead"). attempts - 1, its attempt
+        row deleted (it never ran, so the history has nothing to show), started_at cleared if
+        that was its first claim, its place in line (run_at) kept. Fenced like release; False
+        if the fence fails."""
+        ...
+
     async def finish_cancelled(
         self, task: Claimed, result: Any, error: str, now: float
     ) -> bool:

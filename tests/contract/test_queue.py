@@ -269,6 +269,32 @@ async def test_release_returns_task_without_spending_an_attempt(queue):
     assert [a.outcome for a in await queue.attempts(task.id)] == ["released", None]
 
 
+async def test_unclaim_puts_a_task_back_as_if_never_claimed(queue: Queue, clock: FakeClock):
+    """A task claimed ahead that never started (docs/state_machine.md, "Claimed ahead") goes
+    back with no trace of the claim: attempt unspent, no attempt row, its place in line."""
+    task, _ = await queue.enqueue(shell("x"))
+    (c,) = await queue.claim("w", 1, lease=30)
+    clock.advance(1)
+    assert await queue.unclaim(c)
+    back = await queue.get(task.id)
+    assert back.status == "queued" and back.attempts == 0
+    assert back.started_at is None and back.run_at == task.run_at
+    assert await queue.attempts(task.id) == []
+    assert not await queue.unclaim(c)  # fenced: the claim is gone
+    (again,) = await queue.claim("w2", 1, lease=30)
+    assert again.attempt == 1
+    # A second claim after a real attempt: that attempt and the first start stay.
+    assert await queue.fail(again, "boom") == "queued"
+    clock.advance(3600)
+    (third,) = await queue.claim("w3", 1, lease=30)
+    assert third.attempt == 2
+    assert await queue.unclaim(third)
+    back = await queue.get(task.id)
+    assert back.status == "queued" and back.attempts == 1 and back.started_at is not None
+    assert [(a.attempt, a.outcome) for a in await queue.attempts(task.id)] == [(1, "failed")]
+    assert (await queue.counts())["queued"] == 1
+
+
 async def test_idempotency_same_request_returns_original(queue):
     first, created = await queue.enqueue(shell("x", idempotency_key="k1"))
     again, created_again = await queue.enqueue(shell("x", idempotency_key="k1"))

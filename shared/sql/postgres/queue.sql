@@ -168,6 +168,25 @@ WITH released AS (
 )
 SELECT id, token, pg_notify('localflow', '') FROM released
 
+-- name: unclaim
+-- running -> queued as if never claimed: claimed ahead by a worker that never started it.
+-- Its attempt row goes (it never ran); runnable again at once, so it NOTIFYs like release.
+WITH unclaimed AS (
+    UPDATE tasks
+    SET status = 'queued', attempts = tasks.attempts - 1,
+        started_at = CASE WHEN tasks.attempts = 1 THEN NULL ELSE tasks.started_at END,
+        claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = i.now
+    FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(attempts)s::int[], %(nows)s::float8[])
+         AS i(id, token, attempt, now)
+    WHERE tasks.id = i.id AND tasks.status = 'running' AND tasks.claim_token = i.token
+    RETURNING tasks.id, i.token, i.attempt
+), attempt_rows AS (
+    DELETE FROM task_attempts
+    USING unclaimed
+    WHERE task_attempts.task_id = unclaimed.id AND task_attempts.attempt = unclaimed.attempt
+)
+SELECT id, token, pg_notify('localflow', '') FROM unclaimed
+
 -- name: finish_cancelled
 -- running -> cancelled, after the worker stopped the task a person cancelled
 WITH cancelled AS (

@@ -140,6 +140,18 @@ SET status = 'queued', attempts = attempts - 1, run_at = :now,
     claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = :now
 WHERE id = :id AND status = 'running' AND claim_token = :token
 
+-- name: unclaim
+-- running -> queued as if never claimed: claimed ahead by a worker that never started it.
+-- (SET reads the row as it was: attempts = 1 means this claim was its first.)
+UPDATE tasks
+SET status = 'queued', attempts = attempts - 1,
+    started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,
+    claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = :now
+WHERE id = :id AND status = 'running' AND claim_token = :token
+
+-- name: delete_attempt
+DELETE FROM task_attempts WHERE task_id = :id AND attempt = :attempt
+
 -- name: finish_cancelled
 -- running -> cancelled, after the worker stopped the task a person cancelled
 UPDATE tasks

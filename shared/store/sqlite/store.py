@@ -352,6 +352,16 @@ class SQLiteStore:
 
         return self._changed_if(await self.db.write(op))
 
+    async def unclaim(self, task: Claimed, now: float) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(Q.unclaim, {"id": task.id, "token": task.token, "now": now})
+            if cursor.rowcount != 1:
+                return False
+            conn.execute(Q.delete_attempt, {"id": task.id, "attempt": task.attempt})
+            return True
+
+        return self._changed_if(await self.db.write(op))
+
     async def rescue_expired(self, now: float) -> list[str]:
         def op(conn: sqlite3.Connection) -> list[str]:
             rows = fetchall(conn, Q.rescue_expired, {"now": now})

@@ -371,6 +371,12 @@ async def _worker_claiming_ahead(queue: Queue, gate: Gate, quick: int = 6):
     return worker
 
 
+async def _until_count(queue: Queue, status: str, n: int) -> None:
+    async with asyncio.timeout(60):
+        while (await queue.counts())[status] != n:
+            await asyncio.sleep(0.01)
+
+
 async def _until_claimed_ahead(worker: Worker, n: int) -> None:
     async with asyncio.timeout(60):
         while len(worker._ready) < n:
@@ -385,9 +391,7 @@ async def test_tasks_claimed_ahead_wait_for_a_slot_and_go_back_unspent_at_stop(
     worker = await _worker_claiming_ahead(live_queue, gate)
     seen_running: list[int] = []
     async with running(worker):
-        async with asyncio.timeout(60):
-            while (await live_queue.counts())["succeeded"] < 6:
-                await asyncio.sleep(0.01)
+        await _until_count(live_queue, "succeeded", 6)
         blocking = [(await live_queue.enqueue(shell("block")))[0].id for _ in range(6)]
         live_queue.store.notify()
         await _until_claimed_ahead(worker, 2)
@@ -426,9 +430,7 @@ async def test_a_task_claimed_ahead_is_cancelled_without_running(live_queue):
     gate = Gate()
     worker = await _worker_claiming_ahead(live_queue, gate)
     async with running(worker):
-        async with asyncio.timeout(60):
-            while (await live_queue.counts())["succeeded"] < 6:
-                await asyncio.sleep(0.01)
+        await _until_count(live_queue, "succeeded", 6)
         for _ in range(4):
             await live_queue.enqueue(shell("block"))
         live_queue.store.notify()
@@ -447,9 +449,7 @@ async def test_tasks_claimed_ahead_go_back_when_the_slots_stay_busy(live_queue, 
     gate = Gate()
     worker = await _worker_claiming_ahead(live_queue, gate)
     async with running(worker):
-        async with asyncio.timeout(60):
-            while (await live_queue.counts())["succeeded"] < 6:
-                await asyncio.sleep(0.01)
+        await _until_count(live_queue, "succeeded", 6)
         blocking = [(await live_queue.enqueue(shell("block")))[0].id for _ in range(4)]
         live_queue.store.notify()
         await _until_claimed_ahead(worker, 2)
@@ -458,10 +458,21 @@ async def test_tasks_claimed_ahead_go_back_when_the_slots_stay_busy(live_queue, 
         # worker stops claiming ahead (no back and forth) until a handler ends quickly.
         for task_id in ahead:
             await until(live_queue, task_id, {"queued"})
+        await _until_count(live_queue, "running", 2)
+        # Three more turns of the worker's claim loop (counted, not timed): a churning worker
+        # would claim the returned tasks again in them.
+        calls = 0
+        claim_once = worker.claim_once
+
+        async def counted_claim_once() -> int:
+            nonlocal calls
+            calls += 1
+            return await claim_once()
+
+        monkeypatch.setattr(worker, "claim_once", counted_claim_once)
         async with asyncio.timeout(60):
-            while (await live_queue.counts())["running"] != 2:
+            while calls < 3:
                 await asyncio.sleep(0.01)
-        await asyncio.sleep(0.5)  # a window in which a churning worker would claim again
         assert (await live_queue.counts())["running"] == 2 and not worker._ready
         gate.release.set()
         for task_id in blocking:

@@ -32,6 +32,7 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.app import create_app
+from bench.asgi_post import post_json
 from shared.heap import freeze_start_up_objects
 from shared.queue import Queue
 from shared.settings import Settings
@@ -72,30 +73,7 @@ async def measure(
         plain = body()
 
         async def submit() -> None:
-            sent = False
-            raw = body() if keys else plain
-            scope: dict[str, Any] = {
-                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                "method": "POST", "scheme": "http", "path": "/api/tasks/batch",
-                "raw_path": b"/api/tasks/batch", "query_string": b"", "root_path": "",
-                "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-                            (b"content-length", str(len(raw)).encode())],
-                "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8080),
-            }
-
-            async def receive() -> dict[str, Any]:
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": raw, "more_body": False}
-                await asyncio.Event().wait()  # the client never disconnects
-                raise AssertionError
-
-            async def send(message: dict[str, Any]) -> None:
-                if message["type"] == "http.response.start":
-                    statuses.append(message["status"])
-
-            await app({**scope, "state": {}, "app": app}, receive, send)
+            statuses.append(await post_json(app, "/api/tasks/batch", body() if keys else plain))
 
         for _ in range(20):  # warm-up: Litestar's caches
             await submit()

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.app import create_app
 from api.fast_submit import FastSubmit
+from bench.asgi_post import post_json
 from shared.heap import API_YOUNG_THRESHOLD, collect_young_less_often, freeze_start_up_objects
 from shared.queue import Queue
 from shared.settings import Settings
@@ -83,31 +84,9 @@ async def measure(
         if young_threshold:
             collect_young_less_often(young_threshold)  # as localflow/http_server.py does
         statuses: list[int] = []
-        scope: dict[str, Any] = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": "POST", "scheme": "http", "path": "/api/tasks",
-            "raw_path": b"/api/tasks", "query_string": b"", "root_path": "",
-            "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-                        (b"content-length", str(len(BODY)).encode())],
-            "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8080),
-        }
 
         async def submit() -> None:
-            sent = False
-
-            async def receive() -> dict[str, Any]:
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": BODY, "more_body": False}
-                await asyncio.Event().wait()  # the client never disconnects
-                raise AssertionError
-
-            async def send(message: dict[str, Any]) -> None:
-                if message["type"] == "http.response.start":
-                    statuses.append(message["status"])
-
-            await app({**scope, "state": {}, "app": app}, receive, send)
+            statuses.append(await post_json(app, "/api/tasks", BODY))
 
         for _ in range(200):  # warm-up: Litestar's caches
             await submit()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import statistics
@@ -35,24 +34,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from bench import procs
 from bench.dashboard_volume import fill_sqlite
-from bench.localflow_side import _claim_stats, _pre_enqueue, fresh_db
+from bench.localflow_side import _claim_stats, _pre_enqueue, fresh_db, run_to_the_end
 
 
 def run_worker(workdir: Path, db: Path, tasks: int, slots: int, name: str) -> dict[str, Any]:
-    result = workdir / f"{name}.json"
-    worker = procs.python_module(
-        "bench.lf_worker", workdir, "--db", str(db), "--slots", str(slots), "--expect",
-        str(tasks), "--out", str(result),
-    )
-    try:
-        worker.popen.wait(timeout=900)
-    finally:
-        worker.stop()
-    if worker.popen.returncode != 0 or not result.exists():
-        raise RuntimeError(f"bench worker failed:\n{worker.log()}")
-    data = json.loads(result.read_text())
+    data = run_to_the_end(workdir, db, tasks, slots, name, timeout=900)
     seconds = data["done"] - data["started"]
     return {"name": name, "tasks_per_s": tasks / seconds, "seconds": seconds,
             "worker_cpu_us_per_task": 1e6 * data["cpu_seconds"] / tasks,

@@ -100,22 +100,31 @@ async def _pre_enqueue(db: Path | str, n: int, chunk: int = 500) -> float:
         await database.close()
 
 
-def end_to_end(workdir: Path, n: int, slots: int) -> dict[str, Any]:
-    """(b) N queued tasks, then a worker process (no-op handler) runs them all."""
-    db = fresh_db(workdir, f"e2e-{slots}")
-    enqueue_s = asyncio.run(_pre_enqueue(db, n))
-    result = workdir / f"e2e-{slots}.json"
+def run_to_the_end(
+    workdir: Path, db: Path, n: int, slots: int, name: str, timeout: float
+) -> dict[str, Any]:
+    """A bench/lf_worker.py process (no-op handler) on db until it has run n tasks: what it
+    wrote to `<name>.json` (start and end times, CPU, claims, write transactions) and the
+    command that started it."""
+    result = workdir / f"{name}.json"
     worker = procs.python_module(
         "bench.lf_worker", workdir, "--db", str(db), "--slots", str(slots), "--expect", str(n),
         "--out", str(result),
     )
     try:
-        worker.popen.wait(timeout=600)
+        worker.popen.wait(timeout=timeout)
     finally:
         worker.stop()
     if worker.popen.returncode != 0 or not result.exists():
         raise RuntimeError(f"bench worker failed:\n{worker.log()}")
-    data = json.loads(result.read_text())
+    return {**json.loads(result.read_text()), "command": " ".join(worker.argv[1:])}
+
+
+def end_to_end(workdir: Path, n: int, slots: int) -> dict[str, Any]:
+    """(b) N queued tasks, then a worker process (no-op handler) runs them all."""
+    db = fresh_db(workdir, f"e2e-{slots}")
+    enqueue_s = asyncio.run(_pre_enqueue(db, n))
+    data = run_to_the_end(workdir, db, n, slots, f"e2e-{slots}", timeout=600)
     seconds = data["done"] - data["started"]
     return {
         "slots": slots, "tasks": n, "seconds": seconds, "tasks_per_s": n / seconds,
@@ -128,7 +137,7 @@ def end_to_end(workdir: Path, n: int, slots: int) -> dict[str, Any]:
         **_claim_stats(data["claims"]),
         "pre_enqueue_tasks_per_s": n / enqueue_s,
         "worker_rss_mb_after": data.get("rss_mb"),
-        "command": " ".join(worker.argv[1:]),
+        "command": data["command"],
     }
 
 

@@ -2,8 +2,8 @@
 
 -- name: throughput
 -- Finished tasks per time bucket (seconds wide), for the overview chart.
--- Read a slice of the window at a time (:since to :until), for the reason the counts below are
--- read in chunks.
+-- Read a slice of the window at a time (:since to :until): one long read would hold a snapshot
+-- open and keep the WAL from being checkpointed meanwhile.
 SELECT CAST(finished_at / :bucket AS INTEGER) AS bucket, status, count(*) AS n
 FROM tasks INDEXED BY tasks_finished
 WHERE finished_at >= :since AND finished_at < :until AND status IN ('succeeded', 'failed')

@@ -3,7 +3,7 @@
 Writes are functions of a sqlite3 connection run on the Database's one writer thread, many
 sharing one transaction (group commit, shared/store/sqlite/database.py); reads go through the
 reader connection. /metrics reads on a third, read-only connection so a scrape never queues
-behind an API read; the dashboard's counts and chart on a fourth, in short chunks (see
+behind an API read; the dashboard's counts and chart on a fourth, in short reads (see
 count_tasks). Queries: shared/sql/sqlite/*.sql.
 """
 
@@ -102,7 +102,7 @@ T = Queries("sqlite", "transfer")
 A = Queries("sqlite", "audit")
 W = Queries("sqlite", "webhooks")
 _CURSOR_START = "~"  # sorts after every ULID character
-# A schedule's counts read a chunk at a time (shared/sql/sqlite/dashboard.sql says why).
+# The chart reads its window a slice at a time (shared/sql/sqlite/dashboard.sql says why).
 CHART_SLICE = 10  # chart buckets read at a time
 
 Outcome = TypeVar("Outcome")

@@ -1,10 +1,9 @@
 """Copies of the counts and the chart, shared by every open page.
 
 Each open overview or task list polls every 2 seconds. The counts cost a few short reads at any
-size (the database keeps them per queue, type and status: migration 009,
-shared/store/counting.py; a type or queue filter sums fewer of them), except under a schedule
-filter, which counts that schedule's tasks; the throughput chart reads every
-task finished in its window. A poll never waits for either: it gets the last copy, and a stale
+size (the database keeps them per queue, type and status, migration 009, and per schedule,
+migration 010: shared/store/counting.py; a filter sums fewer of them); the throughput chart
+reads every task finished in its window. A poll never waits for either: it gets the last copy, and a stale
 copy is redone in the background by the store (SQLite on a read connection of its own, so no
 page or API request waits behind it), one at a time, no more often than every second (counts;
 5 s for the chart) nor than ten times what it took last (so at most a tenth of the time goes

@@ -3,13 +3,13 @@
 Each open overview or task list polls every 2 seconds. The counts cost a few short reads at any
 size (the database keeps them per queue, type and status, migration 009, and per schedule,
 migration 010: shared/store/counting.py; a filter sums fewer of them); the throughput chart
-reads every task finished in its window. A poll never waits for either: it gets the last copy, and a stale
-copy is redone in the background by the store (SQLite on a read connection of its own, so no
-page or API request waits behind it), one at a time, no more often than every second (counts;
-5 s for the chart) nor than ten times what it took last (so at most a tenth of the time goes
-on it, however many tabs are open). Counts are stale once the database changed (the store's
-change token) or after 5 s (ready turns from scheduled with the clock). Only the first request
-for a filter waits for its count.
+reads every task finished in its window. A poll never waits for either: it gets the last copy,
+and a stale copy is redone in the background by the store (SQLite on a read connection of its
+own, so no page or API request waits behind it), one at a time, no more often than every
+second (counts; 5 s for the chart) nor than ten times what it took last (so at most a tenth of
+the time goes on it, however many tabs are open). Counts are stale once the database changed
+(the store's change token) or after 5 s (ready turns from scheduled with the clock). Only the
+first request for a filter waits for its count.
 """
 
 from __future__ import annotations

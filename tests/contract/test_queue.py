@@ -15,6 +15,7 @@ from shared.clock import FakeClock
 from shared.queue import Conflict, InvalidTask, NotFound, Queue
 from shared.schemas import TaskCreate
 from shared.settings import Settings
+from shared.store.base import NewTask, Store
 
 
 def shell(*args: str, **fields) -> TaskCreate:
@@ -481,3 +482,50 @@ async def test_completions_arriving_together_with_a_stale_one_fence_only_it(queu
         assert history[-1].finished_at is not None
     assert await queue.complete(fresh[lost], {"ok": True})
     assert (await queue.get(lost)).result == {"ok": True}
+
+
+def _new_task(max_attempts: int = 3) -> NewTask:
+    from shared.ids import new_id
+
+    return NewTask(id=new_id(), type="shell", payload={"command": "true"}, priority=0,
+                   max_attempts=max_attempts, timeout=30.0, run_at=1.0,
+                   idempotency_key=None, request_hash=None)
+
+
+async def test_submissions_written_together_fail_alone(store: Store):
+    """Keyless submissions that reach the writer together may be written as one statement
+    (SQLite); one whose row the database refuses fails alone, and the others are written."""
+    good, bad, also_good = _new_task(), _new_task(max_attempts=0), [_new_task(), _new_task()]
+    results = await asyncio.gather(
+        store.insert_tasks([good], 10.0), store.insert_tasks([bad], 10.0),
+        store.insert_tasks(also_good, 10.0), return_exceptions=True)
+    assert isinstance(results[1], Exception), results[1]  # CHECK (max_attempts >= 1)
+    assert [t.id for t, created in results[0]] == [good.id]
+    assert [t.id for t, created in results[2]] == [t.id for t in also_good]
+    for task in (good, *also_good):
+        assert (await store.get(task.id)).status == "queued"
+    assert await store.get(bad.id) is None
+
+
+async def test_rows_written_together_keep_their_values(store: Store):
+    """Every column of a keyless submission reads back as given, whatever way it was
+    written (one statement over JSON on SQLite: its numbers must round-trip exactly)."""
+    from shared.ids import new_id
+
+    tasks = [NewTask(id=new_id(), type=f"t{i}", payload={"command": "true", "args": ["é", i]},
+                     priority=-5 + i, max_attempts=1 + i, timeout=0.1 + i / 3,
+                     run_at=1764547200.123456 + i / 7, idempotency_key=None,
+                     request_hash=None, queue=f"q{i}",
+                     callback_url=None if i % 2 else f"http://127.0.0.1:9/{i}")
+             for i in range(5)]
+    now = 1764547199.987654
+    answers = await asyncio.gather(*(store.insert_tasks([t], now) for t in tasks[:3]),
+                                   store.insert_tasks(tasks[3:], now))
+    written = [task for answer in answers for task, created in answer]
+    assert [t.id for t in written] == [t.id for t in tasks]
+    for answer in written:  # what the submit answered is what the database holds
+        assert await store.get(answer.id) == answer
+    got = await store.get(tasks[3].id)
+    assert (got.type, got.payload, got.priority, got.max_attempts, got.timeout, got.queue,
+            got.callback_url, got.attempts, got.status) == (
+        "t3", {"command": "true", "args": ["é", 3]}, -2, 4, 0.1 + 3 / 3, "q3", None, 0, "queued")

@@ -10,11 +10,19 @@ VALUES (:id, :type, :payload, 'queued', :priority, :run_at, :max_attempts, :time
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 
 -- name: insert_new_tasks
--- A batch without idempotency keys (executemany): every row is new, so no conflict clause,
--- and positional parameters, which bind without a lookup by name per value.
+-- Tasks without idempotency keys: every row is new, so no conflict clause. The rows come as
+-- one JSON array of [id, type, payload text, priority, run_at, max_attempts, timeout, now,
+-- queue, callback_url] arrays, so any number of them (every keyless submission of a write
+-- transaction) is one statement and one sqlite3_step: the writer thread lets go of the GIL
+-- once for all of them, where executemany takes it back after every row and waits, each
+-- time, for the event loop to give it up (bench/README.md, "Session 4: single submissions").
 INSERT INTO tasks (id, type, payload, status, priority, run_at, max_attempts, timeout,
                    created_at, updated_at, queue, callback_url)
-VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+       'queued', json_extract(value, '$[3]'), json_extract(value, '$[4]'),
+       json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),
+       json_extract(value, '$[7]'), json_extract(value, '$[8]'), json_extract(value, '$[9]')
+FROM json_each(?)
 
 -- name: get_task
 SELECT * FROM tasks WHERE id = ?

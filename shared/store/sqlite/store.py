@@ -207,24 +207,44 @@ class SQLiteStore:
             if any(created for _, created in results):
                 self._changed()
             return results
-        # Without idempotency keys every row is new: one executemany of parameters made here,
-        # on the event loop, so the writer thread (which every write waits for) only binds and
-        # steps a cached statement; the answers are built here too, after the commit.
+        # Without idempotency keys every row is new. The rows are encoded here, on the event
+        # loop, as one JSON array; the writer thread inserts the arrays of every keyless
+        # submission in its transaction with one statement (_insert_new_many). The answers
+        # are built here too, after the commit.
+        if not tasks:
+            return []
         encode = msgspec.json.encode
-        params = [
+        rows = encode([
             (new.id, new.type, encode(new.payload).decode(), new.priority, new.run_at,
              new.max_attempts, new.timeout, now, new.queue, new.callback_url)
             for new in tasks
-        ]
-
-        def insert_all(conn: sqlite3.Connection) -> None:
-            conn.executemany(Q.insert_new_tasks, params)
-            self.db.before_commit(self._wake_before_commit)
-
-        await self.db.write(insert_all)
-        if tasks:
-            self._changed()
+        ]).decode()  # text: SQLite's JSON functions refuse a blob
+        failed = await self.db.write_grouped(self._insert_new_many, rows)
+        if failed is not None:
+            raise storage_error(failed, self.path)
+        self._changed()
         return _new_tasks(tasks, now)
+
+    def _insert_new_many(
+        self, conn: sqlite3.Connection, items: list[str]
+    ) -> list[sqlite3.Error | None]:
+        """On the writer thread: the keyless submissions of one write transaction (each a JSON
+        array of rows) as one INSERT; None per submission written. If that statement fails,
+        each goes in alone, so a submission whose rows fail fails alone, with its error."""
+        self.db.before_commit(self._wake_before_commit)
+        if len(items) == 1:
+            conn.execute(Q.insert_new_tasks, (items[0],))
+            return [None]
+        conn.execute("SAVEPOINT new_tasks")
+        try:
+            # Arrays of rows joined into one: "[a,b]" + "[c]" -> "[a,b,c]".
+            conn.execute(Q.insert_new_tasks, ("[" + ",".join(i[1:-1] for i in items) + "]",))
+        except sqlite3.Error:
+            conn.execute("ROLLBACK TO new_tasks")
+            conn.execute("RELEASE new_tasks")
+            return [_insert_alone(conn, rows) for rows in items]
+        conn.execute("RELEASE new_tasks")
+        return [None] * len(items)
 
     # -- tasks: working ------------------------------------------------------------------------
 
@@ -1072,6 +1092,18 @@ def _claimed(
         max_attempts=max_attempts, timeout=timeout, priority=priority, run_at=run_at,
         token=token, queue=queue,
     )
+
+
+def _insert_alone(conn: sqlite3.Connection, rows: str) -> sqlite3.Error | None:
+    conn.execute("SAVEPOINT new_task")
+    try:
+        conn.execute(Q.insert_new_tasks, (rows,))
+    except sqlite3.Error as exc:
+        conn.execute("ROLLBACK TO new_task")
+        return exc
+    finally:
+        conn.execute("RELEASE new_task")
+    return None
 
 
 def _complete_many(

@@ -147,7 +147,9 @@ def _run_command(command: str, settings: Settings, host: str) -> int:
              "more copy of the secret near task programs.", level="warning")
 
     from localflow.runtime import StartupFailed, run  # imported late: `migrate` needs none
+    from shared.gil import hand_over_sooner
 
+    hand_over_sooner()  # the writer thread waits less for the GIL (shared/gil.py)
     # uvloop: a faster event loop for the HTTP server and the worker's many small awaits.
     try:
         uvloop.run(run(settings, api=serves_http, worker=command in ("serve", "worker")))

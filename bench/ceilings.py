@@ -14,9 +14,9 @@ http: wrk (c=64, as bench/run.py) against three servers in turn:
   - Huey's in-process enqueue (bench/huey_proc.py), the target's reference.
 writer: the full LocalFlow schema (migrations/sqlite) on a fresh file with the writer's own
   pragmas (WAL, synchronous=FULL, temp_store=MEMORY), batches of 100 rows through the same
-  positional INSERT (shared/sql/sqlite/queue.sql: insert_new_tasks) with executemany and one
-  COMMIT per batch, from one thread and no event loop: the most any batch path can insert with
-  this schema. Then the same without the triggers (kept counts, event log), and without the
+  INSERT as the API's (shared/sql/sqlite/queue.sql: insert_new_tasks, the rows as one JSON
+  array) and one COMMIT per batch, from one thread and no event loop: the most any batch path
+  can insert with this schema. Then the same without the triggers (kept counts, event log), and without the
   triggers and the secondary indexes (the bare table of the issue's probe).
 """
 
@@ -165,12 +165,12 @@ def writer_once(variant: str, batches: int, size: int) -> dict[str, float]:
         conn = _writer_db(Path(tmp) / "w.db", variant)
         payload = json.dumps({"command": "true"})
         now = time.time()
-        rows = [[(i, "shell", payload, 0, now, 3, 300.0, now, "default", None)
-                 for i in new_ids(size)] for _ in range(batches)]
+        rows = [json.dumps([(i, "shell", payload, 0, now, 3, 300.0, now, "default", None)
+                            for i in new_ids(size)]) for _ in range(batches)]
         cpu0, t0 = time.thread_time(), time.perf_counter()
         for params in rows:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(Q.insert_new_tasks, params)
+            conn.execute(Q.insert_new_tasks, (params,))
             conn.execute("COMMIT")
         wall, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
         (n,) = conn.execute("SELECT count(*) FROM tasks").fetchone()

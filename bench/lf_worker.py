@@ -83,6 +83,7 @@ async def main(db_path: str, slots: int, expect: int, out: str, poll: float,
         print("ready", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)
     batches0, cpu0, times0 = db.write_transactions, time.process_time(), os.times()
+    threads0 = _thread_cpu()
     started = time.time()
     run = asyncio.create_task(worker.run(stop))
     # Tell the parent we are listening for wake-ups (the pickup test must not race start-up).
@@ -95,6 +96,8 @@ async def main(db_path: str, slots: int, expect: int, out: str, poll: float,
     cpu, batches = time.process_time() - cpu0, db.write_transactions - batches0
     times = os.times()  # user and system apart: fsync and WAL writes are system time
     threads = _thread_cpu()
+    # The run only: start-up (imports, opening the store) left out.
+    threads = {name: s - threads0.get(name, 0.0) for name, s in threads.items()}
     await db.close()
     with open(out, "w") as f:
         json.dump({"started": started, "done": done_at[0] if done_at else None,

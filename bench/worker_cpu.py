@@ -37,7 +37,7 @@ def main() -> None:
               f"commits/task={r['write_transactions_per_task']:.3f} "
               f"load={os.getloadavg()[0]:.2f}", flush=True)
         threads = r.get("worker_thread_cpu_seconds") or {}
-        print("  per thread, us/task (whole process life, start-up included): "
+        print("  per thread, us/task (this run): "
               + ", ".join(f"{name}={s / args.tasks * 1e6:.0f}"
                           for name, s in sorted(threads.items(), key=lambda t: -t[1])),
               flush=True)

@@ -419,8 +419,8 @@ async def test_how_many_are_claimed_ahead_follows_recent_handler_times(live_queu
     live_queue.settings.workers = 8
     worker = Worker(live_queue, live_queue.settings, handlers={"shell": Gate()})
     assert worker._ahead() == 0
-    for seconds, ahead in [(0.2, 0), (0.05, 0), (0.049, 16), (0.02, 40), (0.004, 128),
-                           (0.00005, 128)]:
+    for seconds, ahead in [(0.2, 0), (0.05, 0), (0.049, 16), (0.02, 40), (0.004, 200),
+                           (0.001, 448), (0.00005, 448)]:
         worker._handler_seconds = seconds
         assert worker._ahead() == ahead, seconds
         assert worker._room() == 8 + ahead

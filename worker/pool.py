@@ -55,9 +55,12 @@ PREFETCH_HOLD = 2.0
 # within PREFETCH_WAIT seconds (on the recent average), up to PREFETCH_MAX. Why: each claim is a
 # transaction, and at 8 slots a transaction per 8-12 no-op tasks cost ~650 us of CPU each
 # (begin, the claim's fixed per-statement cost, commit's WAL writes and fsync): 0.125 commits
-# per task against 0.016 at 64 slots (bench/README.md, "Worker end to end, second pass").
+# per task against 0.016 at 64 slots (bench/README.md, "Worker end to end, second pass"). 448
+# rather than 128: a 64-slot worker of no-op tasks then claims ~500 at a time instead of ~190,
+# 0.002 commits per task instead of 0.005, ~4 us less CPU per task (bench/README.md, "Session
+# 4: 64 slots"); the 0.1 s rule still bounds it for anything but sub-millisecond handlers.
 PREFETCH_WAIT = 0.1
-PREFETCH_MAX = 128
+PREFETCH_MAX = 448
 
 
 class _TaskLog:

@@ -173,6 +173,34 @@ async def test_complete_many_fences_each_task_and_answers_in_order(queue, clock)
         assert [a.outcome for a in attempts].count("succeeded") == 1
 
 
+async def test_complete_many_with_one_lease_lost_completes_only_the_others(queue, clock):
+    """A batch of successes, all of different tasks, one of them from a claim whose lease
+    was lost (the task re-claimed since): the others are completed with their attempt rows,
+    that one changes nothing, and its new claim still completes afterwards. (The SQLite store
+    first tries the whole batch as one UPDATE and takes it back when it falls short.)"""
+    a, b, c = [(await queue.enqueue(shell(str(i))))[0] for i in range(3)]
+    (stale,) = await queue.claim("old", 1, lease=5)
+    clock.advance(6)
+    await queue.rescue_expired()
+    fresh = {x.id: x for x in await queue.claim("w", 3, lease=30)}
+    assert set(fresh) == {a.id, b.id, c.id}
+    others = [fresh[t] for t in (a.id, b.id, c.id) if t != stale.id]
+    answers = await queue.complete_many(
+        [(others[0], {"n": 0}), (stale, {"late": True}), (others[1], {"n": 1})])
+    assert answers == [True, False, True]
+    for i, x in enumerate(others):
+        got = await queue.get(x.id)
+        assert got.status == "succeeded" and got.result == {"n": i}
+        attempts = await queue.attempts(x.id)
+        assert [(t.outcome, t.output) for t in attempts] == [("succeeded", {"n": i})]
+    still = await queue.get(stale.id)
+    assert still.status == "running" and still.result is None
+    assert [t.outcome for t in await queue.attempts(stale.id)] == ["lost", None]
+    assert await queue.complete_many([(fresh[stale.id], {"n": 9})]) == [True]
+    assert (await queue.get(stale.id)).result == {"n": 9}
+    assert [t.outcome for t in await queue.attempts(stale.id)] == ["lost", "succeeded"]
+
+
 async def test_outcomes_arriving_together_are_each_fenced_and_recorded(queue, clock):
     """A worker's slots finishing in the same moment (the PostgreSQL store writes such
     outcomes as one batch): every kind of outcome at once, stale claims and a claim

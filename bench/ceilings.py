@@ -16,8 +16,8 @@ writer: the full LocalFlow schema (migrations/sqlite) on a fresh file with the w
   pragmas (WAL, synchronous=FULL, temp_store=MEMORY), batches of 100 rows through the same
   INSERT as the API's (shared/sql/sqlite/queue.sql: insert_new_tasks, the rows as one JSON
   array) and one COMMIT per batch, from one thread and no event loop: the most any batch path
-  can insert with this schema. Then the same without the triggers (kept counts, event log), and without the
-  triggers and the secondary indexes (the bare table of the issue's probe).
+  can insert with this schema. Then the same without the triggers (kept counts, event log),
+  and without the triggers and the secondary indexes (the bare table of the issue's probe).
 """
 
 from __future__ import annotations

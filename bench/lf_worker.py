@@ -33,7 +33,6 @@ import uvloop
 import localflow.lean  # noqa: F401  # as `localflow worker`: no rich (localflow/lean.py)
 from bench.procs import rss_mb
 from shared import logs
-from shared.gil import hand_over_sooner
 from shared.heap import freeze_start_up_objects
 from shared.queue import Claimed, Queue
 from shared.settings import Settings
@@ -142,7 +141,5 @@ if __name__ == "__main__":
     if not args.db:
         parser.error("--db or LOCALFLOW_DB is required")
     logs.configure("json", level=logging.WARNING)
-    if os.environ.get("LF_DEFAULT_SWITCH_INTERVAL") != "1":  # A/B: Python's own 5 ms
-        hand_over_sooner()  # as `localflow worker` (localflow/cli.py)
     run = uvloop.run if args.loop == "uvloop" else asyncio.run
     run(main(args.db, args.slots, args.expect, args.out, args.poll, args.wait_go))

@@ -149,7 +149,8 @@ def _run_command(command: str, settings: Settings, host: str) -> int:
     from localflow.runtime import StartupFailed, run  # imported late: `migrate` needs none
     from shared.gil import hand_over_sooner
 
-    hand_over_sooner()  # the writer thread waits less for the GIL (shared/gil.py)
+    if serves_http:  # the API's writer thread waits less for the GIL (shared/gil.py)
+        hand_over_sooner()
     # uvloop: a faster event loop for the HTTP server and the worker's many small awaits.
     try:
         uvloop.run(run(settings, api=serves_http, worker=command in ("serve", "worker")))

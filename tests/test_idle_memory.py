@@ -1,6 +1,6 @@
-"""A real `localflow api` (and `serve`) gives back the memory a burst of requests left behind once it is
-idle (localflow/idle_memory.py; issue 10: the API's RSS after the run): its resident memory
-(VmRSS, /proc/<pid>/status) falls back to near what it was before the burst."""
+"""A real `localflow api` (and `serve`) gives back the memory a burst of requests left behind
+once it is idle (localflow/idle_memory.py; issue 10: the API's RSS after the run): its
+resident memory (VmRSS, /proc/<pid>/status) falls back to near what it was before the burst."""
 
 from __future__ import annotations
 

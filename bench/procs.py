@@ -15,6 +15,14 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Compiled bytecode for the bench's processes (git-ignored; kept between runs). A deployed
+# LocalFlow imports compiled bytecode: the image compiles its packages and /app at build time,
+# and a plain `python` writes __pycache__ on first import. A shell with PYTHONDONTWRITEBYTECODE=1
+# (as on the machine these numbers come from) would make every process compile every module
+# from source at start-up, and the compiler's freed memory stays in the process: ~5 MB of the
+# API's resident memory that no deployment has (bench/README.md, "Session 4: API memory").
+# localflow_side.warm_up fills it before anything is measured.
+PYCACHE = REPO / "bench" / "results" / "pycache"
 
 
 def free_port() -> int:
@@ -24,8 +32,10 @@ def free_port() -> int:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALFLOW_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("LOCALFLOW_") and k != "PYTHONDONTWRITEBYTECODE"}
     env.update({"LOCALFLOW_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
+    env.setdefault("PYTHONPYCACHEPREFIX", str(PYCACHE))  # see PYCACHE
     env.update(extra)
     return env
 

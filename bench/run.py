@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     server = None
     try:
         lf["disk_before"] = step("disk probe", localflow_side.disk_probe, workdir, 200)
+        # Compiled bytecode first, as a deployment has it (bench/procs.py PYCACHE).
+        step("bytecode cache", localflow_side.warm_up, workdir)
         if "postgres" in args.backends and {"submit", "scale"} & set(args.only):
             server = step("PostgreSQL server", pg_side.open_server, args.pg_url)
             if isinstance(server, dict):  # no server here: say why, measure SQLite alone
@@ -330,14 +332,21 @@ def table(out: dict[str, Any]) -> str:
             f"{idle['cpu_seconds']:.3f} CPU-s in {idle['seconds']:.1f}s (utime+stime)")
     rss = []  # resident memory (VmRSS) after each run
     lf_sub = lf.get("submit")  # LocalFlow on SQLite (`sub` may be PostgreSQL's by now)
-    if _ok(lf_sub) and lf_sub.get("api_rss_mb_after"):
-        rss.append(f"API after (a) {lf_sub['api_rss_mb_after']:.0f} MB")
+    if _ok(lf_sub) and lf_sub.get("api_rss_mb_idle"):
+        # Idle a few seconds after (a), having given back what the load left (the issue's
+        # "after the run"); then right after the loads, before that.
+        rss.append(f"API {lf_sub['api_rss_idle_seconds']:.0f} s after (a) "
+                   f"{lf_sub['api_rss_mb_idle']:.1f} MB "
+                   f"(right after {lf_sub['api_rss_mb_after']:.1f})")
+    elif _ok(lf_sub) and lf_sub.get("api_rss_mb_after"):
+        rss.append(f"API after (a) {lf_sub['api_rss_mb_after']:.1f} MB")
     rss += [f"worker after (b) {e['slots']} slots {e['worker_rss_mb_after']:.0f} MB"
             for e in lf.get("end_to_end", []) if _ok(e) and e.get("worker_rss_mb_after")]
     if _ok(idle) and idle.get("rss_mb"):
         rss.append(f"idle `localflow worker` {idle['rss_mb']:.0f} MB")
     if rss:
-        add("(e) memory (RSS)", rss[0].rsplit(" ", 2)[-2] + " MB", "; ".join(rss))
+        first = rss[0].split(" MB")[0].rsplit(" ", 1)[-1]
+        add("(e) memory (RSS)", f"{first} MB", "; ".join(rss))
     before, after = out["load_average_before"][0], out["load_average_after"][0]
     add("machine load average (1 min)", f"{before:.2f} -> {after:.2f}",
         f"{out['machine']['cpus']} CPUs; 'before' is others' work alone, 'after' includes "

@@ -14,6 +14,7 @@ import uvicorn
 
 from api.app import create_app
 from localflow.http_protocol import OneWriteHttpProtocol
+from localflow.idle_memory import release_when_idle
 from localflow.runtime import StartupFailed
 from shared.heap import collect_young_less_often, freeze_start_up_objects
 from shared.queue import Queue
@@ -61,6 +62,12 @@ async def serve_api(
         app.state.event_hub.release()
 
     watcher = asyncio.create_task(_exit_on(stop, server, release))
+    # After a burst, give back the page caches and free heap it left (localflow/idle_memory.py).
+    # Activity: requests uvicorn has parsed, and write transactions (the worker's too, in `serve`).
+    idle = asyncio.create_task(release_when_idle(
+        lambda: server.server_state.total_requests + queue.store.write_transactions,
+        queue.store.release_memory, stop,
+    ))
     try:
         bound_port = listening.getsockname()[1]  # the real one, also for --addr HOST:0
         shown = f"[{host}]" if ":" in host else host
@@ -74,6 +81,7 @@ async def serve_api(
         log.info("api stopped", url=f"http://{settings.addr}")
     finally:
         watcher.cancel()
+        idle.cancel()
 
 
 async def _exit_on(

@@ -15,16 +15,9 @@ import structlog
 from localflow.lean import keep_dev_only_out
 from shared.heap import freeze_start_up_objects
 from shared.queue import Queue
-from shared.schedules import Schedules
 from shared.settings import Settings, split_addr
 from shared.store import open_store
-from worker.handlers import close_http_clients
-from worker.health_server import HealthServer
-from worker.metrics import WorkerMetrics
-from worker.pool import Worker
-from worker.scheduler import Scheduler
 from worker.task_identity import protect_process
-from worker.webhooks import Deliverer
 
 log = structlog.get_logger("localflow")
 
@@ -76,17 +69,9 @@ async def _run(
         return
     queue = opening.result()
     parts: list[Callable[[], Awaitable[None]]] = []
-    pool = Worker(queue, settings) if worker else None
-    # `serve`: the worker's metrics are part of the API's /metrics (one port, one scrape).
-    # `worker`: they are served with the worker's /health on settings.metrics_addr.
-    worker_metrics = WorkerMetrics(
-        process_metrics=not api,
-        write_transactions=None if api else lambda: queue.store.write_transactions,
-    )
-    if pool is not None:
-        worker_metrics.attach(pool)
+    worker_parts = _WorkerParts(queue, settings, api=api) if worker else None
     if api:
-        extra = [worker_metrics.registry] if pool is not None else []
+        extra = [worker_parts.metrics.registry] if worker_parts is not None else []
         assert listening is not None
         # Imported only here: Litestar, uvicorn, Jinja and the API's modules are most of an
         # API process's memory, and `localflow worker` needs none of them.
@@ -94,25 +79,52 @@ async def _run(
         from localflow.http_server import serve_api
 
         parts.append(lambda: serve_api(queue, settings, stop, extra, listening))
-    if pool is not None:
-        parts.append(lambda: pool.run(stop))
-        if not api and settings.metrics_addr != "off":
-            health = HealthServer(queue, pool, settings, worker_metrics.render)
-            parts.append(lambda: health.serve(stop))
-    if worker:
-        # The cron scheduler lives beside the worker; any number may share one database.
-        scheduler = Scheduler(Schedules(queue), settings)
-        scheduler.on_fire = worker_metrics.on_fire
-        parts.append(lambda: scheduler.run(stop))
-        # Webhook deliveries (docs/webhooks.md) go out from every worker process.
-        deliverer = Deliverer(queue.store, settings, queue.clock)
-        parts.append(lambda: deliverer.run(stop))
+    if worker_parts is not None:
+        parts += [lambda run=run: run(stop) for run in worker_parts.runs]
     freeze_start_up_objects()  # imports and the parts above live as long as the process
     try:
         await _run_together(parts, stop)
     finally:
-        await close_http_clients()
+        if worker_parts is not None:
+            await worker_parts.close()
         await queue.store.close()
+
+
+class _WorkerParts:
+    """What `worker` and `serve` run beside (or instead of) the API: the pool, its /health
+    server, the cron scheduler and the webhook deliverer, and the worker's metrics.
+
+    Imported only when a worker runs: `localflow api` needs none of these modules (the pool,
+    the handlers, the scheduler, ...: ~1 MB of the API's memory, bench/README.md, "Session 4:
+    API memory"), as `localflow worker` needs none of the API's."""
+
+    def __init__(self, queue: Queue, settings: Settings, *, api: bool) -> None:
+        from shared.schedules import Schedules
+        from worker.handlers import close_http_clients
+        from worker.health_server import HealthServer
+        from worker.metrics import WorkerMetrics
+        from worker.pool import Worker
+        from worker.scheduler import Scheduler
+        from worker.webhooks import Deliverer
+
+        pool = Worker(queue, settings)
+        # `serve`: the worker's metrics are part of the API's /metrics (one port, one scrape).
+        # `worker`: they are served with the worker's /health on settings.metrics_addr.
+        self.metrics = WorkerMetrics(
+            process_metrics=not api,
+            write_transactions=None if api else lambda: queue.store.write_transactions,
+        )
+        self.metrics.attach(pool)
+        self.runs: list[Callable[[asyncio.Event], Awaitable[None]]] = [pool.run]
+        if not api and settings.metrics_addr != "off":
+            self.runs.append(HealthServer(queue, pool, settings, self.metrics.render).serve)
+        # The cron scheduler lives beside the worker; any number may share one database.
+        scheduler = Scheduler(Schedules(queue), settings)
+        scheduler.on_fire = self.metrics.on_fire
+        self.runs.append(scheduler.run)
+        # Webhook deliveries (docs/webhooks.md) go out from every worker process.
+        self.runs.append(Deliverer(queue.store, settings, queue.clock).run)
+        self.close = close_http_clients
 
 
 async def _run_together(parts: list[Callable[[], Awaitable[None]]], stop: asyncio.Event) -> None:

@@ -22,9 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from types import ModuleType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import CroniterBadDateError, CroniterError, croniter
 
 MAX_EXPR_LENGTH = 200
 MAX_PREVIEW = 100
@@ -57,6 +56,15 @@ _ITEM = re.compile(r"(?P<base>\*|(?P<low>[0-9]+|[A-Za-z]{3})(?:-(?P<high>[0-9]+|
                    r"(?:/(?P<step>[0-9]+))?")
 
 
+def _croniter() -> ModuleType:
+    """croniter, imported with the first expression parsed: with the dateutil it loads it is
+    ~0.6 MB of a process (bench/README.md, "Session 4: API memory"), and a `localflow api`
+    that is never asked about a schedule does not need it."""
+    import croniter
+
+    return croniter
+
+
 class CronError(ValueError):
     """An expression or timezone we cannot schedule; the message says what is wrong."""
 
@@ -77,7 +85,7 @@ class Cron:
     def next_after(self, after: float, n: int = 1) -> list[float]:
         """The first `n` fire instants strictly after `after` (Unix seconds), ascending."""
         start = datetime.fromtimestamp(after, self.tz)
-        it = croniter(self.fields, start)
+        it = _croniter().croniter(self.fields, start)
         out: list[float] = []
         last = after
         while len(out) < n:
@@ -96,7 +104,7 @@ class Cron:
         """The last fire instant <= now, or None if there is none in croniter's search range."""
         # croniter's get_prev is strictly before its start; nudge past `now` so a fire exactly
         # at `now` counts. A millisecond is far below cron's one-second resolution.
-        it = croniter(self.fields, datetime.fromtimestamp(now + 0.001, self.tz))
+        it = _croniter().croniter(self.fields, datetime.fromtimestamp(now + 0.001, self.tz))
         # Skipped second occurrences come at most one repeated hour's worth (60) in a row.
         for _ in range(64):
             try:
@@ -126,7 +134,7 @@ def _second_occurrence(when: datetime) -> bool:
 def _checked(step: Callable[[type[datetime]], datetime], kind: type[datetime]) -> datetime:
     try:
         return step(kind)
-    except CroniterBadDateError:
+    except _croniter().CroniterBadDateError:
         raise CronError("cron_expr", "the expression matches no date") from None
 
 
@@ -171,8 +179,8 @@ def parse(expr: str, timezone: str = "UTC") -> Cron:
             raise CronError("cron_expr", f"{name} field {part!r}: H and R (hashed/random) "
                             "are not supported")
     try:
-        croniter(fields, datetime(2000, 1, 1, tzinfo=tz))
-    except CroniterError as exc:
+        _croniter().croniter(fields, datetime(2000, 1, 1, tzinfo=tz))
+    except _croniter().CroniterError as exc:
         problem = field_problem(parts) or str(exc)
         raise CronError("cron_expr", f"invalid cron expression {expr!r}: {problem}") from None
     cron = Cron(expr=expr, fields=fields, tz=tz, hour_wildcard=parts[1].startswith("*"))

@@ -27,7 +27,7 @@ def freeze_start_up_objects() -> None:
     calling again is harmless."""
     gc.collect()
     gc.freeze()
-    _trim_c_heap()
+    trim_c_heap()
 
 
 # Young-generation threshold for the API (CPython's default is 700). With 64 requests in
@@ -44,7 +44,9 @@ def collect_young_less_often(threshold: int = API_YOUNG_THRESHOLD) -> None:
     gc.set_threshold(threshold, *gc.get_threshold()[1:])
 
 
-def _trim_c_heap() -> None:
+def trim_c_heap() -> None:
+    """Hand the C allocator's free memory back to the system (every arena, glibc's
+    `malloc_trim(0)`); elsewhere nothing."""
     # glibc only (malloc_trim is a GNU extension); elsewhere there is nothing to call.
     try:
         trim = ctypes.CDLL(None).malloc_trim  # the C library the interpreter runs on

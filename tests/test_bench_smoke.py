@@ -51,6 +51,9 @@ def test_quick_bench_produces_every_number(tmp_path: Path) -> None:
     assert single["tool"] == ("wrk" if shutil.which("wrk") else "httpx (wrk not installed)")
     batch = lf["submit"]["batch"]
     assert "skipped" in batch or batch["tasks_per_s"] > 0
+    # (e) the API's memory right after the loads and once idle (bench/localflow_side.py).
+    assert lf["submit"]["api_rss_mb_after"] > 0 and lf["submit"]["api_rss_mb_idle"] > 0
+    assert "(e) memory (RSS)" in proc.stdout and "s after (a)" in proc.stdout
 
     (e2e,) = lf["end_to_end"]
     assert e2e["slots"] == 8 and e2e["tasks"] == 300 and e2e["tasks_per_s"] > 0

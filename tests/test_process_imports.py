@@ -101,3 +101,47 @@ def test_the_api_process_leaves_development_only_libraries_out(db_path) -> None:
         assert "msgspec" in maps  # a map of the API process (msgspec is a compiled module)
     finally:
         assert api.stop() == 0, api.log()
+
+
+def test_the_api_alone_imports_no_worker_side_or_cron_libraries() -> None:
+    # What `localflow api` imports (localflow/cli.py, runtime.run with api only, the app): no
+    # worker pool, handlers, scheduler or deliverer (localflow/runtime.py imports them only
+    # for `worker` and `serve`), no croniter (shared/cron.py: with the first expression
+    # parsed) and no cron-descriptor (the dashboard: with the first schedule shown). ~1.2 MB
+    # of the API's memory (bench/README.md, "Session 4: API memory").
+    probe = """
+import json, sys
+import localflow.cli
+import asyncio, os, tempfile
+from shared.settings import settings_from
+from localflow.runtime import open_queue
+from localflow.http_server import serve_api
+from api.app import create_app
+
+async def build():
+    d = tempfile.mkdtemp()
+    s = settings_from({}, {"db": os.path.join(d, "x.db")})
+    q = await open_queue(s)
+    create_app(q, s)
+    await q.store.close()
+
+asyncio.run(build())
+print(json.dumps(sorted(name for name, m in sys.modules.items() if m is not None)))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120, check=True)
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert {"api.app", "shared.cron", "shared.schedules"} <= loaded  # the probe built the app
+    worker_side = {"worker.pool", "worker.scheduler", "worker.handlers", "worker.webhooks",
+                   "worker.health_server", "worker.metrics", "croniter", "cron_descriptor",
+                   "dateutil"}
+    assert loaded & worker_side == set()
+
+
+def test_cron_loads_croniter_with_the_first_expression() -> None:
+    setup = """
+from shared import cron
+assert "croniter" not in sys.modules
+cron.parse("*/5 * * * *").next_after(0.0)
+"""
+    assert "croniter" in loaded_after(setup)

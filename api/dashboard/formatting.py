@@ -7,7 +7,6 @@ import zoneinfo
 from datetime import UTC, datetime
 from typing import Any
 
-import cron_descriptor
 import msgspec
 from markupsafe import Markup, escape
 
@@ -147,6 +146,10 @@ def cron_words(expr: str) -> str:
     text = " ".join(str(expr).split())
     if text.lower() in _MACRO_WORDS:
         return _MACRO_WORDS[text.lower()]
+    # Imported with the first schedule shown, not at start-up: an API process that renders
+    # no schedule page does not need it (bench/README.md, "Session 4: API memory").
+    import cron_descriptor
+
     options = cron_descriptor.Options()
     options.use_24hour_time_format = True
     try:

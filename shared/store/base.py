@@ -1039,6 +1039,13 @@ class Store(TaskStore, WebhookStore, ScheduleStore, StatsStore, AuditStore, Tran
         (shared/task_watch.py) re-read then. Same rules: a lost wake-up only delays."""
         ...
 
+    async def release_memory(self) -> None:
+        """Free what the store keeps in this process's memory only to go faster, such as
+        SQLite's page caches (refilled from the OS's file cache as they are used again).
+        Changes no data and no answer; harmless at any time, also after close(). Called when
+        the API has gone idle after a load (localflow/idle_memory.py)."""
+        ...
+
     async def close(self) -> None:
         """Finish queued writes, stop the listener, close connections. Idempotent."""
         ...

@@ -488,6 +488,11 @@ class PostgresStore:
     def write_transactions(self) -> int:
         return self._writes
 
+    async def release_memory(self) -> None:
+        # Nothing to free: the caches are the server's (shared_buffers), not this process's,
+        # and a pooled connection keeps only its small buffers.
+        return None
+
     # -- tasks ---------------------------------------------------------------------------
 
     @_translated

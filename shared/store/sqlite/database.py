@@ -137,6 +137,19 @@ class Database:
             await asyncio.get_running_loop().run_in_executor(self._executor, writer.close)
         self._executor.shutdown(wait=False)
 
+    async def release_memory(self) -> None:
+        """Free the writer's and the reader's page caches (`PRAGMA shrink_memory`: SQLite
+        frees every cached page it does not need now; the next reads refill it from the OS's
+        file cache). On the writer's own thread, between two write batches."""
+        writer = self._writer
+        if writer is not None:
+            with contextlib.suppress(sqlite3.Error, RuntimeError):  # closed meanwhile
+                await asyncio.get_running_loop().run_in_executor(
+                    self._executor, writer.execute, "PRAGMA shrink_memory")
+        if self._reader is not None:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await self._reader.execute("PRAGMA shrink_memory")
+
     # -- reads ---------------------------------------------------------------------------
 
     async def fetch_all(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:

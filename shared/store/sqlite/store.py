@@ -10,6 +10,7 @@ count_tasks). Queries: shared/sql/sqlite/*.sql.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -158,6 +159,15 @@ class SQLiteStore:
 
     def task_listener(self) -> SharedWakeListener:
         return self._task_listener
+
+    async def release_memory(self) -> None:
+        # Every connection keeps a page cache of up to 2 MB (SQLite's default cache_size);
+        # after a load the writer's is full, in the writer thread's malloc arena.
+        await self.db.release_memory()
+        for conn in (self._stats_conn, self._count_conn):
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error, ValueError):  # closed meanwhile
+                    await conn.execute("PRAGMA shrink_memory")
 
     async def close(self) -> None:
         self._listener.close()

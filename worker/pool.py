@@ -246,7 +246,11 @@ class Worker:
         began = time.perf_counter()
         # The store may hand the claimed tasks over before the claim's COMMIT returns: their
         # handlers then start while its fsync runs (docs/state_machine.md, "Started before
-        # the claim is durable").
+        # the claim is durable"). Only for an idle worker, where that is the pickup latency:
+        # a busy one's claims already overlap running tasks, and its short tasks' successes,
+        # queued during the commit, would take a commit of their own instead of sharing the
+        # next claim's (bench/README.md, "Session 4: pickup": commits per task doubled).
+        idle = not self.inflight and not self._ready
         early: list[Claimed] = []
         answered = False
 
@@ -257,7 +261,8 @@ class Worker:
 
         try:
             claimed = await self.queue.claim(self.id, room, self.settings.lease,
-                                             self.settings.queues, on_claimed=start_early)
+                                             self.settings.queues,
+                                             on_claimed=start_early if idle else None)
         except Exception:
             # The claim rolled back: the tasks started early were never ours. Their handlers
             # stop; anything they write is fenced out by their claim token.

@@ -16,8 +16,9 @@ record wall-clock times (the same clock in both: one machine) at each step:
     claim_thread the worker's writer thread took the claim (its transaction about to begin)
     claim_begin  the worker's writer thread began the claim's transaction (lock held)
     claim_commit the claim's transaction committed
-    claim_back   the worker's loop had the claimed task
-    handler      the handler started
+    claim_back   the worker's loop had the claim's answer
+    handler      the handler started (SQLite: before claim_commit and claim_back, since the
+                 handlers start while the claim's COMMIT runs; docs/state_machine.md)
 
 and prints, for each step, the p50/p90/p99 of the time since the step before, over all tasks.
 The wrappers only read the clock; nothing in the path changes. Diagnosis only: the bench's
@@ -197,6 +198,14 @@ def diagnose(tasks: int, gap: float, slots: int, loop: str = "uvloop") -> dict[s
     begin = STEPS.index("claim_begin")
     steps["api_commit -> claim_begin"] = _percentiles(sorted((r[begin] - r[1]) * 1000
                                                              for r in rows))
+    # The handler starts during the claim's COMMIT (SQLite): from the lock to the handler,
+    # and the handler's start against the commit's end (negative: started before it).
+    handler = STEPS.index("handler")
+    steps["claim_begin -> handler"] = _percentiles(sorted((r[handler] - r[begin]) * 1000
+                                                          for r in rows))
+    commit = STEPS.index("claim_commit")
+    steps["claim_commit -> handler"] = _percentiles(sorted((r[handler] - r[commit]) * 1000
+                                                           for r in rows))
     steps["created -> handler (total)"] = _percentiles(sorted((r[-1] - r[0]) * 1000 for r in rows))
     return {"tasks": tasks, "traced": len(rows), "gap_ms": gap * 1000, "steps_ms": steps,
             "load_average": os.getloadavg()[0]}

@@ -162,14 +162,17 @@ class Queue:
     # -- working -------------------------------------------------------------------------
 
     async def claim(
-        self, worker_id: str, limit: int, lease: float, queues: Sequence[str] = ()
+        self, worker_id: str, limit: int, lease: float, queues: Sequence[str] = (),
+        on_claimed: Callable[[list[Claimed]], None] | None = None,
     ) -> list[Claimed]:
         """Move up to `limit` runnable tasks to running, most urgent first; only from
-        `queues` if given, never beyond a queue's limit, never from a paused queue."""
+        `queues` if given, never beyond a queue's limit, never from a paused queue.
+        on_claimed: see Store.claim (may get the tasks before the claim is durable)."""
         if limit <= 0:
             return []
         now = self.clock.now()
-        return await self.store.claim(worker_id, limit, now + lease, now, queues or None)
+        return await self.store.claim(worker_id, limit, now + lease, now, queues or None,
+                                      on_claimed=on_claimed)
 
     async def heartbeat(self, held: Sequence[Claimed], lease: float) -> Heartbeat:
         """Extend the leases of held tasks; says which are still ours and which to cancel."""

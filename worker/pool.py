@@ -247,8 +247,40 @@ class Worker:
             # against the slots or a queue's limit.
             await asyncio.sleep(0)
         began = time.perf_counter()
-        claimed = await self.queue.claim(self.id, room, self.settings.lease, self.settings.queues)
+        # The store may hand the claimed tasks over before the claim's COMMIT returns: their
+        # handlers then start while its fsync runs (docs/state_machine.md, "Started before
+        # the claim is durable"). Only for an idle worker, where that is the pickup latency:
+        # a busy one's claims already overlap running tasks, and its short tasks' successes,
+        # queued during the commit, would take a commit of their own instead of sharing the
+        # next claim's (bench/README.md, "Session 4: pickup": commits per task doubled).
+        idle = not self.inflight and not self._ready
+        early: list[Claimed] = []
+        answered = False
+
+        def start_early(tasks: list[Claimed]) -> None:
+            if not early and not answered:  # once (a claim retried after a failed COMMIT)
+                early.extend(tasks)
+                self._place(tasks)
+
+        try:
+            claimed = await self.queue.claim(self.id, room, self.settings.lease,
+                                             self.settings.queues,
+                                             on_claimed=start_early if idle else None)
+        except Exception:
+            # The claim rolled back: the tasks started early were never ours. Their handlers
+            # stop; anything they write is fenced out by their claim token.
+            for c in early:
+                self._stop_task(c.id, _LOST)
+            raise
+        finally:
+            answered = True
         self.on_claim(len(claimed), time.perf_counter() - began)
+        self._place(self._not_started(early, claimed) if early else claimed)
+        if not claimed:
+            await self._remember_idle()
+        return len(claimed)
+
+    def _place(self, claimed: list[Claimed]) -> None:
         now = time.monotonic()
         for c in claimed:
             # A free slot means _ready is empty (a slot that frees takes from it first).
@@ -256,9 +288,24 @@ class Worker:
                 self._start(c)
             else:
                 self._ready.append((c, now))
-        if not claimed:
-            await self._remember_idle()
-        return len(claimed)
+
+    def _not_started(self, early: list[Claimed], claimed: list[Claimed]) -> list[Claimed]:
+        """What the claim's answer adds to the tasks started early: nothing, unless its
+        COMMIT failed and the store ran it again (Database._run_batch runs the ops of a failed
+        batch alone). Then a task started early and claimed again takes the new claim's token;
+        one not claimed again is stopped (never ours); one new is returned to be started."""
+        final = {c.id: c for c in claimed}
+        for c in early:
+            again = final.pop(c.id, None)
+            if again is None:
+                self._stop_task(c.id, _LOST)
+            elif again is not c:
+                old = c.token
+                c.token, c.attempt = again.token, again.attempt
+                for deadline, task_id, token in list(self._deadlines):
+                    if task_id == c.id and token == old:
+                        heapq.heappush(self._deadlines, (deadline, task_id, c.token))
+        return [c for c in claimed if c.id in final]
 
     def _room(self) -> int:
         """How many tasks the next claim may take: the free slots, plus those it may hold

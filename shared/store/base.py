@@ -420,9 +420,16 @@ class TaskStore(Protocol):
     async def claim(
         self, worker_id: str, limit: int, lease_until: float, now: float,
         queues: Sequence[str] | None = None,
+        on_claimed: Callable[[list[Claimed]], None] | None = None,
     ) -> list[Claimed]:
         """Move up to `limit` queued tasks with run_at <= now to running, most urgent first
         (priority desc, run_at, id), and return them in that order.
+
+        on_claimed: a backend may call it on the event loop with the same list (the same
+        objects) before the claim is durable, i.e. while its commit runs, and always before
+        the claim returns; the claim may still fail after it (then it raises, and nothing
+        was claimed). Once at most. SQLite does; PostgreSQL does not (docs/state_machine.md,
+        "Started before the claim is durable").
 
         Queues (docs/queues.md): only tasks of `queues` if given (None: every queue); never
         a task of a paused queue; and never so many that a queue with a concurrency limit

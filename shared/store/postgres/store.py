@@ -559,6 +559,7 @@ class PostgresStore:
     async def claim(
         self, worker_id: str, limit: int, lease_until: float, now: float,
         queues: Sequence[str] | None = None,
+        on_claimed: Callable[[list[Claimed]], None] | None = None,  # never called here
     ) -> list[Claimed]:
         if limit <= 0:
             return []

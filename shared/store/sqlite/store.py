@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import sqlite3
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -261,10 +262,16 @@ class SQLiteStore:
     async def claim(
         self, worker_id: str, limit: int, lease_until: float, now: float,
         queues: Sequence[str] | None = None,
+        on_claimed: Callable[[list[Claimed]], None] | None = None,
     ) -> list[Claimed]:
         if limit <= 0:
             return []
         only = _json(list(queues)) if queues else None
+        # The claimed tasks, handed to the event loop by the writer thread just before the
+        # claim's COMMIT, so their handlers start while its fsync runs (docs/state_machine.md,
+        # "Started before the claim is durable"). call_soon_threadsafe keeps the order: the
+        # loop runs on_claimed before it sees the claim's answer.
+        loop = asyncio.get_running_loop() if on_claimed is not None else None
 
         def op(conn: sqlite3.Connection) -> list[Claimed]:
             # Counting running tasks here is safe: this transaction holds SQLite's one write
@@ -293,13 +300,17 @@ class SQLiteStore:
                 rows.extend(taken)
             if rows:
                 conn.executemany(Q.insert_attempt, [(r[0], r[3], worker_id, now) for r in rows])
-            return [_claimed(*r) for r in rows]
+            claimed = [_claimed(*r) for r in rows]
+            # RETURNING gives no order; the contract is most urgent first.
+            claimed.sort(key=_urgency)
+            if claimed and loop is not None and on_claimed is not None:
+                self.db.before_commit(
+                    functools.partial(loop.call_soon_threadsafe, on_claimed, claimed))
+            return claimed
 
         claimed = await self.db.write(op)
         if claimed:
             self._changed()
-        # RETURNING gives no order; the contract is most urgent first.
-        claimed.sort(key=lambda c: (-c.priority, c.run_at, c.id))
         return claimed
 
     async def extend_leases(
@@ -1090,6 +1101,10 @@ def _existing(conn: sqlite3.Connection, new: NewTask) -> tuple[Task, bool]:
     if existing["request_hash"] != new.request_hash:
         raise IdempotencyConflict(str(new.idempotency_key), existing["id"])
     return _task(existing), False
+
+
+def _urgency(c: Claimed) -> tuple[int, float, str]:
+    return (-c.priority, c.run_at, c.id)
 
 
 def _claimed(

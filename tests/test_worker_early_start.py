@@ -1,0 +1,135 @@
+"""A claim's handlers start while its COMMIT runs (docs/state_machine.md, "Started before the
+claim is durable"), on real SQLite files, with the worker in this process.
+
+- the handler of a claimed task starts before the claim's COMMIT returns: a before-commit hook
+  queued after the claim's holds that COMMIT until the handler has started (a worker that
+  starts handlers only after the commit never lets it go), and another connection then still
+  sees the task queued;
+- a claim whose COMMIT fails (a full disk: a real tmpfs, filled) leaves the task queued with no
+  attempt row; the handler started early is stopped and writes nothing; once the disk has room
+  the task runs again and succeeds with exactly one attempt in its history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.errors import StorageFull
+from shared.queue import Queue
+from shared.schemas import TaskCreate
+from shared.settings import Settings
+from shared.store.sqlite import SQLiteStore, migrations
+from tests.test_disk_full import fill, small_fs  # noqa: F401  (small_fs: a fixture)
+from tests.test_worker import running, until
+from worker.handlers import HandlerContext
+from worker.pool import Worker
+
+TRUE = TaskCreate(type="shell", payload={"command": "true"})
+
+
+def _row(db: Path, task_id: str) -> tuple[str, int, int]:
+    """(status, attempts, attempt rows) as another connection sees them."""
+    with sqlite3.connect(db) as conn:
+        status, attempts = conn.execute(
+            "SELECT status, attempts FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        (rows,) = conn.execute(
+            "SELECT count(*) FROM task_attempts WHERE task_id = ?", (task_id,)).fetchone()
+    return status, attempts, rows
+
+
+async def test_the_handler_starts_before_the_claims_commit_returns(db_path: Path):
+    store = await SQLiteStore.open(str(db_path))
+    try:
+        queue = Queue(store, settings=Settings(db=str(db_path), workers=2, poll=0.25))
+        task, _ = await queue.enqueue(TRUE)
+        started = threading.Event()
+        seen_by_others: list[tuple[str, int, int]] = []
+
+        async def handler(payload: Any, ctx: HandlerContext) -> dict[str, Any]:
+            seen_by_others.append(_row(db_path, ctx.task_id))
+            started.set()
+            return {}
+
+        worker = Worker(queue, queue.settings, handlers={"shell": handler})
+        held: list[bool] = []
+
+        def hold_the_commit(conn: sqlite3.Connection) -> None:
+            # Registered after the claim's own hook (this op shares the claim's transaction,
+            # queued right after it): the COMMIT waits here until the handler has started.
+            store.db.before_commit(lambda: held.append(started.wait(30)))
+
+        # Both writes are queued in this loop turn (claim_once reaches the store without
+        # waiting), so the writer thread runs them in one transaction, the claim first.
+        claim = asyncio.create_task(worker.claim_once())
+        hold = asyncio.create_task(store.db.write(hold_the_commit))
+        assert await asyncio.wait_for(claim, 60) == 1
+        await asyncio.wait_for(hold, 60)
+        assert held == [True], "the handler did not start before the claim's COMMIT"
+        # The handler ran while the claim was not yet committed: others saw the task queued.
+        assert seen_by_others == [("queued", 0, 0)]
+        async with running(worker):  # (its outcome is written as usual)
+            done = await until(queue, task.id, {"succeeded", "failed"})
+        assert done.status == "succeeded" and done.attempts == 1
+        assert _row(db_path, task.id) == ("succeeded", 1, 1)
+    finally:
+        await store.close()
+
+
+async def test_a_claim_whose_commit_fails_leaves_the_task_queued_and_fences_the_early_run(
+    small_fs: Path,  # noqa: F811
+    sqlite_template: Path,
+):
+    db = small_fs / "lf.db"
+    shutil.copyfile(sqlite_template, db)
+    db.chmod(migrations.FILE_MODE)
+    store = await SQLiteStore.open(str(db))
+    ballast: Path | None = None
+    try:
+        settings = Settings(db=str(db), workers=2, poll=0.25, lease=30.0)
+        queue = Queue(store, settings=settings)
+        task, _ = await queue.enqueue(TRUE)
+        runs: list[str] = []
+        first_started = asyncio.Event()
+        first_stopped = asyncio.Event()
+
+        async def handler(payload: Any, ctx: HandlerContext) -> dict[str, Any]:
+            runs.append(ctx.task_id)
+            if len(runs) == 1:  # the early run: held until the worker stops it
+                first_started.set()
+                try:
+                    await asyncio.sleep(3600)
+                finally:
+                    first_stopped.set()
+            return {"run": len(runs)}
+
+        worker = Worker(queue, settings, handlers={"shell": handler})
+        # Every byte left is taken: the claim's statements run (in the page cache) and its
+        # before-commit hook hands the task over, then the COMMIT cannot append to the WAL.
+        ballast = fill(small_fs)
+        with pytest.raises(StorageFull):
+            await asyncio.wait_for(worker.claim_once(), 60)
+        # The handler had started early, and the failed claim stopped it.
+        assert first_started.is_set()
+        await asyncio.wait_for(first_stopped.wait(), 60)
+        # The claim rolled back: queued, attempt not spent, no attempt row.
+        assert _row(db, task.id) == ("queued", 0, 0)
+
+        ballast.unlink()
+        ballast = None
+        async with running(worker):
+            done = await until(queue, task.id, {"succeeded", "failed"})
+        assert done.status == "succeeded" and done.attempts == 1
+        assert done.result == {"run": 2}  # the second run's outcome; the first wrote nothing
+        assert [a.outcome for a in await queue.attempts(task.id)] == ["succeeded"]
+        assert runs == [task.id, task.id]  # at-least-once: it ran twice, recorded once
+    finally:
+        if ballast is not None:
+            ballast.unlink()
+        await store.close()

@@ -65,6 +65,47 @@ WHERE id IN (
 RETURNING id, type, payload, attempts, max_attempts, timeout, priority, run_at, claim_token,
           queue
 
+-- name: claim_pick
+-- The ordinary claim in three statements that each run whole in one call, for a worker
+-- whose event loop runs beside the writer thread (SQLiteStore.claim): this one picks the
+-- tasks as `claim` does and answers them as one JSON array of Claimed objects (attempt as
+-- after the claim, a new token each) plus each row's rowid, one row in all. Why: sqlite3
+-- builds a Python row and takes the GIL back for every row it steps through, and the event
+-- loop decodes the array straight into Claimed (bench/README.md, "Session 4: 64 slots").
+-- Safe apart: the transaction holds SQLite's one write lock from BEGIN IMMEDIATE on.
+-- (REAL columns as 17-digit numbers: JSON would print 15 digits, not always the same float.)
+SELECT json_group_array(json_object(
+    'id', id, 'type', type, 'payload', json(payload), 'attempt', attempts + 1,
+    'max_attempts', max_attempts, 'timeout', json(printf('%!.17g', timeout)),
+    'priority', priority, 'run_at', json(printf('%!.17g', run_at)),
+    'token', lower(hex(randomblob(8))), 'queue', queue, 'rowid', rowid))
+FROM (
+    SELECT rowid, * FROM tasks INDEXED BY tasks_runnable
+    WHERE status = 'queued' AND run_at <= :now
+      AND queue NOT IN (SELECT value FROM json_each(:closed))
+      AND (:only IS NULL OR queue IN (SELECT value FROM json_each(:only)))
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+
+-- name: claim_picked
+-- queued -> running for what claim_pick answered (:picked), each with its own token.
+UPDATE tasks
+SET status = 'running',
+    attempts = attempts + 1,
+    claim_token = p.value ->> 'token',
+    lease_until = :lease_until,
+    worker_id = :worker_id,
+    started_at = coalesce(started_at, :now),
+    updated_at = :now
+FROM json_each(:picked) AS p
+WHERE tasks.rowid = p.value ->> 'rowid' AND +tasks.status = 'queued'  -- (+: by rowid, not status)
+
+-- name: insert_picked_attempts
+INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
+SELECT p.value ->> 'id', p.value ->> 'attempt', :worker_id, :now
+FROM json_each(:picked) AS p
+
 -- name: insert_attempt
 INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
 VALUES (?, ?, ?, ?)
@@ -113,6 +154,23 @@ SET status = 'succeeded', last_error = NULL, claim_token = NULL, lease_until = N
 WHERE id IN (SELECT id FROM temp.finishing) AND status = 'running'
   AND claim_token = (SELECT f.token FROM temp.finishing AS f WHERE f.id = tasks.id)
 RETURNING id
+
+-- name: finishing_fill
+-- temp.finishing from one JSON array of [id, token, attempt, result] sharing one :now: one
+-- call instead of a step (and a GIL retake) per row (claim_pick says why).
+INSERT INTO temp.finishing (id, token, attempt, now, result)
+SELECT f.value ->> 0, f.value ->> 1, f.value ->> 2, :now, f.value ->> 3
+FROM json_each(:items) AS f
+
+-- name: complete_finishing_all
+-- complete_finishing without RETURNING: its row count says whether every row was completed
+-- (the usual case); if not, the store rolls it back and runs complete_finishing.
+UPDATE tasks
+SET status = 'succeeded', last_error = NULL, claim_token = NULL, lease_until = NULL,
+    (result, finished_at, updated_at) =
+        (SELECT f.result, f.now, f.now FROM temp.finishing AS f WHERE f.id = tasks.id)
+WHERE id IN (SELECT id FROM temp.finishing) AND status = 'running'
+  AND claim_token = (SELECT f.token FROM temp.finishing AS f WHERE f.id = tasks.id)
 
 -- name: finishing_forget
 -- a batch row whose task was not completed (lease lost): its attempt is not ours to finish

@@ -273,7 +273,7 @@ class SQLiteStore:
         # loop runs on_claimed before it sees the claim's answer.
         loop = asyncio.get_running_loop() if on_claimed is not None else None
 
-        def op(conn: sqlite3.Connection) -> list[Claimed]:
+        def op(conn: sqlite3.Connection) -> list[Claimed] | str:
             # Counting running tasks here is safe: this transaction holds SQLite's one write
             # lock, so no other claimer (in any process) can move a task to running meanwhile.
             budget = ClaimBudget(limit, *_gates(conn, queues))
@@ -281,6 +281,14 @@ class SQLiteStore:
             if budget.closed and not queues:
                 with_work = [r["name"] for r in fetchall(conn, Q.queues_with_work)]
             probe = per_queue_names(budget, queues, with_work)
+            if probe is None and not budget.room and on_claimed is None:
+                # The usual claim (no queue limit to count down): one round, in statements
+                # that each run whole in one call; decoded on the event loop (_picked).
+                return _claim_picked(conn, {
+                    "now": now, "lease_until": lease_until, "worker_id": worker_id,
+                    "limit": budget.next_batch(), "closed": _json(budget.closed_list()),
+                    "only": only,
+                })
             rows: list[sqlite3.Row] = []
             while (batch := budget.next_batch()) > 0:
                 params = {"now": now, "lease_until": lease_until, "worker_id": worker_id,
@@ -308,7 +316,12 @@ class SQLiteStore:
                     functools.partial(loop.call_soon_threadsafe, on_claimed, claimed))
             return claimed
 
-        claimed = await self.db.write(op)
+        answer = await self.db.write(op)
+        if isinstance(answer, str):
+            claimed = _picked(answer)
+            claimed.sort(key=_urgency)  # json_group_array's order is not a promise
+        else:
+            claimed = answer
         if claimed:
             self._changed()
         return claimed
@@ -1131,6 +1144,25 @@ def _insert_alone(conn: sqlite3.Connection, rows: str) -> sqlite3.Error | None:
     return None
 
 
+def _claim_picked(conn: sqlite3.Connection, params: dict[str, Any]) -> str:
+    """queued -> running for up to params["limit"] tasks, their attempt rows opened: the
+    claimed tasks as claim_pick's JSON array (queue.sql says why three statements)."""
+    picked = conn.execute(Q.claim_pick, params).fetchone()[0]
+    if picked != "[]":
+        moves = {**params, "picked": picked}
+        conn.execute(Q.claim_picked, moves)
+        conn.execute(Q.insert_picked_attempts, moves)
+    return str(picked)
+
+
+def _picked(answer: str) -> list[Claimed]:
+    """claim_pick's JSON array as Claimed (decoded on the event loop, not the writer thread)."""
+    return _CLAIMED_LIST.decode(answer)
+
+
+_CLAIMED_LIST = msgspec.json.Decoder(list[Claimed])
+
+
 def _complete_many(
     conn: sqlite3.Connection, items: list[tuple[str, str, int, float, str | None]]
 ) -> list[bool]:
@@ -1140,7 +1172,24 @@ def _complete_many(
         # The same task twice in one batch (callers racing): one at a time, as before.
         return [_complete_one(conn, *item) for item in items]
     conn.execute(Q.finishing_table)
-    conn.executemany(Q.finishing_add, items)
+    if len({item[3] for item in items}) == 1:
+        # One time for all (complete_many): the rows go in as one JSON array, and if every
+        # task is still ours one UPDATE without RETURNING completes them (queue.sql,
+        # claim_pick: each row stepped through is a GIL retake on this thread).
+        conn.execute(Q.finishing_fill, {
+            "now": items[0][3],
+            "items": msgspec.json.encode([(i[0], i[1], i[2], i[4]) for i in items]).decode(),
+        })
+        conn.execute("SAVEPOINT finishing")
+        if conn.execute(Q.complete_finishing_all).rowcount == len(items):
+            conn.execute("RELEASE finishing")
+            conn.execute(Q.finish_attempts_finishing)
+            conn.execute(Q.finishing_clear)
+            return [True] * len(items)
+        conn.execute("ROLLBACK TO finishing")
+        conn.execute("RELEASE finishing")
+    else:
+        conn.executemany(Q.finishing_add, items)
     done = {row[0] for row in conn.execute(Q.complete_finishing)}
     if len(done) != len(items):
         conn.executemany(Q.finishing_forget, [(i[0],) for i in items if i[0] not in done])

@@ -249,7 +249,10 @@ class Database:
                 except Exception as exc:
                     log.exception("write batch failed")
                     outcomes = [(False, exc)] * len(calls)
-                loop.call_soon_threadsafe(self._answer, answers, outcomes)
+                try:
+                    loop.call_soon_threadsafe(self._answer, answers, outcomes)
+                except RuntimeError:  # the event loop closed under us: no one is waiting
+                    return True
             if stopping:
                 return True
         return False

@@ -23,7 +23,6 @@ writer: the full LocalFlow schema (migrations/sqlite) on a fresh file with the w
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sqlite3
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
 
 from bench import procs
 from bench.http_load import SUBMIT_BODY, run_load
@@ -84,7 +85,6 @@ def _bare_server(workdir: Path) -> procs.Proc:
                         workdir / "bare.log", procs.clean_env())
     proc.url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    import httpx
     while True:
         try:
             httpx.post(f"{proc.url}/api/tasks", json=SUBMIT_BODY, timeout=1)
@@ -118,7 +118,6 @@ def http_part(workdir: Path, seconds: float, connections: int, rounds: int) -> d
         api = procs.localflow("api", fresh_db(workdir, f"ceiling-{time.monotonic_ns()}"),
                               workdir)
         try:
-            import httpx
             with httpx.Client() as client:  # warm-up, as bench/run.py
                 for _ in range(50):
                     client.post(f"{api.url}/api/tasks", json=SUBMIT_BODY).raise_for_status()
@@ -210,5 +209,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.set_event_loop_policy(None)
     main()

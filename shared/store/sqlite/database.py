@@ -13,7 +13,6 @@ Reads go through aiosqlite on their own connection (WAL lets them run beside the
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import sqlite3
@@ -65,11 +64,7 @@ class Database:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
         self._writer: sqlite3.Connection | None = None  # used on the executor's thread only
         self._reader: aiosqlite.Connection | None = None
-        # Writes waiting for the writer thread: appended on the event loop, taken on the writer
-        # thread (deque's append and popleft are atomic), so the writer goes from one batch
-        # to the next without waiting for the event loop (_drain).
-        self._pending: collections.deque[Any] = collections.deque()
-        self._has_pending = asyncio.Event()
+        self._pending: asyncio.Queue[Any] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self.batches = 0  # committed write transactions (exposed as a metric)
         self._before_commit: list[Callable[[], None]] = []  # writer thread only
@@ -132,8 +127,7 @@ class Database:
         if self._writer_task is not None:
             # The sentinel comes after every queued write, so each caller still gets an answer.
             task, self._writer_task = self._writer_task, None
-            self._pending.append(_STOP)
-            self._has_pending.set()
+            self._pending.put_nowait(_STOP)
             await task
         if self._reader is not None:
             await self._reader.close()
@@ -189,8 +183,7 @@ class Database:
         if self._writer_task is None:
             raise StorageUnavailable(f"the database {self.path} is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((op, future))
-        self._has_pending.set()
+        self._pending.put_nowait((op, future))
         return await future
 
     async def write_grouped(self, run_many: GroupOp, item: Any) -> Any:
@@ -204,79 +197,44 @@ class Database:
         if self._writer_task is None:
             raise StorageUnavailable(f"the database {self.path} is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((_Grouped(run_many, item), future))
-        self._has_pending.set()
+        self._pending.put_nowait((_Grouped(run_many, item), future))
         return await future
 
     async def _write_loop(self) -> None:
-        """Hands the pending writes to the writer thread whenever it is idle; the thread then
-        runs batch after batch until none is left (_drain)."""
         loop = asyncio.get_running_loop()
-        stopped = False
-        while not stopped:
-            await self._has_pending.wait()
-            self._has_pending.clear()
-            if not self._pending:
-                continue
-            try:
-                stopped = await loop.run_in_executor(self._executor, self._drain, loop)
-            except Exception:  # the loop must outlive any batch, or writers would hang
-                log.exception("write batches failed")
-
-    def _drain(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """On the writer thread: batches of the pending writes, one transaction each, until
-        none is left; each batch's answers go back to the event loop as it commits. Why here
-        and not one batch per call from the loop: the writes that arrive while a batch runs
-        start the next one at once, instead of after the loop (busy with the requests the
-        last batch answered) gets round to handing them over, ~0.9 ms per batch under load
-        (bench/README.md, "Session 4: single submissions"). True once close() asked to stop."""
-        while self._pending:
-            batch = []
-            stopping = False
-            while self._pending and len(batch) < self.MAX_BATCH:
-                item = self._pending.popleft()
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-            # A caller that gave up (cancelled) before its turn gets nothing written. (Read
-            # from this thread; a caller cancelling just after is as one cancelled mid-batch.)
+        stopping = False
+        while not stopping:
+            batch = [await self._pending.get()]
+            while not self._pending.empty() and len(batch) < self.MAX_BATCH:
+                batch.append(self._pending.get_nowait())
+            if batch[-1] is _STOP:
+                stopping = True
+                batch.pop()
+            # A caller that gave up (cancelled) before its turn gets nothing written.
             live = [(op, fut) for op, fut in batch if not fut.done()]
-            if live:
-                calls, answers = _group(live)
-                try:
-                    outcomes = self._run_batch(calls)
-                except Exception as exc:
-                    log.exception("write batch failed")
-                    outcomes = [(False, exc)] * len(calls)
-                try:
-                    loop.call_soon_threadsafe(self._answer, answers, outcomes)
-                except RuntimeError:  # the event loop closed under us: no one is waiting
-                    return True
-            if stopping:
-                return True
-        return False
-
-    def _answer(
-        self, answers: list[tuple[list[asyncio.Future[Any]], bool]],
-        outcomes: list[tuple[bool, Any]],
-    ) -> None:
-        """On the event loop: one batch's results to its callers."""
-        for (futures, grouped), (ok, value) in zip(answers, outcomes, strict=True):
-            if ok and grouped:  # one result per item
-                for fut, one in zip(futures, value, strict=True):
-                    if not fut.done():
-                        fut.set_result(one)
+            if not live:
                 continue
-            for fut in futures:
-                if fut.done():
+            calls, answers = _group(live)
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._run_batch, calls)
+            except Exception as exc:  # the loop must outlive any batch, or writers would hang
+                log.exception("write batch failed")
+                outcomes = [(False, exc)] * len(calls)
+            for (futures, grouped), (ok, value) in zip(answers, outcomes, strict=True):
+                if ok and grouped:  # one result per item
+                    for fut, one in zip(futures, value, strict=True):
+                        if not fut.done():
+                            fut.set_result(one)
                     continue
-                if ok:
-                    fut.set_result(value)
-                elif isinstance(value, sqlite3.Error):
-                    fut.set_exception(storage_error(value, self.path))
-                else:
-                    fut.set_exception(value)
+                for fut in futures:
+                    if fut.done():
+                        continue
+                    if ok:
+                        fut.set_result(value)
+                    elif isinstance(value, sqlite3.Error):
+                        fut.set_exception(storage_error(value, self.path))
+                    else:
+                        fut.set_exception(value)
 
     def before_commit(self, fn: Callable[[], None]) -> None:
         """From an op, on the writer thread: call fn once this transaction's statements are

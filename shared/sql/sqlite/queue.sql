@@ -66,6 +66,7 @@ RETURNING id, type, payload, attempts, max_attempts, timeout, priority, run_at, 
           queue
 
 -- name: claim_pick
+-- (json_extract, not ->>: that operator needs SQLite 3.38, newer than some systems' sqlite3.)
 -- The ordinary claim in three statements that each run whole in one call, for a worker
 -- whose event loop runs beside the writer thread (SQLiteStore.claim): this one picks the
 -- tasks as `claim` does and answers them as one JSON array of Claimed objects (attempt as
@@ -93,17 +94,18 @@ FROM (
 UPDATE tasks
 SET status = 'running',
     attempts = attempts + 1,
-    claim_token = p.value ->> 'token',
+    claim_token = json_extract(p.value, '$.token'),
     lease_until = :lease_until,
     worker_id = :worker_id,
     started_at = coalesce(started_at, :now),
     updated_at = :now
 FROM json_each(:picked) AS p
-WHERE tasks.rowid = p.value ->> 'rowid' AND +tasks.status = 'queued'  -- (+: by rowid, not status)
+-- (+: found by rowid, not through the status index)
+WHERE tasks.rowid = json_extract(p.value, '$.rowid') AND +tasks.status = 'queued'
 
 -- name: insert_picked_attempts
 INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
-SELECT p.value ->> 'id', p.value ->> 'attempt', :worker_id, :now
+SELECT json_extract(p.value, '$.id'), json_extract(p.value, '$.attempt'), :worker_id, :now
 FROM json_each(:picked) AS p
 
 -- name: insert_attempt
@@ -159,7 +161,8 @@ RETURNING id
 -- temp.finishing from one JSON array of [id, token, attempt, result] sharing one :now: one
 -- call instead of a step (and a GIL retake) per row (claim_pick says why).
 INSERT INTO temp.finishing (id, token, attempt, now, result)
-SELECT f.value ->> 0, f.value ->> 1, f.value ->> 2, :now, f.value ->> 3
+SELECT json_extract(f.value, '$[0]'), json_extract(f.value, '$[1]'),
+       json_extract(f.value, '$[2]'), :now, json_extract(f.value, '$[3]')
 FROM json_each(:items) AS f
 
 -- name: complete_finishing_all

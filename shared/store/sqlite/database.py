@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -26,6 +27,7 @@ import structlog
 
 from shared.errors import SchemaNotReady, SchemaTooNew, StorageBusy, StorageFull, StorageUnavailable
 from shared.store.sqlite import migrations
+from shared.store.sqlite.unlock import UnlockSignal
 
 T = TypeVar("T")
 WriteOp = Callable[[sqlite3.Connection], T]
@@ -56,18 +58,38 @@ def storage_error(exc: sqlite3.Error, path: str) -> Exception:
 
 class Database:
     MAX_BATCH = 512
+    # Waiting for another process's write lock: first wait, and the longest, between tries.
+    # Another LocalFlow writer's release ends a wait early (shared/store/sqlite/unlock.py), so
+    # these bound only a holder that is not LocalFlow.
+    LOCK_WAIT_FIRST = 0.0002
+    LOCK_WAIT_MOST = 0.005
 
     def __init__(self, path: str, *, synchronous: str = "FULL", busy_seconds: float = 30.0):
         self.path = path
         self.synchronous = synchronous
         self.busy_seconds = busy_seconds
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
-        self._writer: sqlite3.Connection | None = None  # used on the executor's thread only
+        self._writer: sqlite3.Connection | None = None  # used on the writer thread only
         self._reader: aiosqlite.Connection | None = None
-        self._pending: asyncio.Queue[Any] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
+        # Writes go to the writer thread once per turn of the event loop (_hand_over), answers
+        # straight back to the loop (call_soon_threadsafe): one hop each way. Through an
+        # asyncio task and an executor the way in cost twice as much (bench/README.md,
+        # "Session 5: pickup"), on the path of every pickup. Once per turn, not per write: a
+        # writer woken by a turn's first write would take it alone, and the turn's other 63
+        # submissions would wait for the next commit.
+        self._outbox: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._requests: queue.SimpleQueue[list[tuple[Any, asyncio.Future[Any]]]] = (
+            queue.SimpleQueue())
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._accepting = False
+        # Set by the loop once it has handed out a batch's answers (_deliver); the writer
+        # waits for it before taking the next batch, so what arrives while the loop answers
+        # joins that batch. Without the wait the threads take turns on the GIL instead
+        # (bench/README.md, "Batches back to back on the writer thread": reverted).
+        self._delivered = threading.Event()
         self.batches = 0  # committed write transactions (exposed as a metric)
         self._before_commit: list[Callable[[], None]] = []  # writer thread only
+        self._unlocks = UnlockSignal(path)  # writer thread only
 
     @classmethod
     async def open(cls, path: str, **kwargs: Any) -> Database:
@@ -77,9 +99,12 @@ class Database:
         return db
 
     async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._writer_main, name="db-writer", daemon=True)
+        self._thread.start()
+        self._accepting = True
         try:
-            self._writer = await loop.run_in_executor(self._executor, self._open_writer)
+            self._writer = await self._call(self._open_writer)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             self._reader.row_factory = sqlite3.Row
             await self._reader.execute("PRAGMA busy_timeout=5000")
@@ -96,7 +121,6 @@ class Database:
                 + ("upgrade LocalFlow" if version > newest else
                    "run `localflow migrate` (serve, api and worker migrate on start)")
             )
-        self._writer_task = asyncio.create_task(self._write_loop(), name="db-writer")
 
     def _open_writer(self) -> sqlite3.Connection:
         # busy_timeout=0: _begin retries a locked database itself, with shorter sleeps.
@@ -121,31 +145,27 @@ class Database:
         # a crash rolls back through the WAL as before. Only the writer: its statements are
         # bounded (batches, pruning in steps), while a reader's sort may still use files.
         conn.execute("PRAGMA temp_store=MEMORY")
+        self._unlocks.open()
         return conn
 
     async def close(self) -> None:
-        if self._writer_task is not None:
-            # The sentinel comes after every queued write, so each caller still gets an answer.
-            task, self._writer_task = self._writer_task, None
-            self._pending.put_nowait(_STOP)
-            await task
+        if self._accepting:
+            # The stop comes after every queued write, so each caller still gets an answer;
+            # the writer thread closes its connection and ends.
+            self._accepting = False
+            await self._submit(_STOP)
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            await asyncio.get_running_loop().run_in_executor(self._executor, writer.close)
-        self._executor.shutdown(wait=False)
 
     async def release_memory(self) -> None:
         """Free the writer's and the reader's page caches (`PRAGMA shrink_memory`: SQLite
         frees every cached page it does not need now; the next reads refill it from the OS's
         file cache). On the writer's own thread, between two write batches."""
         writer = self._writer
-        if writer is not None:
-            with contextlib.suppress(sqlite3.Error, RuntimeError):  # closed meanwhile
-                await asyncio.get_running_loop().run_in_executor(
-                    self._executor, writer.execute, "PRAGMA shrink_memory")
+        if writer is not None and self._accepting:
+            with contextlib.suppress(sqlite3.Error, StorageUnavailable):
+                await self._call(functools.partial(writer.execute, "PRAGMA shrink_memory"))
         if self._reader is not None:
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await self._reader.execute("PRAGMA shrink_memory")
@@ -180,11 +200,9 @@ class Database:
 
         op runs on the writer thread: it must only use conn, and never block on the loop.
         """
-        if self._writer_task is None:
+        if not self._accepting:
             raise StorageUnavailable(f"the database {self.path} is closed")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.put_nowait((op, future))
-        return await future
+        return await self._submit(op)
 
     async def write_grouped(self, run_many: GroupOp, item: Any) -> Any:
         """Like write(), for an item that run_many(conn, items) writes together with the other
@@ -194,33 +212,98 @@ class Database:
         ~25 us on this machine for a one-row UPDATE), so 64 completions as one statement cost
         far less writer time than 64 statements (bench/README.md, "Worker end to end").
         """
-        if self._writer_task is None:
+        if not self._accepting:
             raise StorageUnavailable(f"the database {self.path} is closed")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.put_nowait((_Grouped(run_many, item), future))
-        return await future
+        return await self._submit(_Grouped(run_many, item))
 
-    async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        stopping = False
-        while not stopping:
-            batch = [await self._pending.get()]
-            while not self._pending.empty() and len(batch) < self.MAX_BATCH:
-                batch.append(self._pending.get_nowait())
-            if batch[-1] is _STOP:
-                stopping = True
-                batch.pop()
-            # A caller that gave up (cancelled) before its turn gets nothing written.
-            live = [(op, fut) for op, fut in batch if not fut.done()]
-            if not live:
-                continue
-            calls, answers = _group(live)
+    async def _call(self, fn: Callable[[], T]) -> T:
+        """fn() on the writer thread, outside any transaction, between two batches."""
+        if not self._accepting:
+            raise StorageUnavailable(f"the database {self.path} is closed")
+        return await self._submit(_Call(fn))
+
+    def _submit(self, item: Any) -> asyncio.Future[Any]:
+        assert self._loop is not None
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if not self._outbox:
+            self._loop.call_soon(self._hand_over)
+        self._outbox.append((item, future))
+        return future
+
+    def _hand_over(self) -> None:
+        """At the end of this turn of the loop: what it asked for, to the writer thread."""
+        outbox, self._outbox = self._outbox, []
+        self._requests.put(outbox)
+
+    def _writer_main(self) -> None:
+        """The writer thread: take everything handed over (up to MAX_BATCH), write it, hand
+        the answers to the loop, wait until it has them, again; until _STOP."""
+        carry: list[tuple[Any, asyncio.Future[Any]]] = []
+        while True:
+            batch = carry or self._requests.get()
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < self.MAX_BATCH:
+                    batch = batch + self._requests.get_nowait()
+            batch, carry = batch[:self.MAX_BATCH], batch[self.MAX_BATCH:]
+            answers, stopping = self._run_items(batch)
+            self._delivered.clear()
             try:
-                outcomes = await loop.run_in_executor(self._executor, self._run_batch, calls)
-            except Exception as exc:  # the loop must outlive any batch, or writers would hang
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self._deliver, answers)
+            except RuntimeError:  # the loop is closed: nobody is left to answer
+                stopping = True
+            if stopping:
+                return
+            self._delivered.wait()
+
+    def _run_items(
+        self, batch: list[tuple[Any, asyncio.Future[Any]]],
+    ) -> tuple[list[tuple[list[asyncio.Future[Any]], bool, bool, Any]], bool]:
+        """On the writer thread: the batch's writes, in order, as transactions split only by
+        calls (_Call) and the stop; each answer is (futures, grouped, ok, value)."""
+        answers: list[tuple[list[asyncio.Future[Any]], bool, bool, Any]] = []
+        writes: list[tuple[Any, asyncio.Future[Any]]] = []
+
+        def flush() -> None:
+            # A caller that gave up (cancelled) before its turn gets nothing written.
+            live = [(op, fut) for op, fut in writes if not fut.done()]
+            writes.clear()
+            if not live:
+                return
+            calls, futures = _group(live)
+            try:
+                outcomes = self._run_batch(calls)
+            except Exception as exc:  # the thread must outlive any batch, or writers hang
                 log.exception("write batch failed")
                 outcomes = [(False, exc)] * len(calls)
-            for (futures, grouped), (ok, value) in zip(answers, outcomes, strict=True):
+            for (futs, grouped), (ok, value) in zip(futures, outcomes, strict=True):
+                answers.append((futs, grouped, ok, value))
+
+        for item, fut in batch:
+            if isinstance(item, _Call):
+                flush()
+                try:
+                    answers.append(([fut], False, True, item.fn()))
+                except Exception as exc:
+                    answers.append(([fut], False, False, exc))
+            elif item is _STOP:
+                flush()
+                # Closed before close() is answered: its caller may remove the files next.
+                if self._writer is not None:
+                    writer, self._writer = self._writer, None
+                    writer.close()
+                self._unlocks.close()
+                answers.append(([fut], False, True, None))
+                return answers, True
+            else:
+                writes.append((item, fut))
+        flush()
+        return answers, False
+
+    def _deliver(self, answers: list[tuple[list[asyncio.Future[Any]], bool, bool, Any]]) -> None:
+        """On the loop: each caller's answer; then the writer may take the next batch."""
+        try:
+            for futures, grouped, ok, value in answers:
                 if ok and grouped:  # one result per item
                     for fut, one in zip(futures, value, strict=True):
                         if not fut.done():
@@ -235,6 +318,8 @@ class Database:
                         fut.set_exception(storage_error(value, self.path))
                     else:
                         fut.set_exception(value)
+        finally:
+            self._delivered.set()
 
     def before_commit(self, fn: Callable[[], None]) -> None:
         """From an op, on the writer thread: call fn once this transaction's statements are
@@ -271,16 +356,19 @@ class Database:
         except Exception as exc:
             self._before_commit.clear()
             _rollback(conn)
+            self._unlocks.released()
             if len(ops) == 1:
                 return [(False, exc)]
             # One op failed: run each alone so the others still commit and only it fails.
             return [self._run_batch([op])[0] for op in ops]
+        self._unlocks.released()
         self.batches += 1
         return results
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         deadline = time.monotonic() + self.busy_seconds
-        delay = 0.0002
+        delay = self.LOCK_WAIT_FIRST
+        drained = False
         while True:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -293,8 +381,25 @@ class Database:
                         f"the database {self.path} stayed locked by another process for "
                         f"{self.busy_seconds:g}s; try again"
                     ) from exc
-                time.sleep(delay)  # on the writer thread: the event loop keeps running
-                delay = min(delay * 1.5, 0.005)
+            if not drained:
+                # Only releases from now on count; one that came between the failed BEGIN
+                # and this drain is caught by trying once more before waiting.
+                self._unlocks.drain()
+                drained = True
+                continue
+            # Until the holder's release (shared/store/sqlite/unlock.py) or the sleep's end,
+            # on the writer thread: the event loop keeps running.
+            self._unlocks.wait(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 1.5, self.LOCK_WAIT_MOST)
+
+
+class _Call:
+    """A function for the writer thread to run outside any transaction (open, shrink)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
 
 
 class _Grouped:

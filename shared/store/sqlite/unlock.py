@@ -1,0 +1,128 @@
+""""The write lock is free": a byte to every other LocalFlow writer after each commit.
+
+SQLite has no blocking wait for its write lock (this build lacks SQLITE_ENABLE_SETLK_TIMEOUT):
+a writer that finds the file locked can only sleep and try again. A sleep that is too short
+burns CPU beside the holder; one that is long enough oversleeps the holder's commit (0.1-0.3 ms
+of every pickup, where the worker's claim waits for the API's insert to commit:
+bench/README.md, "Session 5: pickup"). So every LocalFlow writer keeps a FIFO in
+`<db>.unlock/`, and after each COMMIT or ROLLBACK writes one byte to every other writer's
+FIFO. A writer waiting for the lock waits on its FIFO, with its sleep as the timeout: it tries
+again the moment a holder lets go, and a holder that is not LocalFlow (the sqlite3 shell, a
+backup tool) is still waited for by the timeout alone.
+
+A FIFO, not a datagram socket: bytes written while nobody waited pile up, and a FIFO drops them
+all with one read (a socket needs a read per datagram). Everything here is best effort: if the
+directory or a FIFO cannot be made, the writer sleeps as before. Used on the writer thread only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import select
+import stat
+import time
+
+import structlog
+
+from shared.store.sqlite.wake import wake_dir
+
+log = structlog.get_logger("localflow.db")
+
+
+class UnlockSignal:
+    def __init__(self, db_path: str) -> None:
+        self.dir = wake_dir(db_path, "unlock")
+        self._name = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._fd: int | None = None  # our FIFO, read side (opened read-write: never EOF)
+        self._peers: dict[str, int] = {}  # the other writers' FIFOs, opened for writing
+
+    def open(self) -> bool:
+        """Make our FIFO; False (and sleeps only) if the directory or FIFO cannot be made."""
+        path = self.dir / self._name
+        try:
+            self.dir.mkdir(mode=0o700, exist_ok=True)
+            os.mkfifo(path, 0o600)
+            # The folder's group may write it too (the API and the worker as two users of one
+            # group, docs/security.md); otherwise the owner only, whatever the umask.
+            os.chmod(path, 0o600 | (self.dir.stat().st_mode & 0o060))
+            # Read-write, so the FIFO always has a writer (us): no EOF, no hang-up to poll.
+            self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        except OSError as exc:
+            log.warning("no unlock signal; waiting for the write lock by sleeps alone",
+                        path=str(path), error=str(exc))
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return False
+        return True
+
+    def released(self) -> None:
+        """After our COMMIT or ROLLBACK: a byte to every other writer (one that waits
+        for the lock tries again now)."""
+        for name, fd in list(self._refresh().items()):
+            try:
+                os.write(fd, b"!")
+            except BlockingIOError:
+                pass  # its FIFO is full of bytes already: it will see them
+            except OSError:  # its reader is gone (killed): forget it
+                self._forget(name, unlink=True)
+
+    def drain(self) -> None:
+        """Drop what was written before now: only bytes written after this count."""
+        if self._fd is not None:
+            with contextlib.suppress(BlockingIOError):
+                while len(os.read(self._fd, 4096)) == 4096:
+                    pass
+
+    def wait(self, seconds: float) -> None:
+        """Until another writer releases the lock (since the last drain), or `seconds`."""
+        if self._fd is None:
+            time.sleep(seconds)
+            return
+        ready, _, _ = select.select([self._fd], [], [], seconds)
+        if ready:
+            self.drain()
+
+    def close(self) -> None:
+        for name in list(self._peers):
+            self._forget(name, unlink=False)
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                (self.dir / self._name).unlink()
+
+    def _refresh(self) -> dict[str, int]:
+        """The other writers' FIFOs: listed on every call (a few microseconds; a cached
+        listing keyed on the directory's mtime would miss a FIFO made within the same clock
+        tick), opened once each."""
+        try:
+            names = set(os.listdir(self.dir)) - {self._name}
+        except OSError:
+            return self._peers
+        for name in set(self._peers) - names:
+            self._forget(name, unlink=False)
+        for name in names - set(self._peers):
+            try:
+                fd = os.open(self.dir / name, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # nobody reads it: its writer was killed
+                    with contextlib.suppress(OSError):
+                        (self.dir / name).unlink()
+                continue
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                self._peers[name] = fd
+            else:  # not ours to write into (a byte per commit would grow a file)
+                os.close(fd)
+        return self._peers
+
+    def _forget(self, name: str, *, unlink: bool) -> None:
+        fd = self._peers.pop(name, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if unlink:
+            with contextlib.suppress(OSError):
+                (self.dir / name).unlink()

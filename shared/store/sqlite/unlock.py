@@ -27,7 +27,7 @@ import time
 
 import structlog
 
-from shared.store.sqlite.wake import wake_dir
+from shared.store.sqlite.wake import DirListing, wake_dir
 
 log = structlog.get_logger("localflow.db")
 
@@ -38,23 +38,31 @@ class UnlockSignal:
         self._name = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._fd: int | None = None  # our FIFO, read side (opened read-write: never EOF)
         self._peers: dict[str, int] = {}  # the other writers' FIFOs, opened for writing
+        self._skip: set[str] = set()  # listed names that are not writable FIFOs
+        self._listing = DirListing(self.dir)
 
     def open(self) -> bool:
         """Make our FIFO; False (and sleeps only) if the directory or FIFO cannot be made."""
-        path = self.dir / self._name
+        path, making = self.dir / self._name, self.dir / f".{self._name}"
         try:
             self.dir.mkdir(mode=0o700, exist_ok=True)
-            os.mkfifo(path, 0o600)
+            # Made under a hidden name and opened before it takes its own, so no other writer
+            # ever finds it without a reader (which means "killed": they remove it).
+            os.mkfifo(making, 0o600)
             # The folder's group may write it too (the API and the worker as two users of one
             # group, docs/security.md); otherwise the owner only, whatever the umask.
-            os.chmod(path, 0o600 | (self.dir.stat().st_mode & 0o060))
+            os.chmod(making, 0o600 | (self.dir.stat().st_mode & 0o060))
             # Read-write, so the FIFO always has a writer (us): no EOF, no hang-up to poll.
-            self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+            self._fd = os.open(making, os.O_RDWR | os.O_NONBLOCK)
+            os.rename(making, path)
         except OSError as exc:
             log.warning("no unlock signal; waiting for the write lock by sleeps alone",
                         path=str(path), error=str(exc))
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
             with contextlib.suppress(OSError):
-                path.unlink()
+                making.unlink()
             return False
         return True
 
@@ -95,27 +103,28 @@ class UnlockSignal:
                 (self.dir / self._name).unlink()
 
     def _refresh(self) -> dict[str, int]:
-        """The other writers' FIFOs: listed on every call (a few microseconds; a cached
-        listing keyed on the directory's mtime would miss a FIFO made within the same clock
-        tick), opened once each."""
-        try:
-            names = set(os.listdir(self.dir)) - {self._name}
-        except OSError:
-            return self._peers
+        """The other writers' FIFOs, opened once each (names that are not FIFOs, or that we
+        may not write, are skipped until they go)."""
+        names = {n for n in self._listing.names() if not n.startswith(".")} - {self._name}
         for name in set(self._peers) - names:
             self._forget(name, unlink=False)
-        for name in names - set(self._peers):
+        self._skip &= names
+        for name in names - self._peers.keys() - self._skip:
             try:
                 fd = os.open(self.dir / name, os.O_WRONLY | os.O_NONBLOCK)
             except OSError as exc:
                 if exc.errno == errno.ENXIO:  # nobody reads it: its writer was killed
                     with contextlib.suppress(OSError):
                         (self.dir / name).unlink()
+                    self._listing.forget()
+                else:
+                    self._skip.add(name)
                 continue
             if stat.S_ISFIFO(os.fstat(fd).st_mode):
                 self._peers[name] = fd
             else:  # not ours to write into (a byte per commit would grow a file)
                 os.close(fd)
+                self._skip.add(name)
         return self._peers
 
     def _forget(self, name: str, *, unlink: bool) -> None:
@@ -126,3 +135,4 @@ class UnlockSignal:
         if unlink:
             with contextlib.suppress(OSError):
                 (self.dir / name).unlink()
+            self._listing.forget()

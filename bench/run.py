@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=64, help="HTTP connections (default 64)")
     p.add_argument("--batch-size", type=int, default=100, help="tasks per batch request")
     p.add_argument("--slots", type=int, nargs="+", default=[8, 64], help="worker slots to try")
+    p.add_argument("--split", type=int, default=2, metavar="P",
+                   help="also run the largest slot count as P worker processes sharing it, "
+                        "as `localflow worker` started P times (0: not)")
     p.add_argument("--pickup-tasks", type=int, help="tasks for pickup latency (default 500)")
     p.add_argument("--pickup-gap", type=float, default=0.005, help="seconds between submissions")
     p.add_argument("--idle-seconds", type=float, help="idle CPU window (default 10)")
@@ -164,6 +167,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 lf["end_to_end"].append(step(f"(b) end to end, {slots} slots",
                                              localflow_side.end_to_end, workdir, args.tasks,
                                              slots))
+            if "e2e" in args.only and args.split > 1 and slots == max(args.slots):
+                # The same slots over P processes (one core each): how a user with more than
+                # one core runs many short tasks (docs/scaling.md). Measured as (e) is.
+                lf["end_to_end_split"] = step(
+                    f"(b) end to end, {slots} slots as {args.split} processes",
+                    localflow_side.scale_out, workdir,
+                    str(localflow_side.fresh_db(workdir, f"e2e-split-{slots}")), args.tasks,
+                    args.split, slots // args.split)
         if "pickup" in args.only and "sqlite" in args.backends:
             lf["pickup"] = step("(c) pickup latency", localflow_side.pickup_latency, workdir,
                                 args.pickup_tasks, args.pickup_gap)
@@ -220,6 +231,12 @@ def ratios(out: dict[str, Any]) -> dict[str, Any]:
                 result[f"b_end_to_end_{e2e['slots']}_slots_vs_huey"] = (
                     e2e["tasks_per_s"] / by_workers[e2e["slots"]]["tasks_per_s"]
                 )
+        split = lf.get("end_to_end_split")
+        if _ok(split) and split:
+            slots = split["processes"] * split["slots_per_process"]
+            if slots in by_workers:
+                result[f"b_end_to_end_{slots}_slots_split_vs_huey"] = (
+                    split["tasks_per_s"] / by_workers[slots]["tasks_per_s"])
     return result
 
 
@@ -287,6 +304,19 @@ def table(out: dict[str, Any]) -> str:
         if key in ratio:
             target = {8: "target >= 4x", 64: "target >= 8x"}.get(slots, "")
             add(f"(b) ratio, {slots} slots / Huey", f"{ratio[key]:.2f}x", target)
+        split = lf.get("end_to_end_split")
+        if split is not None and slots == split.get("processes", 0) * split.get(
+                "slots_per_process", 0) and not failed("(b) end to end, split", split):
+            add(f"(b) LocalFlow end to end, {slots} slots as {split['processes']} processes",
+                f"{split['tasks_per_s']:,.0f} tasks/s",
+                f"{split['processes']} x `localflow worker` of {split['slots_per_process']} "
+                f"slots on one file; workers CPU {split['workers_cpu_percent']:.0f}% (of "
+                f"{split['processes']} cores), {split['write_transactions_per_task']:.3f} "
+                "commits/task")
+            key = f"b_end_to_end_{slots}_slots_split_vs_huey"
+            if key in ratio:
+                add(f"(b) ratio, {slots} slots as {split['processes']} processes / Huey",
+                    f"{ratio[key]:.2f}x", "target >= 8x (one core per process)")
     pg = out.get("postgres", {})
     if "skipped" in pg:
         add("PostgreSQL", "skipped", str(pg["skipped"])[:300])

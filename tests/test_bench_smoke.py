@@ -57,6 +57,11 @@ def test_quick_bench_produces_every_number(tmp_path: Path) -> None:
 
     (e2e,) = lf["end_to_end"]
     assert e2e["slots"] == 8 and e2e["tasks"] == 300 and e2e["tasks_per_s"] > 0
+    # The same 8 slots as two worker processes of 4 (--split 2, the default).
+    split = lf["end_to_end_split"]
+    assert (split["processes"], split["slots_per_process"], split["tasks"]) == (2, 4, 300)
+    assert sum(split["per_process"]) == 300 and split["tasks_per_s"] > 0
+    assert "(b) LocalFlow end to end, 8 slots as 2 processes" in proc.stdout
 
     pickup = lf["pickup"]
     assert pickup["tasks"] == 20
@@ -66,7 +71,8 @@ def test_quick_bench_produces_every_number(tmp_path: Path) -> None:
 
     (run,) = huey["runs"]
     assert run["workers"] == 8 and run["enqueue_per_s"] > 0 and run["tasks_per_s"] > 0
-    assert set(out["ratios"]) >= {"a_http_single_vs_huey_enqueue", "b_end_to_end_8_slots_vs_huey"}
+    assert set(out["ratios"]) >= {"a_http_single_vs_huey_enqueue", "b_end_to_end_8_slots_vs_huey",
+                                  "b_end_to_end_8_slots_split_vs_huey"}
 
     # (e) scale-out: 1 and 2 worker processes on one SQLite file, then on one PostgreSQL.
     pg_out = out["postgres"]

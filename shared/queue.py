@@ -226,6 +226,11 @@ class Queue:
             self.on_runnable()
         return unclaimed
 
+    async def cancel_unstarted(self, claimed: Claimed) -> bool:
+        """running -> cancelled for a task claimed ahead that a person cancelled before it
+        started: no attempt spent and none in its history, as if cancelled while queued."""
+        return await self.store.unclaim(claimed, self.clock.now(), cancelled=True)
+
     async def finish_cancelled(self, claimed: Claimed, result: Any = None) -> bool:
         """running -> cancelled, once the worker stopped what a person cancelled."""
         return await self.store.finish_cancelled(claimed, result, "cancelled", self.clock.now())

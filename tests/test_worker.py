@@ -440,8 +440,10 @@ async def test_a_task_claimed_ahead_is_cancelled_without_running(live_queue):
         cancelled = await until(live_queue, target, {"cancelled"})
         gate.release.set()
     assert target not in gate.started
-    assert cancelled.finished_at is not None
-    assert [a.outcome for a in await live_queue.attempts(target)] == ["cancelled"]
+    assert cancelled.finished_at is not None and cancelled.last_error == "cancelled"
+    # It never ran: no attempt spent and none in its history (as if cancelled while queued).
+    assert cancelled.attempts == 0 and cancelled.started_at is None
+    assert await live_queue.attempts(target) == []
 
 
 async def test_tasks_claimed_ahead_go_back_when_the_slots_stay_busy(live_queue, monkeypatch):

@@ -644,11 +644,14 @@ class Worker:
         reason = self._stop_reason.get(c.id, _SHUTDOWN)
         bound = _logger(c)
         if reason == _CANCELLED:
-            done = await self._write_outcome(c, bound, lambda: self.queue.finish_cancelled(c))
+            # Claimed ahead and never started: cancelled with no attempt row, as if it had
+            # been cancelled while queued (an attempt row would say it ran).
+            done = await self._write_outcome(c, bound, lambda: (
+                self.queue.finish_cancelled(c) if ran else self.queue.cancel_unstarted(c)))
             if done is not UNWRITTEN:
-                bound.info("task cancelled")
+                bound.info("task cancelled" if ran else "task cancelled before it started")
                 self.on_event("cancelled", c, 0.0)
-                if done:
+                if done and ran:
                     self.on_event("attempt:cancelled", c, 0.0)
         elif reason in (_SHUTDOWN, _RETURNED) and not ran:
             # Claimed ahead and never started: back as if never claimed, with no attempt row

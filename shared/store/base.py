@@ -482,12 +482,14 @@ class TaskStore(Protocol):
         "released" and `error`. False if the fence fails."""
         ...
 
-    async def unclaim(self, task: Claimed, now: float) -> bool:
+    async def unclaim(self, task: Claimed, now: float, *, cancelled: bool = False) -> bool:
         """running -> queued as if it had never been claimed: a task a worker claimed ahead
         and never started (docs/state_machine.md, "Claimed ahead"). attempts - 1, its attempt
         row deleted (it never ran, so the history has nothing to show), started_at cleared if
-        that was its first claim, its place in line (run_at) kept. Fenced like release; False
-        if the fence fails."""
+        that was its first claim, its place in line (run_at) kept. cancelled: a person
+        cancelled it meanwhile, so -> cancelled instead (finished_at = now, last_error
+        "cancelled"), as a queued task's cancel leaves it. Fenced like release; False if the
+        fence fails."""
         ...
 
     async def finish_cancelled(

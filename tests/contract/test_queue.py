@@ -324,6 +324,25 @@ async def test_unclaim_puts_a_task_back_as_if_never_claimed(queue: Queue, clock:
     assert (await queue.counts())["queued"] == 1
 
 
+async def test_a_task_cancelled_while_claimed_ahead_ends_as_if_cancelled_queued(
+    queue: Queue, clock: FakeClock,
+):
+    """Claimed ahead, cancelled before it started: `cancelled` with no attempt spent and
+    none in its history, as a queued task's cancel leaves it; fenced like unclaim."""
+    task, _ = await queue.enqueue(shell("x"))
+    (c,) = await queue.claim("w", 1, lease=30)
+    assert await queue.cancel(task.id)  # running: the worker is asked to stop it
+    clock.advance(1)
+    assert await queue.cancel_unstarted(c)
+    done = await queue.get(task.id)
+    assert done.status == "cancelled" and done.attempts == 0 and done.started_at is None
+    assert done.last_error == "cancelled" and done.finished_at is not None
+    assert await queue.attempts(task.id) == []
+    assert not await queue.cancel_unstarted(c)  # fenced: the claim is gone
+    counts = await queue.counts()
+    assert counts["cancelled"] == 1 and counts["running"] == 0
+
+
 async def test_idempotency_same_request_returns_original(queue):
     first, created = await queue.enqueue(shell("x", idempotency_key="k1"))
     again, created_again = await queue.enqueue(shell("x", idempotency_key="k1"))

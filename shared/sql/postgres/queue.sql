@@ -169,12 +169,17 @@ WITH released AS (
 SELECT id, token, pg_notify('localflow', '') FROM released
 
 -- name: unclaim
--- running -> queued as if never claimed: claimed ahead by a worker that never started it.
+-- running -> queued as if never claimed: claimed ahead by a worker that never started it;
+-- or, with %(cancelled)s (a person cancelled it while it waited), -> cancelled as a queued
+-- task is (cancel_queued): it never ran, so no attempt is spent.
 -- Its attempt row goes (it never ran); runnable again at once, so it NOTIFYs like release.
 WITH unclaimed AS (
     UPDATE tasks
-    SET status = 'queued', attempts = tasks.attempts - 1,
+    SET status = CASE WHEN %(cancelled)s THEN 'cancelled' ELSE 'queued' END,
+        attempts = tasks.attempts - 1,
         started_at = CASE WHEN tasks.attempts = 1 THEN NULL ELSE tasks.started_at END,
+        finished_at = CASE WHEN %(cancelled)s THEN i.now ELSE tasks.finished_at END,
+        last_error = CASE WHEN %(cancelled)s THEN 'cancelled' ELSE tasks.last_error END,
         claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = i.now
     FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(attempts)s::int[], %(nows)s::float8[])
          AS i(id, token, attempt, now)

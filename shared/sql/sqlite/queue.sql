@@ -210,11 +210,16 @@ SET status = 'queued', attempts = attempts - 1, run_at = :now,
 WHERE id = :id AND status = 'running' AND claim_token = :token
 
 -- name: unclaim
--- running -> queued as if never claimed: claimed ahead by a worker that never started it.
+-- running -> queued as if never claimed: claimed ahead by a worker that never started it;
+-- or, with :cancelled = 1 (a person cancelled it while it waited), -> cancelled as a queued
+-- task is (cancel_queued): it never ran, so no attempt is spent.
 -- (SET reads the row as it was: attempts = 1 means this claim was its first.)
 UPDATE tasks
-SET status = 'queued', attempts = attempts - 1,
+SET status = CASE WHEN :cancelled THEN 'cancelled' ELSE 'queued' END,
+    attempts = attempts - 1,
     started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,
+    finished_at = CASE WHEN :cancelled THEN :now ELSE finished_at END,
+    last_error = CASE WHEN :cancelled THEN 'cancelled' ELSE last_error END,
     claim_token = NULL, lease_until = NULL, worker_id = NULL, updated_at = :now
 WHERE id = :id AND status = 'running' AND claim_token = :token
 

@@ -707,9 +707,10 @@ class PostgresStore:
         return [(t.id, t.token) in done for t, _, _ in items]
 
     @_translated
-    async def unclaim(self, task: Claimed, now: float) -> bool:
+    async def unclaim(self, task: Claimed, now: float, *, cancelled: bool = False) -> bool:
         # Rare (a worker stopping, or slots held by long handlers): one statement, not batched.
-        rows = await self._statement(Q.unclaim, _outcome_arrays([task], [now]))
+        rows = await self._statement(
+            Q.unclaim, {**_outcome_arrays([task], [now]), "cancelled": cancelled})
         return any(r["id"] == task.id and r["token"] == task.token for r in rows)
 
     @_translated

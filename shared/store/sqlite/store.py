@@ -406,9 +406,10 @@ class SQLiteStore:
 
         return self._changed_if(await self.db.write(op))
 
-    async def unclaim(self, task: Claimed, now: float) -> bool:
+    async def unclaim(self, task: Claimed, now: float, *, cancelled: bool = False) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(Q.unclaim, {"id": task.id, "token": task.token, "now": now})
+            cursor = conn.execute(Q.unclaim, {"id": task.id, "token": task.token, "now": now,
+                                              "cancelled": int(cancelled)})
             if cursor.rowcount != 1:
                 return False
             conn.execute(Q.delete_attempt, {"id": task.id, "attempt": task.attempt})

@@ -39,7 +39,9 @@ class UnlockSignal:
         self._fd: int | None = None  # our FIFO, read side (opened read-write: never EOF)
         self._peers: dict[str, int] = {}  # the other writers' FIFOs, opened for writing
         self._skip: set[str] = set()  # listed names that are not writable FIFOs
-        self._listing = DirListing(self.dir)
+        # A writer started since the last listing gets no bytes for up to RELIST_SECONDS
+        # (its waits then end by their sleeps): no system call per commit for the listing.
+        self._listing = DirListing(self.dir, watch_mtime=False)
 
     def open(self) -> bool:
         """Make our FIFO; False (and sleeps only) if the directory or FIFO cannot be made."""

@@ -35,26 +35,33 @@ def wake_dir(db_path: str, kind: str = "wake") -> Path:
 
 
 class DirListing:
-    """The names in a directory of sockets or FIFOs that a sender writes to after each
-    commit: listed again when the directory's mtime moved, and at least every
-    RELIST_SECONDS. A stat per commit instead of a listing (a listing per commit was ~1 % of a
-    busy API's samples each for the wake-ups and the lock releases, py-spy under wrk); and a
-    name added within the same clock tick as the last listing (the mtime would not move) is
-    still found within RELIST_SECONDS."""
+    """The names in a directory of sockets or FIFOs that a sender writes to after commits.
+
+    watch_mtime: listed again whenever the directory's mtime moved (a stat per call, so a
+    new name is seen at once; a listing per call was ~1 % of a busy API's samples, py-spy
+    under wrk); and in any case at least every RELIST_SECONDS, so a name added within the
+    same clock tick as the last listing (the mtime would not move) is found too. Without
+    watch_mtime, only every RELIST_SECONDS: no system call at all in between, which matters on
+    a writer thread, where each call gives up the GIL and waits to get it back from a busy
+    event loop."""
 
     RELIST_SECONDS = 0.5
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, watch_mtime: bool = True) -> None:
         self.path = path
+        self.watch_mtime = watch_mtime
         self._names: list[str] = []
         self._stamp = 0  # the directory's mtime (ns) at the last listing
         self._listed_at = float("-inf")  # time.monotonic() of the last listing
 
     def names(self) -> list[str]:
         now = time.monotonic()
+        due = now - self._listed_at >= self.RELIST_SECONDS
+        if not due and not self.watch_mtime:
+            return self._names
         try:
             stamp = os.stat(self.path).st_mtime_ns
-            if stamp != self._stamp or now - self._listed_at >= self.RELIST_SECONDS:
+            if due or stamp != self._stamp:
                 self._names = os.listdir(self.path)
                 self._stamp, self._listed_at = stamp, now
         except OSError:

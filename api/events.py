@@ -137,6 +137,9 @@ async def _events(
                     "continuing with the oldest kept (re-read the tasks you follow)",
                 })
                 sent = time.monotonic()
+                if not page.events:  # nothing kept after it: go on from the log's head
+                    cursor = await hub.past_pruned(cursor)
+                    continue
             if page.events:
                 chunk = [_task_event(e) for e in page.events
                          if (tasks is None or e.task_id in tasks)
@@ -149,10 +152,16 @@ async def _events(
             if outputs is not None and (news := await outputs.changed()):
                 yield news
                 sent = time.monotonic()
-            woken = await hub.wait_past(cursor, wait)
-            if not woken and not hub.closed and time.monotonic() - sent >= HEARTBEAT_SECONDS:
+            # Caught up with the log. A heartbeat once nothing was sent for 15 s, whatever
+            # else happened meanwhile: a filtered stream on a busy server is woken by other
+            # tasks' events all the time and would otherwise never send one. (Sent only
+            # here, so it also tells a client that the stream has read the log up to now:
+            # Client.follow relies on that.)
+            quiet = time.monotonic() - sent
+            if quiet >= HEARTBEAT_SECONDS:
                 yield b": heartbeat\n\n"
-                sent = time.monotonic()
+                sent, quiet = time.monotonic(), 0.0
+            await hub.wait_past(cursor, min(wait, HEARTBEAT_SECONDS - quiet))
     finally:
         hub.leave()
 

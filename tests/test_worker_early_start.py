@@ -143,7 +143,10 @@ def _token(db: Path, task_id: str) -> str | None:
     return token
 
 
-async def test_a_claim_run_again_alone_after_its_shared_commit_failed(db_path: Path):
+@pytest.mark.parametrize("timeout", [None, 2.0], ids=["no-timeout", "timeout"])
+async def test_a_claim_run_again_alone_after_its_shared_commit_failed(
+    db_path: Path, timeout: float | None,
+):
     """Database._run_batch runs each op of a failed batch alone: a claim whose handlers
     started early (first claim's tokens) is answered by its second run. Real ops beside the
     claim make that happen: after it, one whose COMMIT always fails (an orphan attempt row
@@ -151,15 +154,17 @@ async def test_a_claim_run_again_alone_after_its_shared_commit_failed(db_path: P
     it, one that commits only when run alone (a delayed, more urgent task comes due, as any
     other writer's commit could land between the two runs). So the second run claims another
     set: a task started early and claimed again runs on under the new token and completes; one
-    not claimed again is stopped and writes nothing; the new one starts."""
+    not claimed again is stopped and writes nothing; the new one starts. With a timeout, the
+    one claimed again is still stopped at its deadline (kept under the new token)."""
     store = await SQLiteStore.open(str(db_path))
     go = asyncio.Event()
     worker: Worker | None = None
     try:
         settings = Settings(db=str(db_path), workers=2, poll=0.25, lease=30.0)
         queue = Queue(store, settings=settings)
-        kept, _ = await queue.enqueue(
-            TaskCreate(type="shell", payload={"command": "true"}, priority=5))
+        kept, _ = await queue.enqueue(TaskCreate(
+            type="shell", payload={"command": "true"}, priority=5, timeout=timeout,
+            max_attempts=1))
         dropped, _ = await queue.enqueue(TRUE)
         newer, _ = await queue.enqueue(
             TaskCreate(type="shell", payload={"command": "true"}, priority=10, delay=3600))
@@ -210,15 +215,22 @@ async def test_a_claim_run_again_alone_after_its_shared_commit_failed(db_path: P
         assert _row(db_path, kept.id) == ("running", 1, 1)
         # (newer, in the slot dropped freed, may have finished already: checked below.)
 
-        go.set()
+        if timeout is None:
+            go.set()  # else kept's handler waits until its deadline stops it
         async with running(worker):
-            for task in (kept, newer, dropped):
+            for task in (newer, dropped):
                 done = await until(queue, task.id, {"succeeded", "failed"})
                 assert done.status == "succeeded" and done.attempts == 1, done
                 assert [a.outcome for a in await queue.attempts(task.id)] == ["succeeded"]
-        assert (await queue.get(kept.id)).result == {"run": 1}
+            ended = await until(queue, kept.id, {"succeeded", "failed"})
         assert (await queue.get(dropped.id)).result == {"run": 2}  # the early run wrote nothing
         assert sorted(runs) == sorted([kept.id, newer.id, dropped.id, dropped.id])
+        outcomes = [a.outcome for a in await queue.attempts(kept.id)]
+        if timeout is None:
+            assert ended.status == "succeeded" and ended.result == {"run": 1}
+            assert outcomes == ["succeeded"]
+        else:
+            assert ended.status == "failed" and outcomes == ["timeout"]
     finally:
         go.set()
         if worker is not None:  # after a failed assertion above: let the worker end

@@ -45,8 +45,10 @@ class EventController(Controller):
             "default). If events after its cursor were already pruned it first gets "
             "`event: lost` and continues with the oldest kept. Without `Last-Event-ID` the "
             "stream starts now. Filters: `task` (repeatable, up to 100) and `status` "
-            "(repeatable). A comment (`: heartbeat`) every 15 s keeps proxies from closing an "
-            "idle stream. A slow reader is never dropped: it reads the log at its own pace, "
+            "(repeatable). A comment (`: heartbeat`) after 15 s without anything sent keeps "
+            "proxies from closing a quiet stream (sent once the stream has read the log up to "
+            "now: also a sign that a replay is done). A slow reader is never dropped: it reads "
+            "the log at its own pace, "
             "holding at most one page (500 events) in the server's memory. With `output=ID` "
             "(repeatable, up to 100; independent of `task`), also `event: output` whenever "
             "one of those tasks' live output changed: `data:` a JSON object with `id`, "
@@ -137,6 +139,9 @@ async def _events(
                     "continuing with the oldest kept (re-read the tasks you follow)",
                 })
                 sent = time.monotonic()
+                if not page.events:  # nothing kept after it: go on from the log's head
+                    cursor = await hub.past_pruned(cursor)
+                    continue
             if page.events:
                 chunk = [_task_event(e) for e in page.events
                          if (tasks is None or e.task_id in tasks)
@@ -149,10 +154,16 @@ async def _events(
             if outputs is not None and (news := await outputs.changed()):
                 yield news
                 sent = time.monotonic()
-            woken = await hub.wait_past(cursor, wait)
-            if not woken and not hub.closed and time.monotonic() - sent >= HEARTBEAT_SECONDS:
+            # Caught up with the log. A heartbeat once nothing was sent for 15 s, whatever
+            # else happened meanwhile: a filtered stream on a busy server is woken by other
+            # tasks' events all the time and would otherwise never send one. (Sent only
+            # here, so it also tells a client that the stream has read the log up to now:
+            # Client.follow relies on that.)
+            quiet = time.monotonic() - sent
+            if quiet >= HEARTBEAT_SECONDS:
                 yield b": heartbeat\n\n"
-                sent = time.monotonic()
+                sent, quiet = time.monotonic(), 0.0
+            await hub.wait_past(cursor, min(wait, HEARTBEAT_SECONDS - quiet))
     finally:
         hub.leave()
 

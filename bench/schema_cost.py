@@ -85,7 +85,7 @@ def work(src: str, variant: str, n: int, batch: int) -> None:
                                       "only": None}).fetchall()
         conn.executemany(Q.insert_attempt, [(r[0], r[3], "w", now) for r in rows])
         conn.executemany(Q.finishing_add, [(r[0], r[8], r[3], now, "{}") for r in rows])
-        assert len(conn.execute(Q.complete_finishing).fetchall()) == len(rows)
+        assert conn.execute(Q.complete_finishing).rowcount == len(rows)
         conn.execute(Q.finish_attempts_finishing)
         conn.execute(Q.finishing_clear)
         conn.execute("COMMIT")

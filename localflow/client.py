@@ -16,6 +16,7 @@ ClientError with status None.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -70,13 +71,22 @@ class Event(msgspec.Struct, frozen=True):
     data: dict[str, Any]
 
 
-class _SSE:
-    """Server-Sent Events parsing, line by line (comments, such as heartbeats, are skipped)."""
+# What _SSE makes of the server's `: heartbeat` comment when asked (follow() only): the
+# server sends it only once the stream has read the log up to now (api/events.py).
+_HEARTBEAT = ":heartbeat"
 
-    def __init__(self) -> None:
+
+class _SSE:
+    """Server-Sent Events parsing, line by line (comments are skipped, but for heartbeats
+    when `heartbeats`: an Event named _HEARTBEAT)."""
+
+    def __init__(self, heartbeats: bool = False) -> None:
         self._fields: dict[str, str] = {}
+        self._heartbeats = heartbeats
 
     def feed(self, line: str) -> Event | None:
+        if self._heartbeats and line == ": heartbeat":
+            return Event(id="", event=_HEARTBEAT, data={})
         if line == "":
             fields, self._fields = self._fields, {}
             if "data" not in fields:
@@ -103,6 +113,32 @@ def _events_request(
 
 # A stream is never silent for longer than the server's 15 s heartbeat; past this it is dead.
 _EVENTS_READ_TIMEOUT = 45.0
+_LOG_START = "0-0"  # Last-Event-ID before every event: replay all the server still keeps
+
+
+class _Follow:
+    """When follow()'s story of one task ends (shared by both clients)."""
+
+    def __init__(self, task: Task) -> None:
+        self.ended_before = task.status in TERMINAL  # before the stream began
+
+    @staticmethod
+    def is_the_end(event: Event, now: Task) -> bool:
+        """A final event that is the task's state as read now: not an earlier end that a
+        retry has since reopened."""
+        return (now.status in TERMINAL and now.status == event.data.get("status")
+                and now.attempts == event.data.get("attempts"))
+
+    @staticmethod
+    def pruned(now: Task) -> Event:
+        """The last word when the log no longer holds the task's end (the server's event
+        window): the task as read now, in a task event's shape."""
+        return Event(id="", event="pruned", data={
+            "id": now.id, "status": now.status, "attempts": now.attempts, "type": now.type,
+            "time": msgspec.to_builtins(now.updated_at), "queue": now.queue,
+            "detail": "the server's event log no longer holds this task's final event (its "
+                      "event window, an hour by default): this is the task as read now",
+        })
 
 
 class _Call(NamedTuple, Generic[T]):
@@ -352,7 +388,36 @@ class Client:
         """Task state changes as they happen (GET /api/events), for as long as the caller
         iterates; filtered to `tasks` and/or `statuses` if given. Starts now, or after
         `last_event_id`. A dropped connection is resumed after the last event seen (nothing
-        missed within the server's event window) unless reconnect=False."""
+        missed within the server's event window) unless reconnect=False. To follow one task
+        from its start to its end, whenever it ran, use follow()."""
+        yield from self._stream(tasks, statuses, last_event_id, reconnect, heartbeats=False)
+
+    def follow(self, task_id: str) -> Iterator[Event]:
+        """One task's whole story: its state changes from its creation (`event` "task", as
+        events() gives them), then as they happen, ending after its final one (succeeded,
+        failed or cancelled), even if the task finished before follow() was called. Replays
+        what the server's event log keeps (the --events-window, an hour by default); if the
+        log no longer holds the task's final event, ends with an `event` "pruned" carrying
+        the task as read now, once the stream has read the log up to now (within the
+        server's 15 s heartbeat). ClientError 404 for an unknown task, or one deleted while
+        followed."""
+        follow = _Follow(self.get(task_id))
+        for event in self._stream([task_id], None, _LOG_START, True, heartbeats=True):
+            if event.event == "task":
+                yield event
+                if event.data.get("status") in TERMINAL and follow.is_the_end(
+                        event, self.get(task_id)):
+                    return
+            elif event.event == _HEARTBEAT:
+                now = self.get(task_id)  # (a task deleted meanwhile: 404)
+                if follow.ended_before:
+                    yield _Follow.pruned(now)
+                    return
+
+    def _stream(
+        self, tasks: Iterable[str] | None, statuses: Iterable[str] | None,
+        last_event_id: str | None, reconnect: bool, *, heartbeats: bool,
+    ) -> Iterator[Event]:
         tasks, statuses = list(tasks or ()), list(statuses or ())
         while True:
             params, headers = _events_request(tasks, statuses, last_event_id)
@@ -364,7 +429,7 @@ class Client:
                     if response.status_code >= 400:
                         response.read()
                         raise _error(response)
-                    parser = _SSE()
+                    parser = _SSE(heartbeats)
                     for line in response.iter_lines():
                         event = parser.feed(line)
                         if event is not None:
@@ -509,6 +574,32 @@ class AsyncClient:
         last_event_id: str | None = None, reconnect: bool = True,
     ) -> AsyncIterator[Event]:
         """Client.events, as an async iterator."""
+        async with contextlib.aclosing(self._stream(
+                tasks, statuses, last_event_id, reconnect, heartbeats=False)) as stream:
+            async for event in stream:
+                yield event
+
+    async def follow(self, task_id: str) -> AsyncIterator[Event]:
+        """Client.follow, as an async iterator."""
+        follow = _Follow(await self.get(task_id))
+        async with contextlib.aclosing(self._stream(
+                [task_id], None, _LOG_START, True, heartbeats=True)) as stream:
+            async for event in stream:
+                if event.event == "task":
+                    yield event
+                    if event.data.get("status") in TERMINAL and follow.is_the_end(
+                            event, await self.get(task_id)):
+                        return
+                elif event.event == _HEARTBEAT:
+                    now = await self.get(task_id)  # (a task deleted meanwhile: 404)
+                    if follow.ended_before:
+                        yield _Follow.pruned(now)
+                        return
+
+    async def _stream(
+        self, tasks: Iterable[str] | None, statuses: Iterable[str] | None,
+        last_event_id: str | None, reconnect: bool, *, heartbeats: bool,
+    ) -> AsyncIterator[Event]:
         tasks, statuses = list(tasks or ()), list(statuses or ())
         while True:
             params, headers = _events_request(tasks, statuses, last_event_id)
@@ -520,7 +611,7 @@ class AsyncClient:
                     if response.status_code >= 400:
                         await response.aread()
                         raise _error(response)
-                    parser = _SSE()
+                    parser = _SSE(heartbeats)
                     async for line in response.aiter_lines():
                         event = parser.feed(line)
                         if event is not None:

@@ -112,6 +112,16 @@ class EventHub:
             return EventPage(events=self._events[start:start + PAGE], lost=False)
         return await self.store.events_after(cursor, PAGE)
 
+    async def past_pruned(self, cursor: str) -> str:
+        """Where a stream goes on from once a page after `cursor` came back lost and empty
+        (every event after it was pruned): the log's head, read before checking again that
+        the log still holds nothing after `cursor` (what commits later comes after that
+        head). Without it the stream would read, and report, the same loss at every turn."""
+        head = await self.store.events_head()
+        if (await self.store.events_after(cursor, 1)).events:
+            return cursor  # committed meanwhile: read as usual
+        return head if cursor_key(head) > cursor_key(cursor) else cursor
+
     async def wait_past(self, cursor: str, seconds: float) -> bool:
         """Wait until the hub has an event after `cursor`, at most `seconds`; True if so."""
         key = cursor_key(cursor)

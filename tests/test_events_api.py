@@ -250,6 +250,108 @@ async def test_async_client_events(api: procs.Proc) -> None:
 
 
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_client_follow_tells_the_whole_story_of_a_task_that_already_ended(
+    api: procs.Proc,
+) -> None:
+    """follow() of a task that finished before it was called: its events from its creation
+    (replayed from the log), ending after the last one; of a failed task retried and then
+    succeeded: the whole story, not ending at the first failure."""
+    from localflow.client import Client
+
+    with Client(str(api.url), TOKEN) as lf:
+        task = lf.submit("shell", {"command": "true"})
+        assert lf.wait(task.id, timeout=60).status == "succeeded"
+        seen = list(lf.follow(task.id))
+        assert [e.event for e in seen] == ["task"] * 3
+        assert [(e.data["id"], e.data["status"]) for e in seen] == [
+            (task.id, "queued"), (task.id, "running"), (task.id, "succeeded")]
+
+        flaky = lf.submit("shell", {"command": "false"}, max_attempts=1)
+        assert lf.wait(flaky.id, timeout=60).status == "failed"
+        assert lf.retry(flaky.id).status == "queued"
+        assert lf.wait(flaky.id, timeout=60).status == "failed"
+        story = [(e.data["status"], e.data["attempts"]) for e in lf.follow(flaky.id)]
+        assert story == [("queued", 0), ("running", 1), ("failed", 1), ("queued", 1),
+                         ("running", 2), ("failed", 2)]
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_client_follow_of_a_running_task_ends_when_it_ends(
+    api: procs.Proc, tmp_path: Path,
+) -> None:
+    from localflow.client import Client
+
+    release = tmp_path / "release"
+    with Client(str(api.url), TOKEN) as lf:
+        task = lf.submit("shell", {"command": "sh", "args": [
+            "-c", f'while [ ! -e "{release}" ]; do sleep 0.05; done']})
+        statuses = []
+        for event in lf.follow(task.id):
+            statuses.append(event.data["status"])
+            if event.data["status"] == "running":
+                release.touch()  # only now may it end: follow() was already following
+        assert statuses == ["queued", "running", "succeeded"]
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+async def test_async_client_follow(api: procs.Proc, tmp_path: Path) -> None:
+    from localflow.client import AsyncClient, ClientError
+
+    async with AsyncClient(str(api.url), TOKEN) as lf:
+        task = await lf.submit("shell", {"command": "true"})
+        assert (await lf.wait(task.id, timeout=60)).status == "succeeded"
+        async with asyncio.timeout(60):
+            statuses = [e.data["status"] async for e in lf.follow(task.id)]
+        assert statuses == ["queued", "running", "succeeded"]
+        with pytest.raises(ClientError) as unknown:
+            async for _ in lf.follow("01ZZZZZZZZZZZZZZZZZZZZZZZZ"):
+                pass
+        assert unknown.value.status == 404
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+async def test_client_follow_ends_when_the_log_no_longer_holds_the_tasks_end(
+    api: procs.Proc, db: str,
+) -> None:
+    """The task's events pruned (by the store's own pruning, as the worker does after the
+    events window): follow() does not wait for ever but, once the stream has read the log up
+    to now (the server's heartbeat), reads the task and ends with a "pruned" event."""
+    from localflow.client import AsyncClient
+    from shared.store.sqlite import SQLiteStore
+
+    async with AsyncClient(str(api.url), TOKEN) as lf:
+        task = await lf.submit("shell", {"command": "true"})
+        assert (await lf.wait(task.id, timeout=60)).status == "succeeded"
+        store = await SQLiteStore.open(db)
+        try:
+            assert await store.prune_events(time.time() + 60) >= 3
+        finally:
+            await store.close()
+        async with asyncio.timeout(60):
+            seen = [e async for e in lf.follow(task.id)]
+        assert [e.event for e in seen] == ["pruned"]
+        assert seen[0].data["id"] == task.id and seen[0].data["status"] == "succeeded"
+        assert seen[0].data["attempts"] == 1
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_a_filtered_stream_gets_heartbeats_while_other_tasks_change(api: procs.Proc) -> None:
+    """Other tasks' events wake every stream; one filtered to a quiet task still gets its
+    heartbeat every 15 s (proxies, and the client's read timeout, would drop it else)."""
+    url = str(api.url)
+    stream = Stream(url, params={"task": "01ZZZZZZZZZZZZZZZZZZZZZZZZ"})
+    try:
+        deadline = time.monotonic() + 40
+        while "heartbeat" not in stream.comments and time.monotonic() < deadline:
+            _submit(url, "true")  # an event (or three) at least every few tenths of a second
+            time.sleep(0.2)
+        assert "heartbeat" in stream.comments
+        assert stream.events == []
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 def test_sigterm_ends_open_streams_at_once(api: procs.Proc) -> None:
     import signal
 

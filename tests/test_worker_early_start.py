@@ -13,6 +13,7 @@ claim is durable"), on real SQLite files, with the worker in this process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import sqlite3
 import threading
@@ -132,4 +133,108 @@ async def test_a_claim_whose_commit_fails_leaves_the_task_queued_and_fences_the_
     finally:
         if ballast is not None:
             ballast.unlink()
+        await store.close()
+
+
+def _token(db: Path, task_id: str) -> str | None:
+    with sqlite3.connect(db) as conn:
+        (token,) = conn.execute(
+            "SELECT claim_token FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return token
+
+
+@pytest.mark.parametrize("timeout", [None, 2.0], ids=["no-timeout", "timeout"])
+async def test_a_claim_run_again_alone_after_its_shared_commit_failed(
+    db_path: Path, timeout: float | None,
+):
+    """Database._run_batch runs each op of a failed batch alone: a claim whose handlers
+    started early (first claim's tokens) is answered by its second run. Real ops beside the
+    claim make that happen: after it, one whose COMMIT always fails (an orphan attempt row
+    under PRAGMA defer_foreign_keys: the foreign key is checked only at COMMIT), and before
+    it, one that commits only when run alone (a delayed, more urgent task comes due, as any
+    other writer's commit could land between the two runs). So the second run claims another
+    set: a task started early and claimed again runs on under the new token and completes; one
+    not claimed again is stopped and writes nothing; the new one starts. With a timeout, the
+    one claimed again is still stopped at its deadline (kept under the new token)."""
+    store = await SQLiteStore.open(str(db_path))
+    go = asyncio.Event()
+    worker: Worker | None = None
+    try:
+        settings = Settings(db=str(db_path), workers=2, poll=0.25, lease=30.0)
+        queue = Queue(store, settings=settings)
+        kept, _ = await queue.enqueue(TaskCreate(
+            type="shell", payload={"command": "true"}, priority=5, timeout=timeout,
+            max_attempts=1))
+        dropped, _ = await queue.enqueue(TRUE)
+        newer, _ = await queue.enqueue(
+            TaskCreate(type="shell", payload={"command": "true"}, priority=10, delay=3600))
+        runs: list[str] = []
+        dropped_stopped = asyncio.Event()
+
+        async def handler(payload: Any, ctx: HandlerContext) -> dict[str, Any]:
+            runs.append(ctx.task_id)
+            if ctx.task_id == kept.id:
+                await go.wait()  # held until the claim's answer has been taken in
+            elif ctx.task_id == dropped.id and runs.count(dropped.id) == 1:
+                try:  # the early run: held until the worker stops it
+                    await asyncio.sleep(3600)
+                finally:
+                    dropped_stopped.set()
+            return {"run": runs.count(ctx.task_id)}
+
+        worker = Worker(queue, settings, handlers={"shell": handler})
+        alone_runs: list[int] = []
+
+        def comes_due_when_alone(conn: sqlite3.Connection) -> None:
+            alone_runs.append(1)
+            if len(alone_runs) == 2:  # the batch failed: this op now runs (and commits) alone
+                conn.execute("UPDATE tasks SET run_at = 0 WHERE id = ?", (newer.id,))
+
+        def fails_at_commit(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA defer_foreign_keys = ON")
+            conn.execute("INSERT INTO task_attempts (task_id, attempt, worker_id, started_at) "
+                         "VALUES ('no-such-task', 1, 'test', 0)")
+
+        # All three are queued in this loop turn (claim_once reaches the store without
+        # waiting), so the writer thread takes them as one batch, in this order.
+        due = asyncio.create_task(store.db.write(comes_due_when_alone))
+        claim = asyncio.create_task(worker.claim_once())
+        bad = asyncio.create_task(store.db.write(fails_at_commit))
+        assert await asyncio.wait_for(claim, 60) == 2
+        await asyncio.wait_for(due, 60)
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY constraint failed"):
+            await asyncio.wait_for(bad, 60)
+        assert len(alone_runs) == 2, "the batch did not fail and run again op by op"
+
+        # The early start had both tasks of the first run; the second run took newer instead
+        # of dropped. dropped's early handler is stopped; it stays queued, never attempted.
+        await asyncio.wait_for(dropped_stopped.wait(), 60)
+        assert _row(db_path, dropped.id) == ("queued", 0, 0)
+        # kept runs on under the second run's token, the one the database holds.
+        assert worker.inflight[kept.id].token == _token(db_path, kept.id)
+        assert _row(db_path, kept.id) == ("running", 1, 1)
+        # (newer, in the slot dropped freed, may have finished already: checked below.)
+
+        if timeout is None:
+            go.set()  # else kept's handler waits until its deadline stops it
+        async with running(worker):
+            for task in (newer, dropped):
+                done = await until(queue, task.id, {"succeeded", "failed"})
+                assert done.status == "succeeded" and done.attempts == 1, done
+                assert [a.outcome for a in await queue.attempts(task.id)] == ["succeeded"]
+            ended = await until(queue, kept.id, {"succeeded", "failed"})
+        assert (await queue.get(dropped.id)).result == {"run": 2}  # the early run wrote nothing
+        assert sorted(runs) == sorted([kept.id, newer.id, dropped.id, dropped.id])
+        outcomes = [a.outcome for a in await queue.attempts(kept.id)]
+        if timeout is None:
+            assert ended.status == "succeeded" and ended.result == {"run": 1}
+            assert outcomes == ["succeeded"]
+        else:
+            assert ended.status == "failed" and outcomes == ["timeout"]
+    finally:
+        go.set()
+        if worker is not None:  # after a failed assertion above: let the worker end
+            with contextlib.suppress(Exception):
+                async with running(worker):
+                    pass
         await store.close()

@@ -201,6 +201,31 @@ async def test_complete_many_with_one_lease_lost_completes_only_the_others(queue
     assert [t.outcome for t in await queue.attempts(stale.id)] == ["lost", "succeeded"]
 
 
+async def test_complete_many_leaves_the_open_attempt_of_a_stale_rows_task_alone(queue, clock):
+    """A stale row in a batch whose attempt number is open again under a new claim (the
+    task was unclaimed, its attempt row dropped, and claimed again: attempt 1 twice, new
+    token): that attempt row belongs to the new claim and must stay open, the task running;
+    the rest of the batch completes."""
+    for i in range(2):
+        await queue.enqueue(shell(str(i)))
+    (old,) = await queue.claim("old", 1, lease=30)
+    assert await queue.unclaim(old)
+    fresh = {x.id: x for x in await queue.claim("w", 2, lease=30)}
+    again = fresh[old.id]
+    assert again.attempt == old.attempt == 1 and again.token != old.token
+    (other,) = [x for x in fresh.values() if x.id != old.id]
+    answers = await queue.complete_many([(old, {"late": True}), (other, {"n": 1})])
+    assert answers == [False, True]
+    still = await queue.get(old.id)
+    assert still.status == "running" and still.result is None
+    assert [(t.attempt, t.worker_id, t.outcome, t.finished_at) for t in
+            await queue.attempts(old.id)] == [(1, "w", None, None)]
+    assert [t.outcome for t in await queue.attempts(other.id)] == ["succeeded"]
+    assert await queue.complete_many([(again, {"n": 0})]) == [True]
+    assert [(t.outcome, t.output) for t in await queue.attempts(old.id)] == [
+        ("succeeded", {"n": 0})]
+
+
 async def test_outcomes_arriving_together_are_each_fenced_and_recorded(queue, clock):
     """A worker's slots finishing in the same moment (the PostgreSQL store writes such
     outcomes as one batch): every kind of outcome at once, stale claims and a claim

@@ -181,3 +181,30 @@ async def test_hub_serves_a_reader_from_before_its_start_out_of_the_log(queue: Q
     finally:
         hub.leave()
         await hub.close()
+
+
+async def test_hub_moves_a_reader_past_a_fully_pruned_log_to_its_head(
+    queue: Queue, clock: FakeClock
+):
+    """A cursor with every event after it pruned (a reconnect an idle hour later): the page is
+    lost and empty; past_pruned gives the log's head, from where the next event is read once
+    and the loss is not reported again. With something kept after it, it stays put."""
+    await queue.enqueue(shell("old"))
+    clock.advance(100)
+    assert await queue.store.prune_events(clock.now()) >= 1
+    start = "0-0"  # before every event
+    hub = EventHub(queue.store, fallback=3600)
+    try:
+        await hub.join()
+        page = await hub.after(start)
+        assert page.lost and page.events == []
+        moved = await hub.past_pruned(start)
+        assert cursor_key(moved) > cursor_key(start)
+        assert moved == await queue.store.events_head()
+        new, _ = await queue.enqueue(shell("new"))
+        after = await queue.store.events_after(moved, 10)
+        assert not after.lost and [e.task_id for e in after.events] == [new.id]
+        assert await hub.past_pruned(start) == start  # something after it is kept: stay
+    finally:
+        hub.leave()
+        await hub.close()

@@ -145,18 +145,6 @@ CREATE TEMP TABLE IF NOT EXISTS finishing (
 -- name: finishing_add
 INSERT INTO temp.finishing (id, token, attempt, now, result) VALUES (?, ?, ?, ?, ?)
 
--- name: complete_finishing
--- running -> succeeded for each row of temp.finishing, fenced like `complete`: only the rows
--- still running under the batch row's token; answers which. (IN and correlated subqueries,
--- not UPDATE ... FROM: with FROM the planner walks every running task.)
-UPDATE tasks
-SET status = 'succeeded', last_error = NULL, claim_token = NULL, lease_until = NULL,
-    (result, finished_at, updated_at) =
-        (SELECT f.result, f.now, f.now FROM temp.finishing AS f WHERE f.id = tasks.id)
-WHERE id IN (SELECT id FROM temp.finishing) AND status = 'running'
-  AND claim_token = (SELECT f.token FROM temp.finishing AS f WHERE f.id = tasks.id)
-RETURNING id
-
 -- name: finishing_fill
 -- temp.finishing from one JSON array of [id, token, attempt, result] sharing one :now: one
 -- call instead of a step (and a GIL retake) per row (claim_pick says why).
@@ -165,9 +153,14 @@ SELECT json_extract(f.value, '$[0]'), json_extract(f.value, '$[1]'),
        json_extract(f.value, '$[2]'), :now, json_extract(f.value, '$[3]')
 FROM json_each(:items) AS f
 
--- name: complete_finishing_all
--- complete_finishing without RETURNING: its row count says whether every row was completed
--- (the usual case); if not, the store rolls it back and runs complete_finishing.
+-- name: complete_finishing
+-- running -> succeeded for each row of temp.finishing, fenced like `complete`. No RETURNING:
+-- in the usual case every task is still ours and the row count says so (each row answered
+-- would be a step and a GIL retake: claim_pick). Short of that, the store takes it back,
+-- runs finishing_drop_stale and runs it again, so what it completes, what
+-- finish_attempts_finishing finishes and what the store answers are the same rows.
+-- (IN and correlated subqueries, not UPDATE ... FROM: with FROM the planner walks every
+-- running task.)
 UPDATE tasks
 SET status = 'succeeded', last_error = NULL, claim_token = NULL, lease_until = NULL,
     (result, finished_at, updated_at) =
@@ -175,9 +168,16 @@ SET status = 'succeeded', last_error = NULL, claim_token = NULL, lease_until = N
 WHERE id IN (SELECT id FROM temp.finishing) AND status = 'running'
   AND claim_token = (SELECT f.token FROM temp.finishing AS f WHERE f.id = tasks.id)
 
--- name: finishing_forget
--- a batch row whose task was not completed (lease lost): its attempt is not ours to finish
-DELETE FROM temp.finishing WHERE id = ?
+-- name: finishing_drop_stale
+-- Out of temp.finishing: the rows whose task is no longer running under the row's token (its
+-- lease was lost, a person cancelled it, it was unclaimed and claimed again). Neither the task
+-- nor the attempt row of that number is ours to finish (after an unclaim the same number can
+-- be the new claim's open attempt). Answers their ids.
+DELETE FROM temp.finishing
+WHERE NOT EXISTS (SELECT 1 FROM tasks
+                  WHERE tasks.id = finishing.id AND tasks.status = 'running'
+                    AND tasks.claim_token = finishing.token)
+RETURNING id
 
 -- name: finish_attempts_finishing
 UPDATE task_attempts

@@ -82,11 +82,13 @@ class Database:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
-        # Set by the loop once it has handed out a batch's answers (_deliver); the writer
-        # waits for it before taking the next batch, so what arrives while the loop answers
-        # joins that batch. Without the wait the threads take turns on the GIL instead
-        # (bench/README.md, "Batches back to back on the writer thread": reverted).
-        self._delivered = threading.Event()
+        # A batch is with the writer: what the loop asks for meanwhile waits in _outbox and
+        # goes over when the batch's answers come back (_deliver), as one batch. The writer
+        # so never starts a batch of its own accord while the loop is still answering: that
+        # made the threads take turns on the GIL (bench/README.md, "Batches back to back on
+        # the writer thread": reverted); and it waits for work in one place only (a second
+        # wait, for the loop's go-ahead, cost it one more GIL round trip per batch).
+        self._in_flight = False  # loop only
         self.batches = 0  # committed write transactions (exposed as a metric)
         self._before_commit: list[Callable[[], None]] = []  # writer thread only
         self._unlocks = UnlockSignal(path)  # writer thread only
@@ -231,13 +233,16 @@ class Database:
         return future
 
     def _hand_over(self) -> None:
-        """At the end of this turn of the loop: what it asked for, to the writer thread."""
-        outbox, self._outbox = self._outbox, []
-        self._requests.put(outbox)
+        """On the loop (at the end of the turn that asked, or when a batch's answers are
+        back): what waits in _outbox, to the writer thread, unless a batch is with it."""
+        if self._outbox and not self._in_flight:
+            outbox, self._outbox = self._outbox, []
+            self._in_flight = True
+            self._requests.put(outbox)
 
     def _writer_main(self) -> None:
-        """The writer thread: take everything handed over (up to MAX_BATCH), write it, hand
-        the answers to the loop, wait until it has them, again; until _STOP."""
+        """The writer thread: take what is handed over (up to MAX_BATCH at a time), write it,
+        hand the answers to the loop, again; until _STOP."""
         carry: list[tuple[Any, asyncio.Future[Any]]] = []
         while True:
             batch = carry or self._requests.get()
@@ -246,15 +251,13 @@ class Database:
                     batch = batch + self._requests.get_nowait()
             batch, carry = batch[:self.MAX_BATCH], batch[self.MAX_BATCH:]
             answers, stopping = self._run_items(batch)
-            self._delivered.clear()
             try:
                 assert self._loop is not None
-                self._loop.call_soon_threadsafe(self._deliver, answers)
+                self._loop.call_soon_threadsafe(self._deliver, answers, not carry)
             except RuntimeError:  # the loop is closed: nobody is left to answer
                 stopping = True
             if stopping:
                 return
-            self._delivered.wait()
 
     def _run_items(
         self, batch: list[tuple[Any, asyncio.Future[Any]]],
@@ -300,8 +303,12 @@ class Database:
         flush()
         return answers, False
 
-    def _deliver(self, answers: list[tuple[list[asyncio.Future[Any]], bool, bool, Any]]) -> None:
-        """On the loop: each caller's answer; then the writer may take the next batch."""
+    def _deliver(
+        self, answers: list[tuple[list[asyncio.Future[Any]], bool, bool, Any]], done: bool,
+    ) -> None:
+        """On the loop: each caller's answer; then, once the writer has nothing left of what
+        it was given (done), everything asked for since goes over as the next batch, which it
+        writes while the loop answers these callers."""
         try:
             for futures, grouped, ok, value in answers:
                 if ok and grouped:  # one result per item
@@ -319,7 +326,9 @@ class Database:
                     else:
                         fut.set_exception(value)
         finally:
-            self._delivered.set()
+            if done:
+                self._in_flight = False
+                self._hand_over()
 
     def before_commit(self, fn: Callable[[], None]) -> None:
         """From an op, on the writer thread: call fn once this transaction's statements are

@@ -168,8 +168,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                              localflow_side.end_to_end, workdir, args.tasks,
                                              slots))
             if "e2e" in args.only and args.split > 1 and slots == max(args.slots):
-                # The same slots over P processes (one core each): how a user with more than
-                # one core runs many short tasks (docs/scaling.md). Measured as (e) is.
+                # The same slots over P worker processes on one file, as a user runs a second
+                # worker to use a second core (docs/containers.md). Measured as (e) is.
                 lf["end_to_end_split"] = step(
                     f"(b) end to end, {slots} slots as {args.split} processes",
                     localflow_side.scale_out, workdir,

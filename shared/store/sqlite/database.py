@@ -2,8 +2,9 @@
 
 Why a single writer per process: SQLite allows one writer at a time anyway. Funnelling every
 write through one thread lets many small writes (task submissions, acks, claims) share one
-BEGIN IMMEDIATE ... COMMIT, so one fsync covers them all; and lets us retry a busy database
-with sub-millisecond sleeps instead of SQLite's busy handler, whose sleeps grow to 100 ms.
+BEGIN IMMEDIATE ... COMMIT, so one fsync covers them all; and lets us wait for a database
+another process holds until that process lets go (shared/store/sqlite/unlock.py), with short
+sleeps as the bound, instead of SQLite's busy handler, whose sleeps grow to 100 ms.
 
 Writes are plain functions of a sqlite3 connection, run on that one writer thread: a whole
 batch of them costs one hop between the event loop and the thread, not one per statement.
@@ -72,10 +73,10 @@ class Database:
         self._reader: aiosqlite.Connection | None = None
         # Writes go to the writer thread once per turn of the event loop (_hand_over), answers
         # straight back to the loop (call_soon_threadsafe): one hop each way. Through an
-        # asyncio task and an executor the way in cost twice as much (bench/README.md,
-        # "Session 5: pickup"), on the path of every pickup. Once per turn, not per write: a
-        # writer woken by a turn's first write would take it alone, and the turn's other 63
-        # submissions would wait for the next commit.
+        # asyncio task and an executor the way in cost twice as much, on the path of every
+        # pickup (bench/README.md, "Session 5: the writer's hops and the lock hand-off").
+        # Once per turn, not per write: a writer woken by a turn's first write would take it
+        # alone, and the turn's other 63 submissions would wait for the next commit.
         self._outbox: list[tuple[Any, asyncio.Future[Any]]] = []
         self._requests: queue.SimpleQueue[list[tuple[Any, asyncio.Future[Any]]]] = (
             queue.SimpleQueue())

@@ -1,10 +1,10 @@
-""""The write lock is free": a byte to every other LocalFlow writer after each commit.
+"""A byte to every other LocalFlow writer after each commit: the write lock is free.
 
 SQLite has no blocking wait for its write lock (this build lacks SQLITE_ENABLE_SETLK_TIMEOUT):
 a writer that finds the file locked can only sleep and try again. A sleep that is too short
 burns CPU beside the holder; one that is long enough oversleeps the holder's commit (0.1-0.3 ms
-of every pickup, where the worker's claim waits for the API's insert to commit:
-bench/README.md, "Session 5: pickup"). So every LocalFlow writer keeps a FIFO in
+of every pickup, where the worker's claim waits for the API's insert to commit: bench/README.md,
+"Session 5: the writer's hops and the lock hand-off"). So every LocalFlow writer keeps a FIFO in
 `<db>.unlock/`, and after each COMMIT or ROLLBACK writes one byte to every other writer's
 FIFO. A writer waiting for the lock waits on its FIFO, with its sleep as the timeout: it tries
 again the moment a holder lets go, and a holder that is not LocalFlow (the sqlite3 shell, a

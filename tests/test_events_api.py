@@ -343,8 +343,9 @@ def test_a_filtered_stream_gets_heartbeats_while_other_tasks_change(api: procs.P
     try:
         deadline = time.monotonic() + 40
         while "heartbeat" not in stream.comments and time.monotonic() < deadline:
-            _submit(url, "true")  # an event (or three) at least every few tenths of a second
-            time.sleep(0.2)
+            # A task's three events, paced by its run (the next once it has ended).
+            task_id = _submit(url, "true")
+            httpx.get(f"{url}/api/tasks/{task_id}", params={"wait": 60}, headers=AUTH)
         assert "heartbeat" in stream.comments
         assert stream.events == []
     finally:

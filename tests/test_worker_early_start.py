@@ -105,7 +105,7 @@ async def test_a_claim_whose_commit_fails_leaves_the_task_queued_and_fences_the_
             if len(runs) == 1:  # the early run: held until the worker stops it
                 first_started.set()
                 try:
-                    await asyncio.sleep(3600)
+                    await asyncio.Event().wait()  # until the worker cancels it
                 finally:
                     first_stopped.set()
             return {"run": len(runs)}
@@ -177,7 +177,7 @@ async def test_a_claim_run_again_alone_after_its_shared_commit_failed(
                 await go.wait()  # held until the claim's answer has been taken in
             elif ctx.task_id == dropped.id and runs.count(dropped.id) == 1:
                 try:  # the early run: held until the worker stops it
-                    await asyncio.sleep(3600)
+                    await asyncio.Event().wait()  # until the worker cancels it
                 finally:
                     dropped_stopped.set()
             return {"run": runs.count(ctx.task_id)}

@@ -83,9 +83,9 @@ async def test_fifos_of_killed_writers_are_removed_and_other_files_left_alone(
     # A writer alive at the first release and killed before the second.
     child = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from shared.store.sqlite.unlock import UnlockSignal\n"
+         "import signal, sys; from shared.store.sqlite.unlock import UnlockSignal\n"
          "s = UnlockSignal(sys.argv[1]); assert s.open(); print('ready', flush=True)\n"
-         "time.sleep(600)", str(db_path)],
+         "signal.pause()  # until the test kills it", str(db_path)],
         cwd=REPO, stdout=subprocess.PIPE,
     )
     try:

@@ -78,13 +78,15 @@ def start(
     return proc
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `check` until it holds; fail naming `what` after `timeout` seconds. A deadline, not
-    a guess at speed: a busy machine only makes it take longer."""
+def wait_until(check: Callable[[], bool], timeout: float, what: str | Callable[[], str]) -> None:
+    """Poll `check` until it holds; fail naming `what` after `timeout` seconds (a callable is
+    asked then, so the message can show the state at the end). A deadline, not a guess at
+    speed: a busy machine only makes it take longer."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout}s waiting for {what}")
+            named = what() if callable(what) else what
+            raise AssertionError(f"gave up after {timeout}s waiting for {named}")
         time.sleep(0.05)
 
 

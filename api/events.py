@@ -14,6 +14,7 @@ from litestar.response import Stream
 from api.auth import BEARER_SECURITY
 from api.deps import EventHubDep, QueueDep
 from api.errors import problem_responses
+from api.request_rules import before_api_request
 from shared.errors import InvalidTask
 from shared.queue import Queue
 from shared.schemas import STATUSES, to_datetime
@@ -32,6 +33,9 @@ class EventController(Controller):
     path = "/api/events"
     tags = ["events"]
     security = BEARER_SECURITY
+    # Unknown query parameters, a repeated one not meant to repeat, conditions: 400
+    # (api/request_rules.py).
+    before_request = before_api_request
 
     @get(
         "/",

@@ -75,6 +75,20 @@ def test_a_typo_on_the_event_stream_is_400_before_it_opens(api):
              "tasks", "GET /api/events", "output, status, task")
 
 
+def test_the_event_stream_refuses_if_match_as_every_other_api_read_does(api):
+    # It now has the /api controllers' before_request (api/conditional.py's rule too).
+    r = api.get("/api/events", headers={"If-Match": "*"})
+    assert r.status_code == 400 and "If-Match is not supported on GET /api/events" in r.text
+
+
+def test_the_known_names_are_derived_once_per_app_not_per_request(api):
+    api.get("/api/queues", params={"x": "1"})
+    rules = api.app.state["query_rules"]
+    api.get("/api/tasks", params={"limit": 1})
+    api.get("/api/schedules", params={"y": "2"})
+    assert api.app.state["query_rules"] is rules
+
+
 def test_event_filters_declared_as_lists_may_repeat(api):
     # A wrong status among repeated filters is refused for what it is, not for repeating
     # (a well-formed stream never ends; tests below open one over real HTTP).

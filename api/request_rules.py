@@ -63,9 +63,11 @@ def rule_of(request: Request) -> QueryRule:
     # api/conditional.py): a dictionary look-up per such request after that.
     state = request.app.state
     rules = state.get(_STATE_KEY)
-    if rules is None:
+    rule = rules.get(request.route_handler) if rules is not None else None
+    if rule is None:  # first use, or a route registered since (Litestar.register)
         rules = state[_STATE_KEY] = query_rules(request.app)
-    return rules[request.route_handler]
+        rule = rules[request.route_handler]
+    return rule
 
 
 def _shown(name: str) -> str:

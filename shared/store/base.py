@@ -690,6 +690,13 @@ class TaskStore(Protocol):
         horizon, "0-0" at first, when none is kept): where a new reader starts."""
         ...
 
+    async def events_newest(self) -> str:
+        """The cursor of the newest event committed, readable or not: on PostgreSQL it may be
+        above the oldest open transaction, so events_after does not return it yet (SQLite:
+        events_head). A reader whose cursor has reached it has read every event committed
+        before this was asked: how a stream tells that its replay is done."""
+        ...
+
     async def events_since(self, since: float) -> EventStart:
         """A cursor to read the log from `since` (Unix seconds) on: just before the kept event
         with the earliest stamp at or after it (one seek of the time index), but never past

@@ -61,6 +61,7 @@ async def test_every_status_change_is_an_event_in_commit_order(
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     assert keys[0] > cursor_key(start)
     assert await queue.store.events_head() == task_events[-1].cursor
+    assert await queue.store.events_newest() == task_events[-1].cursor  # nothing still open
     # From a cursor in the middle: exactly what came after it.
     rest = await _all_after(queue.store, task_events[1].cursor)
     assert [e.cursor for e in rest] == [e.cursor for e in task_events[2:]]

@@ -343,6 +343,10 @@ WHERE xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
 ORDER BY xid DESC, id DESC
 LIMIT 1
 
+-- name: events_newest
+-- The newest event committed, readable or not (Store.events_newest): task_events_order's end.
+SELECT xid, id FROM task_events ORDER BY xid DESC, id DESC LIMIT 1
+
 -- name: events_since
 -- Where a reader starts for a time (Store.events_since): the earliest kept event stamped at or
 -- after the time (a seek of task_events_time), the oldest stamp kept (its first entry) and the

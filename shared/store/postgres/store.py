@@ -869,6 +869,14 @@ class PostgresStore:
         return make_cursor(rows[0]["xid"], rows[0]["id"])
 
     @_translated
+    async def events_newest(self) -> str:
+        async with self._read() as conn:
+            rows = await self._rows(conn, Q.events_newest)
+            if not rows:
+                rows = await self._rows(conn, Q.events_horizon)
+        return make_cursor(rows[0]["xid"], rows[0]["id"])
+
+    @_translated
     async def events_since(self, since: float) -> EventStart:
         async with self._read() as conn:
             row = (await self._rows(conn, Q.events_since, {"since": since}))[0]

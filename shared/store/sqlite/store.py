@@ -555,6 +555,9 @@ class SQLiteStore:
         row = await self.db.fetch_one(Q.events_head)
         return make_cursor(0, row["id"] if row and row["id"] is not None else 0)
 
+    async def events_newest(self) -> str:
+        return await self.events_head()  # one writer at a time: every committed id is readable
+
     async def events_since(self, since: float) -> EventStart:
         row = await self.db.fetch_one(Q.events_since, {"since": since})
         assert row is not None  # an aggregate: always one row

@@ -58,7 +58,8 @@ class EventController(Controller):
             "(repeatable). A comment (`: heartbeat`) keeps proxies from closing a quiet stream: "
             "sent after 15 s without anything sent, and, for a stream that started from "
             "`Last-Event-ID` or `since`, at once when it has read every event committed before "
-            "it began (the replay is done; it then goes on live). A slow reader is never "
+            "it began (the replay is done; it then goes on live; until then the 15 s comment is "
+            "`: replaying`). A slow reader is never "
             "dropped: it reads the log at its own pace, "
             "holding at most one page (500 events) in the server's memory. With `output=ID` "
             "(repeatable, up to 100; independent of `task`), also `event: output` whenever "
@@ -227,9 +228,14 @@ async def _events(
             # has read the log up to now: Client.follow relies on that.)
             quiet = time.monotonic() - sent
             replayed = replay is not None and cursor_key(cursor) >= replay
-            if replayed or quiet >= HEARTBEAT_SECONDS:
+            if replayed:
                 yield b": heartbeat\n\n"
                 sent, quiet, replay = time.monotonic(), 0.0, None
+            elif quiet >= HEARTBEAT_SECONDS:
+                # A replay still held back (by a transaction open for longer than this) keeps
+                # the connection alive with another word: "heartbeat" would say it is done.
+                yield b": heartbeat\n\n" if replay is None else b": replaying\n\n"
+                sent, quiet = time.monotonic(), 0.0
             await hub.wait_past(cursor, min(wait, HEARTBEAT_SECONDS - quiet))
     finally:
         hub.leave()

@@ -556,3 +556,31 @@ async def test_client_follow_of_a_pruned_task_ends_at_once(api: procs.Proc, db: 
 
     took, events = await asyncio.to_thread(sync_follow)
     assert events == [("pruned", task.id)] and took < CAUGHT_UP_WITHIN
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+def test_a_replay_held_back_by_an_open_transaction_is_not_called_done(
+    api: procs.Proc, db: str,
+) -> None:
+    """PostgreSQL hands out events only below the oldest open transaction. A replay whose
+    last events are held back by one gets no "heartbeat" (which follow() takes for "the log
+    is read"), only a keep-alive after 15 s; the heartbeat comes once they are read."""
+    import psycopg
+
+    url = str(api.url)
+    early = _submit(url, "true", delay=3600)
+    with psycopg.connect(db) as slow:
+        slow.execute("UPDATE tasks SET status = 'cancelled' WHERE id = %s", (early,))
+        late = _submit(url, "true", delay=3600)  # committed, above the open transaction
+        stream = Stream(url, params=[("task", late)], headers={"Last-Event-ID": "0-0"})
+        try:
+            deadline = time.monotonic() + 40
+            while "replaying" not in stream.comments:
+                assert time.monotonic() < deadline, stream.comments
+                time.sleep(0.01)
+            assert "heartbeat" not in stream.comments and stream.events == []
+            slow.commit()
+            events = _until_caught_up(stream, within=30)  # the fallback re-read at most
+            assert _statuses(events, late) == ["queued"]
+        finally:
+            stream.close()

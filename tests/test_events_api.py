@@ -310,31 +310,6 @@ async def test_async_client_follow(api: procs.Proc, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
-async def test_client_follow_ends_when_the_log_no_longer_holds_the_tasks_end(
-    api: procs.Proc, db: str,
-) -> None:
-    """The task's events pruned (by the store's own pruning, as the worker does after the
-    events window): follow() does not wait for ever but, once the stream has read the log up
-    to now (the server's heartbeat), reads the task and ends with a "pruned" event."""
-    from localflow.client import AsyncClient
-    from shared.store.sqlite import SQLiteStore
-
-    async with AsyncClient(str(api.url), TOKEN) as lf:
-        task = await lf.submit("shell", {"command": "true"})
-        assert (await lf.wait(task.id, timeout=60)).status == "succeeded"
-        store = await SQLiteStore.open(db)
-        try:
-            assert await store.prune_events(time.time() + 60) >= 3
-        finally:
-            await store.close()
-        async with asyncio.timeout(60):
-            seen = [e async for e in lf.follow(task.id)]
-        assert [e.event for e in seen] == ["pruned"]
-        assert seen[0].data["id"] == task.id and seen[0].data["status"] == "succeeded"
-        assert seen[0].data["attempts"] == 1
-
-
-@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 def test_a_filtered_stream_gets_heartbeats_while_other_tasks_change(api: procs.Proc) -> None:
     """Other tasks' events wake every stream; one filtered to a quiet task still gets its
     heartbeat every 15 s (proxies, and the client's read timeout, would drop it else)."""
@@ -545,8 +520,8 @@ async def test_client_follow_of_a_pruned_task_ends_at_once(api: procs.Proc, db: 
         async with asyncio.timeout(60):
             seen = [e async for e in lf.follow(task.id)]
         assert time.monotonic() - began < CAUGHT_UP_WITHIN
-        assert [(e.event, e.data["id"], e.data["status"]) for e in seen] == [
-            ("pruned", task.id, "succeeded")]
+        assert [(e.event, e.data["id"], e.data["status"], e.data["attempts"])
+                for e in seen] == [("pruned", task.id, "succeeded", 1)]
 
     def sync_follow() -> tuple[float, list]:
         with Client(str(api.url), TOKEN) as client:

@@ -356,7 +356,7 @@ SELECT first.xid, first.id, (SELECT min(time) FROM task_events) AS oldest,
        h.xid AS horizon_xid, h.id AS horizon_id
 FROM task_events_horizon h
 LEFT JOIN LATERAL (
-    SELECT xid, id FROM task_events WHERE time >= %(since)s ORDER BY time, id LIMIT 1
+    SELECT xid, id FROM task_events WHERE time >= %(since)s ORDER BY time, xid, id LIMIT 1
 ) first ON true
 
 -- name: events_prune

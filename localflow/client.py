@@ -72,7 +72,8 @@ class Event(msgspec.Struct, frozen=True):
 
 
 # What _SSE makes of the server's `: heartbeat` comment when asked (follow() only): the
-# server sends it only once the stream has read the log up to now (api/events.py).
+# server sends it only once the stream has read the log up to now, and a stream that started
+# from a time or a cursor gets one at once when it has (api/events.py).
 _HEARTBEAT = ":heartbeat"
 
 
@@ -103,17 +104,33 @@ class _SSE:
 
 def _events_request(
     tasks: Iterable[str] | None, statuses: Iterable[str] | None, last_event_id: str | None,
+    since: str | None = None,
 ) -> tuple[list[tuple[str, str]], dict[str, str]]:
     params = [("task", t) for t in tasks or ()] + [("status", s) for s in statuses or ()]
     headers = {"Accept": "text/event-stream"}
     if last_event_id:
         headers["Last-Event-ID"] = last_event_id
+    elif since:  # the first start only: once an event came, a reconnect resumes after it
+        params.append(("since", since))
     return params, headers
 
 
 # A stream is never silent for longer than the server's 15 s heartbeat; past this it is dead.
 _EVENTS_READ_TIMEOUT = 45.0
-_LOG_START = "0-0"  # Last-Event-ID before every event: replay all the server still keeps
+# How much earlier than the task's created_at follow() asks the log to start. A task's events
+# are stamped by the clock of the process that wrote them (the API that created it, the
+# worker that ran it, on this host or another), while the log is in commit order: an event
+# committed after the task's first one may carry an earlier stamp (another host's clock a
+# little behind, a transaction stamped some milliseconds before it committed). Starting at
+# the first event stamped at or after created_at could then begin past the task's creation
+# and miss it; a few seconds earlier covers clock differences between processes (NTP keeps
+# hosts within milliseconds) and costs only a few seconds of other tasks' events to read.
+_FOLLOW_CLOCK_MARGIN = 5.0
+
+
+def _follow_since(task: Task) -> str:
+    """`since` for follow(): the task's creation, less the clock margin (Unix seconds)."""
+    return f"{max(0.0, task.created_at.timestamp() - _FOLLOW_CLOCK_MARGIN):.6f}"
 
 
 class _Follow:
@@ -396,13 +413,16 @@ class Client:
         """One task's whole story: its state changes from its creation (`event` "task", as
         events() gives them), then as they happen, ending after its final one (succeeded,
         failed or cancelled), even if the task finished before follow() was called. Replays
-        what the server's event log keeps (the --events-window, an hour by default); if the
-        log no longer holds the task's final event, ends with an `event` "pruned" carrying
-        the task as read now, once the stream has read the log up to now (within the
-        server's 15 s heartbeat). ClientError 404 for an unknown task, or one deleted while
-        followed."""
-        follow = _Follow(self.get(task_id))
-        for event in self._stream([task_id], None, _LOG_START, True, heartbeats=True):
+        what the server's event log keeps (the --events-window, an hour by default) from the
+        task's creation on (GET /api/events?since=, a few seconds before its created_at), not
+        the whole log; if the log no longer holds the task's final event, ends at once with
+        an `event` "pruned" carrying the task as read now, when the stream says it has read
+        the log up to now (its first heartbeat). ClientError 404 for an unknown task, or one
+        deleted while followed."""
+        task = self.get(task_id)
+        follow = _Follow(task)
+        for event in self._stream([task_id], None, None, True, heartbeats=True,
+                                  since=_follow_since(task)):
             if event.event == "task":
                 yield event
                 if event.data.get("status") in TERMINAL and follow.is_the_end(
@@ -417,10 +437,11 @@ class Client:
     def _stream(
         self, tasks: Iterable[str] | None, statuses: Iterable[str] | None,
         last_event_id: str | None, reconnect: bool, *, heartbeats: bool,
+        since: str | None = None,
     ) -> Iterator[Event]:
         tasks, statuses = list(tasks or ()), list(statuses or ())
         while True:
-            params, headers = _events_request(tasks, statuses, last_event_id)
+            params, headers = _events_request(tasks, statuses, last_event_id, since)
             try:
                 with self._http.stream(
                     "GET", "/api/events", params=params, headers=headers,
@@ -581,9 +602,11 @@ class AsyncClient:
 
     async def follow(self, task_id: str) -> AsyncIterator[Event]:
         """Client.follow, as an async iterator."""
-        follow = _Follow(await self.get(task_id))
+        task = await self.get(task_id)
+        follow = _Follow(task)
         async with contextlib.aclosing(self._stream(
-                [task_id], None, _LOG_START, True, heartbeats=True)) as stream:
+                [task_id], None, None, True, heartbeats=True,
+                since=_follow_since(task))) as stream:
             async for event in stream:
                 if event.event == "task":
                     yield event
@@ -599,10 +622,11 @@ class AsyncClient:
     async def _stream(
         self, tasks: Iterable[str] | None, statuses: Iterable[str] | None,
         last_event_id: str | None, reconnect: bool, *, heartbeats: bool,
+        since: str | None = None,
     ) -> AsyncIterator[Event]:
         tasks, statuses = list(tasks or ()), list(statuses or ())
         while True:
-            params, headers = _events_request(tasks, statuses, last_event_id)
+            params, headers = _events_request(tasks, statuses, last_event_id, since)
             try:
                 async with self._http.stream(
                     "GET", "/api/events", params=params, headers=headers,

@@ -310,31 +310,6 @@ async def test_async_client_follow(api: procs.Proc, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
-async def test_client_follow_ends_when_the_log_no_longer_holds_the_tasks_end(
-    api: procs.Proc, db: str,
-) -> None:
-    """The task's events pruned (by the store's own pruning, as the worker does after the
-    events window): follow() does not wait for ever but, once the stream has read the log up
-    to now (the server's heartbeat), reads the task and ends with a "pruned" event."""
-    from localflow.client import AsyncClient
-    from shared.store.sqlite import SQLiteStore
-
-    async with AsyncClient(str(api.url), TOKEN) as lf:
-        task = await lf.submit("shell", {"command": "true"})
-        assert (await lf.wait(task.id, timeout=60)).status == "succeeded"
-        store = await SQLiteStore.open(db)
-        try:
-            assert await store.prune_events(time.time() + 60) >= 3
-        finally:
-            await store.close()
-        async with asyncio.timeout(60):
-            seen = [e async for e in lf.follow(task.id)]
-        assert [e.event for e in seen] == ["pruned"]
-        assert seen[0].data["id"] == task.id and seen[0].data["status"] == "succeeded"
-        assert seen[0].data["attempts"] == 1
-
-
-@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 def test_a_filtered_stream_gets_heartbeats_while_other_tasks_change(api: procs.Proc) -> None:
     """Other tasks' events wake every stream; one filtered to a quiet task still gets its
     heartbeat every 15 s (proxies, and the client's read timeout, would drop it else)."""
@@ -363,3 +338,224 @@ def test_sigterm_ends_open_streams_at_once(api: procs.Proc) -> None:
     # Well inside uvicorn's 10 s graceful limit: the open stream did not hold it up.
     assert time.monotonic() - began < 8
     stream.close()
+
+
+# -- starting from a time (?since=), the caught-up heartbeat, follow() from a task's creation --
+
+CAUGHT_UP_WITHIN = 10.0  # well under the 15 s idle heartbeat: the caught-up one is at once
+
+
+async def _write_events_at(db: str, at: float, count: int, tag: str) -> list[str]:
+    """`count` tasks written (as another process would) by a clock set to `at`: their events
+    are stamped then, as if written long ago. Delayed by a day, so the worker leaves them be
+    and they add no later events."""
+    from shared.clock import FakeClock
+    from shared.queue import Queue
+    from shared.schemas import TaskCreate
+    from shared.settings import Settings
+    from shared.store import open_store
+
+    settings = Settings(db=db)
+    store = await open_store(settings, migrate_first=False)
+    try:
+        queue = Queue(store, FakeClock(at), settings)
+        ids: list[str] = []
+        while len(ids) < count:
+            batch = [TaskCreate(type="shell", payload={"command": "true", "args": [tag]},
+                                delay=86400) for _ in range(min(500, count - len(ids)))]
+            ids += [task.id for task, _ in await queue.enqueue_many(batch)]
+        return ids
+    finally:
+        await store.close()
+
+
+async def _prune_events(db: str, before: float) -> int:
+    from shared.settings import Settings
+    from shared.store import open_store
+
+    store = await open_store(Settings(db=db), migrate_first=False)
+    try:
+        return await store.prune_events(before)
+    finally:
+        await store.close()
+
+
+def _until_caught_up(stream: Stream, within: float = CAUGHT_UP_WITHIN) -> list[dict]:
+    """The events the stream sent before its first heartbeat, which must come within
+    `within` seconds of now (the stream was just opened)."""
+    deadline = time.monotonic() + within
+    while "heartbeat" not in stream.comments:
+        assert time.monotonic() < deadline, (
+            f"no heartbeat within {within} s; events so far: {len(stream.events)}")
+        time.sleep(0.01)
+    return list(stream.events)
+
+
+def _rfc3339(seconds: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_since_starts_with_the_first_event_at_or_after_a_time_and_says_when_caught_up(
+    api: procs.Proc, db: str,
+) -> None:
+    """Events five minutes apart: a stream `since` a time between them gets only the later
+    ones (Unix seconds or RFC 3339), then at once the heartbeat that says its replay is done;
+    so does a stream resuming from a cursor."""
+    now = time.time()
+    old = asyncio.run(_write_events_at(db, now - 600, 3, "old"))
+    recent = asyncio.run(_write_events_at(db, now - 300, 2, "recent"))
+    url = str(api.url)
+    for params, expected in [
+        ({"since": f"{now - 400:.3f}"}, recent),
+        ({"since": _rfc3339(now - 400)}, recent),
+        ({"since": repr(now - 300)}, recent),  # exactly at their stamp: included
+        ({"since": f"{now - 700:.0f}"}, old + recent),
+        ({"since": f"{now + 60:.0f}"}, []),  # later than every event: from now on
+    ]:
+        stream = Stream(url, params=params)
+        try:
+            events = _until_caught_up(stream)
+            assert [e["event"] for e in events] == ["task"] * len(expected), params
+            assert [e["data"]["id"] for e in events] == expected, params
+        finally:
+            stream.close()
+    # From a cursor (the log's start): the whole log, then the caught-up heartbeat at once.
+    stream = Stream(url, headers={"Last-Event-ID": "0-0"})
+    try:
+        assert [e["data"]["id"] for e in _until_caught_up(stream)] == old + recent
+        # And it goes on live after it.
+        task_id = _submit(url, "true")
+        assert stream.wait_for(lambda ev: "succeeded" in _statuses(ev, task_id))
+    finally:
+        stream.close()
+
+
+def test_since_before_the_kept_window_starts_at_the_oldest_kept_after_event_lost(
+    api: procs.Proc, db: str,
+) -> None:
+    now = time.time()
+    asyncio.run(_write_events_at(db, now - 7200, 2, "pruned"))  # outside the hour's window
+    kept = asyncio.run(_write_events_at(db, now - 1800, 1, "kept"))
+    asyncio.run(_prune_events(db, now - 3600))  # what the worker does after the window
+    url = str(api.url)
+    stream = Stream(url, params={"since": f"{now - 7300:.0f}"})
+    try:
+        events = _until_caught_up(stream)
+        assert [e["event"] for e in events] == ["lost", "task"]
+        assert events[0]["id"] and "pruned" in events[0]["data"]["detail"]
+        assert events[1]["data"]["id"] == kept[0]
+    finally:
+        stream.close()
+    # Inside the window nothing can have been pruned, though older than every kept event.
+    stream = Stream(url, params={"since": f"{now - 2000:.0f}"})
+    try:
+        assert [(e["event"], e["data"]["id"]) for e in _until_caught_up(stream)] == [
+            ("task", kept[0])]
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_since_refusals(api: procs.Proc) -> None:
+    url = str(api.url)
+    both = httpx.get(f"{url}/api/events", params={"since": "1767258000"},
+                     headers={**AUTH, "Last-Event-ID": "0-5"})
+    assert both.status_code == 400, both.text
+    assert both.json()["errors"][0]["field"] == "since" and "Last-Event-ID" in both.text
+    for bad in ["yesterday", "2026-01-01T09:00:00", "1e9", "-5", "0001-01-01T00:00:00+05:00",
+                "", "9" * 65]:
+        answer = httpx.get(f"{url}/api/events", params={"since": bad}, headers=AUTH)
+        assert answer.status_code == 400, (bad, answer.text)
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert "since" in answer.json()["detail"], (bad, answer.text)
+    spec = httpx.get(f"{url}/schema/openapi.json").json()
+    operation = spec["paths"]["/api/events"]["get"]
+    assert "since" in {p["name"] for p in operation["parameters"]}
+    assert "since" in operation["description"] and "400" in operation["responses"]
+
+
+def test_client_follow_reads_from_the_tasks_creation_not_the_whole_log(
+    api: procs.Proc, db: str,
+) -> None:
+    """A task created after many others' events, ten minutes older: follow() asks the
+    server to start a few seconds before the task's creation (not "0-0"), and a stream
+    started there holds none of the older events; follow still tells the whole story."""
+    from localflow.client import Client
+
+    others = set(asyncio.run(_write_events_at(db, time.time() - 600, 1200, "busy")))
+    requests: list[httpx.Request] = []
+    with Client(str(api.url), TOKEN) as lf:
+        lf._http.event_hooks["request"].append(requests.append)
+        task = lf.submit("shell", {"command": "true"})
+        seen = [(e.event, e.data["id"], e.data["status"]) for e in lf.follow(task.id)]
+        assert seen == [("task", task.id, "queued"), ("task", task.id, "running"),
+                        ("task", task.id, "succeeded")]
+    (opened,) = [r for r in requests if r.url.path == "/api/events"]
+    assert "last-event-id" not in opened.headers
+    since = float(opened.url.params["since"])
+    created = task.created_at.timestamp()
+    assert created - 10 < since < created
+    # What the server reads from there: none of the 1,200 older tasks' events.
+    stream = Stream(str(api.url), params={"since": opened.url.params["since"]})
+    try:
+        events = _until_caught_up(stream)
+        assert not others & {e["data"]["id"] for e in events}
+        assert _statuses(events, task.id) == ["queued", "running", "succeeded"]
+    finally:
+        stream.close()
+
+
+async def test_client_follow_of_a_pruned_task_ends_at_once(api: procs.Proc, db: str) -> None:
+    """Both clients: a finished task whose events were pruned ends with "pruned" as soon as
+    the stream has read the log (its caught-up heartbeat), not after the 15 s idle one."""
+    from localflow.client import AsyncClient, Client
+
+    async with AsyncClient(str(api.url), TOKEN) as lf:
+        task = await lf.submit("shell", {"command": "true"})
+        assert (await lf.wait(task.id, timeout=60)).status == "succeeded"
+        assert await _prune_events(db, time.time() + 60) >= 3
+        began = time.monotonic()
+        async with asyncio.timeout(60):
+            seen = [e async for e in lf.follow(task.id)]
+        assert time.monotonic() - began < CAUGHT_UP_WITHIN
+        assert [(e.event, e.data["id"], e.data["status"], e.data["attempts"])
+                for e in seen] == [("pruned", task.id, "succeeded", 1)]
+
+    def sync_follow() -> tuple[float, list]:
+        with Client(str(api.url), TOKEN) as client:
+            start = time.monotonic()
+            events = [(e.event, e.data["id"]) for e in client.follow(task.id)]
+            return time.monotonic() - start, events
+
+    took, events = await asyncio.to_thread(sync_follow)
+    assert events == [("pruned", task.id)] and took < CAUGHT_UP_WITHIN
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+def test_a_replay_held_back_by_an_open_transaction_is_not_called_done(
+    api: procs.Proc, db: str,
+) -> None:
+    """PostgreSQL hands out events only below the oldest open transaction. A replay whose
+    last events are held back by one gets no "heartbeat" (which follow() takes for "the log
+    is read"), only a keep-alive after 15 s; the heartbeat comes once they are read."""
+    import psycopg
+
+    url = str(api.url)
+    early = _submit(url, "true", delay=3600)
+    with psycopg.connect(db) as slow:
+        slow.execute("UPDATE tasks SET status = 'cancelled' WHERE id = %s", (early,))
+        late = _submit(url, "true", delay=3600)  # committed, above the open transaction
+        stream = Stream(url, params=[("task", late)], headers={"Last-Event-ID": "0-0"})
+        try:
+            deadline = time.monotonic() + 40
+            while "replaying" not in stream.comments:
+                assert time.monotonic() < deadline, stream.comments
+                time.sleep(0.01)
+            assert "heartbeat" not in stream.comments and stream.events == []
+            slow.commit()
+            events = _until_caught_up(stream, within=30)  # the fallback re-read at most
+            assert _statuses(events, late) == ["queued"]
+        finally:
+            stream.close()

@@ -113,6 +113,13 @@ class EventPage(msgspec.Struct, kw_only=True):
     lost: bool  # the cursor is older than events already pruned: some were never seen
 
 
+class EventStart(msgspec.Struct, kw_only=True):
+    """Where a reader of the event log starts for a time (Store.events_since)."""
+
+    cursor: str  # events_after(cursor) begins with the first kept event stamped at/after it
+    lost: bool  # events were pruned and none kept is as old as the time: some may be gone
+
+
 class LiveOutput(msgspec.Struct, kw_only=True):
     """The recent output of a running attempt (docs/live_output.md): the last bytes of each
     stream as the worker last stored them. It belongs to one claim: a store returns it only
@@ -681,6 +688,26 @@ class TaskStore(Protocol):
     async def events_head(self) -> str:
         """The cursor of the newest event events_after can return now (or the pruning
         horizon, "0-0" at first, when none is kept): where a new reader starts."""
+        ...
+
+    async def events_newest(self) -> str:
+        """The cursor of the newest event committed, readable or not: on PostgreSQL it may be
+        above the oldest open transaction, so events_after does not return it yet (SQLite:
+        events_head). A reader whose cursor has reached it has read every event committed
+        before this was asked: how a stream tells that its replay is done."""
+        ...
+
+    async def events_since(self, since: float) -> EventStart:
+        """A cursor to read the log from `since` (Unix seconds) on: just before the kept event
+        with the earliest stamp at or after it (one seek of the time index), but never past
+        events_head (PostgreSQL: an event committed above the oldest open transaction is not
+        readable yet, and one still to commit would land behind a cursor past it); the head
+        when no kept event is that recent. Events are stamped by the writing process's clock
+        and logged in commit order, so the two orders agree only up to clock differences
+        between writers and the length of transactions: a reader that needs every event from
+        a moment on asks for a little earlier. `lost` when events were pruned and `since` is
+        earlier than every kept event's stamp (or none is kept): events stamped at or after
+        it may be among the pruned. A read."""
         ...
 
     async def prune_events(self, before: float) -> int:

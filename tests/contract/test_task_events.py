@@ -61,6 +61,7 @@ async def test_every_status_change_is_an_event_in_commit_order(
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     assert keys[0] > cursor_key(start)
     assert await queue.store.events_head() == task_events[-1].cursor
+    assert await queue.store.events_newest() == task_events[-1].cursor  # nothing still open
     # From a cursor in the middle: exactly what came after it.
     rest = await _all_after(queue.store, task_events[1].cursor)
     assert [e.cursor for e in rest] == [e.cursor for e in task_events[2:]]
@@ -117,6 +118,66 @@ async def test_pruning_keeps_the_window_and_says_when_a_cursor_lost_events(
     head = await queue.store.events_head()
     assert cursor_key(head) >= cursor_key(kept.events[-1].cursor)
     assert not (await queue.store.events_after(head, 10)).lost
+
+
+
+async def _ids_after(store: Store, cursor: str) -> list[str]:
+    return [e.task_id for e in await _all_after(store, cursor)]
+
+
+async def test_events_since_starts_at_the_first_event_stamped_at_or_after_the_time(
+    queue: Queue, other: Queue, clock: FakeClock
+):
+    """Store.events_since (the time index): a reader starts with the first event stamped
+    at or after the time, and none of those before it."""
+    t0 = clock.now()
+    early, _ = await other.enqueue(shell("early"))
+    clock.advance(100)
+    (claimed,) = await other.claim("w", 1, lease=30)  # early's second event, stamped now
+    assert claimed.id == early.id
+    middle, _ = await other.enqueue(shell("middle"))
+    clock.advance(100)
+    late, _ = await other.enqueue(shell("late"))
+    store = queue.store
+    for since, expected in [
+        (t0 - 1, [early.id, early.id, middle.id, late.id]),
+        (t0 + 50, [early.id, middle.id, late.id]),
+        (t0 + 100, [early.id, middle.id, late.id]),  # at: included
+        (t0 + 100.001, [late.id]),
+        (t0 + 200, [late.id]),
+    ]:
+        start = await store.events_since(since)
+        assert not start.lost, since  # nothing was ever pruned
+        assert await _ids_after(store, start.cursor) == expected, since
+    # Later than every event: the head, and what commits next comes after it.
+    start = await store.events_since(t0 + 1000)
+    assert not start.lost and start.cursor == await store.events_head()
+    after, _ = await other.enqueue(shell("after"))
+    assert await _ids_after(store, start.cursor) == [after.id]
+
+
+async def test_events_since_a_time_before_the_kept_window_says_some_may_be_lost(
+    queue: Queue, clock: FakeClock
+):
+    t0 = clock.now()
+    await queue.enqueue(shell("old"))
+    clock.advance(100)
+    new, _ = await queue.enqueue(shell("new"))
+    assert await queue.store.prune_events(t0 + 50) == 1
+    # Before every kept stamp, with some pruned: lost, and the oldest kept comes first.
+    start = await queue.store.events_since(t0 - 10)
+    assert start.lost and await _ids_after(queue.store, start.cursor) == [new.id]
+    # A reader from there is past the horizon: events_after does not report it again.
+    assert not (await queue.store.events_after(start.cursor, 10)).lost
+    # Within what is kept: nothing lost.
+    start = await queue.store.events_since(t0 + 100)
+    assert not start.lost and await _ids_after(queue.store, start.cursor) == [new.id]
+    # Everything pruned: any time may have lost events; the reader starts at the head.
+    assert await queue.store.prune_events(clock.now() + 1) == 1
+    start = await queue.store.events_since(clock.now())
+    assert start.lost and start.cursor == await queue.store.events_head()
+    later, _ = await queue.enqueue(shell("later"))
+    assert await _ids_after(queue.store, start.cursor) == [later.id]
 
 
 async def test_queue_prunes_by_the_configured_window_from_the_rescue_loop(

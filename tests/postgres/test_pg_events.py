@@ -33,3 +33,32 @@ async def test_an_event_committed_late_by_an_early_transaction_is_not_skipped(pg
         ]
     finally:
         await store.close()
+
+
+async def test_newest_counts_a_committed_event_the_head_still_holds_back(pg_url: str):
+    """events_newest is what a stream must have read before it says its replay is done;
+    events_head (where a reader may start) stays below an open transaction."""
+    store = await open_store(Settings(db=pg_url), migrate_first=False)
+    try:
+        clock = FakeClock()
+        queue = Queue(store, clock)
+        early, _ = await queue.enqueue(TaskCreate(type="shell", payload={"command": "true"}))
+        head = await store.events_head()
+        assert await store.events_newest() == head
+        with psycopg.connect(pg_url) as slow:
+            slow.execute("UPDATE tasks SET status = 'cancelled' WHERE id = %s", (early.id,))
+            clock.advance(100)
+            late, _ = await queue.enqueue(TaskCreate(type="shell", payload={"command": "true"}))
+            newest = await store.events_newest()
+            assert await store.events_head() == head and newest != head
+            # A reader starting from late's time is not put past the head either: the open
+            # transaction's event will land behind late's.
+            assert (await store.events_since(clock.now())).cursor == head
+            slow.commit()
+        events = (await store.events_after(head, 10)).events
+        assert [(e.task_id, e.status) for e in events] == [
+            (early.id, "cancelled"), (late.id, "queued"),
+        ]
+        assert newest == events[-1].cursor
+    finally:
+        await store.close()

@@ -343,6 +343,22 @@ WHERE xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
 ORDER BY xid DESC, id DESC
 LIMIT 1
 
+-- name: events_newest
+-- The newest event committed, readable or not (Store.events_newest): task_events_order's end.
+SELECT xid, id FROM task_events ORDER BY xid DESC, id DESC LIMIT 1
+
+-- name: events_since
+-- Where a reader starts for a time (Store.events_since): the earliest kept event stamped at or
+-- after the time (a seek of task_events_time), the oldest stamp kept (its first entry) and the
+-- horizon. The caller never starts past events_head (events_after reads below the oldest open
+-- transaction only).
+SELECT first.xid, first.id, (SELECT min(time) FROM task_events) AS oldest,
+       h.xid AS horizon_xid, h.id AS horizon_id
+FROM task_events_horizon h
+LEFT JOIN LATERAL (
+    SELECT xid, id FROM task_events WHERE time >= %(since)s ORDER BY time, xid, id LIMIT 1
+) first ON true
+
 -- name: events_prune
 DELETE FROM task_events
 WHERE time < %(before)s AND xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint

@@ -335,6 +335,15 @@ SELECT id FROM task_events_horizon
 -- name: events_head
 SELECT coalesce((SELECT max(id) FROM task_events), (SELECT id FROM task_events_horizon)) AS id
 
+-- name: events_since
+-- Where a reader starts for a time (Store.events_since), in one read: the earliest kept event
+-- stamped at or after :since (a seek of task_events_time, whose entries end with the id), the
+-- oldest stamp kept (the index's first entry), the horizon and the head.
+SELECT (SELECT id FROM task_events WHERE time >= :since ORDER BY time, id LIMIT 1) AS first,
+       (SELECT min(time) FROM task_events) AS oldest,
+       (SELECT id FROM task_events_horizon) AS horizon,
+       coalesce((SELECT max(id) FROM task_events), (SELECT id FROM task_events_horizon)) AS head
+
 -- name: events_prune_until
 SELECT max(id) AS id FROM task_events WHERE time < :before
 

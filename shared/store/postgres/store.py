@@ -69,6 +69,7 @@ from shared.store.base import (
     DueDelivery,
     DueSchedule,
     EventPage,
+    EventStart,
     FailOutcome,
     Fire,
     FirePlan,
@@ -859,10 +860,33 @@ class PostgresStore:
     @_translated
     async def events_head(self) -> str:
         async with self._read() as conn:
-            rows = await self._rows(conn, Q.events_head)
+            return await self._head(conn)
+
+    async def _head(self, conn: psycopg.AsyncConnection[Any]) -> str:
+        rows = await self._rows(conn, Q.events_head)
+        if not rows:
+            rows = await self._rows(conn, Q.events_horizon)
+        return make_cursor(rows[0]["xid"], rows[0]["id"])
+
+    @_translated
+    async def events_newest(self) -> str:
+        async with self._read() as conn:
+            rows = await self._rows(conn, Q.events_newest)
             if not rows:
                 rows = await self._rows(conn, Q.events_horizon)
         return make_cursor(rows[0]["xid"], rows[0]["id"])
+
+    @_translated
+    async def events_since(self, since: float) -> EventStart:
+        async with self._read() as conn:
+            row = (await self._rows(conn, Q.events_since, {"since": since}))[0]
+            head = cursor_key(await self._head(conn))
+        horizon = (row["horizon_xid"], row["horizon_id"])
+        # Just before the first (ids are unique, so (xid, id - 1) sorts right before it), but
+        # never past the head: below it, nothing can still commit behind the cursor.
+        start = head if row["id"] is None else min((row["xid"], row["id"] - 1), head)
+        lost = horizon > (0, 0) and (row["oldest"] is None or since < row["oldest"])
+        return EventStart(cursor=make_cursor(*start), lost=lost)
 
     @_translated
     async def prune_events(self, before: float) -> int:

@@ -45,6 +45,7 @@ from shared.store.base import (
     DueDelivery,
     DueSchedule,
     EventPage,
+    EventStart,
     FailOutcome,
     Fire,
     FirePlan,
@@ -553,6 +554,17 @@ class SQLiteStore:
     async def events_head(self) -> str:
         row = await self.db.fetch_one(Q.events_head)
         return make_cursor(0, row["id"] if row and row["id"] is not None else 0)
+
+    async def events_newest(self) -> str:
+        return await self.events_head()  # one writer at a time: every committed id is readable
+
+    async def events_since(self, since: float) -> EventStart:
+        row = await self.db.fetch_one(Q.events_since, {"since": since})
+        assert row is not None  # an aggregate: always one row
+        # Ids are commit order (one writer at a time): just before the first is readable.
+        start = row["head"] if row["first"] is None else row["first"] - 1
+        lost = row["horizon"] > 0 and (row["oldest"] is None or since < row["oldest"])
+        return EventStart(cursor=make_cursor(0, start), lost=lost)
 
     async def prune_events(self, before: float) -> int:
         def op(conn: sqlite3.Connection) -> int:

@@ -1,4 +1,5 @@
-"""Copies of the counts and the chart, shared by every open page.
+"""Copies of the counts, the chart, the queue list and other slow reads, shared by every open
+page (one mechanism, `Copies`).
 
 Each open overview or task list polls every 2 seconds. The counts cost a few short reads at any
 size (the database keeps them per queue, type and status, migration 009, and per schedule,
@@ -19,7 +20,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from litestar import Request
 
@@ -43,6 +44,7 @@ FIRST_COUNT_WAIT = 0.015  # seconds a page waits for a filter's first count
 COUNTED = (*STATUSES, *QUEUED_VIEWS)
 
 CountsKey = tuple[str | None, str | None, str | None]  # (type, schedule id, queue)
+K = TypeVar("K", bound=Hashable)
 
 
 def _copy(counts: TaskCounts) -> TaskCounts:
@@ -51,198 +53,154 @@ def _copy(counts: TaskCounts) -> TaskCounts:
 
 
 @dataclass
-class Counted:
-    value: Any  # TaskCounts, or the list of queues
-    version: Hashable
-    at: float  # time.monotonic() when counted
-    cost: float  # seconds the count took
+class Copy:
+    """One read's answer, and when it was made."""
+    value: Any
+    version: Hashable  # the store's change token just before the read (None: not checked)
+    at: float  # time.monotonic() when made
+    cost: float  # seconds the read took
     checked: float = 0.0  # time.monotonic() when last found still right (at, if never)
 
     def __post_init__(self) -> None:
         self.checked = self.checked or self.at
 
 
+class Copies(Generic[K]):
+    """The last copy of one kind of read, by key (a filter, a chart's window, a name), shared
+    by every open page: a poll gets the copy and never waits for a read, except the first for
+    a key (up to `first_wait`). A copy is due for a look once it is `min_age` seconds old, or
+    ten times what its read took (COUNTS_COST_SHARE); the look runs in the background, one
+    at a time per key. A `versioned` copy is kept when the database has not changed since
+    (the store's change token) and it is at most COUNTS_CLOCK_AGE old; any other due copy is
+    read again. At most `limit` keys are kept, the one made longest ago going first."""
+
+    def __init__(self, *, min_age: float, versioned: bool, limit: int | None = None) -> None:
+        self.min_age, self.versioned, self.limit = min_age, versioned, limit
+        self.made: dict[K, Copy] = {}
+        self.making: dict[K, asyncio.Task[None]] = {}
+
+    async def get(
+        self, key: K, read: Callable[[], Awaitable[Any]],
+        token: Callable[[], Awaitable[Hashable]], *, first_wait: float | None,
+    ) -> Copy | None:
+        """The copy for key; None if its first read is still running after first_wait
+        seconds (None: waits until it ends) or failed."""
+        hit = self.made.get(key)
+        if hit is None:
+            await asyncio.wait({self._start(key, read, token)}, timeout=first_wait)
+            return self.made.get(key)
+        if key not in self.making and self._due(hit):
+            self._start(key, read, token)
+        return hit
+
+    def _due(self, hit: Copy) -> bool:
+        since = time.monotonic() - hit.checked
+        return since >= max(self.min_age, COUNTS_COST_SHARE * hit.cost)
+
+    def _start(self, key: K, read: Callable[[], Awaitable[Any]],
+               token: Callable[[], Awaitable[Hashable]]) -> asyncio.Task[None]:
+        if key not in self.making:
+            self.making[key] = asyncio.create_task(self._redo(key, read, token))
+        return self.making[key]
+
+    async def _redo(self, key: K, read: Callable[[], Awaitable[Any]],
+                    token: Callable[[], Awaitable[Hashable]]) -> None:
+        try:
+            with contextlib.suppress(Exception):  # the last copy stands; the next poll retries
+                hit = self.made.get(key)
+                if hit is None or not self.versioned or not await _unchanged(token, hit):
+                    await self._make(key, read, token)
+        finally:
+            self.making.pop(key, None)
+
+    async def _make(self, key: K, read: Callable[[], Awaitable[Any]],
+                    token: Callable[[], Awaitable[Hashable]]) -> None:
+        started = time.monotonic()
+        # The token first: a change committed during the read makes the copy look older
+        # than it is (read again), never newer.
+        version = await token() if self.versioned else None
+        value = await read()
+        self.made.pop(key, None)
+        self.made[key] = Copy(value, version, time.monotonic(), time.monotonic() - started)
+        while self.limit is not None and len(self.made) > self.limit:
+            self.made.pop(next(iter(self.made)))
+
+
+async def _unchanged(token: Callable[[], Awaitable[Hashable]], hit: Copy) -> bool:
+    """Whether a copy is still right: the database has not changed since it was made (the
+    store's change token) and the clock has not moved ready into scheduled's place for long.
+    If so, it is marked checked, and kept."""
+    if time.monotonic() - hit.at > COUNTS_CLOCK_AGE:
+        return False
+    if await token() != hit.version:
+        return False
+    hit.checked = time.monotonic()
+    return True
+
+
 @dataclass
 class Snapshots:
-    counted: dict[CountsKey, Counted] = field(default_factory=dict)
-    refreshing: dict[CountsKey, asyncio.Task] = field(default_factory=dict)
-    # hours -> (when drawn, seconds the query took, data)
-    charts: dict[int, tuple[float, float, Throughput]] = field(default_factory=dict)
-    charting: dict[int, asyncio.Task] = field(default_factory=dict)
+    counts_by_filter: Copies[CountsKey] = field(default_factory=lambda: Copies(
+        min_age=COUNTS_MAX_AGE, versioned=True, limit=COUNTS_KEPT))
+    charts: Copies[int] = field(default_factory=lambda: Copies(
+        min_age=CHART_MAX_AGE, versioned=False))
     # The queues page's list (GET /api/queues' answer). Its counts are the kept ones now (a
     # few rows), but every task list and schedule form asks for it (the queue filter's
     # choices): one copy, redone in the background like the counts, serves them all.
-    queue_list: Counted | None = None
-    listing: asyncio.Task | None = None
+    queue_list: Copies[None] = field(default_factory=lambda: Copies(
+        min_age=COUNTS_MAX_AGE, versioned=True))
     # Other slow-moving reads a page shows (the system page's database size: a stat of every
-    # file of the database on PostgreSQL), by name: (when read, seconds it took, value).
-    kept: dict[str, tuple[float, float, Any]] = field(default_factory=dict)
-    keeping: dict[str, asyncio.Task] = field(default_factory=dict)
+    # file of the database on PostgreSQL), by name.
+    kept: Copies[str] = field(default_factory=lambda: Copies(
+        min_age=KEPT_MAX_AGE, versioned=False))
 
-    async def value(self, name: str, read: Callable[[], Awaitable[Any]],
-                    max_age: float = KEPT_MAX_AGE) -> Any:
-        """read()'s answer, from a copy at most max_age seconds old (or ten times what reading
-        took) that is redone in the background; only the first ask waits for it."""
-        hit = self.kept.get(name)
-        if hit is None:
-            if name not in self.keeping:
-                self.keeping[name] = asyncio.create_task(self._keep(name, read))
-            await asyncio.wait({self.keeping[name]})
-            hit = self.kept.get(name)
-            if hit is None:  # the read failed: try it here, so the page says why
-                return await read()
-            return hit[2]
-        at, cost, data = hit
-        stale = time.monotonic() - at >= max(max_age, COUNTS_COST_SHARE * cost)
-        if stale and name not in self.keeping:
-            self.keeping[name] = asyncio.create_task(self._keep(name, read))
-        return data
-
-    async def _keep(self, name: str, read: Callable[[], Awaitable[Any]]) -> None:
-        try:
-            with contextlib.suppress(Exception):  # the last copy stands; the next ask retries
-                started = time.monotonic()
-                data = await read()
-                self.kept[name] = (time.monotonic(), time.monotonic() - started, data)
-        finally:
-            self.keeping.pop(name, None)
+    async def value(self, name: str, read: Callable[[], Awaitable[Any]]) -> Any:
+        """read()'s answer, from a copy at most KEPT_MAX_AGE seconds old (or ten times what
+        reading took) that is redone in the background; only the first ask waits for it."""
+        hit = await self.kept.get(name, read, _unversioned, first_wait=None)
+        return hit.value if hit else await read()  # the read failed: here, the page says why
 
     async def counts(
         self, queue: Queue, type: str | None = None, schedule_id: str | None = None,
         queue_name: str | None = None,
     ) -> TaskCounts:
         """Tasks per status (and per derived queued view) under these filters; None for each
-        while a filter's first count is still running.
+        while a filter's first count is still running (past FIRST_COUNT_WAIT the page says
+        "…" and the next poll has the numbers)."""
+        hit = await self.counts_by_filter.get(
+            (type, schedule_id, queue_name),
+            lambda: queue.store.count_tasks(queue.clock.now(), type=type,
+                                            schedule_id=schedule_id, queue=queue_name),
+            queue.store.change_token, first_wait=FIRST_COUNT_WAIT)
+        return _copy(hit.value) if hit else TaskCounts(dict.fromkeys(COUNTED))  # type: ignore[arg-type]
 
-        Served from the last count: a poll never waits for a count except, briefly, the very
-        first for a filter. A stale count is redone in the background, one at a time.
-        """
-        key = (type, schedule_id, queue_name)
-        hit = self.counted.get(key)
-        if hit is None:
-            # The first ask for a filter waits a little for its count, not for as long as
-            # counting takes: past that, the page says "…" and the next poll has the numbers.
-            if key not in self.refreshing:
-                self.refreshing[key] = asyncio.create_task(self._refresh(queue, key))
-            await asyncio.wait({self.refreshing[key]}, timeout=FIRST_COUNT_WAIT)
-            hit = self.counted.get(key)
-            return _copy(hit.value) if hit else TaskCounts(dict.fromkeys(COUNTED))  # type: ignore[arg-type]
-        if key not in self.refreshing and _due(hit):
-            self.refreshing[key] = asyncio.create_task(self._refresh(queue, key))
-        return _copy(hit.value)
-
-    async def _count(self, queue: Queue, key: CountsKey) -> Counted:
-        started = time.monotonic()
-        version = await queue.store.change_token()
-        value = await queue.store.count_tasks(
-            queue.clock.now(), type=key[0], schedule_id=key[1], queue=key[2]
-        )
-        counted = Counted(value, version, time.monotonic(), time.monotonic() - started)
-        self.counted.pop(key, None)
-        self.counted[key] = counted
-        while len(self.counted) > COUNTS_KEPT:
-            self.counted.pop(next(iter(self.counted)))  # the filter counted longest ago
-        return counted
-
-    async def _refresh(self, queue: Queue, key: CountsKey) -> None:
-        try:
-            with contextlib.suppress(Exception):  # the last count stands; the next poll retries
-                hit = self.counted.get(key)
-                if hit is None or not await _unchanged(queue.store, hit):
-                    await self._count(queue, key)
-        finally:
-            self.refreshing.pop(key, None)
-
-    async def throughput(
-        self, queue: Queue, hours: int
-    ) -> Throughput | None:
-        """The chart's counts, served like counts(): redrawn in the background when stale;
-        None while a window's first drawing is still running."""
-        hit = self.charts.get(hours)
-        if hit is None:
-            if hours not in self.charting:
-                self.charting[hours] = asyncio.create_task(self._refresh_chart(queue, hours))
-            await asyncio.wait({self.charting[hours]}, timeout=FIRST_COUNT_WAIT)
-            hit = self.charts.get(hours)
-            return hit[2] if hit else None
-        at, cost, data = hit
-        stale = time.monotonic() - at >= max(CHART_MAX_AGE, COUNTS_COST_SHARE * cost)
-        if stale and hours not in self.charting:
-            self.charting[hours] = asyncio.create_task(self._refresh_chart(queue, hours))
-        return data
-
-    async def _chart(self, queue: Queue, hours: int) -> Throughput:
-        started = time.monotonic()
-        data = await queue.store.throughput(queue.clock.now(), hours, 60)
-        self.charts[hours] = (time.monotonic(), time.monotonic() - started, data)
-        return data
-
-    async def _refresh_chart(self, queue: Queue, hours: int) -> None:
-        try:
-            with contextlib.suppress(Exception):  # the last chart stands; the next poll retries
-                await self._chart(queue, hours)
-        finally:
-            self.charting.pop(hours, None)
-
+    async def throughput(self, queue: Queue, hours: int) -> Throughput | None:
+        """The chart's counts, served like counts(); None while a window's first drawing is
+        still running."""
+        hit = await self.charts.get(
+            hours, lambda: queue.store.throughput(queue.clock.now(), hours, 60),
+            _unversioned, first_wait=FIRST_COUNT_WAIT)
+        return hit.value if hit else None
 
     async def queues(self, queues: Queues, *, wait: bool = False) -> list[QueueInfo] | None:
-        """Every queue with its counts, from the last copy (redone in the background when
-        stale, as counts() are). wait: the first time, wait for it (the page itself); else
-        None until it is there (a filter's choices can do without)."""
-        hit = self.queue_list
+        """Every queue with its counts, from the last copy. wait: the first time, wait for it
+        (the page itself); else None until it is there (a filter's choices can do without)."""
+        hit = await self.queue_list.get(None, queues.list, queues.store.change_token,
+                                        first_wait=None if wait else FIRST_COUNT_WAIT)
         if hit is None:
-            if self.listing is None:
-                self.listing = asyncio.create_task(self._refresh_queues(queues))
-            await asyncio.wait({self.listing}, timeout=None if wait else FIRST_COUNT_WAIT)
-            if wait and self.queue_list is None:  # the background read failed: say why
-                return await self._list_queues(queues)
-            return list(self.queue_list.value) if self.queue_list else None
-        if self.listing is None and _due(hit):
-            self.listing = asyncio.create_task(self._refresh_queues(queues))
+            return await queues.list() if wait else None  # the read failed: say why
         return list(hit.value)
 
     def changed(self, info: QueueInfo) -> None:
         """A queue just changed here: the copy shows it at once, without a recount."""
-        if self.queue_list is None:
-            return
-        rest = [q for q in self.queue_list.value if q.name != info.name]
-        self.queue_list.value = sorted([*rest, info], key=lambda q: q.name)
-
-    async def _list_queues(self, queues: Queues) -> list[QueueInfo]:
-        started = time.monotonic()
-        version = await queues.store.change_token()
-        listed = await queues.list()
-        self.queue_list = Counted(listed, version, time.monotonic(),
-                                  time.monotonic() - started)
-        return list(listed)
-
-    async def _refresh_queues(self, queues: Queues) -> None:
-        try:
-            with contextlib.suppress(Exception):  # the last list stands; the next poll retries
-                hit = self.queue_list
-                if hit is None or not await _unchanged(queues.store, hit):
-                    await self._list_queues(queues)
-        finally:
-            self.listing = None
+        hit = self.queue_list.made.get(None)
+        if hit is not None:
+            rest = [q for q in hit.value if q.name != info.name]
+            hit.value = sorted([*rest, info], key=lambda q: q.name)
 
 
-def _due(hit: Counted) -> bool:
-    """Time to see whether a copy is still right (in the background: a poll never waits for
-    that either, which on PostgreSQL is a round trip to the server)."""
-    since = time.monotonic() - hit.checked
-    return since >= max(COUNTS_MAX_AGE, COUNTS_COST_SHARE * hit.cost)
-
-
-async def _unchanged(store: Any, hit: Counted) -> bool:
-    """Whether a copy is still right: the database has not changed since it was made (the
-    store's change token) and the clock has not moved ready into scheduled's place for long.
-    If so, it is marked checked, and kept."""
-    if time.monotonic() - hit.at > COUNTS_CLOCK_AGE:
-        return False
-    if await store.change_token() != hit.version:
-        return False
-    hit.checked = time.monotonic()
-    return True
+async def _unversioned() -> None:
+    return None  # what a copy that is not checked against the database records as its version
 
 
 def snapshots(request: Request) -> Snapshots:

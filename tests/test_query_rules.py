@@ -72,7 +72,7 @@ def test_a_typo_of_wait_on_get_task_is_400_and_wait_still_works(api):
 
 def test_a_typo_on_the_event_stream_is_400_before_it_opens(api):
     _refused(api.get("/api/events", params={"tasks": "T1"}),
-             "tasks", "GET /api/events", "output, status, task")
+             "tasks", "GET /api/events", "output, since, status, task")
 
 
 def test_the_event_stream_refuses_if_match_as_every_other_api_read_does(api):
@@ -159,7 +159,7 @@ def test_over_real_http_a_typo_is_400_and_known_filters_open_the_stream(tmp_path
                      "wiat", "POST /api/tasks", "none")
             assert procs.task_count(db) == 0
             _refused(client.get("/api/events?stauts=failed"),
-                     "stauts", "GET /api/events", "output, status, task")
+                     "stauts", "GET /api/events", "output, since, status, task")
             with client.stream("GET", "/api/events", params=[
                 ("task", "A"), ("task", "B"), ("status", "failed"), ("status", "succeeded"),
             ]) as stream:

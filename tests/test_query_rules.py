@@ -116,15 +116,16 @@ def test_every_unknown_name_is_named_and_nothing_is_deleted(api):
     assert nameless.json()["errors"][0]["message"].startswith("a parameter without a name")
 
 
-def _operations(document: dict) -> list[tuple[str, str, list[str]]]:
-    """(METHOD, path template, its documented query parameters) of every /api operation."""
+def _operations(document: dict) -> list[tuple[str, str, list[str], set[str]]]:
+    """(METHOD, path template, its documented query parameters, its documented answers) of
+    every /api operation."""
     found = []
     for path, item in document["paths"].items():
         for method, operation in item.items():
             if path.startswith("/api/") and method in ("get", "post", "put", "delete", "patch"):
                 names = sorted(p["name"] for p in operation.get("parameters", ())
                                if p["in"] == "query")
-                found.append((method.upper(), path, names))
+                found.append((method.upper(), path, names, set(operation["responses"])))
     return found
 
 
@@ -132,11 +133,13 @@ def test_every_api_operation_refuses_an_unknown_parameter_naming_what_it_documen
     operations = _operations(api.get("/schema/openapi.json").json())
     assert len(operations) >= 20  # tasks, batch, schedules, queues, events, audit
     before = procs.task_count(api.db_path)
-    for method, template, documented in operations:
+    for method, template, documented, answers in operations:
         path = re.sub(r"\{[^}]+\}", "01NOSUCHID0000000000000000", template)
         r = api.request(method, path, params={"zz_unknown": "1"})
-        # The known names are the ones the OpenAPI document lists for the operation.
+        # The known names are the ones the OpenAPI document lists for the operation, and the
+        # document says it can answer 400.
         _refused(r, "zz_unknown", f"{method} {template}", ", ".join(documented) or "none")
+        assert "400" in answers, (method, template, sorted(answers))
     assert procs.task_count(api.db_path) == before
 
 

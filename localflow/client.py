@@ -20,6 +20,7 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import quote
 
@@ -126,6 +127,20 @@ _EVENTS_READ_TIMEOUT = 45.0
 # and miss it; a few seconds earlier covers clock differences between processes (NTP keeps
 # hosts within milliseconds) and costs only a few seconds of other tasks' events to read.
 _FOLLOW_CLOCK_MARGIN = 5.0
+
+
+def _since_param(since: datetime | float | None, last_event_id: str | None) -> str | None:
+    """events()'s `since` as the API takes it (Unix seconds); refused here, before any
+    request, with a cursor too or as a time without a timezone (which moment would it be?)."""
+    if since is None:
+        return None
+    if last_event_id is not None:
+        raise ValueError("events(): give since or last_event_id, not both (a stream has one start)")
+    if isinstance(since, datetime):
+        if since.tzinfo is None:
+            raise ValueError("events(): since needs a timezone (e.g. datetime.now(timezone.utc))")
+        since = since.timestamp()
+    return f"{max(0.0, float(since)):.6f}"
 
 
 def _follow_since(task: Task) -> str:
@@ -401,13 +416,17 @@ class Client:
     def events(
         self, *, tasks: Iterable[str] | None = None, statuses: Iterable[str] | None = None,
         last_event_id: str | None = None, reconnect: bool = True,
+        since: datetime | float | None = None,
     ) -> Iterator[Event]:
         """Task state changes as they happen (GET /api/events), for as long as the caller
-        iterates; filtered to `tasks` and/or `statuses` if given. Starts now, or after
-        `last_event_id`. A dropped connection is resumed after the last event seen (nothing
-        missed within the server's event window) unless reconnect=False. To follow one task
-        from its start to its end, whenever it ran, use follow()."""
-        yield from self._stream(tasks, statuses, last_event_id, reconnect, heartbeats=False)
+        iterates; filtered to `tasks` and/or `statuses` if given. Starts now, after
+        `last_event_id`, or with the first kept event stamped at or after `since` (an aware
+        datetime or Unix seconds; not with last_event_id: ValueError). A dropped connection is
+        resumed after the last event seen (nothing missed within the server's event window)
+        unless reconnect=False. To follow one task from its start to its end, whenever it
+        ran, use follow()."""
+        yield from self._stream(tasks, statuses, last_event_id, reconnect, heartbeats=False,
+                                since=_since_param(since, last_event_id))
 
     def follow(self, task_id: str) -> Iterator[Event]:
         """One task's whole story: its state changes from its creation (`event` "task", as
@@ -593,10 +612,13 @@ class AsyncClient:
     async def events(
         self, *, tasks: Iterable[str] | None = None, statuses: Iterable[str] | None = None,
         last_event_id: str | None = None, reconnect: bool = True,
+        since: datetime | float | None = None,
     ) -> AsyncIterator[Event]:
         """Client.events, as an async iterator."""
+        start = _since_param(since, last_event_id)
         async with contextlib.aclosing(self._stream(
-                tasks, statuses, last_event_id, reconnect, heartbeats=False)) as stream:
+                tasks, statuses, last_event_id, reconnect, heartbeats=False,
+                since=start)) as stream:
             async for event in stream:
                 yield event
 

@@ -232,6 +232,44 @@ def test_python_client_events_follow_a_task_and_resume_after_a_cursor(api: procs
 
 
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+async def test_client_events_since_a_time_start_there_and_refuse_a_second_start(
+    api: procs.Proc,
+) -> None:
+    from datetime import datetime, timezone
+
+    from localflow.client import AsyncClient, Client
+
+    with Client(str(api.url), TOKEN) as lf:
+        before = lf.submit("shell", {"command": "true"})
+        assert lf.wait(before.id, timeout=60).status == "succeeded"
+        # Every event of `before` is stamped by now (this machine's one clock); every one of
+        # `after` later.
+        between = datetime.now(timezone.utc)
+        after = lf.submit("shell", {"command": "true"})
+        assert lf.wait(after.id, timeout=60).status == "succeeded"
+        seen = []
+        for event in lf.events(since=between, statuses=["succeeded"]):
+            seen.append(event.data["id"])
+            break
+        assert seen == [after.id]
+        with pytest.raises(ValueError, match="not both"):
+            next(lf.events(since=between, last_event_id="0-0"))
+        with pytest.raises(ValueError, match="timezone"):
+            next(lf.events(since=datetime.now()))
+    async with AsyncClient(str(api.url), TOKEN) as alf:
+        stream = alf.events(since=between.timestamp(), tasks=[before.id, after.id])
+        statuses = []
+        async with asyncio.timeout(60):
+            async for event in stream:
+                statuses.append((event.data["id"], event.data["status"]))
+                if event.data["status"] == "succeeded":
+                    break
+        await stream.aclose()
+        assert statuses == [(after.id, "queued"), (after.id, "running"),
+                            (after.id, "succeeded")]
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 async def test_async_client_events(api: procs.Proc) -> None:
     from localflow.client import AsyncClient
 

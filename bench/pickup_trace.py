@@ -20,6 +20,11 @@ record wall-clock times (the same clock in both: one machine) at each step:
     handler      the handler started (SQLite: before claim_commit and claim_back, since the
                  handlers start while the claim's COMMIT runs; docs/state_machine.md)
 
+and, for that early start, three more: `claim_begin -> hand-over` (the writer thread ran the
+claim's statements and calls the hook that hands the tasks to the event loop, just before the
+COMMIT), `hand-over -> placed` (the event loop, asleep while it waited, runs that hand-over: a
+thread wake-up) and `placed -> handler` (a slot coroutine starts the handler).
+
 and prints, for each step, the p50/p90/p99 of the time since the step before, over all tasks.
 The wrappers only read the clock; nothing in the path changes. Diagnosis only: the bench's
 number is (c) in bench/run.py.
@@ -102,11 +107,26 @@ def run_api(argv: list[str]) -> int:
 def run_worker(argv: list[str]) -> None:
     """bench/lf_worker.py with the worker's side of the path recorded."""
     from shared.queue import Queue
-    from shared.store.sqlite import wake
+    from shared.store.sqlite import database, wake
+    from worker.pool import Worker
 
-    events: dict[str, list[Any]] = {"woken": [], "claims": []}
+    events: dict[str, list[Any]] = {"woken": [], "claims": [], "hooks": [], "placed": []}
     _trace_writer_batches(events)
     readable = wake.WakeListener._readable
+    before_commit, place = database.Database.before_commit, Worker._place
+    wrapped: dict[Any, Any] = {}
+
+    def traced_before_commit(self: Any, fn: Any) -> None:
+        # The same wrapper for the same hook, so a hook asked for twice still runs once.
+        def hook(fn: Any = fn) -> None:
+            events["hooks"].append(time.time())
+            fn()
+
+        before_commit(self, wrapped.setdefault(fn, hook))
+
+    def traced_place(self: Any, claimed: Any) -> None:
+        events["placed"].append(([c.id for c in claimed], time.time()))
+        place(self, claimed)
 
     def traced_readable(self: Any) -> None:
         events["woken"].append(time.time())
@@ -122,6 +142,8 @@ def run_worker(argv: list[str]) -> None:
 
     wake.WakeListener._readable = traced_readable  # type: ignore[method-assign]
     Queue.claim = traced_claim  # type: ignore[method-assign]
+    database.Database.before_commit = traced_before_commit  # type: ignore[method-assign]
+    Worker._place = traced_place  # type: ignore[method-assign]
     _dump_at_exit(events)
     sys.argv = ["lf_worker", *argv]
     import runpy
@@ -174,7 +196,7 @@ def diagnose(tasks: int, gap: float, slots: int, loop: str = "uvloop") -> dict[s
     a, w = json.loads(api_out.read_text()), json.loads(worker_out.read_text())
     starts = json.loads(result.read_text())["starts"]
     claims = {i: (called, back) for ids, called, back in w["claims"] for i in ids}
-    rows = []
+    rows, traced_ids = [], []
     for ids, created, back in a["inserts"]:
         tid = ids[0]
         api_batch = _batch_within(a["batches"], created, back)
@@ -189,6 +211,7 @@ def diagnose(tasks: int, gap: float, slots: int, loop: str = "uvloop") -> dict[s
         rows.append([created, api_batch[2], back, sent, woken, called, claim_batch[0],
                      claim_batch[1],
                      claim_batch[2], claim_back, starts[tid], api_batch[0], api_batch[1]])
+        traced_ids.append(tid)
     steps = {}
     for k in range(1, len(STEPS)):
         steps[f"{STEPS[k - 1]} -> {STEPS[k]}"] = _percentiles(
@@ -212,6 +235,20 @@ def diagnose(tasks: int, gap: float, slots: int, loop: str = "uvloop") -> dict[s
                          "api_begin -> wake_sent": (12, 3),
                          "wake_sent -> api_commit": (3, 1)}.items():
         steps[name] = _percentiles(sorted((r[j] - r[i]) * 1000 for r in rows))
+    # The early start's hand-over (the claim's hook on the writer thread -> the event loop).
+    placed: dict[str, float] = {}
+    for ids, at in w["placed"]:
+        for i in ids:
+            placed.setdefault(i, at)  # the first placing is the early start's
+    handovers = []
+    for r, tid in zip(rows, traced_ids, strict=True):
+        hook = _first_at_or_after(w["hooks"], r[begin])
+        if hook is not None and tid in placed and hook <= placed[tid] <= r[handler]:
+            handovers.append((r[begin], hook, placed[tid], r[handler]))
+    for name, (i, j) in {"claim_begin -> hand-over": (0, 1), "hand-over -> placed": (1, 2),
+                         "placed -> handler": (2, 3)}.items():
+        if handovers:
+            steps[name] = _percentiles(sorted((h[j] - h[i]) * 1000 for h in handovers))
     steps["created -> handler (total)"] = _percentiles(sorted((r[handler] - r[0]) * 1000
                                                               for r in rows))
     return {"tasks": tasks, "traced": len(rows), "gap_ms": gap * 1000, "steps_ms": steps,

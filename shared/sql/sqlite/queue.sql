@@ -38,20 +38,26 @@ SELECT * FROM tasks WHERE id IN (SELECT value FROM json_each(?))
 -- name: get_task_by_key
 SELECT * FROM tasks WHERE idempotency_key = ?
 
--- name: claim
--- queued -> running, the most urgent runnable tasks first. One statement, so two workers
--- can never claim the same task; each row gets its own token.
-UPDATE tasks
-SET status = 'running',
-    attempts = attempts + 1,
-    claim_token = lower(hex(randomblob(8))),
-    lease_until = :lease_until,
-    worker_id = :worker_id,
-    started_at = coalesce(started_at, :now),
-    updated_at = :now
-WHERE id IN (
+-- name: claim_pick
+-- (json_extract, not ->>: that operator needs SQLite 3.38, newer than some systems' sqlite3.)
+-- Every claim (SQLiteStore.claim) is three statements that each run whole in one call: a
+-- pick (this one, or claim_pick_ids), claim_picked and insert_picked_attempts. Safe apart:
+-- the transaction holds SQLite's one write lock from BEGIN IMMEDIATE on, so no other claimer
+-- (in any process) can take a task in between. A pick answers the tasks as one JSON array of
+-- Claimed objects (attempt as after the claim, a new token each) plus each row's rowid, one
+-- row in all. Why: sqlite3 builds a Python row and takes the GIL back for every row it steps
+-- through, and msgspec decodes the array straight into Claimed (bench/README.md, "Session 4:
+-- 64 slots").
+-- This pick: the most urgent runnable tasks.
+-- (REAL columns as 17-digit numbers: JSON would print 15 digits, not always the same float.)
+SELECT json_group_array(json_object(
+    'id', id, 'type', type, 'payload', json(payload), 'attempt', attempts + 1,
+    'max_attempts', max_attempts, 'timeout', json(printf('%!.17g', timeout)),
+    'priority', priority, 'run_at', json(printf('%!.17g', run_at)),
+    'token', lower(hex(randomblob(8))), 'queue', queue, 'rowid', rowid))
+FROM (
     -- Named, or the planner may pick tasks_status_id and sort every queued row per claim.
-    SELECT id FROM tasks INDEXED BY tasks_runnable
+    SELECT rowid, * FROM tasks INDEXED BY tasks_runnable
     WHERE status = 'queued' AND run_at <= :now
       -- Queues (docs/queues.md): not the paused or full ones (:closed, a JSON array), and
       -- only the worker's own if it serves some (:only, NULL for all). Limits are kept by
@@ -61,36 +67,23 @@ WHERE id IN (
     ORDER BY priority DESC, run_at, id
     LIMIT :limit
 )
--- Only what a Claimed holds (shared/store/sqlite/store.py, _claimed: in this order).
-RETURNING id, type, payload, attempts, max_attempts, timeout, priority, run_at, claim_token,
-          queue
 
--- name: claim_pick
--- (json_extract, not ->>: that operator needs SQLite 3.38, newer than some systems' sqlite3.)
--- The ordinary claim in three statements that each run whole in one call, for a worker
--- whose event loop runs beside the writer thread (SQLiteStore.claim): this one picks the
--- tasks as `claim` does and answers them as one JSON array of Claimed objects (attempt as
--- after the claim, a new token each) plus each row's rowid, one row in all. Why: sqlite3
--- builds a Python row and takes the GIL back for every row it steps through, and the event
--- loop decodes the array straight into Claimed (bench/README.md, "Session 4: 64 slots").
--- Safe apart: the transaction holds SQLite's one write lock from BEGIN IMMEDIATE on.
--- (REAL columns as 17-digit numbers: JSON would print 15 digits, not always the same float.)
+-- name: claim_pick_ids
+-- The pick of the claim's per-queue path: the tasks (:ids, a JSON array) it chose from
+-- claim_candidates_in_queue, answered as claim_pick answers. The JSON object is written
+-- twice on purpose: claim_pick with an arm for :ids (UNION ALL, one statement) cost the
+-- usual claim's pick 4-15 % more writer CPU (bench/README.md, "Session 6: one claim path").
 SELECT json_group_array(json_object(
     'id', id, 'type', type, 'payload', json(payload), 'attempt', attempts + 1,
     'max_attempts', max_attempts, 'timeout', json(printf('%!.17g', timeout)),
     'priority', priority, 'run_at', json(printf('%!.17g', run_at)),
     'token', lower(hex(randomblob(8))), 'queue', queue, 'rowid', rowid))
-FROM (
-    SELECT rowid, * FROM tasks INDEXED BY tasks_runnable
-    WHERE status = 'queued' AND run_at <= :now
-      AND queue NOT IN (SELECT value FROM json_each(:closed))
-      AND (:only IS NULL OR queue IN (SELECT value FROM json_each(:only)))
-    ORDER BY priority DESC, run_at, id
-    LIMIT :limit
-)
+FROM tasks
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
 
 -- name: claim_picked
--- queued -> running for what claim_pick answered (:picked), each with its own token.
+-- queued -> running for what a pick (claim_pick, claim_pick_ids) answered (:picked), each
+-- with its own token: the one statement by which every claim moves its tasks to running.
 UPDATE tasks
 SET status = 'running',
     attempts = attempts + 1,
@@ -107,10 +100,6 @@ WHERE tasks.rowid = json_extract(p.value, '$.rowid') AND +tasks.status = 'queued
 INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
 SELECT json_extract(p.value, '$.id'), json_extract(p.value, '$.attempt'), :worker_id, :now
 FROM json_each(:picked) AS p
-
--- name: insert_attempt
-INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
-VALUES (?, ?, ?, ?)
 
 -- name: extend_leases
 -- Heartbeat for every task a worker holds; answers which it still holds and which a
@@ -388,26 +377,12 @@ WITH RECURSIVE q(name) AS (
 SELECT name FROM q WHERE name IS NOT NULL
 
 -- name: claim_candidates_in_queue
--- The most urgent runnable tasks of one queue (shared/store/claiming.py merges the queues').
+-- The most urgent runnable tasks of one queue (shared/store/claiming.py merges the queues';
+-- claim_pick_ids then picks the merged ids).
 SELECT id, priority, run_at FROM tasks INDEXED BY tasks_queue_runnable
 WHERE status = 'queued' AND queue = :queue AND run_at <= :now
 ORDER BY priority DESC, run_at, id
 LIMIT :limit
-
--- name: claim_ids
--- queued -> running for the tasks the caller picked (the claim's per-queue path); as `claim`.
-UPDATE tasks
-SET status = 'running',
-    attempts = attempts + 1,
-    claim_token = lower(hex(randomblob(8))),
-    lease_until = :lease_until,
-    worker_id = :worker_id,
-    started_at = coalesce(started_at, :now),
-    updated_at = :now
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
--- Only what a Claimed holds (shared/store/sqlite/store.py, _claimed: in this order).
-RETURNING id, type, payload, attempts, max_attempts, timeout, priority, run_at, claim_token,
-          queue
 
 -- name: take_lease
 -- Take the named lease if it is free, expired, or already ours; rowcount 1 if we hold it.

@@ -43,21 +43,26 @@ SELECT * FROM tasks WHERE idempotency_key = ?
 -- Every claim (SQLiteStore.claim) is three statements that each run whole in one call: a
 -- pick (this one, or claim_pick_ids), claim_picked and insert_picked_attempts. Safe apart:
 -- the transaction holds SQLite's one write lock from BEGIN IMMEDIATE on, so no other claimer
--- (in any process) can take a task in between. A pick answers the tasks as one JSON array of
--- Claimed objects (attempt as after the claim, a new token each) plus each row's rowid, one
--- row in all. Why: sqlite3 builds a Python row and takes the GIL back for every row it steps
--- through, and msgspec decodes the array straight into Claimed (bench/README.md, "Session 4:
--- 64 slots").
+-- (in any process) can take a task in between. A pick answers one row of two JSON arrays:
+-- `claimed`, the tasks as Claimed objects (attempt as after the claim, a new token each),
+-- and `moves`, [rowid, token, id, attempt] of each, which the other two statements read.
+-- Why arrays: sqlite3 builds a Python row and takes the GIL back for every row it steps
+-- through, and msgspec decodes `claimed` straight into Claimed (bench/README.md, "Session
+-- 4: 64 slots"). Why two: the other statements then parse four short values a row, not the
+-- task's payload (bench/README.md, "Session 6: one claim path").
+-- The token is drawn once a row, in the subquery (which a LIMIT under an aggregate keeps
+-- from being flattened into the outer query), so both arrays carry the same one.
 -- This pick: the most urgent runnable tasks.
 -- (REAL columns as 17-digit numbers: JSON would print 15 digits, not always the same float.)
 SELECT json_group_array(json_object(
-    'id', id, 'type', type, 'payload', json(payload), 'attempt', attempts + 1,
-    'max_attempts', max_attempts, 'timeout', json(printf('%!.17g', timeout)),
-    'priority', priority, 'run_at', json(printf('%!.17g', run_at)),
-    'token', lower(hex(randomblob(8))), 'queue', queue, 'rowid', rowid))
+           'id', id, 'type', type, 'payload', json(payload), 'attempt', attempts + 1,
+           'max_attempts', max_attempts, 'timeout', json(printf('%!.17g', timeout)),
+           'priority', priority, 'run_at', json(printf('%!.17g', run_at)),
+           'token', token, 'queue', queue)) AS claimed,
+       json_group_array(json_array(rowid, token, id, attempts + 1)) AS moves
 FROM (
     -- Named, or the planner may pick tasks_status_id and sort every queued row per claim.
-    SELECT rowid, * FROM tasks INDEXED BY tasks_runnable
+    SELECT rowid, *, lower(hex(randomblob(8))) AS token FROM tasks INDEXED BY tasks_runnable
     WHERE status = 'queued' AND run_at <= :now
       -- Queues (docs/queues.md): not the paused or full ones (:closed, a JSON array), and
       -- only the worker's own if it serves some (:only, NULL for all). Limits are kept by
@@ -70,36 +75,40 @@ FROM (
 
 -- name: claim_pick_ids
 -- The pick of the claim's per-queue path: the tasks (:ids, a JSON array) it chose from
--- claim_candidates_in_queue, answered as claim_pick answers. The JSON object is written
+-- claim_candidates_in_queue, answered as claim_pick answers. The arrays' shape is written
 -- twice on purpose: claim_pick with an arm for :ids (UNION ALL, one statement) cost the
 -- usual claim's pick 4-15 % more writer CPU (bench/README.md, "Session 6: one claim path").
 SELECT json_group_array(json_object(
-    'id', id, 'type', type, 'payload', json(payload), 'attempt', attempts + 1,
-    'max_attempts', max_attempts, 'timeout', json(printf('%!.17g', timeout)),
-    'priority', priority, 'run_at', json(printf('%!.17g', run_at)),
-    'token', lower(hex(randomblob(8))), 'queue', queue, 'rowid', rowid))
-FROM tasks
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
+           'id', id, 'type', type, 'payload', json(payload), 'attempt', attempts + 1,
+           'max_attempts', max_attempts, 'timeout', json(printf('%!.17g', timeout)),
+           'priority', priority, 'run_at', json(printf('%!.17g', run_at)),
+           'token', token, 'queue', queue)) AS claimed,
+       json_group_array(json_array(rowid, token, id, attempts + 1)) AS moves
+FROM (
+    SELECT rowid, *, lower(hex(randomblob(8))) AS token FROM tasks
+    WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
+    LIMIT :limit  -- (all of them: the LIMIT keeps the subquery whole, one token a row)
+)
 
 -- name: claim_picked
--- queued -> running for what a pick (claim_pick, claim_pick_ids) answered (:picked), each
+-- queued -> running for what a pick (claim_pick, claim_pick_ids) answered (:moves), each
 -- with its own token: the one statement by which every claim moves its tasks to running.
 UPDATE tasks
 SET status = 'running',
     attempts = attempts + 1,
-    claim_token = json_extract(p.value, '$.token'),
+    claim_token = json_extract(m.value, '$[1]'),
     lease_until = :lease_until,
     worker_id = :worker_id,
     started_at = coalesce(started_at, :now),
     updated_at = :now
-FROM json_each(:picked) AS p
+FROM json_each(:moves) AS m
 -- (+: found by rowid, not through the status index)
-WHERE tasks.rowid = json_extract(p.value, '$.rowid') AND +tasks.status = 'queued'
+WHERE tasks.rowid = json_extract(m.value, '$[0]') AND +tasks.status = 'queued'
 
 -- name: insert_picked_attempts
 INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
-SELECT json_extract(p.value, '$.id'), json_extract(p.value, '$.attempt'), :worker_id, :now
-FROM json_each(:picked) AS p
+SELECT json_extract(m.value, '$[2]'), json_extract(m.value, '$[3]'), :worker_id, :now
+FROM json_each(:moves) AS m
 
 -- name: extend_leases
 -- Heartbeat for every task a worker holds; answers which it still holds and which a

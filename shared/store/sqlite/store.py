@@ -1133,12 +1133,12 @@ def claim_picked(conn: sqlite3.Connection, pick: str, params: dict[str, Any]) ->
     rows opened: the claimed tasks as the pick's JSON array (queue.sql, claim_pick, says why
     three statements). Every claim's statements, in the caller's write transaction (also run
     by bench/outcome_batch_cost.py and bench/schema_cost.py)."""
-    picked = conn.execute(pick, params).fetchone()[0]
-    if picked != "[]":
-        moves = {**params, "picked": picked}
-        conn.execute(Q.claim_picked, moves)
-        conn.execute(Q.insert_picked_attempts, moves)
-    return str(picked)
+    claimed, moves = conn.execute(pick, params).fetchone()
+    if claimed != "[]":
+        params = {**params, "moves": moves}
+        conn.execute(Q.claim_picked, params)
+        conn.execute(Q.insert_picked_attempts, params)
+    return str(claimed)
 
 
 def decode_picked(answer: str) -> list[Claimed]:

@@ -40,10 +40,11 @@ SELECT * FROM tasks WHERE idempotency_key = ?
 
 -- name: claim_pick
 -- (json_extract, not ->>: that operator needs SQLite 3.38, newer than some systems' sqlite3.)
--- Every claim (SQLiteStore.claim) is three statements that each run whole in one call: a
--- pick (this one, or claim_pick_ids), claim_picked and insert_picked_attempts. Safe apart:
--- the transaction holds SQLite's one write lock from BEGIN IMMEDIATE on, so no other claimer
--- (in any process) can take a task in between. A pick answers one row of two JSON arrays:
+-- Every claim (SQLiteStore.claim) but the early start's (`claim`) is three statements that
+-- each run whole in one call: a pick (this one, or claim_pick_ids), claim_picked and
+-- insert_picked_attempts. Safe apart: the transaction holds SQLite's one write lock from
+-- BEGIN IMMEDIATE on, so no other claimer (in any process) can take a task in between.
+-- A pick answers one row of two JSON arrays:
 -- `claimed`, the tasks as Claimed objects (attempt as after the claim, a new token each),
 -- and `moves`, [rowid, token, id, attempt] of each, which the other two statements read.
 -- Why arrays: sqlite3 builds a Python row and takes the GIL back for every row it steps
@@ -92,7 +93,7 @@ FROM (
 
 -- name: claim_picked
 -- queued -> running for what a pick (claim_pick, claim_pick_ids) answered (:moves), each
--- with its own token: the one statement by which every claim moves its tasks to running.
+-- with its own token: how every claim but the early start's (`claim`) moves its tasks.
 UPDATE tasks
 SET status = 'running',
     attempts = attempts + 1,
@@ -109,6 +110,38 @@ WHERE tasks.rowid = json_extract(m.value, '$[0]') AND +tasks.status = 'queued'
 INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
 SELECT json_extract(m.value, '$[2]'), json_extract(m.value, '$[3]'), :worker_id, :now
 FROM json_each(:moves) AS m
+
+-- name: claim
+-- The early start's claim (on_claimed given, no queue limit, no queue probed: an idle
+-- worker's pickup) in one statement: claim_pick's selection and claim_picked's SET written
+-- again, on purpose. Its answer is needed on the writer thread (the handlers start before
+-- COMMIT), where the JSON arrays only cost: the three statements took 25 us (13 %) more
+-- writer CPU for a claim of 1 task, 4-15 % for 8, 5-7 % for 64 (bench/README.md, "Session
+-- 6: one claim path"). A change to what may be claimed, or to what a claim sets, belongs
+-- here too.
+UPDATE tasks
+SET status = 'running',
+    attempts = attempts + 1,
+    claim_token = lower(hex(randomblob(8))),
+    lease_until = :lease_until,
+    worker_id = :worker_id,
+    started_at = coalesce(started_at, :now),
+    updated_at = :now
+WHERE id IN (
+    SELECT id FROM tasks INDEXED BY tasks_runnable
+    WHERE status = 'queued' AND run_at <= :now
+      AND queue NOT IN (SELECT value FROM json_each(:closed))
+      AND (:only IS NULL OR queue IN (SELECT value FROM json_each(:only)))
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+-- Only what a Claimed holds (shared/store/sqlite/store.py, _claimed: in this order).
+RETURNING id, type, payload, attempts, max_attempts, timeout, priority, run_at, claim_token,
+          queue
+
+-- name: insert_attempt
+INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
+VALUES (?, ?, ?, ?)
 
 -- name: extend_leases
 -- Heartbeat for every task a worker holds; answers which it still holds and which a

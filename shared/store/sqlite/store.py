@@ -281,17 +281,24 @@ class SQLiteStore:
             if budget.closed and not queues:
                 with_work = [r["name"] for r in fetchall(conn, Q.queues_with_work)]
             probe = per_queue_names(budget, queues, with_work)
-            # The usual claim (no queue limit to count down, no handler to start early): one
-            # round, its answer decoded on the event loop (decode_picked), not on this thread.
-            usual = probe is None and not budget.room and on_claimed is None
+            # With no queue limit to count down and no queue to probe, one round: the usual
+            # claim's answer is decoded on the event loop (decode_picked), not on this thread;
+            # the early start's is one UPDATE ... RETURNING (queue.sql, `claim`, says why).
+            one_round = probe is None and not budget.room
             claimed: list[Claimed] = []
             while (batch := budget.next_batch()) > 0:
                 params = {"now": now, "lease_until": lease_until, "worker_id": worker_id,
                           "limit": batch, "closed": _json(budget.closed_list()), "only": only}
+                if one_round and on_claimed is None:
+                    return claim_picked(conn, Q.claim_pick, params)
+                if one_round:
+                    rows = fetchall(conn, Q.claim, params)
+                    conn.executemany(Q.insert_attempt,
+                                     [(r[0], r[3], worker_id, now) for r in rows])
+                    claimed = [_claimed(*r) for r in rows]
+                    break
                 if probe is None:
                     picked = claim_picked(conn, Q.claim_pick, params)
-                    if usual:
-                        return picked
                 else:
                     candidates = [
                         c for name in probe if name not in budget.closed
@@ -303,8 +310,8 @@ class SQLiteStore:
                 taken = decode_picked(picked)
                 budget.took([c.queue for c in taken])
                 claimed.extend(taken)
-            # A pick's array has no order (json_group_array's is not a promise, and rounds
-            # add theirs); the contract is most urgent first.
+            # Neither a pick's array nor RETURNING has an order (json_group_array's is not a
+            # promise, and rounds add theirs); the contract is most urgent first.
             claimed.sort(key=_urgency)
             if claimed and loop is not None and on_claimed is not None:
                 self.db.before_commit(
@@ -1126,6 +1133,18 @@ def _insert_alone(conn: sqlite3.Connection, rows: str) -> sqlite3.Error | None:
     finally:
         conn.execute("RELEASE new_task")
     return None
+
+
+def _claimed(
+    task_id: str, task_type: str, payload: str, attempts: int, max_attempts: int,
+    timeout: float, priority: int, run_at: float, token: str, queue: str,
+) -> Claimed:
+    """A row of `claim`'s RETURNING (its columns in this order: queue.sql)."""
+    return Claimed(
+        id=task_id, type=task_type, payload=msgspec.json.decode(payload), attempt=attempts,
+        max_attempts=max_attempts, timeout=timeout, priority=priority, run_at=run_at,
+        token=token, queue=queue,
+    )
 
 
 def claim_picked(conn: sqlite3.Connection, pick: str, params: dict[str, Any]) -> str:

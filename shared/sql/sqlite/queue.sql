@@ -78,7 +78,7 @@ FROM (
 -- The pick of the claim's per-queue path: the tasks (:ids, a JSON array) it chose from
 -- claim_candidates_in_queue, answered as claim_pick answers. The arrays' shape is written
 -- twice on purpose: claim_pick with an arm for :ids (UNION ALL, one statement) cost the
--- usual claim's pick 4-15 % more writer CPU (bench/README.md, "Session 6: one claim path").
+-- usual claim's pick 3-21 % more writer CPU (bench/README.md, "Session 6: one claim path").
 SELECT json_group_array(json_object(
            'id', id, 'type', type, 'payload', json(payload), 'attempt', attempts + 1,
            'max_attempts', max_attempts, 'timeout', json(printf('%!.17g', timeout)),

@@ -1150,8 +1150,8 @@ def _claimed(
 def claim_picked(conn: sqlite3.Connection, pick: str, params: dict[str, Any]) -> str:
     """queued -> running for what `pick` (claim_pick or claim_pick_ids) chooses, their attempt
     rows opened: the claimed tasks as the pick's JSON array (queue.sql, claim_pick, says why
-    three statements). Every claim's statements, in the caller's write transaction (also run
-    by bench/outcome_batch_cost.py and bench/schema_cost.py)."""
+    three statements). Every claim but the early start's, in the caller's write transaction
+    (also run by bench/outcome_batch_cost.py, bench/schema_cost.py, bench/claim_cost.py)."""
     claimed, moves = conn.execute(pick, params).fetchone()
     if claimed != "[]":
         params = {**params, "moves": moves}

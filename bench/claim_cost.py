@@ -12,6 +12,9 @@ time.thread_time, the three ways alternated, seven rounds, medians printed (us p
                  usual claim, before session 6) and the decode
     other-update the other tree's `claim` (UPDATE ... RETURNING) + insert_attempt, rows made
                  into Claimed (its early start, per-queue and limited paths before session 6)
+    this-ids     the per-queue path's claim of given ids: claim_pick_ids + claim_picked +
+                 insert_picked_attempts and the decode
+    other-ids    the other tree's: claim_ids (UPDATE ... RETURNING) + insert_attempt
 
 Diagnosis for bench/README.md, "Session 6: one claim path"; not part of bench/run.py.
 """
@@ -58,15 +61,25 @@ def ways(conn: sqlite3.Connection, other: dict[str, str]) -> dict[str, Callable[
             conn.execute(other["insert_picked_attempts"], moves)
         return _CLAIMED.decode(picked)
 
-    def other_update(params: dict[str, Any]) -> list[Claimed]:
-        rows = conn.execute(other["claim"], params).fetchall()
+    def returning(statement: str, params: dict[str, Any]) -> list[Claimed]:
+        rows = conn.execute(statement, params).fetchall()
         conn.executemany(other["insert_attempt"],
                          [(r[0], r[3], params["worker_id"], params["now"]) for r in rows])
         return [Claimed(id=r[0], type=r[1], payload=msgspec.json.decode(r[2]), attempt=r[3],
                         max_attempts=r[4], timeout=r[5], priority=r[6], run_at=r[7],
                         token=r[8], queue=r[9]) for r in rows]
 
-    return {"this": this, "other-json": other_json, "other-update": other_update}
+    def other_update(params: dict[str, Any]) -> list[Claimed]:
+        return returning(other["claim"], params)
+
+    def this_ids(params: dict[str, Any]) -> list[Claimed]:
+        return decode_picked(claim_picked(conn, Q.claim_pick_ids, params))
+
+    def other_ids(params: dict[str, Any]) -> list[Claimed]:
+        return returning(other["claim_ids"], params)
+
+    return {"this": this, "other-json": other_json, "other-update": other_update,
+            "this-ids": this_ids, "other-ids": other_ids}
 
 
 def main() -> None:
@@ -88,8 +101,11 @@ def main() -> None:
             for i in range(5000)])
         each = ways(conn, other)
         for limit in args.limits:
+            # The ids arms claim the tasks the walk would (as if merged from the queues).
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM tasks ORDER BY priority DESC, run_at, id LIMIT ?", (limit,))]
             params = {"now": now, "lease_until": now + 30, "worker_id": "w", "limit": limit,
-                      "closed": "[]", "only": None}
+                      "closed": "[]", "only": None, "ids": msgspec.json.encode(ids).decode()}
             reps = max(30, 6000 // limit)
             spent: dict[str, list[float]] = {name: [] for name in each}
             for _round in range(7):

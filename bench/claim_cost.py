@@ -6,15 +6,14 @@ One process, one database of 5,000 queued tasks, synchronous=OFF; each claim run
 own BEGIN IMMEDIATE ... ROLLBACK (every round sees the same rows) and is timed with
 time.thread_time, the three ways alternated, seven rounds, medians printed (us per claim):
 
-    this         this tree's claim (shared/store/sqlite/store.py claim_picked: a pick,
-                 claim_picked, insert_picked_attempts) and its decode into Claimed
+    this         this tree's usual claim (shared/store/sqlite/store.py claim_picked:
+                 claim_pick, claim_picked, insert_picked_attempts) and its decode
     other-json   the other tree's claim_pick + claim_picked + insert_picked_attempts (its
                  usual claim, before session 6) and the decode
     other-update the other tree's `claim` (UPDATE ... RETURNING) + insert_attempt, rows made
-                 into Claimed (its early start, per-queue and limited paths before session 6)
-    this-ids     the per-queue path's claim of given ids: claim_pick_ids + claim_picked +
-                 insert_picked_attempts and the decode
-    other-ids    the other tree's: claim_ids (UPDATE ... RETURNING) + insert_attempt
+                 into Claimed (its early start and the rounds under a limit)
+
+(Commit 555be78 of branch claimsql also timed the per-queue path's pick of given ids.)
 
 Diagnosis for bench/README.md, "Session 6: one claim path"; not part of bench/run.py.
 """
@@ -51,7 +50,7 @@ INSERT = ("INSERT INTO tasks (id, type, payload, status, priority, run_at, max_a
 
 def ways(conn: sqlite3.Connection, other: dict[str, str]) -> dict[str, Callable[..., list]]:
     def this(params: dict[str, Any]) -> list[Claimed]:
-        return decode_picked(claim_picked(conn, Q.claim_pick, params))
+        return decode_picked(claim_picked(conn, params))
 
     def other_json(params: dict[str, Any]) -> list[Claimed]:
         picked = conn.execute(other["claim_pick"], params).fetchone()[0]
@@ -72,14 +71,7 @@ def ways(conn: sqlite3.Connection, other: dict[str, str]) -> dict[str, Callable[
     def other_update(params: dict[str, Any]) -> list[Claimed]:
         return returning(other["claim"], params)
 
-    def this_ids(params: dict[str, Any]) -> list[Claimed]:
-        return decode_picked(claim_picked(conn, Q.claim_pick_ids, params))
-
-    def other_ids(params: dict[str, Any]) -> list[Claimed]:
-        return returning(other["claim_ids"], params)
-
-    return {"this": this, "other-json": other_json, "other-update": other_update,
-            "this-ids": this_ids, "other-ids": other_ids}
+    return {"this": this, "other-json": other_json, "other-update": other_update}
 
 
 def main() -> None:
@@ -101,11 +93,8 @@ def main() -> None:
             for i in range(5000)])
         each = ways(conn, other)
         for limit in args.limits:
-            # The ids arms claim the tasks the walk would (as if merged from the queues).
-            ids = [r[0] for r in conn.execute(
-                "SELECT id FROM tasks ORDER BY priority DESC, run_at, id LIMIT ?", (limit,))]
             params = {"now": now, "lease_until": now + 30, "worker_id": "w", "limit": limit,
-                      "closed": "[]", "only": None, "ids": msgspec.json.encode(ids).decode()}
+                      "closed": "[]", "only": None}
             reps = max(30, 6000 // limit)
             spent: dict[str, list[float]] = {name: [] for name in each}
             for _round in range(7):

@@ -45,7 +45,7 @@ def run(src: Path, n: int, batch: int, batched: bool) -> dict[str, float]:
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")
         began = clock()
-        rows = decode_picked(claim_picked(conn, Q.claim_pick, {
+        rows = decode_picked(claim_picked(conn, {
             "now": now, "lease_until": now + 30, "worker_id": "w", "limit": batch,
             "closed": "[]", "only": None}))
         spent["claim"] += clock() - began

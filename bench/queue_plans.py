@@ -68,7 +68,7 @@ async def measure(db: str, now: float, *, closed: bool = True) -> float:
 PARAMS = {"lease_until": 0, "worker_id": "w", "limit": 8, "queue": "default", "ids": None}
 # The claim's statements whose plans matter (the walk, the per-queue probes), per dialect.
 PLANNED = {"sqlite": ("claim_pick", "queues_with_work", "claim_candidates_in_queue",
-                      "claim_pick_ids"),
+                      "claim_ids"),
            "postgres": ("claim", "queues_with_work", "claim_candidates_in_queue")}
 
 

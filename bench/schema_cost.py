@@ -82,7 +82,7 @@ def work(src: str, variant: str, n: int, batch: int) -> None:
     now, done = 4e9, 0  # later than every run_at
     while done < n:
         conn.execute("BEGIN IMMEDIATE")
-        rows = decode_picked(claim_picked(conn, Q.claim_pick, {
+        rows = decode_picked(claim_picked(conn, {
             "now": now, "lease_until": now + 30, "worker_id": "w",
             "limit": min(batch, n - done), "closed": "[]", "only": None}))
         conn.executemany(Q.finishing_add, [(r.id, r.token, r.attempt, now, "{}") for r in rows])

@@ -40,11 +40,11 @@ SELECT * FROM tasks WHERE idempotency_key = ?
 
 -- name: claim_pick
 -- (json_extract, not ->>: that operator needs SQLite 3.38, newer than some systems' sqlite3.)
--- Every claim (SQLiteStore.claim) but the early start's (`claim`) is three statements that
--- each run whole in one call: a pick (this one, or claim_pick_ids), claim_picked and
+-- The usual claim (SQLiteStore.claim: no queue limit, no queue probed, no early start) is
+-- three statements that each run whole in one call: this pick, claim_picked and
 -- insert_picked_attempts. Safe apart: the transaction holds SQLite's one write lock from
 -- BEGIN IMMEDIATE on, so no other claimer (in any process) can take a task in between.
--- A pick answers one row of two JSON arrays:
+-- The pick answers one row of two JSON arrays:
 -- `claimed`, the tasks as Claimed objects (attempt as after the claim, a new token each),
 -- and `moves`, [rowid, token, id, attempt] of each, which the other two statements read.
 -- Why arrays: sqlite3 builds a Python row and takes the GIL back for every row it steps
@@ -53,7 +53,6 @@ SELECT * FROM tasks WHERE idempotency_key = ?
 -- task's payload (bench/README.md, "Session 6: one claim path").
 -- The token is drawn once a row, in the subquery (which a LIMIT under an aggregate keeps
 -- from being flattened into the outer query), so both arrays carry the same one.
--- This pick: the most urgent runnable tasks.
 -- (REAL columns as 17-digit numbers: JSON would print 15 digits, not always the same float.)
 SELECT json_group_array(json_object(
            'id', id, 'type', type, 'payload', json(payload), 'attempt', attempts + 1,
@@ -74,26 +73,8 @@ FROM (
     LIMIT :limit
 )
 
--- name: claim_pick_ids
--- The pick of the claim's per-queue path: the tasks (:ids, a JSON array) it chose from
--- claim_candidates_in_queue, answered as claim_pick answers. The arrays' shape is written
--- twice on purpose: claim_pick with an arm for :ids (UNION ALL, one statement) cost the
--- usual claim's pick 3-21 % more writer CPU (bench/README.md, "Session 6: one claim path").
-SELECT json_group_array(json_object(
-           'id', id, 'type', type, 'payload', json(payload), 'attempt', attempts + 1,
-           'max_attempts', max_attempts, 'timeout', json(printf('%!.17g', timeout)),
-           'priority', priority, 'run_at', json(printf('%!.17g', run_at)),
-           'token', token, 'queue', queue)) AS claimed,
-       json_group_array(json_array(rowid, token, id, attempts + 1)) AS moves
-FROM (
-    SELECT rowid, *, lower(hex(randomblob(8))) AS token FROM tasks
-    WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
-    LIMIT :limit  -- (all of them: the LIMIT keeps the subquery whole, one token a row)
-)
-
 -- name: claim_picked
--- queued -> running for what a pick (claim_pick, claim_pick_ids) answered (:moves), each
--- with its own token: how every claim but the early start's (`claim`) moves its tasks.
+-- queued -> running for what claim_pick answered (:moves), each with its own token.
 UPDATE tasks
 SET status = 'running',
     attempts = attempts + 1,
@@ -112,13 +93,13 @@ SELECT json_extract(m.value, '$[2]'), json_extract(m.value, '$[3]'), :worker_id,
 FROM json_each(:moves) AS m
 
 -- name: claim
--- The early start's claim (on_claimed given, no queue limit, no queue probed: an idle
--- worker's pickup) in one statement: claim_pick's selection and claim_picked's SET written
--- again, on purpose. Its answer is needed on the writer thread (the handlers start before
--- COMMIT), where the JSON arrays only cost: the three statements took 25 us (13 %) more
--- writer CPU for a claim of 1 task, 4-15 % for 8, 5-7 % for 64 (bench/README.md, "Session
--- 6: one claim path"). A change to what may be claimed, or to what a claim sets, belongs
--- here too.
+-- queued -> running in one statement, for the claims whose answer is needed on the writer
+-- thread: the early start (its handlers start before COMMIT) and the rounds under a queue
+-- limit (each counts down the rooms). There claim_pick's JSON arrays only cost: the three
+-- statements took 13 % more writer CPU than this one for a claim of 1 task, 4-15 % for 8,
+-- 0-7 % for 64 (bench/README.md, "Session 6: one claim path"). So claim_pick's selection and
+-- claim_picked's SET stand here again, on purpose: a change to what may be claimed, or to
+-- what a claim sets, belongs in claim_pick, claim_picked, here and in claim_ids.
 UPDATE tasks
 SET status = 'running',
     attempts = attempts + 1,
@@ -419,12 +400,29 @@ WITH RECURSIVE q(name) AS (
 SELECT name FROM q WHERE name IS NOT NULL
 
 -- name: claim_candidates_in_queue
--- The most urgent runnable tasks of one queue (shared/store/claiming.py merges the queues';
--- claim_pick_ids then picks the merged ids).
+-- The most urgent runnable tasks of one queue (shared/store/claiming.py merges the queues').
 SELECT id, priority, run_at FROM tasks INDEXED BY tasks_queue_runnable
 WHERE status = 'queued' AND queue = :queue AND run_at <= :now
 ORDER BY priority DESC, run_at, id
 LIMIT :limit
+
+-- name: claim_ids
+-- queued -> running for the tasks the caller picked (the claim's per-queue path); as `claim`,
+-- and for the same reason its own statement: the JSON route (a pick of these ids answering
+-- claim_pick's arrays, then claim_picked) took 14-19 % more writer CPU, and one `claim` with
+-- an arm for :ids 4-7 % more on both paths (bench/README.md, "Session 6: one claim path").
+UPDATE tasks
+SET status = 'running',
+    attempts = attempts + 1,
+    claim_token = lower(hex(randomblob(8))),
+    lease_until = :lease_until,
+    worker_id = :worker_id,
+    started_at = coalesce(started_at, :now),
+    updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
+-- Only what a Claimed holds (shared/store/sqlite/store.py, _claimed: in this order).
+RETURNING id, type, payload, attempts, max_attempts, timeout, priority, run_at, claim_token,
+          queue
 
 -- name: take_lease
 -- Take the named lease if it is free, expired, or already ours; rowcount 1 if we hold it.

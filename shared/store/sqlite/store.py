@@ -281,37 +281,37 @@ class SQLiteStore:
             if budget.closed and not queues:
                 with_work = [r["name"] for r in fetchall(conn, Q.queues_with_work)]
             probe = per_queue_names(budget, queues, with_work)
-            # With no queue limit to count down and no queue to probe, one round: the usual
-            # claim's answer is decoded on the event loop (decode_picked), not on this thread;
-            # the early start's is one UPDATE ... RETURNING (queue.sql, `claim`, says why).
-            one_round = probe is None and not budget.room
-            claimed: list[Claimed] = []
+            if probe is None and not budget.room and on_claimed is None:
+                # The usual claim (no queue limit to count down, no handler to start early):
+                # one round, decoded on the event loop (decode_picked). The others need their
+                # answer on this thread: queue.sql, `claim`, says why they have statements of
+                # their own.
+                return claim_picked(conn, {
+                    "now": now, "lease_until": lease_until, "worker_id": worker_id,
+                    "limit": budget.next_batch(), "closed": _json(budget.closed_list()),
+                    "only": only,
+                })
+            rows: list[sqlite3.Row] = []
             while (batch := budget.next_batch()) > 0:
                 params = {"now": now, "lease_until": lease_until, "worker_id": worker_id,
                           "limit": batch, "closed": _json(budget.closed_list()), "only": only}
-                if one_round and on_claimed is None:
-                    return claim_picked(conn, Q.claim_pick, params)
-                if one_round:
-                    rows = fetchall(conn, Q.claim, params)
-                    conn.executemany(Q.insert_attempt,
-                                     [(r[0], r[3], worker_id, now) for r in rows])
-                    claimed = [_claimed(*r) for r in rows]
-                    break
                 if probe is None:
-                    picked = claim_picked(conn, Q.claim_pick, params)
+                    taken = fetchall(conn, Q.claim, params)
                 else:
                     candidates = [
                         c for name in probe if name not in budget.closed
                         for c in fetchall(conn, Q.claim_candidates_in_queue,
                                           {"queue": name, "now": now, "limit": batch})
                     ]
-                    params["ids"] = _json(most_urgent(candidates, batch))
-                    picked = claim_picked(conn, Q.claim_pick_ids, params)
-                taken = decode_picked(picked)
-                budget.took([c.queue for c in taken])
-                claimed.extend(taken)
-            # Neither a pick's array nor RETURNING has an order (json_group_array's is not a
-            # promise, and rounds add theirs); the contract is most urgent first.
+                    ids = most_urgent(candidates, batch)
+                    taken = (fetchall(conn, Q.claim_ids, {**params, "ids": _json(ids)})
+                             if ids else [])
+                budget.took([r[9] for r in taken])
+                rows.extend(taken)
+            if rows:
+                conn.executemany(Q.insert_attempt, [(r[0], r[3], worker_id, now) for r in rows])
+            claimed = [_claimed(*r) for r in rows]
+            # RETURNING gives no order; the contract is most urgent first.
             claimed.sort(key=_urgency)
             if claimed and loop is not None and on_claimed is not None:
                 self.db.before_commit(
@@ -1123,6 +1123,18 @@ def _urgency(c: Claimed) -> tuple[int, float, str]:
     return (-c.priority, c.run_at, c.id)
 
 
+def _claimed(
+    task_id: str, task_type: str, payload: str, attempts: int, max_attempts: int,
+    timeout: float, priority: int, run_at: float, token: str, queue: str,
+) -> Claimed:
+    """A claim's RETURNING row (its columns in this order: queue.sql, `claim`)."""
+    return Claimed(
+        id=task_id, type=task_type, payload=msgspec.json.decode(payload), attempt=attempts,
+        max_attempts=max_attempts, timeout=timeout, priority=priority, run_at=run_at,
+        token=token, queue=queue,
+    )
+
+
 def _insert_alone(conn: sqlite3.Connection, rows: str) -> sqlite3.Error | None:
     conn.execute("SAVEPOINT new_task")
     try:
@@ -1135,24 +1147,12 @@ def _insert_alone(conn: sqlite3.Connection, rows: str) -> sqlite3.Error | None:
     return None
 
 
-def _claimed(
-    task_id: str, task_type: str, payload: str, attempts: int, max_attempts: int,
-    timeout: float, priority: int, run_at: float, token: str, queue: str,
-) -> Claimed:
-    """A row of `claim`'s RETURNING (its columns in this order: queue.sql)."""
-    return Claimed(
-        id=task_id, type=task_type, payload=msgspec.json.decode(payload), attempt=attempts,
-        max_attempts=max_attempts, timeout=timeout, priority=priority, run_at=run_at,
-        token=token, queue=queue,
-    )
-
-
-def claim_picked(conn: sqlite3.Connection, pick: str, params: dict[str, Any]) -> str:
-    """queued -> running for what `pick` (claim_pick or claim_pick_ids) chooses, their attempt
-    rows opened: the claimed tasks as the pick's JSON array (queue.sql, claim_pick, says why
-    three statements). Every claim but the early start's, in the caller's write transaction
-    (also run by bench/outcome_batch_cost.py, bench/schema_cost.py, bench/claim_cost.py)."""
-    claimed, moves = conn.execute(pick, params).fetchone()
+def claim_picked(conn: sqlite3.Connection, params: dict[str, Any]) -> str:
+    """queued -> running for up to params["limit"] tasks, their attempt rows opened: the usual
+    claim, in the caller's write transaction; the claimed tasks as claim_pick's JSON array
+    (queue.sql says why three statements). Also run by bench/outcome_batch_cost.py,
+    bench/schema_cost.py and bench/claim_cost.py."""
+    claimed, moves = conn.execute(Q.claim_pick, params).fetchone()
     if claimed != "[]":
         params = {**params, "moves": moves}
         conn.execute(Q.claim_picked, params)
@@ -1161,8 +1161,7 @@ def claim_picked(conn: sqlite3.Connection, pick: str, params: dict[str, Any]) ->
 
 
 def decode_picked(answer: str) -> list[Claimed]:
-    """A pick's JSON array as Claimed (the usual claim's on the event loop; the writer thread
-    decodes those it must look into: queue limits to count, handlers to start early)."""
+    """claim_pick's JSON array as Claimed (decoded on the event loop, not the writer thread)."""
     return _CLAIMED_LIST.decode(answer)
 
 

@@ -410,7 +410,7 @@ LIMIT :limit
 -- queued -> running for the tasks the caller picked (the claim's per-queue path); as `claim`,
 -- and for the same reason its own statement: the JSON route (a pick of these ids answering
 -- claim_pick's arrays, then claim_picked) took 14-19 % more writer CPU, and one `claim` with
--- an arm for :ids 4-7 % more on both paths (bench/README.md, "Session 6: one claim path").
+-- an arm for :ids 0-7 % more on both paths (bench/README.md, "Session 6: one claim path").
 UPDATE tasks
 SET status = 'running',
     attempts = attempts + 1,

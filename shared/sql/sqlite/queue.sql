@@ -38,6 +38,34 @@ SELECT * FROM tasks WHERE id IN (SELECT value FROM json_each(?))
 -- name: get_task_by_key
 SELECT * FROM tasks WHERE idempotency_key = ?
 
+-- name: claim
+-- queued -> running in one statement, for the claims whose answer is needed on the writer
+-- thread: the early start (its handlers start before COMMIT) and the rounds under a queue
+-- limit (each counts down the rooms). There claim_pick's JSON arrays only cost: the three
+-- statements took 13 % more writer CPU than this one for a claim of 1 task, 4-15 % for 8,
+-- 0-7 % for 64 (bench/README.md, "Session 6: one claim path"). So claim_pick's selection and
+-- claim_picked's SET stand here again, on purpose: a change to what may be claimed, or to
+-- what a claim sets, belongs in claim_pick, claim_picked, here and in claim_ids.
+UPDATE tasks
+SET status = 'running',
+    attempts = attempts + 1,
+    claim_token = lower(hex(randomblob(8))),
+    lease_until = :lease_until,
+    worker_id = :worker_id,
+    started_at = coalesce(started_at, :now),
+    updated_at = :now
+WHERE id IN (
+    SELECT id FROM tasks INDEXED BY tasks_runnable
+    WHERE status = 'queued' AND run_at <= :now
+      AND queue NOT IN (SELECT value FROM json_each(:closed))
+      AND (:only IS NULL OR queue IN (SELECT value FROM json_each(:only)))
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+-- Only what a Claimed holds (shared/store/sqlite/store.py, _claimed: in this order).
+RETURNING id, type, payload, attempts, max_attempts, timeout, priority, run_at, claim_token,
+          queue
+
 -- name: claim_pick
 -- (json_extract, not ->>: that operator needs SQLite 3.38, newer than some systems' sqlite3.)
 -- The usual claim (SQLiteStore.claim: no queue limit, no queue probed, no early start) is
@@ -91,34 +119,6 @@ WHERE tasks.rowid = json_extract(m.value, '$[0]') AND +tasks.status = 'queued'
 INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
 SELECT json_extract(m.value, '$[2]'), json_extract(m.value, '$[3]'), :worker_id, :now
 FROM json_each(:moves) AS m
-
--- name: claim
--- queued -> running in one statement, for the claims whose answer is needed on the writer
--- thread: the early start (its handlers start before COMMIT) and the rounds under a queue
--- limit (each counts down the rooms). There claim_pick's JSON arrays only cost: the three
--- statements took 13 % more writer CPU than this one for a claim of 1 task, 4-15 % for 8,
--- 0-7 % for 64 (bench/README.md, "Session 6: one claim path"). So claim_pick's selection and
--- claim_picked's SET stand here again, on purpose: a change to what may be claimed, or to
--- what a claim sets, belongs in claim_pick, claim_picked, here and in claim_ids.
-UPDATE tasks
-SET status = 'running',
-    attempts = attempts + 1,
-    claim_token = lower(hex(randomblob(8))),
-    lease_until = :lease_until,
-    worker_id = :worker_id,
-    started_at = coalesce(started_at, :now),
-    updated_at = :now
-WHERE id IN (
-    SELECT id FROM tasks INDEXED BY tasks_runnable
-    WHERE status = 'queued' AND run_at <= :now
-      AND queue NOT IN (SELECT value FROM json_each(:closed))
-      AND (:only IS NULL OR queue IN (SELECT value FROM json_each(:only)))
-    ORDER BY priority DESC, run_at, id
-    LIMIT :limit
-)
--- Only what a Claimed holds (shared/store/sqlite/store.py, _claimed: in this order).
-RETURNING id, type, payload, attempts, max_attempts, timeout, priority, run_at, claim_token,
-          queue
 
 -- name: insert_attempt
 INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.localflow_side import _pre_enqueue, fresh_db
 from shared.sql import Queries
+from shared.store.sqlite.store import claim_picked, decode_picked
 
 Q = Queries("sqlite", "queue")
 
@@ -44,13 +45,14 @@ def run(src: Path, n: int, batch: int, batched: bool) -> dict[str, float]:
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")
         began = clock()
-        rows = conn.execute(Q.claim, {"now": now, "lease_until": now + 30, "worker_id": "w",
-                                      "limit": batch, "closed": "[]", "only": None}).fetchall()
-        conn.executemany(Q.insert_attempt, [(r[0], r[3], "w", now) for r in rows])
+        rows = decode_picked(claim_picked(conn, {
+            "now": now, "lease_until": now + 30, "worker_id": "w", "limit": batch,
+            "closed": "[]", "only": None}))
         spent["claim"] += clock() - began
         began = clock()
         if batched:
-            conn.executemany(Q.finishing_add, [(r[0], r[8], r[3], now, "{}") for r in rows])
+            conn.executemany(Q.finishing_add, [(r.id, r.token, r.attempt, now, "{}")
+                                               for r in rows])
             assert conn.execute(Q.complete_finishing).rowcount == len(rows)
             spent["complete"] += clock() - began
             began = clock()
@@ -60,10 +62,10 @@ def run(src: Path, n: int, batch: int, batched: bool) -> dict[str, float]:
         else:
             for r in rows:
                 mid = clock()
-                conn.execute(Q.complete, {"id": r[0], "token": r[8], "now": now, "result": "{}"})
+                conn.execute(Q.complete, {"id": r.id, "token": r.token, "now": now, "result": "{}"})
                 spent["complete"] += clock() - mid
                 mid = clock()
-                conn.execute(Q.finish_attempt, {"id": r[0], "attempt": r[3], "now": now,
+                conn.execute(Q.finish_attempt, {"id": r.id, "attempt": r.attempt, "now": now,
                                                 "outcome": "succeeded", "error": None,
                                                 "output": "{}"})
                 spent["attempts"] += clock() - mid

@@ -5,11 +5,12 @@ by valgrind (callgrind), so the answer is the same on a busy machine as on a qui
     uv run python bench/schema_cost.py base -status_id     # some
 
 For each variant: a copy of one database of queued tasks, the variant's DDL (an index or
-trigger dropped, or replaced), then the worker's statements (queue.sql: claim, attempt rows,
-the temp.finishing completion) over N tasks in batches, `synchronous=OFF`, in a Python
-process run under `valgrind --tool=callgrind`. Prints instructions per task against `base`
-(the schema as migrated). The process's start-up is the same in every variant and cancels
-out; the variant's DDL is counted too, but is small next to the tasks' work.
+trigger dropped, or replaced), then the worker's statements (queue.sql: the claim's pick,
+move and attempt rows, the temp.finishing completion) over N tasks in batches,
+`synchronous=OFF`, in a Python process run under `valgrind --tool=callgrind`. Prints
+instructions per task against `base` (the schema as migrated). The process's start-up is the
+same in every variant and cancels out; the variant's DDL is counted too, but is small next to
+the tasks' work.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shared.sql import Queries  # noqa: E402
+from shared.store.sqlite.store import claim_picked, decode_picked  # noqa: E402
 
 Q = Queries("sqlite", "queue")
 
@@ -80,11 +82,10 @@ def work(src: str, variant: str, n: int, batch: int) -> None:
     now, done = 4e9, 0  # later than every run_at
     while done < n:
         conn.execute("BEGIN IMMEDIATE")
-        rows = conn.execute(Q.claim, {"now": now, "lease_until": now + 30, "worker_id": "w",
-                                      "limit": min(batch, n - done), "closed": "[]",
-                                      "only": None}).fetchall()
-        conn.executemany(Q.insert_attempt, [(r[0], r[3], "w", now) for r in rows])
-        conn.executemany(Q.finishing_add, [(r[0], r[8], r[3], now, "{}") for r in rows])
+        rows = decode_picked(claim_picked(conn, {
+            "now": now, "lease_until": now + 30, "worker_id": "w",
+            "limit": min(batch, n - done), "closed": "[]", "only": None}))
+        conn.executemany(Q.finishing_add, [(r.id, r.token, r.attempt, now, "{}") for r in rows])
         assert conn.execute(Q.complete_finishing).rowcount == len(rows)
         conn.execute(Q.finish_attempts_finishing)
         conn.execute(Q.finishing_clear)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 
 from shared.clock import FakeClock
@@ -213,3 +214,62 @@ async def test_per_queue_path_keeps_priority_order_past_a_paused_queue(queue, qu
     rest = await queue.claim("w", 10, lease=30)
     assert [c.id for c in rest] == [a[1].id, b[1].id]
     assert all(c.queue != "stuck" for c in first + rest)
+
+
+# The claim's ways to pick its tasks (shared/store/claiming.py): a walk over the runnable
+# index, the same in rounds while a limited queue has room, or each open queue's head when a
+# queue is paused; each also with on_claimed given (SQLite hands the tasks over before its
+# COMMIT: docs/state_machine.md, "Started before the claim is durable").
+CLAIM_PATHS = {
+    "walk": {},
+    "walk in rounds (a limit)": {"two": QueueUpdate(concurrency=2)},
+    "per queue (a pause and a limit)": {"stuck": QueueUpdate(paused=True),
+                                        "two": QueueUpdate(concurrency=2)},
+}
+
+
+@pytest.mark.parametrize("early", [False, True], ids=["after commit", "early start"])
+@pytest.mark.parametrize("settings_of", list(CLAIM_PATHS.values()), ids=list(CLAIM_PATHS))
+async def test_every_claim_path_takes_most_urgent_first_each_with_its_own_token(
+    store, queue, queues, clock, settings_of, early
+):
+    for name, update in settings_of.items():
+        await queues.update(name, update)
+    if "stuck" in settings_of:
+        await in_order(queue, clock, *(shell(str(i), queue="stuck", priority=100)
+                                       for i in range(5)))
+    # Made in another order than the urgent one (ids are ordered by creation).
+    low, retried = await in_order(queue, clock, shell("low", queue="a", priority=1),
+                                  shell("retried", queue="a", priority=3, max_attempts=2))
+    (first,) = await queue.claim("w0", 1, lease=30)
+    assert first.id == retried.id and await queue.fail(first, "boom") == "queued"
+    clock.advance(60)  # past its backoff
+    (mid,) = await in_order(queue, clock, shell("mid", queue="b", priority=5))
+    two = await in_order(queue, clock, *(shell(str(i), queue="two", priority=4)
+                                         for i in range(3)))
+    seen: list[list] = []
+    on_claimed = seen.append if early else None
+    claimed = await queue.claim("w", 10, lease=30, on_claimed=on_claimed)
+
+    # Most urgent first: priority, then run_at; a limited queue only up to its room.
+    limit_two = "two" in settings_of
+    expected = [mid, *(two[:2] if limit_two else two), retried, low]
+    assert [c.id for c in claimed] == [t.id for t in expected]
+    if early and store.engine == "sqlite":
+        assert seen == [claimed]  # the same tasks, order and tokens, before the answer
+    else:
+        assert seen == []
+    # A new token each (not the failed attempt's), the attempt counted and its row opened.
+    tokens = [c.token for c in claimed]
+    assert len(set(tokens)) == len(tokens) and first.token not in tokens
+    assert {c.id: c.attempt for c in claimed} == {t.id: 2 if t.id == retried.id else 1
+                                                  for t in expected}
+    for c in claimed:
+        task = await queue.get(c.id)
+        assert (task.status, task.attempts) == ("running", c.attempt)
+        rows = [(a.attempt, a.worker_id, a.outcome) for a in await queue.attempts(c.id)]
+        assert rows == [(1, "w0", "failed")] * (c.attempt - 1) + [(c.attempt, "w", None)]
+    # Each token fences its own task only: another task's token completes nothing.
+    a, b = claimed[0], claimed[1]
+    assert not await queue.complete(msgspec.structs.replace(a, token=b.token), None)
+    assert all([await queue.complete(c, None) for c in claimed])

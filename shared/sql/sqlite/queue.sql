@@ -39,8 +39,13 @@ SELECT * FROM tasks WHERE id IN (SELECT value FROM json_each(?))
 SELECT * FROM tasks WHERE idempotency_key = ?
 
 -- name: claim
--- queued -> running, the most urgent runnable tasks first. One statement, so two workers
--- can never claim the same task; each row gets its own token.
+-- queued -> running in one statement, for the claims whose answer is needed on the writer
+-- thread: the early start (its handlers start before COMMIT) and the rounds under a queue
+-- limit (each counts down the rooms). There claim_pick's JSON arrays only cost: the three
+-- statements took 13 % more writer CPU than this one for a claim of 1 task, 4-15 % for 8,
+-- 0-7 % for 64 (bench/README.md, "Session 6: one claim path"). So claim_pick's selection and
+-- claim_picked's SET stand here again, on purpose: a change to what may be claimed, or to
+-- what a claim sets, belongs in claim_pick, claim_picked, here and in claim_ids.
 UPDATE tasks
 SET status = 'running',
     attempts = attempts + 1,
@@ -50,12 +55,8 @@ SET status = 'running',
     started_at = coalesce(started_at, :now),
     updated_at = :now
 WHERE id IN (
-    -- Named, or the planner may pick tasks_status_id and sort every queued row per claim.
     SELECT id FROM tasks INDEXED BY tasks_runnable
     WHERE status = 'queued' AND run_at <= :now
-      -- Queues (docs/queues.md): not the paused or full ones (:closed, a JSON array), and
-      -- only the worker's own if it serves some (:only, NULL for all). Limits are kept by
-      -- the caller's :limit (shared/store/claiming.py).
       AND queue NOT IN (SELECT value FROM json_each(:closed))
       AND (:only IS NULL OR queue IN (SELECT value FROM json_each(:only)))
     ORDER BY priority DESC, run_at, id
@@ -67,22 +68,33 @@ RETURNING id, type, payload, attempts, max_attempts, timeout, priority, run_at, 
 
 -- name: claim_pick
 -- (json_extract, not ->>: that operator needs SQLite 3.38, newer than some systems' sqlite3.)
--- The ordinary claim in three statements that each run whole in one call, for a worker
--- whose event loop runs beside the writer thread (SQLiteStore.claim): this one picks the
--- tasks as `claim` does and answers them as one JSON array of Claimed objects (attempt as
--- after the claim, a new token each) plus each row's rowid, one row in all. Why: sqlite3
--- builds a Python row and takes the GIL back for every row it steps through, and the event
--- loop decodes the array straight into Claimed (bench/README.md, "Session 4: 64 slots").
--- Safe apart: the transaction holds SQLite's one write lock from BEGIN IMMEDIATE on.
+-- The usual claim (SQLiteStore.claim: no queue limit, no queue probed, no early start) is
+-- three statements that each run whole in one call: this pick, claim_picked and
+-- insert_picked_attempts. Safe apart: the transaction holds SQLite's one write lock from
+-- BEGIN IMMEDIATE on, so no other claimer (in any process) can take a task in between.
+-- The pick answers one row of two JSON arrays:
+-- `claimed`, the tasks as Claimed objects (attempt as after the claim, a new token each),
+-- and `moves`, [rowid, token, id, attempt] of each, which the other two statements read.
+-- Why arrays: sqlite3 builds a Python row and takes the GIL back for every row it steps
+-- through, and msgspec decodes `claimed` straight into Claimed (bench/README.md, "Session
+-- 4: 64 slots"). Why two: the other statements then parse four short values a row, not the
+-- task's payload (bench/README.md, "Session 6: one claim path").
+-- The token is drawn once a row, in the subquery (which a LIMIT under an aggregate keeps
+-- from being flattened into the outer query), so both arrays carry the same one.
 -- (REAL columns as 17-digit numbers: JSON would print 15 digits, not always the same float.)
 SELECT json_group_array(json_object(
-    'id', id, 'type', type, 'payload', json(payload), 'attempt', attempts + 1,
-    'max_attempts', max_attempts, 'timeout', json(printf('%!.17g', timeout)),
-    'priority', priority, 'run_at', json(printf('%!.17g', run_at)),
-    'token', lower(hex(randomblob(8))), 'queue', queue, 'rowid', rowid))
+           'id', id, 'type', type, 'payload', json(payload), 'attempt', attempts + 1,
+           'max_attempts', max_attempts, 'timeout', json(printf('%!.17g', timeout)),
+           'priority', priority, 'run_at', json(printf('%!.17g', run_at)),
+           'token', token, 'queue', queue)) AS claimed,
+       json_group_array(json_array(rowid, token, id, attempts + 1)) AS moves
 FROM (
-    SELECT rowid, * FROM tasks INDEXED BY tasks_runnable
+    -- Named, or the planner may pick tasks_status_id and sort every queued row per claim.
+    SELECT rowid, *, lower(hex(randomblob(8))) AS token FROM tasks INDEXED BY tasks_runnable
     WHERE status = 'queued' AND run_at <= :now
+      -- Queues (docs/queues.md): not the paused or full ones (:closed, a JSON array), and
+      -- only the worker's own if it serves some (:only, NULL for all). Limits are kept by
+      -- the caller's :limit (shared/store/claiming.py).
       AND queue NOT IN (SELECT value FROM json_each(:closed))
       AND (:only IS NULL OR queue IN (SELECT value FROM json_each(:only)))
     ORDER BY priority DESC, run_at, id
@@ -90,23 +102,23 @@ FROM (
 )
 
 -- name: claim_picked
--- queued -> running for what claim_pick answered (:picked), each with its own token.
+-- queued -> running for what claim_pick answered (:moves), each with its own token.
 UPDATE tasks
 SET status = 'running',
     attempts = attempts + 1,
-    claim_token = json_extract(p.value, '$.token'),
+    claim_token = json_extract(m.value, '$[1]'),
     lease_until = :lease_until,
     worker_id = :worker_id,
     started_at = coalesce(started_at, :now),
     updated_at = :now
-FROM json_each(:picked) AS p
+FROM json_each(:moves) AS m
 -- (+: found by rowid, not through the status index)
-WHERE tasks.rowid = json_extract(p.value, '$.rowid') AND +tasks.status = 'queued'
+WHERE tasks.rowid = json_extract(m.value, '$[0]') AND +tasks.status = 'queued'
 
 -- name: insert_picked_attempts
 INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
-SELECT json_extract(p.value, '$.id'), json_extract(p.value, '$.attempt'), :worker_id, :now
-FROM json_each(:picked) AS p
+SELECT json_extract(m.value, '$[2]'), json_extract(m.value, '$[3]'), :worker_id, :now
+FROM json_each(:moves) AS m
 
 -- name: insert_attempt
 INSERT INTO task_attempts (task_id, attempt, worker_id, started_at)
@@ -404,7 +416,10 @@ ORDER BY priority DESC, run_at, id
 LIMIT :limit
 
 -- name: claim_ids
--- queued -> running for the tasks the caller picked (the claim's per-queue path); as `claim`.
+-- queued -> running for the tasks the caller picked (the claim's per-queue path); as `claim`,
+-- and for the same reason its own statement: the JSON route (a pick of these ids answering
+-- claim_pick's arrays, then claim_picked) took 14-19 % more writer CPU, and one `claim` with
+-- an arm for :ids 0-7 % more on both paths (bench/README.md, "Session 6: one claim path").
 UPDATE tasks
 SET status = 'running',
     attempts = attempts + 1,

@@ -283,9 +283,11 @@ class SQLiteStore:
                 with_work = [r["name"] for r in fetchall(conn, Q.queues_with_work)]
             probe = per_queue_names(budget, queues, with_work)
             if probe is None and not budget.room and on_claimed is None:
-                # The usual claim (no queue limit to count down): one round, in statements
-                # that each run whole in one call; decoded on the event loop (_picked).
-                return _claim_picked(conn, {
+                # The usual claim (no queue limit to count down, no handler to start early):
+                # one round, decoded on the event loop (decode_picked). The others need their
+                # answer on this thread: queue.sql, `claim`, says why they have statements of
+                # their own.
+                return claim_picked(conn, {
                     "now": now, "lease_until": lease_until, "worker_id": worker_id,
                     "limit": budget.next_batch(), "closed": _json(budget.closed_list()),
                     "only": only,
@@ -319,7 +321,7 @@ class SQLiteStore:
 
         answer = await self.db.write(op)
         if isinstance(answer, str):
-            claimed = _picked(answer)
+            claimed = decode_picked(answer)
             claimed.sort(key=_urgency)  # json_group_array's order is not a promise
         else:
             claimed = answer
@@ -1157,18 +1159,20 @@ def _insert_alone(conn: sqlite3.Connection, rows: str) -> sqlite3.Error | None:
     return None
 
 
-def _claim_picked(conn: sqlite3.Connection, params: dict[str, Any]) -> str:
-    """queued -> running for up to params["limit"] tasks, their attempt rows opened: the
-    claimed tasks as claim_pick's JSON array (queue.sql says why three statements)."""
-    picked = conn.execute(Q.claim_pick, params).fetchone()[0]
-    if picked != "[]":
-        moves = {**params, "picked": picked}
-        conn.execute(Q.claim_picked, moves)
-        conn.execute(Q.insert_picked_attempts, moves)
-    return str(picked)
+def claim_picked(conn: sqlite3.Connection, params: dict[str, Any]) -> str:
+    """queued -> running for up to params["limit"] tasks, their attempt rows opened: the usual
+    claim, in the caller's write transaction; the claimed tasks as claim_pick's JSON array
+    (queue.sql says why three statements). Also run by bench/outcome_batch_cost.py,
+    bench/schema_cost.py and bench/claim_cost.py."""
+    claimed, moves = conn.execute(Q.claim_pick, params).fetchone()
+    if claimed != "[]":
+        params = {**params, "moves": moves}
+        conn.execute(Q.claim_picked, params)
+        conn.execute(Q.insert_picked_attempts, params)
+    return str(claimed)
 
 
-def _picked(answer: str) -> list[Claimed]:
+def decode_picked(answer: str) -> list[Claimed]:
     """claim_pick's JSON array as Claimed (decoded on the event loop, not the writer thread)."""
     return _CLAIMED_LIST.decode(answer)
 

@@ -100,8 +100,9 @@ def document_errors(
 
     Derived from the operation's shape so nobody has to remember them: 400 with parameters or
     a body, and for every operation under /api (a query parameter it does not take,
-    api/request_rules.py), 413 and 422 with a body, 404 with a path parameter, 401, 403 and 429 (and the
-    bearer security requirement) unless open, 503 under /api (database busy), 500 everywhere. A
+    api/request_rules.py), 413 and 422 with a body, 404 with a path parameter, 401, 403 and
+    429 (and the bearer security requirement) unless open, 503 under /api (database busy),
+    500 everywhere. A
     handler declares the rest (409 and the like) with `responses=problem_responses(...)`.
     Litestar's own 400 entry (application/json, another shape) is replaced: ours is the one sent.
     """

@@ -235,7 +235,7 @@ def test_python_client_events_follow_a_task_and_resume_after_a_cursor(api: procs
 async def test_client_events_since_a_time_start_there_and_refuse_a_second_start(
     api: procs.Proc,
 ) -> None:
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     from localflow.client import AsyncClient, Client
 
@@ -244,7 +244,7 @@ async def test_client_events_since_a_time_start_there_and_refuse_a_second_start(
         assert lf.wait(before.id, timeout=60).status == "succeeded"
         # Every event of `before` is stamped by now (this machine's one clock); every one of
         # `after` later.
-        between = datetime.now(timezone.utc)
+        between = datetime.now(UTC)
         after = lf.submit("shell", {"command": "true"})
         assert lf.wait(after.id, timeout=60).status == "succeeded"
         seen = []

@@ -138,7 +138,7 @@ def _since_param(since: datetime | float | None, last_event_id: str | None) -> s
         raise ValueError("events(): give since or last_event_id, not both (a stream has one start)")
     if isinstance(since, datetime):
         if since.tzinfo is None:
-            raise ValueError("events(): since needs a timezone (e.g. datetime.now(timezone.utc))")
+            raise ValueError("events(): since needs a timezone (e.g. datetime.now(UTC))")
         since = since.timestamp()
     return f"{max(0.0, float(since)):.6f}"
 

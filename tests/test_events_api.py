@@ -53,6 +53,7 @@ class Stream:
         self.content_type = ""
         self._client = httpx.Client(base_url=url, timeout=httpx.Timeout(10, read=60))
         self._ready = threading.Event()
+        self._changed = threading.Condition()  # notified after each event, comment and the end
         self._closed = False
         self._thread = threading.Thread(target=self._read, args=(params, headers), daemon=True)
         self._thread.start()
@@ -69,10 +70,12 @@ class Stream:
                 for line in response.iter_lines():
                     if line.startswith(":"):
                         self.comments.append(line[1:].strip())
+                        self._notify()
                     elif line == "":
                         if "data" in event:
                             event["data"] = json.loads(event["data"])
                             self.events.append(event)
+                            self._notify()
                         event = {}
                     else:
                         field, _, value = line.partition(":")
@@ -82,14 +85,23 @@ class Stream:
                 raise
         finally:
             self._ready.set()
+            self._notify()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_until(self, check, timeout: float, what) -> None:
+        """Wake at each event or comment the stream reads until check() holds; fail with
+        what() after timeout seconds."""
+        with self._changed:
+            if not self._changed.wait_for(check, timeout):
+                raise AssertionError(what())
 
     def wait_for(self, predicate, timeout: float = 90.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self.events):
-                return self.events
-            time.sleep(0.01)
-        raise AssertionError(f"never happened; events so far: {self.events}")
+        self.wait_until(lambda: predicate(self.events), timeout,
+                        lambda: f"never happened; events so far: {self.events}")
+        return self.events
 
     def close(self) -> None:
         self._closed = True
@@ -197,10 +209,8 @@ def test_refusals_auth_and_the_openapi_entry(api: procs.Proc) -> None:
 def test_an_idle_stream_gets_a_heartbeat_comment_every_15_seconds(api: procs.Proc) -> None:
     stream = Stream(str(api.url))
     try:
-        deadline = time.monotonic() + 40
-        while "heartbeat" not in stream.comments and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "heartbeat" in stream.comments
+        stream.wait_until(lambda: "heartbeat" in stream.comments, 40,
+                          lambda: f"no heartbeat in 40 s: {stream.comments}")
     finally:
         stream.close()
 
@@ -421,11 +431,9 @@ async def _prune_events(db: str, before: float) -> int:
 def _until_caught_up(stream: Stream, within: float = CAUGHT_UP_WITHIN) -> list[dict]:
     """The events the stream sent before its first heartbeat, which must come within
     `within` seconds of now (the stream was just opened)."""
-    deadline = time.monotonic() + within
-    while "heartbeat" not in stream.comments:
-        assert time.monotonic() < deadline, (
-            f"no heartbeat within {within} s; events so far: {len(stream.events)}")
-        time.sleep(0.01)
+    stream.wait_until(lambda: "heartbeat" in stream.comments, within,
+                      lambda: f"no heartbeat within {within} s; events so far: "
+                              f"{len(stream.events)}")
     return list(stream.events)
 
 
@@ -587,10 +595,8 @@ def test_a_replay_held_back_by_an_open_transaction_is_not_called_done(
         late = _submit(url, "true", delay=3600)  # committed, above the open transaction
         stream = Stream(url, params=[("task", late)], headers={"Last-Event-ID": "0-0"})
         try:
-            deadline = time.monotonic() + 40
-            while "replaying" not in stream.comments:
-                assert time.monotonic() < deadline, stream.comments
-                time.sleep(0.01)
+            stream.wait_until(lambda: "replaying" in stream.comments, 40,
+                              lambda: f"no 'replaying' in 40 s: {stream.comments}")
             assert "heartbeat" not in stream.comments and stream.events == []
             slow.commit()
             events = _until_caught_up(stream, within=30)  # the fallback re-read at most

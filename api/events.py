@@ -150,10 +150,10 @@ def _since(text: str) -> float:
     value = text.strip()
     if _EPOCH.match(value):
         return float(value)
-    try:
-        when = datetime.fromisoformat(value)
+    try:  # msgspec's RFC 3339, as the task schema's run_at is decoded
+        when = msgspec.convert(value, datetime)
         seconds = when.timestamp() if when.tzinfo is not None else None
-    except (ValueError, OverflowError):
+    except (msgspec.ValidationError, ValueError, OverflowError):
         seconds = None
     if seconds is None:
         _bad_query("since", f"{text[:64]!r} is not a time: expected RFC 3339 with a timezone "

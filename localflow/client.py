@@ -143,9 +143,9 @@ def _since_param(since: datetime | float | None, last_event_id: str | None) -> s
     return f"{max(0.0, float(since)):.6f}"
 
 
-def _follow_since(task: Task) -> str:
+def _follow_since(task: Task) -> str | None:
     """`since` for follow(): the task's creation, less the clock margin (Unix seconds)."""
-    return f"{max(0.0, task.created_at.timestamp() - _FOLLOW_CLOCK_MARGIN):.6f}"
+    return _since_param(task.created_at.timestamp() - _FOLLOW_CLOCK_MARGIN, None)
 
 
 class _Follow:

@@ -3,7 +3,7 @@ LocalFlow and Huey in the same run. For the targets issue 10 calls out of reach,
 the part nothing LocalFlow does can shorten.
 
     uv run python bench/ceilings.py                 # both parts (~1 minute)
-    uv run python bench/ceilings.py --only http     # or --only writer
+    uv run python bench/ceilings.py --only http     # or --only writer, --only pickup
 
 http: wrk (c=64, as bench/run.py) against three servers in turn:
   - `bare`: uvicorn with LocalFlow's exact HTTP settings (uvloop, httptools through
@@ -18,6 +18,14 @@ writer: the full LocalFlow schema (migrations/sqlite) on a fresh file with the w
   array) and one COMMIT per batch, from one thread and no event loop: the most any batch path
   can insert with this schema. Then the same without the triggers (kept counts, event log),
   and without the triggers and the secondary indexes (the bare table of the issue's probe).
+pickup: the pickup row's path (created_at -> handler start, API and worker in two processes) with
+  nothing but sqlite3 calls: one process inserts a task with the API's statement (stamping
+  created_at just before BEGIN), sends a datagram to the other before its COMMIT (as the API's
+  wake-up does) and commits with synchronous=FULL; the other, blocked in recv, retries BEGIN
+  IMMEDIATE without sleeping until the lock is free, runs the early start's claim statement
+  (shared/sql/sqlite/queue.sql: claim, then the attempt row) and takes the time a handler would
+  start (before its COMMIT, as the early start does). No event loop, no threads, no LocalFlow
+  code on the path: the least any design on this schema, disk and pair of processes can reach.
 """
 
 from __future__ import annotations
@@ -187,23 +195,136 @@ def writer_part(batches: int, size: int, rounds: int) -> dict[str, list[dict[str
     return out
 
 
+# -- pickup -------------------------------------------------------------------------------------
+
+def pickup_worker(db: str, sock_path: str, out: str, expect: int) -> None:
+    """The claiming side (its own process): woken by a datagram, claim what is due."""
+    import contextlib
+    import select
+    import socket
+
+    from shared.sql import Queries
+
+    Q = Queries("sqlite", "queue")
+    # timeout=0: SQLite's own busy handler would sleep 1 ms and more between tries.
+    conn = sqlite3.connect(db, isolation_level=None, timeout=0)
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    wake = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    wake.bind(sock_path)
+    released = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    released.bind(sock_path + ".released")
+    released.setblocking(False)
+    started: dict[str, float] = {}
+    while len(started) < expect:
+        wake.recv(16)
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError:
+                # The API still holds the lock: wait for its byte after COMMIT (as LocalFlow's
+                # unlock FIFO does). A spin here slowed the API's commit threefold.
+                select.select([released], [], [], 0.005)
+        with contextlib.suppress(BlockingIOError):
+            while True:  # the bytes of commits before this BEGIN: none is for a later one
+                released.recv(16)
+        now = time.time()
+        rows = conn.execute(Q.claim, {"now": now, "lease_until": now + 60, "worker_id": "w",
+                                      "limit": 64, "closed": "[]", "only": None}).fetchall()
+        conn.executemany(Q.insert_attempt, [(r[0], r[3], "w", now) for r in rows])
+        at = time.time()  # the early start: handlers start here, before the COMMIT
+        for r in rows:
+            started[r[0]] = at
+        conn.execute("COMMIT")
+    Path(out).write_text(json.dumps(started))
+
+
+def pickup_part(tasks: int, gap: float) -> dict[str, Any]:
+    import contextlib
+    import socket
+    import subprocess
+
+    from shared.ids import new_ids
+    from shared.sql import Queries
+
+    Q = Queries("sqlite", "queue")
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = _writer_db(Path(tmp) / "p.db", "full")
+        sock_path, out = str(Path(tmp) / "wake"), str(Path(tmp) / "started.json")
+        worker = subprocess.Popen([sys.executable, __file__, "pickup-worker",
+                                   str(Path(tmp) / "p.db"), sock_path, out, str(tasks)])
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(sock_path + ".released"):
+                if time.monotonic() > deadline or worker.poll() is not None:
+                    raise RuntimeError("the pickup worker did not start")
+                time.sleep(0.01)
+            wake = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            released = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            released.setblocking(False)
+            payload = json.dumps({"command": "true"})
+            created: dict[str, float] = {}
+            committed: dict[str, float] = {}
+            for task_id in new_ids(tasks):
+                now = time.time()
+                created[task_id] = now
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(Q.insert_new_tasks, (json.dumps(
+                    [(task_id, "shell", payload, 0, now, 3, 300.0, now, "default", None)]),))
+                wake.sendto(b"!", sock_path)  # before COMMIT, as the API's wake-up
+                conn.execute("COMMIT")
+                committed[task_id] = time.time()
+                with contextlib.suppress(BlockingIOError):  # its queue is full: it will see
+                    released.sendto(b"!", sock_path + ".released")
+                time.sleep(gap)
+            worker.wait(timeout=60)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        started = json.loads(Path(out).read_text())
+        conn.close()
+
+    def percentiles(values: list[float]) -> dict[str, float]:
+        values = sorted(values)
+        return {f"p{q}": round(values[min(len(values) - 1, int(len(values) * q / 100))], 3)
+                for q in (50, 90, 99)}
+
+    return {
+        "tasks": tasks,
+        "created_to_handler_ms": percentiles([(started[t] - created[t]) * 1000
+                                              for t in created]),
+        "created_to_api_commit_ms": percentiles([(committed[t] - created[t]) * 1000
+                                                 for t in created]),
+        "api_commit_to_handler_ms": percentiles([(started[t] - committed[t]) * 1000
+                                                 for t in created]),
+    }
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "bare":
         serve_bare(int(sys.argv[2]))
         return
+    if len(sys.argv) == 6 and sys.argv[1] == "pickup-worker":
+        pickup_worker(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", choices=("http", "writer"))
+    p.add_argument("--only", choices=("http", "writer", "pickup"))
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batches", type=int, default=300)
+    p.add_argument("--pickup-tasks", type=int, default=500)
     args = p.parse_args()
     result: dict[str, Any] = {"load_average_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="lf-ceilings-") as tmp:
-        if args.only != "writer":
+        if args.only in (None, "http"):
             result["http"] = http_part(Path(tmp), args.seconds, args.connections, args.rounds)
-        if args.only != "http":
+        if args.only in (None, "writer"):
             result["writer"] = writer_part(args.batches, 100, args.rounds)
+        if args.only in (None, "pickup"):
+            result["pickup"] = [pickup_part(args.pickup_tasks, 0.005)
+                                for _ in range(args.rounds)]
     result["load_average_after"] = os.getloadavg()[0]
     print(json.dumps(result, indent=1))
 

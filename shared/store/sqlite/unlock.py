@@ -12,11 +12,14 @@ backup tool) is still waited for by the timeout alone.
 
 A FIFO, not a datagram socket: bytes written while nobody waited pile up, and a FIFO drops them
 all with one read (a socket needs a read per datagram). Everything here is best effort: if the
-directory or a FIFO cannot be made, the writer sleeps as before. Used on the writer thread only.
+directory or a FIFO cannot be made, the writer sleeps as before. Used by one thread at a time:
+the writer thread, or the event loop while it holds the writer's connection
+(Database.write_on_loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -93,6 +96,35 @@ class UnlockSignal:
             return
         ready, _, _ = select.select([self._fd], [], [], seconds)
         if ready:
+            self.drain()
+
+    async def wait_on_loop(
+        self, loop: asyncio.AbstractEventLoop, seconds: float, woken: asyncio.Future[None],
+    ) -> None:
+        """wait() on the event loop, which runs on meanwhile (the FIFO watched with
+        add_reader): until a release, `seconds`, or until someone else sets `woken`."""
+
+        def wake() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        timer = loop.call_later(seconds, wake)
+        readable = False
+
+        def on_readable() -> None:
+            nonlocal readable
+            readable = True
+            wake()
+
+        if self._fd is not None:
+            loop.add_reader(self._fd, on_readable)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            if self._fd is not None:
+                loop.remove_reader(self._fd)
+        if readable:
             self.drain()
 
     def close(self) -> None:

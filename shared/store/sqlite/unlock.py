@@ -98,35 +98,6 @@ class UnlockSignal:
         if ready:
             self.drain()
 
-    async def wait_on_loop(
-        self, loop: asyncio.AbstractEventLoop, seconds: float, woken: asyncio.Future[None],
-    ) -> None:
-        """wait() on the event loop, which runs on meanwhile (the FIFO watched with
-        add_reader): until a release, `seconds`, or until someone else sets `woken`."""
-
-        def wake() -> None:
-            if not woken.done():
-                woken.set_result(None)
-
-        timer = loop.call_later(seconds, wake)
-        readable = False
-
-        def on_readable() -> None:
-            nonlocal readable
-            readable = True
-            wake()
-
-        if self._fd is not None:
-            loop.add_reader(self._fd, on_readable)
-        try:
-            await woken
-        finally:
-            timer.cancel()
-            if self._fd is not None:
-                loop.remove_reader(self._fd)
-        if readable:
-            self.drain()
-
     def close(self) -> None:
         for name in list(self._peers):
             self._forget(name, unlink=False)
@@ -170,3 +141,50 @@ class UnlockSignal:
             with contextlib.suppress(OSError):
                 (self.dir / name).unlink()
             self._listing.forget()
+
+
+class LoopWait:
+    """One wait for the write lock on the event loop (Database.write_on_loop), which runs on
+    meanwhile: sleep() is UnlockSignal.wait() for the loop. The FIFO is watched (add_reader)
+    from the first sleep until close(), not added and removed per try; the loop's selector is
+    level-triggered, so a byte that came before the watch began still wakes the first sleep.
+    (uvloop's timers count whole milliseconds: the first sleeps, under 0.5 ms, end at the
+    loop's next turn, the longer ones at the next millisecond; a release ends any at once.)"""
+
+    def __init__(self, signal: UnlockSignal, loop: asyncio.AbstractEventLoop) -> None:
+        self._signal, self._loop = signal, loop
+        self._woken: asyncio.Future[None] | None = None
+        self._readable = False
+        self._watched: int | None = None
+
+    async def sleep(self, seconds: float) -> None:
+        """Until another writer releases the lock (since the last drain), `seconds`, or
+        stop()."""
+        fd = self._signal._fd
+        if self._watched is None and fd is not None:
+            self._loop.add_reader(fd, self._on_readable)
+            self._watched = fd
+        self._woken = self._loop.create_future()
+        timer = self._loop.call_later(seconds, self.stop)
+        try:
+            await self._woken
+        finally:
+            timer.cancel()
+            self._woken = None
+        if self._readable:
+            self._readable = False
+            self._signal.drain()
+
+    def stop(self) -> None:
+        """End the current sleep (its timer; and Database.close(), which ends the wait)."""
+        if self._woken is not None and not self._woken.done():
+            self._woken.set_result(None)
+
+    def close(self) -> None:
+        if self._watched is not None:
+            self._loop.remove_reader(self._watched)
+            self._watched = None
+
+    def _on_readable(self) -> None:
+        self._readable = True
+        self.stop()

@@ -7,7 +7,9 @@ another process holds until that process lets go (shared/store/sqlite/unlock.py)
 sleeps as the bound, instead of SQLite's busy handler, whose sleeps grow to 100 ms.
 
 Writes are plain functions of a sqlite3 connection, run on that one writer thread: a whole
-batch of them costs one hop between the event loop and the thread, not one per statement.
+batch of them costs one hop between the event loop and the thread, not one per statement. An
+idle worker's claim, when the thread has nothing to do, runs on the event loop itself with only
+its COMMIT on the thread (write_on_loop): no hop at all before its tasks start.
 Reads go through aiosqlite on their own connection (WAL lets them run beside the writer).
 """
 
@@ -93,9 +95,9 @@ class Database:
         # wait, for the loop's go-ahead, cost it one more GIL round trip per batch).
         self._in_flight = False  # loop only
         self.batches = 0  # committed write transactions (exposed as a metric)
-        self._before_commit: list[Callable[[], None]] = []  # writer thread only
-        # Writer thread only, but for write_on_loop's transaction (on the loop, see there).
-        self._unlocks = UnlockSignal(path)
+        # Used by whoever holds the connection: the writer thread, or the loop (write_on_loop).
+        self._before_commit: list[Callable[[], None]] = []
+        self._unlocks = UnlockSignal(path)  # as _before_commit
         self._lock_wait: LoopWait | None = None  # write_on_loop waits for another's lock
 
     @classmethod
@@ -398,8 +400,9 @@ class Database:
                 self._hand_over()
 
     def before_commit(self, fn: Callable[[], None]) -> None:
-        """From an op, on the writer thread: call fn once this transaction's statements are
-        done, just before its COMMIT (once, however many ops ask).
+        """From an op (on the writer thread, or on the loop for write_on_loop, on the same
+        thread as the op): call fn once this transaction's statements are done, just before
+        its COMMIT (once, however many ops ask).
 
         For wake-ups (issue 10, pickup): a worker woken here starts its claim while this
         commit's fsync runs, instead of after it and the hop back to the event loop; its

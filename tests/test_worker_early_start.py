@@ -101,14 +101,18 @@ async def test_an_idle_claim_hands_its_tasks_over_on_the_loop_before_its_commit(
         queue = Queue(store, settings=Settings(db=str(db_path), workers=2, poll=0.25))
         first, _ = await queue.enqueue(TRUE)
         handed: list[tuple[list[str], str, tuple[str, int, int]]] = []
+        within: list[asyncio.Task[Any] | None] = []  # the task on_claimed ran in, if any
 
         def on_claimed(claimed: list[Any]) -> None:
             ids = [c.id for c in claimed]
+            within.append(asyncio.current_task())
             handed.append((ids, threading.current_thread().name, _row(db_path, ids[0])))
 
         claimed = await store.claim("w1", 4, time.time() + 60, time.time(), on_claimed=on_claimed)
         assert [c.id for c in claimed] == [first.id]
         assert handed == [([first.id], threading.current_thread().name, ("queued", 0, 0))]
+        # Called by the claim itself (this test's task), not as a callback a thread handed in.
+        assert within == [asyncio.current_task()]
         assert _row(db_path, first.id) == ("running", 1, 1)
 
         # Busy writer: a batch held on the writer thread; the claim goes behind it.
@@ -122,6 +126,7 @@ async def test_an_idle_claim_hands_its_tasks_over_on_the_loop_before_its_commit(
         held = asyncio.create_task(store.db.write(hold))
         await asyncio.to_thread(inside.wait, 30)
         handed.clear()
+        within.clear()
         claim = asyncio.create_task(
             store.claim("w1", 4, time.time() + 60, time.time(), on_claimed=on_claimed))
         for _ in range(20):  # the loop turns; nothing is claimed on it
@@ -132,6 +137,7 @@ async def test_an_idle_claim_hands_its_tasks_over_on_the_loop_before_its_commit(
         assert [c.id for c in await asyncio.wait_for(claim, 60)] == [second.id]
         assert [(ids, thread) for ids, thread, _ in handed] == [
             ([second.id], threading.current_thread().name)]
+        assert within == [None]  # handed in by the writer thread (call_soon_threadsafe)
     finally:
         await store.close()
 

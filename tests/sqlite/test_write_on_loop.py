@@ -229,8 +229,8 @@ async def test_an_op_that_raises_rolls_back_and_later_writes_work(db_path: Path)
 
 async def test_close_and_cancel_end_a_wait_for_the_lock(db_path: Path):
     other = _locked_by_another_connection(db_path)
+    db = await Database.open(str(db_path), busy_seconds=120.0)
     try:
-        db = await Database.open(str(db_path), busy_seconds=120.0)
         cancelled = asyncio.create_task(db.write_on_loop(_add("cancelled")))
         await _until(lambda: db._lock_wait is not None, "the write waits for the lock")
         cancelled.cancel()
@@ -255,3 +255,4 @@ async def test_close_and_cancel_end_a_wait_for_the_lock(db_path: Path):
         assert _names(db_path) == ["plain", "waiting"]
     finally:
         other.close()
+        await db.close()  # (already closed: nothing more to do)

@@ -148,8 +148,15 @@ class LoopWait:
     meanwhile: sleep() is UnlockSignal.wait() for the loop. The FIFO is watched (add_reader)
     from the first sleep until close(), not added and removed per try; the loop's selector is
     level-triggered, so a byte that came before the watch began still wakes the first sleep.
-    (uvloop's timers count whole milliseconds: the first sleeps, under 0.5 ms, end at the
-    loop's next turn, the longer ones at the next millisecond; a release ends any at once.)"""
+
+    With the FIFO watched, a sleep lasts at least TIMER_FLOOR: uvloop's timers count whole
+    milliseconds, so the first sleeps (0.2-0.45 ms) would end at the loop's next turn: three
+    tries of BEGIN IMMEDIATE back to back, on the CPU the holder needs to finish its commit
+    (bench/README.md, "Session 7": the API's commit was slower beside them). A LocalFlow
+    holder's release ends any sleep at once; only a holder that is not LocalFlow is waited for
+    up to 1 ms instead of 0.2. Without the FIFO the sleeps are as asked."""
+
+    TIMER_FLOOR = 0.001
 
     def __init__(self, signal: UnlockSignal, loop: asyncio.AbstractEventLoop) -> None:
         self._signal, self._loop = signal, loop
@@ -164,6 +171,8 @@ class LoopWait:
         if self._watched is None and fd is not None:
             self._loop.add_reader(fd, self._on_readable)
             self._watched = fd
+        if self._watched is not None:
+            seconds = max(seconds, self.TIMER_FLOOR)
         self._woken = self._loop.create_future()
         timer = self._loop.call_later(seconds, self.stop)
         try:

@@ -13,17 +13,20 @@ record wall-clock times (the same clock in both: one machine) at each step:
                  writer thread, just before the COMMIT: negative from api_back)
     woken        the worker's event loop read the datagram
     claim_call   the worker's loop called Queue.claim
-    claim_thread the worker's writer thread took the claim (its transaction about to begin)
-    claim_begin  the worker's writer thread began the claim's transaction (lock held)
+    claim_thread the worker's writer thread took the claim (its transaction about to begin);
+                 for an idle worker's claim, run on the event loop (Database.write_on_loop),
+                 the loop took the writer's connection
+    claim_begin  the claim's transaction began (lock held)
     claim_commit the claim's transaction committed
     claim_back   the worker's loop had the claim's answer
     handler      the handler started (SQLite: before claim_commit and claim_back, since the
                  handlers start while the claim's COMMIT runs; docs/state_machine.md)
 
-and, for that early start, three more: `claim_begin -> hand-over` (the writer thread ran the
-claim's statements and calls the hook that hands the tasks to the event loop, just before the
-COMMIT), `hand-over -> placed` (the event loop, asleep while it waited, runs that hand-over: a
-thread wake-up) and `placed -> handler` (a slot coroutine starts the handler).
+and, for that early start, three more: `claim_begin -> hand-over` (the claim's statements ran
+and the hook that hands the tasks to the event loop is called, just before the COMMIT),
+`hand-over -> placed` (the event loop runs that hand-over: a thread wake-up if the claim ran
+on the writer thread, nothing if it ran on the loop) and `placed -> handler` (a slot coroutine
+starts the handler).
 
 and prints, for each step, the p50/p90/p99 of the time since the step before, over all tasks.
 The wrappers only read the clock; nothing in the path changes. Diagnosis only: the bench's
@@ -67,8 +70,25 @@ def _trace_writer_batches(events: dict[str, list[Any]]) -> None:
         events.setdefault("batches", []).append((started, begun[0], time.time()))
         return out
 
+    # An idle worker's claim on the event loop (Database.write_on_loop): the loop takes the
+    # connection and begins, and the writer thread runs only its COMMIT.
+    begin_on_loop, commit_held = database.Database._begin_on_loop, database.Database._commit_held
+    held: list[float] = [0.0, 0.0]
+
+    async def traced_begin_on_loop(self: Any, conn: Any) -> None:
+        held[0] = time.time()
+        await begin_on_loop(self, conn)
+        held[1] = time.time()
+
+    def traced_commit_held(self: Any) -> Any:
+        out = commit_held(self)
+        events.setdefault("batches", []).append((held[0], held[1], time.time()))
+        return out
+
     database.Database._begin = traced_begin  # type: ignore[method-assign]
     database.Database._run_batch = traced_run_batch  # type: ignore[method-assign]
+    database.Database._begin_on_loop = traced_begin_on_loop  # type: ignore[method-assign]
+    database.Database._commit_held = traced_commit_held  # type: ignore[method-assign]
 
 
 def _dump_at_exit(events: dict[str, list[Any]]) -> None:
@@ -249,6 +269,12 @@ def diagnose(tasks: int, gap: float, slots: int, loop: str = "uvloop") -> dict[s
                          "placed -> handler": (2, 3)}.items():
         if handovers:
             steps[name] = _percentiles(sorted((h[j] - h[i]) * 1000 for h in handovers))
+    # The worker's whole side (from the call; from the API's commit, which it waits for).
+    call = STEPS.index("claim_call")
+    steps["claim_call -> handler"] = _percentiles(sorted((r[handler] - r[call]) * 1000
+                                                         for r in rows))
+    steps["api_commit -> handler"] = _percentiles(sorted((r[handler] - r[1]) * 1000
+                                                         for r in rows))
     steps["created -> handler (total)"] = _percentiles(sorted((r[handler] - r[0]) * 1000
                                                               for r in rows))
     return {"tasks": tasks, "traced": len(rows), "gap_ms": gap * 1000, "steps_ms": steps,

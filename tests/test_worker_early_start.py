@@ -17,6 +17,7 @@ import contextlib
 import shutil
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +67,15 @@ async def test_the_handler_starts_before_the_claims_commit_returns(db_path: Path
             # queued right after it): the COMMIT waits here until the handler has started.
             store.db.before_commit(lambda: held.append(started.wait(30)))
 
-        # Both writes are queued in this loop turn (claim_once reaches the store without
-        # waiting), so the writer thread runs them in one transaction, the claim first.
+        # The three writes are queued in this loop turn (claim_once reaches the store
+        # without waiting), so the writer thread runs them in one transaction, the claim
+        # before the hold. (The first, a write already waiting, makes the claim take the
+        # writer thread's path: alone, an idle worker's claim runs on the event loop, where
+        # no hook could hold its COMMIT; the test below covers that path.)
+        before = asyncio.create_task(store.db.write(lambda conn: None))
         claim = asyncio.create_task(worker.claim_once())
         hold = asyncio.create_task(store.db.write(hold_the_commit))
+        await asyncio.wait_for(before, 60)
         assert await asyncio.wait_for(claim, 60) == 1
         await asyncio.wait_for(hold, 60)
         assert held == [True], "the handler did not start before the claim's COMMIT"
@@ -79,6 +85,59 @@ async def test_the_handler_starts_before_the_claims_commit_returns(db_path: Path
             done = await until(queue, task.id, {"succeeded", "failed"})
         assert done.status == "succeeded" and done.attempts == 1
         assert _row(db_path, task.id) == ("succeeded", 1, 1)
+    finally:
+        await store.close()
+
+
+async def test_an_idle_claim_hands_its_tasks_over_on_the_loop_before_its_commit(
+    db_path: Path,
+):
+    """The writer thread idle: the claim runs on the event loop (Database.write_on_loop), and
+    on_claimed is called there, on the loop's thread, before the COMMIT (others still see
+    the task queued), within the claim's own call: no hop. With a batch with the writer
+    thread, the claim waits for it and runs there, and on_claimed still comes first."""
+    store = await SQLiteStore.open(str(db_path))
+    try:
+        queue = Queue(store, settings=Settings(db=str(db_path), workers=2, poll=0.25))
+        first, _ = await queue.enqueue(TRUE)
+        handed: list[tuple[list[str], str, tuple[str, int, int]]] = []
+        within: list[asyncio.Task[Any] | None] = []  # the task on_claimed ran in, if any
+
+        def on_claimed(claimed: list[Any]) -> None:
+            ids = [c.id for c in claimed]
+            within.append(asyncio.current_task())
+            handed.append((ids, threading.current_thread().name, _row(db_path, ids[0])))
+
+        claimed = await store.claim("w1", 4, time.time() + 60, time.time(), on_claimed=on_claimed)
+        assert [c.id for c in claimed] == [first.id]
+        assert handed == [([first.id], threading.current_thread().name, ("queued", 0, 0))]
+        # Called by the claim itself (this test's task), not as a callback a thread handed in.
+        assert within == [asyncio.current_task()]
+        assert _row(db_path, first.id) == ("running", 1, 1)
+
+        # Busy writer: a batch held on the writer thread; the claim goes behind it.
+        second, _ = await queue.enqueue(TRUE)
+        inside, let_go = threading.Event(), threading.Event()
+
+        def hold(conn: sqlite3.Connection) -> None:
+            inside.set()
+            let_go.wait(60)
+
+        held = asyncio.create_task(store.db.write(hold))
+        await asyncio.to_thread(inside.wait, 30)
+        handed.clear()
+        within.clear()
+        claim = asyncio.create_task(
+            store.claim("w1", 4, time.time() + 60, time.time(), on_claimed=on_claimed))
+        for _ in range(20):  # the loop turns; nothing is claimed on it
+            await asyncio.sleep(0)
+        assert handed == [] and not claim.done()
+        let_go.set()
+        await asyncio.wait_for(held, 60)
+        assert [c.id for c in await asyncio.wait_for(claim, 60)] == [second.id]
+        assert [(ids, thread) for ids, thread, _ in handed] == [
+            ([second.id], threading.current_thread().name)]
+        assert within == [None]  # handed in by the writer thread (call_soon_threadsafe)
     finally:
         await store.close()
 

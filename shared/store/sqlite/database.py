@@ -7,7 +7,9 @@ another process holds until that process lets go (shared/store/sqlite/unlock.py)
 sleeps as the bound, instead of SQLite's busy handler, whose sleeps grow to 100 ms.
 
 Writes are plain functions of a sqlite3 connection, run on that one writer thread: a whole
-batch of them costs one hop between the event loop and the thread, not one per statement.
+batch of them costs one hop between the event loop and the thread, not one per statement. An
+idle worker's claim, when the thread has nothing to do, runs on the event loop itself with only
+its COMMIT on the thread (write_on_loop): no hop at all before its tasks start.
 Reads go through aiosqlite on their own connection (WAL lets them run beside the writer).
 """
 
@@ -20,7 +22,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -28,7 +30,7 @@ import structlog
 
 from shared.errors import SchemaNotReady, SchemaTooNew, StorageBusy, StorageFull, StorageUnavailable
 from shared.store.sqlite import migrations
-from shared.store.sqlite.unlock import UnlockSignal
+from shared.store.sqlite.unlock import LoopWait, UnlockSignal
 
 T = TypeVar("T")
 WriteOp = Callable[[sqlite3.Connection], T]
@@ -38,6 +40,8 @@ GroupOp = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 
 log = structlog.get_logger("localflow.db")
 _STOP = object()
+# The COMMIT of a transaction write_on_loop began and ran on the event loop.
+_COMMIT_HELD = object()
 
 
 def fetchall(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[sqlite3.Row]:
@@ -91,8 +95,10 @@ class Database:
         # wait, for the loop's go-ahead, cost it one more GIL round trip per batch).
         self._in_flight = False  # loop only
         self.batches = 0  # committed write transactions (exposed as a metric)
-        self._before_commit: list[Callable[[], None]] = []  # writer thread only
-        self._unlocks = UnlockSignal(path)  # writer thread only
+        # Used by whoever holds the connection: the writer thread, or the loop (write_on_loop).
+        self._before_commit: list[Callable[[], None]] = []
+        self._unlocks = UnlockSignal(path)  # as _before_commit
+        self._lock_wait: LoopWait | None = None  # write_on_loop waits for another's lock
 
     @classmethod
     async def open(cls, path: str, **kwargs: Any) -> Database:
@@ -154,8 +160,12 @@ class Database:
     async def close(self) -> None:
         if self._accepting:
             # The stop comes after every queued write, so each caller still gets an answer;
-            # the writer thread closes its connection and ends.
+            # the writer thread closes its connection and ends. A claim waiting on the loop
+            # for another process's lock (write_on_loop) gives up now: the stop waits behind
+            # it, and must not wait for that lock's deadline.
             self._accepting = False
+            if self._lock_wait is not None:
+                self._lock_wait.stop()
             await self._submit(_STOP)
         if self._reader is not None:
             await self._reader.close()
@@ -206,6 +216,60 @@ class Database:
         if not self._accepting:
             raise StorageUnavailable(f"the database {self.path} is closed")
         return await self._submit(op)
+
+    async def write_on_loop(self, op: WriteOp[T]) -> T:
+        """Like write(), but if the writer thread is idle (no batch with it, none waiting), op
+        runs on the event loop itself: BEGIN IMMEDIATE, op and the before-commit hooks here,
+        and only the COMMIT (with its fsync) on the writer thread. For an idle worker's claim
+        (issue 10, pickup): its tasks reach the loop without the two thread hops (loop ->
+        writer, writer -> loop) of write(); bench/README.md, "Session 7: the idle claim on
+        the event loop". If the writer is busy, this is write(op).
+
+        op blocks the event loop while it runs: only short ops (a claim of a few tasks).
+
+        Why the connection is never used by two threads at once: _in_flight is True while a
+        batch is with the writer thread, and set back only on the loop, by _deliver, once the
+        thread has answered everything it was given; the thread then touches the connection
+        (and the unlock signal) no more until the loop hands it the next batch. So when the
+        loop finds _in_flight False and nothing in _outbox, the thread is idle, and setting
+        _in_flight here keeps it so: every write asked meanwhile waits in _outbox, as it does
+        behind a batch, and goes over after this transaction's COMMIT (_deliver), in order.
+        The COMMIT itself is handed over the way a batch is, alone, and the loop does not
+        touch the connection again until its answer is back.
+        """
+        if not self._accepting:
+            raise StorageUnavailable(f"the database {self.path} is closed")
+        if self._in_flight or self._outbox:
+            return await self._submit(op)
+        conn = self._writer
+        assert conn is not None and self._loop is not None
+        self._in_flight = True
+        committing: asyncio.Future[Any] | None = None
+        try:
+            await self._begin_on_loop(conn)
+            try:
+                result = op(conn)
+                self._run_before_commit()
+            except BaseException:
+                self._before_commit.clear()
+                _rollback(conn)
+                self._unlocks.released()
+                raise
+            committing = self._loop.create_future()
+            # At the loop's next turn, after what the hooks set going (an early start's
+            # handlers): the writer thread woken now would take the GIL from the loop while it
+            # starts them (placed -> handler 0.10 -> 0.39 ms at p50 in bench/pickup_trace.py).
+            self._loop.call_soon(self._requests.put, [(_COMMIT_HELD, committing)])
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path) from None
+        finally:
+            if committing is None:  # nothing for the writer thread: what waited goes over
+                self._in_flight = False
+                self._hand_over()
+        # Answered by _deliver, which then hands over what waited (a cancelled caller's
+        # COMMIT still runs and is still answered: the writer is never left marked busy).
+        await committing
+        return result
 
     async def write_grouped(self, run_many: GroupOp, item: Any) -> Any:
         """Like write(), for an item that run_many(conn, items) writes together with the other
@@ -290,6 +354,10 @@ class Database:
                     answers.append(([fut], False, True, item.fn()))
                 except Exception as exc:
                     answers.append(([fut], False, False, exc))
+            elif item is _COMMIT_HELD:
+                flush()
+                ok, value = self._commit_held()
+                answers.append(([fut], False, ok, value))
             elif item is _STOP:
                 flush()
                 # Closed before close() is answered: its caller may remove the files next.
@@ -332,8 +400,9 @@ class Database:
                 self._hand_over()
 
     def before_commit(self, fn: Callable[[], None]) -> None:
-        """From an op, on the writer thread: call fn once this transaction's statements are
-        done, just before its COMMIT (once, however many ops ask).
+        """From an op (on the writer thread, or on the loop for write_on_loop, on the same
+        thread as the op): call fn once this transaction's statements are done, just before
+        its COMMIT (once, however many ops ask).
 
         For wake-ups (issue 10, pickup): a worker woken here starts its claim while this
         commit's fsync runs, instead of after it and the hop back to the event loop; its
@@ -375,7 +444,49 @@ class Database:
         self.batches += 1
         return results
 
+    def _commit_held(self) -> tuple[bool, Any]:
+        """On the writer thread: COMMIT the transaction write_on_loop ran on the loop."""
+        conn = self._writer
+        assert conn is not None
+        try:
+            conn.execute("COMMIT")
+        except Exception as exc:  # SQLite rolled back, or we do: the claim never happened
+            _rollback(conn)
+            return False, exc
+        finally:
+            self._unlocks.released()
+        self.batches += 1
+        return True, None
+
     def _begin(self, conn: sqlite3.Connection) -> None:
+        for seconds in self._tries_to_begin(conn):
+            # Until the holder's release (shared/store/sqlite/unlock.py) or the sleep's end,
+            # on the writer thread: the event loop keeps running.
+            self._unlocks.wait(seconds)
+
+    async def _begin_on_loop(self, conn: sqlite3.Connection) -> None:
+        """_begin on the event loop (write_on_loop), which runs on while it waits (the unlock
+        FIFO watched with add_reader). close() ends the wait: StorageUnavailable."""
+        assert self._loop is not None
+        tries = self._tries_to_begin(conn)
+        seconds = next(tries, None)
+        if seconds is None:  # begun at once
+            return
+        self._lock_wait = wait = LoopWait(self._unlocks, self._loop)
+        try:
+            while seconds is not None:
+                await wait.sleep(seconds)
+                if not self._accepting:
+                    raise StorageUnavailable(f"the database {self.path} is closed")
+                seconds = next(tries, None)
+        finally:
+            self._lock_wait = None
+            wait.close()
+
+    def _tries_to_begin(self, conn: sqlite3.Connection) -> Iterator[float]:
+        """BEGIN IMMEDIATE, tried until it holds the write lock: while another process holds
+        it, yields how long the caller may wait (on the unlock FIFO) before the next try;
+        StorageBusy once busy_seconds have passed."""
         deadline = time.monotonic() + self.busy_seconds
         delay = self.LOCK_WAIT_FIRST
         drained = False
@@ -397,9 +508,7 @@ class Database:
                 self._unlocks.drain()
                 drained = True
                 continue
-            # Until the holder's release (shared/store/sqlite/unlock.py) or the sleep's end,
-            # on the writer thread: the event loop keeps running.
-            self._unlocks.wait(min(delay, max(0.0, deadline - time.monotonic())))
+            yield min(delay, max(0.0, deadline - time.monotonic()))
             delay = min(delay * 1.5, self.LOCK_WAIT_MOST)
 
 

@@ -15,6 +15,7 @@ import functools
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -268,11 +269,21 @@ class SQLiteStore:
         if limit <= 0:
             return []
         only = _json(list(queues)) if queues else None
-        # The claimed tasks, handed to the event loop by the writer thread just before the
-        # claim's COMMIT, so their handlers start while its fsync runs (docs/state_machine.md,
-        # "Started before the claim is durable"). call_soon_threadsafe keeps the order: the
-        # loop runs on_claimed before it sees the claim's answer.
+        # The claimed tasks, handed to the event loop just before the claim's COMMIT, so their
+        # handlers start while its fsync runs (docs/state_machine.md, "Started before the
+        # claim is durable"). Such a claim runs on the loop itself when the writer thread is
+        # idle (Database.write_on_loop): on_claimed is then called right there, no hop; else
+        # the writer thread hands them over (call_soon_threadsafe, which keeps the order: the
+        # loop runs on_claimed before it sees the claim's answer).
         loop = asyncio.get_running_loop() if on_claimed is not None else None
+        loop_thread = threading.get_ident()
+
+        def hand_over(claimed: list[Claimed]) -> None:
+            assert loop is not None and on_claimed is not None
+            if threading.get_ident() == loop_thread:
+                on_claimed(claimed)
+            else:
+                loop.call_soon_threadsafe(on_claimed, claimed)
 
         def op(conn: sqlite3.Connection) -> list[Claimed] | str:
             # Counting running tasks here is safe: this transaction holds SQLite's one write
@@ -315,11 +326,10 @@ class SQLiteStore:
             # RETURNING gives no order; the contract is most urgent first.
             claimed.sort(key=_urgency)
             if claimed and loop is not None and on_claimed is not None:
-                self.db.before_commit(
-                    functools.partial(loop.call_soon_threadsafe, on_claimed, claimed))
+                self.db.before_commit(functools.partial(hand_over, claimed))
             return claimed
 
-        answer = await self.db.write(op)
+        answer = await (self.db.write(op) if on_claimed is None else self.db.write_on_loop(op))
         if isinstance(answer, str):
             claimed = decode_picked(answer)
             claimed.sort(key=_urgency)  # json_group_array's order is not a promise

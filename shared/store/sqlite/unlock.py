@@ -12,11 +12,14 @@ backup tool) is still waited for by the timeout alone.
 
 A FIFO, not a datagram socket: bytes written while nobody waited pile up, and a FIFO drops them
 all with one read (a socket needs a read per datagram). Everything here is best effort: if the
-directory or a FIFO cannot be made, the writer sleeps as before. Used on the writer thread only.
+directory or a FIFO cannot be made, the writer sleeps as before. Used by one thread at a time:
+the writer thread, or the event loop while it holds the writer's connection
+(Database.write_on_loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -138,3 +141,59 @@ class UnlockSignal:
             with contextlib.suppress(OSError):
                 (self.dir / name).unlink()
             self._listing.forget()
+
+
+class LoopWait:
+    """One wait for the write lock on the event loop (Database.write_on_loop), which runs on
+    meanwhile: sleep() is UnlockSignal.wait() for the loop. The FIFO is watched (add_reader)
+    from the first sleep until close(), not added and removed per try; the loop's selector is
+    level-triggered, so a byte that came before the watch began still wakes the first sleep.
+
+    With the FIFO watched, a sleep lasts at least TIMER_FLOOR: uvloop's timers count whole
+    milliseconds, so the first sleeps (0.2-0.45 ms) would end at the loop's next turn: three
+    tries of BEGIN IMMEDIATE back to back, on the CPU the holder needs to finish its commit
+    (bench/README.md, "Session 7": the API's commit was slower beside them). A LocalFlow
+    holder's release ends any sleep at once; only a holder that is not LocalFlow is waited for
+    up to 1 ms instead of 0.2. Without the FIFO the sleeps are as asked."""
+
+    TIMER_FLOOR = 0.001
+
+    def __init__(self, signal: UnlockSignal, loop: asyncio.AbstractEventLoop) -> None:
+        self._signal, self._loop = signal, loop
+        self._woken: asyncio.Future[None] | None = None
+        self._readable = False
+        self._watched: int | None = None
+
+    async def sleep(self, seconds: float) -> None:
+        """Until another writer releases the lock (since the last drain), `seconds`, or
+        stop()."""
+        fd = self._signal._fd
+        if self._watched is None and fd is not None:
+            self._loop.add_reader(fd, self._on_readable)
+            self._watched = fd
+        if self._watched is not None:
+            seconds = max(seconds, self.TIMER_FLOOR)
+        self._woken = self._loop.create_future()
+        timer = self._loop.call_later(seconds, self.stop)
+        try:
+            await self._woken
+        finally:
+            timer.cancel()
+            self._woken = None
+        if self._readable:
+            self._readable = False
+            self._signal.drain()
+
+    def stop(self) -> None:
+        """End the current sleep (its timer; and Database.close(), which ends the wait)."""
+        if self._woken is not None and not self._woken.done():
+            self._woken.set_result(None)
+
+    def close(self) -> None:
+        if self._watched is not None:
+            self._loop.remove_reader(self._watched)
+            self._watched = None
+
+    def _on_readable(self) -> None:
+        self._readable = True
+        self.stop()

@@ -39,6 +39,7 @@ import argparse
 import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -215,6 +216,8 @@ def diagnose(tasks: int, gap: float, slots: int, loop: str = "uvloop") -> dict[s
         api.stop()
     a, w = json.loads(api_out.read_text()), json.loads(worker_out.read_text())
     starts = json.loads(result.read_text())["starts"]
+    # Read: the database and the logs go (a failed run keeps them, for its logs).
+    shutil.rmtree(workdir, ignore_errors=True)
     claims = {i: (called, back) for ids, called, back in w["claims"] for i in ids}
     rows, traced_ids = [], []
     for ids, created, back in a["inserts"]:

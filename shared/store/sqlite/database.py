@@ -225,7 +225,10 @@ class Database:
         writer, writer -> loop) of write(); bench/README.md, "Session 7: the idle claim on
         the event loop". If the writer is busy, this is write(op).
 
-        op blocks the event loop while it runs: only short ops (a claim of a few tasks).
+        op blocks the event loop while it runs: only short ops. An idle worker's claim is
+        ~20-40 us a task; at the start of a burst it may take a few hundred (its slots and
+        what it may hold ahead, worker/pool.py `_room`), a few ms of a loop with nothing of
+        its own running yet (idle: no handler in flight).
 
         Why the connection is never used by two threads at once: _in_flight is True while a
         batch is with the writer thread, and set back only on the loop, by _deliver, once the

@@ -82,6 +82,10 @@ class UnlockSignal:
             except OSError:  # its reader is gone (killed): forget it
                 self._forget(name, unlink=True)
 
+    def fileno(self) -> int | None:
+        """Our FIFO's read side, to watch on an event loop (LoopWait); None if there is none."""
+        return self._fd
+
     def drain(self) -> None:
         """Drop what was written before now: only bytes written after this count."""
         if self._fd is not None:
@@ -167,7 +171,7 @@ class LoopWait:
     async def sleep(self, seconds: float) -> None:
         """Until another writer releases the lock (since the last drain), `seconds`, or
         stop()."""
-        fd = self._signal._fd
+        fd = self._signal.fileno()
         if self._watched is None and fd is not None:
             self._loop.add_reader(fd, self._on_readable)
             self._watched = fd

@@ -74,6 +74,7 @@ class Queue:
         self.policy = Policy.from_settings(self.settings)  # what tasks may do (shared/policy.py)
         # Called after a commit that made tasks runnable or asked for a cancel: wakes workers
         # and schedulers in every process (the store's notifier unless a test passes its own).
+        # Not after inserts: the store wakes them from the insert's transaction.
         self.on_runnable = on_runnable or store.notify
         self._next_prune = 0.0
 
@@ -134,9 +135,10 @@ class Queue:
     async def enqueue(self, create: TaskCreate) -> tuple[Task, bool]:
         """Insert one task; returns (task, created). A reused key returns the original."""
         new = self.prepare(create)
+        # No on_runnable() here: the store wakes workers from the insert's own transaction
+        # (SQLite: just before its COMMIT; PostgreSQL: its NOTIFY). A second wake-up after the
+        # commit made an idle worker run one more claim, empty, per task.
         [(task, created)] = await self.store.insert_tasks([new], self.clock.now())
-        if created:
-            self.on_runnable()
         return task, created
 
     async def enqueue_many(self, creates: Sequence[TaskCreate]) -> list[tuple[Task, bool]]:
@@ -155,9 +157,7 @@ class Queue:
                 raise InvalidTask(
                     f"{where}: {exc}", f"{where}.{exc.field}" if exc.field else where
                 ) from None
-        results = await self.store.insert_tasks(news, now)
-        self.on_runnable()
-        return results
+        return await self.store.insert_tasks(news, now)  # it wakes workers (enqueue)
 
     # -- working -------------------------------------------------------------------------
 

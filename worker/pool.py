@@ -147,6 +147,7 @@ class Worker:
         self._deadline_armed = float("inf")
         self._nudge = asyncio.Event()
         self._peer_woke = False
+        self._wakes = 0  # wake-ups received so far (_remember_idle)
         self._idle_until: float | None = None  # skip claims until then if nothing changed
         self._seen_version: Hashable = None
         # Tasks whose outcome is known but not yet written (the database refuses writes).
@@ -262,6 +263,7 @@ class Worker:
                 early.extend(tasks)
                 self._place(tasks)
 
+        wakes = self._wakes
         try:
             claimed = await self.queue.claim(self.id, room, self.settings.lease,
                                              self.settings.queues,
@@ -277,7 +279,7 @@ class Worker:
         self.on_claim(len(claimed), time.perf_counter() - began)
         self._place(self._not_started(early, claimed) if early else claimed)
         if not claimed:
-            await self._remember_idle()
+            await self._remember_idle(wakes)
         return len(claimed)
 
     def _place(self, claimed: list[Claimed]) -> None:
@@ -399,9 +401,18 @@ class Worker:
             return False
         return await self.queue.store.change_token() == self._seen_version
 
-    async def _remember_idle(self) -> None:
-        self._seen_version = await self.queue.store.change_token()
+    async def _remember_idle(self, wakes: int) -> None:
+        """After a claim that found nothing: what to compare later polls with, unless a
+        wake-up came since the claim began (`wakes`, the count then). A submission wakes
+        workers from its own transaction, before its COMMIT (SQLiteStore.insert_tasks), so
+        these reads may not see its task yet; taken as "nothing changed", the worker would
+        sleep until its poll with the task queued. Not recorded, the next claim looks again
+        (and waits for that transaction's lock)."""
+        version = await self.queue.store.change_token()
         due = await self.queue.next_run_at(self.settings.queues)
+        if self._wakes != wakes:
+            return
+        self._seen_version = version
         self._idle_until = due if due is not None else float("inf")
 
     def _wait_timeout(self) -> float:
@@ -418,6 +429,7 @@ class Worker:
 
     def _on_peer_wake(self) -> None:
         self._peer_woke = True
+        self._wakes += 1
         self._idle_until = None
         self._nudge.set()
 

@@ -421,6 +421,11 @@ class TaskStore(Protocol):
         it raises IdempotencyConflict(key, stored id) and inserts none of `tasks`. Two keys
         equal within one call behave as if inserted one after the other. Inserted tasks are
         queued with attempts 0, created_at = updated_at = now.
+
+        Wakes every Listener from the transaction itself (no notify() needed after it): a
+        listener may so be woken before the tasks are visible to its reads, and must look
+        again with a write (a claim waits for this transaction's lock) rather than trust a
+        read made meanwhile (worker/pool.py, `_remember_idle`).
         """
         ...
 

@@ -46,6 +46,7 @@ import httpx
 
 from bench import procs
 from bench.http_load import SUBMIT_BODY, run_load
+from bench.localflow_side import _percentiles
 
 ANSWER = json.dumps({"id": "0" * 26, "type": "shell", "status": "queued", "priority": 0,
                      "queue": "default", "payload": {"command": "true"},
@@ -285,19 +286,14 @@ def pickup_part(tasks: int, gap: float) -> dict[str, Any]:
         started = json.loads(Path(out).read_text())
         conn.close()
 
-    def percentiles(values: list[float]) -> dict[str, float]:
-        values = sorted(values)
-        return {f"p{q}": round(values[min(len(values) - 1, int(len(values) * q / 100))], 3)
-                for q in (50, 90, 99)}
+    def ms(since: dict[str, float], until: dict[str, float]) -> dict[str, float]:
+        return _percentiles(sorted((until[t] - since[t]) * 1000 for t in created))
 
     return {
         "tasks": tasks,
-        "created_to_handler_ms": percentiles([(started[t] - created[t]) * 1000
-                                              for t in created]),
-        "created_to_api_commit_ms": percentiles([(committed[t] - created[t]) * 1000
-                                                 for t in created]),
-        "api_commit_to_handler_ms": percentiles([(started[t] - committed[t]) * 1000
-                                                 for t in created]),
+        "created_to_handler_ms": ms(created, started),
+        "created_to_api_commit_ms": ms(created, committed),
+        "api_commit_to_handler_ms": ms(committed, started),
     }
 
 
